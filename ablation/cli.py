@@ -1,0 +1,94 @@
+"""The `ablate` command: parse, call the API, print. Heavy imports live inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distributed ablation studies of attention modules in ResNets (Ray Tune + MLflow).")
+console = Console()
+errors = Console(stderr=True)
+
+USAGE_ERROR = 2
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(USAGE_ERROR)
+
+
+@app.callback()
+def main() -> None:
+    """Write a study spec (see search_spaces/), then `ablate run SPEC`."""
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
+                                                 help="override a spec key, e.g. --set train.epochs=1")] = [],
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT); default: a local Ray")] = None,
+    storage: Annotated[Optional[Path], typer.Option(help="where Ray keeps trial results and checkpoints")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
+) -> None:
+    """Run one trial per configuration and seed of SPEC under Ray Tune, logged to MLflow."""
+    import yaml
+
+    from .spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_path, overrides)
+    except SpecError as err:
+        raise _fail(str(err)) from None
+    trials = spec.trials()
+    console.print(f"[bold]{spec.name}[/bold]: {len(trials)} trials "
+                  f"({len(trials) // len(spec.search.seeds)} configurations x {len(spec.search.seeds)} seeds), "
+                  f"{spec.train.epochs} epochs each")
+
+    from .study import ResourceError, run_study
+
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    try:
+        outcome = run_study(spec, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
+                            console=console)
+    except ResourceError as err:
+        raise _fail(f"{spec_path}: {err}") from None
+    _print_ranking(spec, outcome)
+    if outcome.errors:
+        for name, error in outcome.errors.items():
+            errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_ranking(spec, outcome) -> None:
+    from rich.table import Table
+
+    from .report import rank
+    from .tracking import study_trials, ui_command
+
+    axes = list(spec.search.space)
+    records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+    table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
+    table.add_column("#", justify="right")
+    for axis in axes:
+        table.add_column(axis)
+    for column in ("seeds", f"{spec.metric} mean", "± sd", "test_accuracy", "test_macro_f1", "params"):
+        table.add_column(column, justify="right")
+
+    def fmt(value: float | None, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for i, s in enumerate(rank(records, axes, spec.metric, spec.mode), 1):
+        seeds = f"{s.seeds}" + (f" ({s.failed} failed)" if s.failed else "")
+        params = "-" if s.params_total is None else f"{s.params_total:,}"
+        table.add_row(str(i), *s.config.values(), seeds, fmt(s.mean), fmt(s.std), fmt(s.test_accuracy),
+                      fmt(s.test_macro_f1), params)
+    console.print(table)
+    console.print(f"MLflow: experiment [bold]{spec.name}[/bold], parent run {outcome.parent_run_id}")
+    console.print(f"Open the UI:  {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
+    console.print(f"Trial files and checkpoints: {outcome.storage}", highlight=False, soft_wrap=True)

@@ -1,0 +1,164 @@
+"""Training and evaluation of one trial, as plain functions.
+
+Knows neither Ray nor MLflow: `fit` calls `on_epoch(metrics, checkpoint)` once per epoch and the
+caller decides where those go (Ray Tune and MLflow in `study.py`, a list in the tests). The
+checkpoint is a plain dict of tensors and numbers that `torch.load(weights_only=True)` reads back.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from .data import Splits, build_splits
+from .models import build_model, count_parameters
+from .spec import StudySpec
+
+EpochCallback = Callable[[dict[str, float], dict[str, Any]], None]
+SummaryCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class Setup:
+    """Everything a trial trains with, built from its spec."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    splits: Splits
+    train_loader: DataLoader
+    generator: torch.Generator  # drives shuffling and augmentation, so it is checkpointed
+    device: torch.device
+
+
+def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Setup:
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    splits = build_splits(spec.data)
+    model = build_model(spec.model, num_classes=len(splits.classes)).to(device)
+    t = spec.train
+    if t.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(splits.train, batch_size=t.batch_size, shuffle=True, generator=generator, drop_last=False)
+    return Setup(model, optimizer, scheduler, splits, loader, generator, device)
+
+
+def train_one_epoch(s: Setup) -> dict[str, float]:
+    s.model.train()
+    criterion = nn.CrossEntropyLoss()
+    total, seen = 0.0, 0
+    for images, labels in s.train_loader:
+        images, labels = images.to(s.device), labels.to(s.device)
+        loss = criterion(s.model(images), labels)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        total += loss.item() * len(labels)
+        seen += len(labels)
+    s.scheduler.step()
+    return {"train_loss": total / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, device: torch.device,
+             batch_size: int = 256) -> dict[str, float]:
+    """Loss, accuracy, macro-F1 and per-class F1 (`{prefix}_f1_<class>`) over a split."""
+    model.eval()
+    n = len(classes)
+    metrics = MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(n, average="micro"),
+            "macro_f1": MulticlassF1Score(n, average="macro"),
+            "f1": MulticlassF1Score(n, average=None),
+        }
+    ).to(device)
+    total = 0.0
+    for images, labels in DataLoader(dataset, batch_size=batch_size):
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        total += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        metrics.update(logits, labels)
+    values = metrics.compute()
+    out = {f"{prefix}_loss": total / len(dataset), f"{prefix}_accuracy": values["accuracy"].item(),
+           f"{prefix}_macro_f1": values["macro_f1"].item()}
+    out |= {f"{prefix}_f1_{name.lower()}": f.item() for name, f in zip(classes, values["f1"])}
+    return out
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: SummaryCallback | None = None,
+        resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Train for `spec.train.epochs`, validating each epoch; the last epoch also tests the best one.
+
+    `on_start` receives the model's figures (`params_total`) before training; `resume` is a
+    checkpoint an earlier `on_epoch` received, and training continues after its epoch.
+    Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
+    """
+    s = setup(spec, seed, device)
+    classes = s.splits.classes
+    if on_start is not None:
+        on_start({"params_total": count_parameters(s.model)})
+    best: dict[str, Any] = {"epoch": 0, "value": None, "model": None}
+    start = 1
+    if resume is not None:
+        s.model.load_state_dict(resume["model"])
+        s.optimizer.load_state_dict(resume["optimizer"])
+        s.scheduler.load_state_dict(resume["scheduler"])
+        s.generator.set_state(resume["rng"]["loader"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        best = resume["best"]
+        start = resume["epoch"] + 1
+
+    metrics: dict[str, float] = {}
+    for epoch in range(start, spec.train.epochs + 1):
+        began = time.perf_counter()
+        metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
+        metrics |= train_one_epoch(s)
+        metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device)
+        metrics["epoch_time_s"] = time.perf_counter() - began
+        if _improved(metrics[spec.metric], best["value"], spec.mode):
+            best = {"epoch": epoch, "value": metrics[spec.metric], "model": copy.deepcopy(s.model.state_dict())}
+        if epoch == spec.train.epochs:
+            # The test split is touched once, by the weights of the epoch validation chose.
+            chosen = copy.deepcopy(s.model)
+            chosen.load_state_dict(best["model"])
+            metrics |= evaluate(chosen, s.splits.test, classes, "test", s.device)
+            metrics |= {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
+        checkpoint = {
+            "epoch": epoch,
+            "model": s.model.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "loader": s.generator.get_state()},
+            "best": best,
+        }
+        on_epoch(metrics, checkpoint)
+    return metrics
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    torch.save(checkpoint, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,34 @@
+"""Models: ResNets with attention modules, built by name from the registries below."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from ..registry import Registry
+from ..spec import ModelSpec
+from .identity_cbam import IdentityCBAM
+from .resnet import ResNet
+
+# Each attention type takes the channels first and keyword options after (timm's convention).
+ATTENTION: Registry = Registry("attention type")
+ATTENTION.register("identity_cbam")(IdentityCBAM)
+
+
+def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
+    """The network a model spec describes, freshly initialised."""
+    attention = None if spec.attention == "none" else partial(ATTENTION.get(spec.attention), reduction=spec.reduction)
+    model = ResNet(spec.arch, num_classes=num_classes, attention=attention, stages=spec.stages, count=spec.count)
+    if spec.zero_init:
+        for module in model.attention.modules():
+            if hasattr(module, "zero_init_last"):
+                module.zero_init_last()
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ATTENTION", "IdentityCBAM", "ResNet", "build_model", "count_parameters"]

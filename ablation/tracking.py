@@ -1,0 +1,135 @@
+"""MLflow: where a study's runs go, what they are named, and reading them back.
+
+Layout: one experiment per study name, one parent run per `ablate run`, one nested child run per
+trial (tag `mlflow.parentRunId`, so the UI groups them). Params are the spec's dotted keys; metrics
+are logged per epoch with `step=epoch`. Everything here takes an explicit, absolute tracking URI:
+a trial that fell back to MLflow's default would log into Ray's temp directory and be lost.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+DEFAULT_STORE = Path("mlruns")
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI to use, made absolute: `--tracking-uri`, else $MLFLOW_TRACKING_URI, else ./mlruns."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in uri:  # a plain path: a database file, or a folder to hold one
+        path = Path(uri).resolve()
+        return f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite store, under `artifacts/`; a server decides for itself."""
+    db = _sqlite_path(uri)
+    return (db.parent / "artifacts" / experiment).as_uri() if db else None
+
+
+def ui_command(uri: str) -> str:
+    """The shell command that opens the MLflow UI on this store, on loopback only."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _as_param(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+class TrackedRun:
+    """One MLflow run, written through a client bound to an explicit URI."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _as_param(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit for params
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        ts = _now_ms()
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def start_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
+    """Create (or reuse) the study's experiment and open its parent run; returns (experiment_id, run)."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+    )
+    run = client.create_run(experiment_id, run_name=name, tags={"ablate.kind": "study"})
+    parent = TrackedRun(client, run.info.run_id)
+    parent.log_params(params)
+    parent.log_text(spec_yaml, "spec.yaml")
+    return experiment_id, parent
+
+
+def start_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
+                params: Mapping[str, Any]) -> TrackedRun:
+    """Open a trial's child run under the study's parent run."""
+    client = MlflowClient(uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={PARENT_TAG: parent_run_id, "ablate.kind": "trial", "ablate.trial_id": trial_id},
+    )
+    trial = TrackedRun(client, run.info.run_id)
+    trial.log_params(params)
+    return trial
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each metric
+
+
+def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """Every child run of a study's parent run, as logged."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=50_000)
+    return [
+        TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics))
+        for r in runs
+    ]

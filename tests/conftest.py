@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Each test gets its own working directory and data cache, so nothing lands in the repo or ~."""
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = tmp_path_factory.mktemp("work")
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def tiny_spec(tmp_path) -> Path:
+    """Two trials of one epoch on a few dozen 32-px images: the smallest real study."""
+    spec = {
+        "name": "tiny",
+        "model": {"arch": "resnet18", "attention": "identity_cbam", "reduction": 16},
+        "data": {"dataset": "synthetic", "image_size": 32, "train_per_class": 8, "val_per_class": 4,
+                 "test_per_class": 4},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
+        "search": {"method": "grid", "space": {"model.placement": ["none", "layer4"]}, "seeds": [0]},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

@@ -1,0 +1,69 @@
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from ablation.models import IdentityCBAM, build_model, count_parameters
+from ablation.spec import ARCHITECTURES, STAGES, ModelSpec
+
+PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "layer1+layer3", "all"]
+
+
+def test_vanilla_resnet50_with_six_classes_has_the_published_parameter_count():
+    model = build_model(ModelSpec(arch="resnet50", attention="none", placement="none"), num_classes=6)
+    assert count_parameters(model) == 23_520_326
+
+
+def test_the_backbone_keeps_torchvision_state_dict_names_so_its_weights_load():
+    model = build_model(ModelSpec(arch="resnet50", placement="all"), num_classes=1000)
+    result = model.load_state_dict(resnet50().state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert result.missing_keys and all(k.startswith("attention.") for k in result.missing_keys)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_stage_widths_in_the_spec_match_the_built_network(arch):
+    model = build_model(ModelSpec(arch=arch, placement="all", reduction=16), num_classes=6)
+    for stage in STAGES:
+        module = model.attention[stage][0]
+        assert module.conv1.in_channels == ARCHITECTURES[arch].width(stage)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_every_placement_trains_forward_and_backward(placement):
+    model = build_model(ModelSpec(arch="resnet18", placement=placement, count=2, reduction=8), num_classes=6)
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    placed = [s for s in STAGES if isinstance(model.attention[s], nn.Sequential)]
+    assert placed == list(ModelSpec(placement=placement).stages)
+    assert all(len(model.attention[s]) == 2 for s in placed)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_identity_cbam_adds_parameters_only_where_placed():
+    base = count_parameters(build_model(ModelSpec(arch="resnet18", placement="none"), num_classes=6))
+    one = count_parameters(build_model(ModelSpec(arch="resnet18", placement="layer4"), num_classes=6))
+    assert one - base == count_parameters(IdentityCBAM(512, reduction=16))
+
+
+def test_identity_cbam_is_a_bottleneck_with_cbam_on_a_skip():
+    module = IdentityCBAM(64, reduction=16)
+    assert (module.conv1.out_channels, module.conv3.out_channels) == (16, 64)
+    assert module.cbam.channel_gate.mlp[1].out_features == 4
+    assert module.cbam.spatial_gate.conv.kernel_size == (7, 7)
+    x = torch.randn(2, 64, 8, 8)
+    assert module(x).shape == x.shape
+
+
+def test_modules_use_relu_modules_so_guided_attribution_can_hook_them():
+    model = build_model(ModelSpec(arch="resnet18", placement="all"), num_classes=6)
+    assert any(isinstance(m, nn.ReLU) for m in model.attention.modules())
+
+
+def test_zero_init_starts_the_network_as_the_vanilla_one():
+    torch.manual_seed(0)
+    vanilla = build_model(ModelSpec(arch="resnet18", attention="none", placement="none"), num_classes=6).eval()
+    model = build_model(ModelSpec(arch="resnet18", placement="all", zero_init=True), num_classes=6).eval()
+    model.load_state_dict(vanilla.state_dict(), strict=False)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), vanilla(x), rtol=0, atol=0)
