@@ -73,11 +73,13 @@ def _print_ranking(spec, outcome) -> None:
 
     axes = list(spec.search.space)
     records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+    console.print()
     table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
     table.add_column("#", justify="right")
     for axis in axes:
-        table.add_column(axis)
-    for column in ("seeds", f"{spec.metric} mean", "± sd", "test_accuracy", "test_macro_f1", "params"):
+        short = len({a.split(".")[-1] for a in axes}) == len(axes)
+        table.add_column(axis.split(".")[-1] if short else axis, overflow="fold")
+    for column in ("seeds", spec.metric, "sd", "test acc", "test F1", "params"):
         table.add_column(column, justify="right")
 
     def fmt(value: float | None, digits: int = 4) -> str:
@@ -85,7 +87,7 @@ def _print_ranking(spec, outcome) -> None:
 
     for i, s in enumerate(rank(records, axes, spec.metric, spec.mode), 1):
         seeds = f"{s.seeds}" + (f" ({s.failed} failed)" if s.failed else "")
-        params = "-" if s.params_total is None else f"{s.params_total:,}"
+        params = "-" if s.params_total is None else f"{s.params_total / 1e6:.2f}M"
         table.add_row(str(i), *s.config.values(), seeds, fmt(s.mean), fmt(s.std), fmt(s.test_accuracy),
                       fmt(s.test_macro_f1), params)
     console.print(table)

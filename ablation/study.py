@@ -23,8 +23,11 @@ from . import engine, tracking
 from .progress import StudyProgress
 from .spec import StudySpec, Trial
 
-# Metrics Tune needs for scheduling and the live view; MLflow gets the full set.
 _STEP_KEY = "epoch"
+
+# Tune's own console output would fight the live view: the legacy reporter at verbose=0 is silent.
+# Checkpoint-sync warnings fire on every small fast trial and say nothing actionable here.
+_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 class ResourceError(ValueError):
@@ -108,6 +111,11 @@ class _ProgressCallback(tune.Callback):
     def __init__(self, view: StudyProgress, metric: str) -> None:
         self.view, self.metric = view, metric
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment state; a live terminal view cannot go
+        # there, and a restored study draws its own.
+        return {"view": None, "metric": self.metric}
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.view.trial_started(trial.trial_id, trial.config["trial"]["name"])
 
@@ -140,6 +148,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     storage = (storage or Path("ablate_runs")).resolve()
     trials = spec.trials()
 
+    for key, value in _TUNE_ENV.items():
+        os.environ.setdefault(key, value)
     connect(address)
     _check_resources(spec)
     experiment_id, parent = tracking.start_study(

@@ -9,6 +9,7 @@ a trial that fell back to MLflow's default would log into Ray's temp directory a
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ def ui_command(uri: str) -> str:
     """The shell command that opens the MLflow UI on this store, on loopback only."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    beside_python = Path(sys.executable).parent / "mlflow"
+    mlflow = str(beside_python) if beside_python.exists() else "mlflow"
+    return f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
 def _now_ms() -> int:
