@@ -20,6 +20,7 @@ import torch
 from ray import tune
 
 from . import engine, tracking
+from .data import build_splits
 from .progress import StudyProgress
 from .spec import StudySpec, Trial
 
@@ -152,6 +153,10 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         os.environ.setdefault(key, value)
     connect(address)
     _check_resources(spec)
+    with console.status("preparing the data"):
+        # Once here rather than in every trial at once; on a cluster, other nodes fill their own cache.
+        for data in {t.spec.data for t in trials}:
+            build_splits(data)
     experiment_id, parent = tracking.start_study(
         uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
         spec_yaml=spec_yaml,
