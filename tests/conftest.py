@@ -2,9 +2,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The models here are tiny; one thread avoids OpenMP spinning against Ray workers or a busy machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@
 
 Each image is a drawn face whose brows, eyes and mouth take a class-dependent shape (happy,
 anger, unrest/anxiety, wound/hurt, sad, neutral, as in the Identity-CBAM paper). The shape
-parameters of every class are drawn from overlapping distributions and each expression has a
-random intensity, so weak expressions look alike: a ResNet learns the task but cannot reach 100%.
+parameters of every class are drawn from overlapping distributions (a fifth of faces are blended
+towards a class they are often confused with), so a ResNet learns the task but cannot reach 100%.
 Pose, skin tone, background, lighting, pixel noise and occluders (glasses, a blob) vary as nuisance.
 Alongside the images come per-pixel cue masks (brows, eyes, mouth) for scoring attribution maps.
 """
@@ -14,6 +14,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,9 @@ CLASSES: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 GENERATOR_VERSION = 2  # part of the cache file name: bump it whenever the drawing changes
 
-# Expression cues as offsets from a neutral face, one row per class. Columns (all unitless, mapped
-# to face-relative sizes in _draw_cues): mouth curve (+ = corners up), mouth opening, mouth waviness,
+# Expression cues as offsets from a neutral face, one row per class. Columns (unitless, mapped to
+# face-relative sizes in _draw_cues): mouth curve (+ = corners up), mouth opening, mouth waviness,
 # brow tilt (+ = inner ends down), brow raise, eye openness, mouth width.
-_CUES = ("curve", "open", "wave", "tilt", "raise", "eye", "width")
 _CUE_MEAN = np.array([
     [1.00, 0.50, 0.00, 0.00, 0.10, -0.20, 0.25],    # happy
     [-0.15, 0.00, 0.00, 0.90, -0.50, -0.15, -0.30],  # anger
@@ -80,8 +80,14 @@ class _Pose:
         return list(zip(x.tolist(), y.tolist()))
 
     def ellipse(self, u0: float, v0: float, ru: float, rv: float, n: int = 40) -> list[tuple[float, float]]:
-        t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-        return self.points(u0 + ru * np.cos(t), v0 + rv * np.sin(t))
+        cos, sin = _unit_circle(n)
+        return self.points(u0 + ru * cos, v0 + rv * sin)
+
+
+@lru_cache(maxsize=None)
+def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    return np.cos(t), np.sin(t)
 
 
 def _band(pose: _Pose, u: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> list[tuple[float, float]]:
@@ -159,7 +165,7 @@ def _render_face(rng: np.random.Generator, label: int, size: int) -> tuple[np.nd
     aspect = rng.uniform(1.12, 1.25)
     skin = _skin(rng)
     hair = tuple(int(c) for c in rng.integers(0, 120, size=3))
-    # Muted backgrounds: fully random colours slowed SGD's first epochs down to chance for no realism gained.
+    # Muted backgrounds: fully random colours kept SGD (lr 0.05) at chance for several epochs.
     background = tuple(int(c) for c in np.clip(rng.uniform(60, 200) + rng.normal(0, 30, 3), 0, 255))
     img = Image.new("RGB", (canvas, canvas), background)
     mask = Image.new("L", (canvas, canvas), 0)
