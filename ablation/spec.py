@@ -112,7 +112,7 @@ class DataSpec(_Section):
     train_per_class: int = Field(200, ge=1)
     val_per_class: int = Field(100, ge=1)
     test_per_class: int = Field(100, ge=1)
-    seed: int = Field(0, description="seed of the generated data: fixed, so trial seeds vary training only")
+    seed: int = Field(0, ge=0, description="seed of the generated data: fixed, so trial seeds vary training only")
 
 
 class TrainSpec(_Section):
