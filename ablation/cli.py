@@ -59,6 +59,10 @@ def run(
     except ResourceError as err:
         raise _fail(f"{spec_path}: {err}") from None
     _print_ranking(spec, outcome)
+    if outcome.unfinished:
+        errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} of {len(trials)} trials did not "
+                     f"finish; the study's parent run is marked KILLED. Run the same command again to start over.")
+        raise typer.Exit(130)
     if outcome.errors:
         for name, error in outcome.errors.items():
             errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
@@ -86,7 +90,8 @@ def _print_ranking(spec, outcome) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     for i, s in enumerate(rank(records, axes, spec.metric, spec.mode), 1):
-        seeds = f"{s.seeds}" + (f" ({s.failed} failed)" if s.failed else "")
+        lost = ", ".join(f"{n} {what}" for n, what in ((s.failed, "failed"), (s.killed, "killed")) if n)
+        seeds = f"{s.seeds}" + (f" ({lost})" if lost else "")
         params = "-" if s.params_total is None else f"{s.params_total / 1e6:.2f}M"
         table.add_row(str(i), *s.config.values(), seeds, fmt(s.mean), fmt(s.std), fmt(s.test_accuracy),
                       fmt(s.test_macro_f1), params)

@@ -14,8 +14,9 @@ class ConfigSummary:
     """One configuration (a point of the search space) over its seeds."""
 
     config: dict[str, str]  # axis -> value, as logged
-    seeds: int
-    failed: int
+    seeds: int  # finished trials
+    failed: int  # trials that raised
+    killed: int  # trials an interruption stopped
     mean: float | None  # of the ranking metric's best-epoch value, over finished seeds
     std: float | None
     test_accuracy: float | None
@@ -40,7 +41,8 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
         summaries.append(ConfigSummary(
             config=dict(zip(axes, key)),
             seeds=len(done),
-            failed=len(members) - len(done),
+            failed=sum(r.status == "FAILED" for r in members),
+            killed=sum(r.status == "KILLED" for r in members),
             mean=_mean(values),
             std=statistics.stdev(values) if len(values) > 1 else None,
             test_accuracy=_mean([r.metrics["test_accuracy"] for r in done]),

@@ -66,8 +66,10 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
 
     try:
         engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, on_start=run.log_metrics, device=device)
-    except BaseException:
-        run.finish("FAILED")
+    except BaseException as err:
+        run.set_tags({"ablate.error": f"{type(err).__name__}: {err}"[:5000]})
+        # Tune stops trials of an interrupted study by raising in them; that is not their failure.
+        run.finish("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     run.finish("FINISHED")
 
@@ -137,6 +139,7 @@ class StudyOutcome:
     parent_run_id: str
     storage: Path
     errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
+    unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
 
 
 def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: Path | None = None,
@@ -151,6 +154,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
 
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    # After an interruption Tune warns once per trial that never started; the summary says it once.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     connect(address)
     _check_resources(spec)
     with console.status("preparing the data"):
@@ -189,9 +194,16 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     except KeyboardInterrupt:
         parent.finish("KILLED")
         raise
+    finished = set()
     for result in results:
+        name = (result.config or {}).get("trial", {}).get("name")  # None: never started
         if result.error is not None:
-            outcome.errors[result.config["trial"]["name"]] = str(result.error).strip().splitlines()[-1]
-    parent.set_tags({"ablate.trials_failed": len(outcome.errors)})
-    parent.finish("FAILED" if outcome.errors else "FINISHED")
+            outcome.errors[name] = str(result.error).strip().splitlines()[-1]
+        elif (result.metrics or {}).get(_STEP_KEY) == spec.train.epochs:
+            finished.add(name)
+    outcome.unfinished = [t.name for t in trials if t.name not in finished and t.name not in outcome.errors]
+    # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
+    tracking.close_open_runs(uri, experiment_id, parent.run_id, status="KILLED")
+    parent.set_tags({"ablate.trials_failed": len(outcome.errors), "ablate.trials_unfinished": len(outcome.unfinished)})
+    parent.finish("KILLED" if outcome.unfinished else "FAILED" if outcome.errors else "FINISHED")
     return outcome

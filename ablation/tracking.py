@@ -118,6 +118,15 @@ def start_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, 
     return trial
 
 
+def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> None:
+    """Mark the study's child runs that are still RUNNING (their trial was killed) as `status`."""
+    client = MlflowClient(uri)
+    for run in client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    ):
+        client.set_terminated(run.info.run_id, status)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     run_id: str
