@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 CLASSES: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-GENERATOR_VERSION = 2  # part of the cache file name: bump it whenever the drawing changes
+GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the drawing changes
 
 # Expression cues as offsets from a neutral face, one row per class. Columns (unitless, mapped to
 # face-relative sizes in _draw_cues): mouth curve (+ = corners up), mouth opening, mouth waviness,
@@ -199,7 +199,8 @@ def _light_and_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     phi = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(phi) * coords[None, :] + np.sin(phi) * coords[:, None]
     gain = rng.uniform(0.8, 1.15) * (1 + rng.uniform(0.0, 0.2) * ramp)
-    noisy = img * gain[..., None] + rng.normal(0.0, rng.uniform(2.0, 8.0), img.shape).astype(np.float32)
+    noise = rng.uniform(2.0, 8.0) * rng.standard_normal(img.shape, dtype=np.float32)
+    noisy = img * gain[..., None] + noise
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
@@ -264,6 +265,7 @@ def _write_atomically(path: Path, arrays: SplitArrays) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=arrays.images, labels=arrays.labels, masks=arrays.masks, occluded=arrays.occluded)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; a shared cache should be readable like any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
