@@ -39,7 +39,8 @@ ARCHITECTURES = {
     "resnet101": Architecture("bottleneck", (3, 4, 23, 3), 4),
     "resnet152": Architecture("bottleneck", (3, 8, 36, 3), 4),
 }
-ATTENTIONS = ("none", "identity_cbam")
+# Attention types and where each sits: after the placed stages, or in every block of them.
+ATTENTIONS = {"none": None, "identity_cbam": "stage", "cbam": "block"}
 DATASETS = ("synthetic",)
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 
@@ -70,7 +71,7 @@ class _Section(BaseModel):
 
 class ModelSpec(_Section):
     arch: Literal[tuple(ARCHITECTURES)] = "resnet50"  # type: ignore[valid-type]
-    attention: Literal[ATTENTIONS] = "identity_cbam"  # type: ignore[valid-type]
+    attention: Literal[tuple(ATTENTIONS)] = "identity_cbam"  # type: ignore[valid-type]
     placement: str = Field("all", description="none, all, or stages joined by '+': where modules go")
     count: int = Field(1, ge=0, le=4, description="modules stacked at each placed stage")
     reduction: int = Field(16, ge=1, description="channel-gate MLP ratio C -> C/r -> C")

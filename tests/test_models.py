@@ -3,8 +3,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from ablation.models import IdentityCBAM, build_model, count_parameters
-from ablation.spec import ARCHITECTURES, STAGES, ModelSpec
+from ablation.models import ATTENTION, IdentityCBAM, build_model, count_parameters
+from ablation.models.cbam import CBAM
+from ablation.spec import ARCHITECTURES, ATTENTIONS, STAGES, ModelSpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "layer1+layer3", "all"]
 
@@ -67,3 +68,25 @@ def test_zero_init_starts_the_network_as_the_vanilla_one():
     model.load_state_dict(vanilla.state_dict(), strict=False)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), vanilla(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("arch", "published"), [("resnet50", 28_089_624), ("resnet101", 49_330_172)])
+def test_cbam_in_every_block_has_the_cbam_papers_parameter_count(arch, published):
+    vanilla = {"resnet50": 25_557_032, "resnet101": 44_549_160}[arch]
+    assert count_parameters(build_model(ModelSpec(arch=arch, attention="none"), num_classes=1000)) == vanilla
+    model = build_model(ModelSpec(arch=arch, attention="cbam", placement="all"), num_classes=1000)
+    assert count_parameters(model) == published
+
+
+def test_cbam_sits_in_each_block_of_the_placed_stages_before_the_addition():
+    model = build_model(ModelSpec(arch="resnet18", attention="cbam", placement="layer2"), num_classes=6)
+    assert all(isinstance(block.attention[0], CBAM) for block in model.layer2)
+    assert all(isinstance(block.attention, nn.Identity) for block in model.layer1)
+    assert all(isinstance(model.attention[s], nn.Identity) for s in STAGES)
+    # As in the official ResNet-CBAM: the spatial gate starts half open.
+    assert model.layer2[0].attention[0].spatial_gate.bn.weight.abs().sum() == 0
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_every_attention_type_the_spec_names_is_registered():
+    assert sorted(ATTENTION) == sorted(name for name in ATTENTIONS if name != "none")

@@ -7,7 +7,8 @@ from functools import partial
 from torch import nn
 
 from ..registry import Registry
-from ..spec import ModelSpec
+from ..spec import ATTENTIONS, ModelSpec
+from .cbam import CBAM
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
 
@@ -16,12 +17,21 @@ ATTENTION: Registry = Registry("attention type")
 ATTENTION.register("identity_cbam")(IdentityCBAM)
 
 
+@ATTENTION.register("cbam")
+def official_cbam(channels: int, reduction: int = 16) -> CBAM:
+    """CBAM as the official ResNet-CBAM builds it: the spatial gate's BN starts at zero (gate 0.5)."""
+    module = CBAM(channels, reduction)
+    nn.init.zeros_(module.spatial_gate.bn.weight)
+    return module
+
+
 def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
     """The network a model spec describes, freshly initialised."""
     attention = None if spec.attention == "none" else partial(ATTENTION.get(spec.attention), reduction=spec.reduction)
-    model = ResNet(spec.arch, num_classes=num_classes, attention=attention, stages=spec.stages, count=spec.count)
+    model = ResNet(spec.arch, num_classes=num_classes, attention=attention, stages=spec.stages, count=spec.count,
+                   site=ATTENTIONS[spec.attention] or "stage")
     if spec.zero_init:
-        for module in model.attention.modules():
+        for module in model.modules():
             if hasattr(module, "zero_init_last"):
                 module.zero_init_last()
     return model
