@@ -20,13 +20,15 @@ from torchvision.models import resnet as tv
 from ..spec import ARCHITECTURES, STAGES
 
 
-class BasicBlock(tv.BasicBlock):
-    """torchvision's BasicBlock with an `attention` slot before the addition (identity by default)."""
+class _AttentionSlot:
+    """Gives a torchvision block an `attention` module before its addition, the identity by default."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.attention: nn.Module = nn.Identity()
 
+
+class BasicBlock(_AttentionSlot, tv.BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -34,13 +36,7 @@ class BasicBlock(tv.BasicBlock):
         return self.relu(out + identity)
 
 
-class Bottleneck(tv.Bottleneck):
-    """torchvision's Bottleneck with an `attention` slot before the addition (identity by default)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.attention: nn.Module = nn.Identity()
-
+class Bottleneck(_AttentionSlot, tv.Bottleneck):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
