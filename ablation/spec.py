@@ -40,7 +40,8 @@ ARCHITECTURES = {
     "resnet152": Architecture("bottleneck", (3, 8, 36, 3), 4),
 }
 # Attention types and where each sits: after the placed stages, or in every block of them.
-ATTENTIONS = {"none": None, "identity_cbam": "stage", "cbam": "block"}
+ATTENTIONS = {"none": None, "identity_cbam": "stage", "cbam": "block", "se": "block", "eca": "block"}
+_WITHOUT_REDUCTION = ("none", "eca")
 DATASETS = ("synthetic",)
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 
@@ -87,7 +88,7 @@ class ModelSpec(_Section):
     @classmethod
     def _reduction_divides_channels(cls, reduction: int, info: ValidationInfo) -> int:
         # Fields validate in declaration order, so arch and placement are known here (when valid).
-        if not {"arch", "placement"} <= info.data.keys() or info.data.get("attention") == "none":
+        if not {"arch", "placement"} <= info.data.keys() or info.data.get("attention") in _WITHOUT_REDUCTION:
             return reduction
         arch = ARCHITECTURES[info.data["arch"]]
         for stage in parse_placement(info.data["placement"]) if info.data.get("count") else ():

@@ -5,6 +5,7 @@ from torchvision.models import resnet50
 
 from ablation.models import ATTENTION, IdentityCBAM, build_model, count_parameters
 from ablation.models.cbam import CBAM
+from ablation.models.eca import adaptive_kernel_size
 from ablation.spec import ARCHITECTURES, ATTENTIONS, STAGES, ModelSpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "layer1+layer3", "all"]
@@ -90,3 +91,23 @@ def test_cbam_sits_in_each_block_of_the_placed_stages_before_the_addition():
 
 def test_every_attention_type_the_spec_names_is_registered():
     assert sorted(ATTENTION) == sorted(name for name in ATTENTIONS if name != "none")
+
+
+def test_se_in_every_block_of_resnet50_has_the_se_papers_parameter_count():
+    model = build_model(ModelSpec(arch="resnet50", attention="se", placement="all"), num_classes=1000)
+    assert count_parameters(model) == 28_088_024  # CBAM's count minus its 16 spatial gates of 100
+
+
+def test_eca_adds_only_its_small_kernels_and_ignores_the_reduction():
+    vanilla = count_parameters(build_model(ModelSpec(arch="resnet50", attention="none"), num_classes=1000))
+    model = build_model(ModelSpec(arch="resnet50", attention="eca", placement="all", reduction=7), num_classes=1000)
+    kernels = [adaptive_kernel_size(ARCHITECTURES["resnet50"].width(s)) for s in STAGES]
+    assert kernels == [5, 5, 5, 7]  # the paper's adaptive rule for 256..2048 channels
+    assert count_parameters(model) - vanilla == sum(k * n for k, n in zip(kernels, (3, 4, 6, 3)))
+
+
+@pytest.mark.parametrize("attention", ["se", "eca"])
+def test_channel_attention_baselines_train(attention):
+    model = build_model(ModelSpec(arch="resnet18", attention=attention, placement="layer1+layer4"), num_classes=6)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert not isinstance(model.layer4[1].attention, nn.Identity)

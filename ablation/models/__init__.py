@@ -9,12 +9,16 @@ from torch import nn
 from ..registry import Registry
 from ..spec import ATTENTIONS, ModelSpec
 from .cbam import CBAM
+from .eca import EfficientChannelAttention
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
+from .se import SqueezeExcite
 
 # Each attention type takes the channels first and keyword options after (timm's convention).
 ATTENTION: Registry = Registry("attention type")
 ATTENTION.register("identity_cbam")(IdentityCBAM)
+ATTENTION.register("se")(SqueezeExcite)
+ATTENTION.register("eca")(EfficientChannelAttention)
 
 
 @ATTENTION.register("cbam")
