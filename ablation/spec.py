@@ -39,9 +39,21 @@ ARCHITECTURES = {
     "resnet101": Architecture("bottleneck", (3, 4, 23, 3), 4),
     "resnet152": Architecture("bottleneck", (3, 8, 36, 3), 4),
 }
-# Attention types and where each sits: after the placed stages, or in every block of them.
-ATTENTIONS = {"none": None, "identity_cbam": "stage", "cbam": "block", "se": "block", "eca": "block"}
-_WITHOUT_REDUCTION = ("none", "eca")
+
+
+class Attention(NamedTuple):
+    site: Literal["stage", "block"] | None  # after the placed stages, or in every block of them
+    options: tuple[str, ...]  # the `model.*` settings its module is built with
+
+
+_CBAM_OPTIONS = ("reduction", "kernel_size", "pooling", "gates")
+ATTENTIONS = {
+    "none": Attention(None, ()),
+    "identity_cbam": Attention("stage", _CBAM_OPTIONS),
+    "cbam": Attention("block", _CBAM_OPTIONS),
+    "se": Attention("block", ("reduction",)),
+    "eca": Attention("block", ()),
+}
 DATASETS = ("synthetic",)
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 
@@ -76,6 +88,10 @@ class ModelSpec(_Section):
     placement: str = Field("all", description="none, all, or stages joined by '+': where modules go")
     count: int = Field(1, ge=0, le=4, description="modules stacked at each placed stage")
     reduction: int = Field(16, ge=1, description="channel-gate MLP ratio C -> C/r -> C")
+    kernel_size: Literal[3, 5, 7] = Field(7, description="spatial-gate convolution size")
+    pooling: Literal["avg", "max", "avg+max"] = Field("avg+max", description="channel-gate descriptors")
+    gates: Literal["channel+spatial", "spatial+channel", "channel", "spatial"] = Field(
+        "channel+spatial", description="which CBAM gates, in which order")
     zero_init: bool = Field(False, description="start each module as the identity (last branch BN at 0)")
 
     @field_validator("placement")
@@ -88,7 +104,8 @@ class ModelSpec(_Section):
     @classmethod
     def _reduction_divides_channels(cls, reduction: int, info: ValidationInfo) -> int:
         # Fields validate in declaration order, so arch and placement are known here (when valid).
-        if not {"arch", "placement"} <= info.data.keys() or info.data.get("attention") in _WITHOUT_REDUCTION:
+        attention = ATTENTIONS.get(info.data.get("attention"))
+        if not {"arch", "placement"} <= info.data.keys() or not attention or "reduction" not in attention.options:
             return reduction
         arch = ARCHITECTURES[info.data["arch"]]
         for stage in parse_placement(info.data["placement"]) if info.data.get("count") else ():

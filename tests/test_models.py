@@ -111,3 +111,33 @@ def test_channel_attention_baselines_train(attention):
     model = build_model(ModelSpec(arch="resnet18", attention=attention, placement="layer1+layer4"), num_classes=6)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert not isinstance(model.layer4[1].attention, nn.Identity)
+
+
+def test_switching_off_a_gate_removes_exactly_its_parameters():
+    both = count_parameters(CBAM(64, reduction=16))
+    assert both - count_parameters(CBAM(64, reduction=16, gates="channel")) == 2 * 7 * 7 + 2  # conv + BN
+    assert both - count_parameters(CBAM(64, reduction=16, gates="spatial")) == 64 * 4 + 4 + 4 * 64 + 64  # MLP
+
+
+def test_gate_order_kernel_size_and_pooling_change_the_computation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8, 8)
+    reference = CBAM(64, reduction=8).eval()
+    swapped = CBAM(64, reduction=8, gates="spatial+channel").eval()
+    swapped.load_state_dict(reference.state_dict())
+    assert not torch.allclose(reference(x), swapped(x))
+    assert CBAM(64, kernel_size=3).spatial_gate.conv.kernel_size == (3, 3)
+    avg_only = CBAM(64, reduction=8, pooling="avg").eval()
+    avg_only.load_state_dict(reference.state_dict())
+    assert not torch.allclose(reference(x), avg_only(x))
+
+
+@pytest.mark.parametrize("attention", ["identity_cbam", "cbam"])
+def test_the_cbam_axes_reach_the_modules_from_the_spec(attention):
+    spec = ModelSpec(arch="resnet18", attention=attention, placement="layer3", kernel_size=5, pooling="max",
+                     gates="spatial+channel")
+    model = build_model(spec, num_classes=6)
+    cbam = next(m for m in model.modules() if isinstance(m, CBAM))
+    assert cbam.spatial_gate.conv.kernel_size == (5, 5) and len(cbam.channel_gate.pools) == 1
+    assert cbam.sequence == [cbam.spatial_gate, cbam.channel_gate]
+    model(torch.randn(2, 3, 32, 32)).sum().backward()

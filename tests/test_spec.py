@@ -67,6 +67,9 @@ def test_overrides_are_typed_and_reach_any_key(tmp_path):
         ({"search": {"space": {"model.placement": []}}}, [], "search.space"),
         ({"model": {"arch": "resnet19"}}, [], "model.arch"),
         ({}, ["metric=accuracy"], "metric"),
+        ({}, ["model.kernel_size=4"], "model.kernel_size"),
+        ({}, ["model.gates=parallel"], "model.gates"),
+        ({}, ["model.attention=se", "model.reduction=3"], "model.reduction"),
     ],
 )
 def test_bad_specs_name_the_file_and_the_key(tmp_path, sections, overrides, key):
@@ -75,3 +78,8 @@ def test_bad_specs_name_the_file_and_the_key(tmp_path, sections, overrides, key)
         load_spec(path, overrides)
     message = str(err.value)
     assert message.startswith(str(path)) and key in message and "\n" not in message
+
+
+def test_a_reduction_only_has_to_divide_the_channels_where_it_is_used(tmp_path):
+    spec = load_spec(write(tmp_path), ["model.attention=eca", "model.reduction=7"])
+    assert spec.model.reduction == 7

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..registry import Registry
 from ..spec import ATTENTIONS, ModelSpec
-from .cbam import CBAM
+from .cbam import CBAM, SpatialGate
 from .eca import EfficientChannelAttention
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
@@ -22,18 +22,21 @@ ATTENTION.register("eca")(EfficientChannelAttention)
 
 
 @ATTENTION.register("cbam")
-def official_cbam(channels: int, reduction: int = 16) -> CBAM:
+def official_cbam(channels: int, **options) -> CBAM:
     """CBAM as the official ResNet-CBAM builds it: the spatial gate's BN starts at zero (gate 0.5)."""
-    module = CBAM(channels, reduction)
-    nn.init.zeros_(module.spatial_gate.bn.weight)
+    module = CBAM(channels, **options)
+    if isinstance(module.spatial_gate, SpatialGate):
+        nn.init.zeros_(module.spatial_gate.bn.weight)
     return module
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
     """The network a model spec describes, freshly initialised."""
-    attention = None if spec.attention == "none" else partial(ATTENTION.get(spec.attention), reduction=spec.reduction)
+    kind = ATTENTIONS[spec.attention]
+    options = {name: getattr(spec, name) for name in kind.options}
+    attention = None if kind.site is None else partial(ATTENTION.get(spec.attention), **options)
     model = ResNet(spec.arch, num_classes=num_classes, attention=attention, stages=spec.stages, count=spec.count,
-                   site=ATTENTIONS[spec.attention] or "stage")
+                   site=kind.site or "stage")
     if spec.zero_init:
         for module in model.modules():
             if hasattr(module, "zero_init_last"):

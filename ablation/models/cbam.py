@@ -12,13 +12,23 @@ import torch
 from torch import nn
 
 
-class ChannelGate(nn.Module):
-    """Which channels matter: sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))) * x."""
+_POOLS = {
+    "avg": lambda x: x.mean(dim=(2, 3)),
+    "max": lambda x: x.amax(dim=(2, 3)),
+}
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+
+class ChannelGate(nn.Module):
+    """Which channels matter: sigmoid(sum over pools of MLP(pool(x))) * x; pools `avg+max` by default."""
+
+    def __init__(self, channels: int, reduction: int = 16, pooling: str = "avg+max") -> None:
         super().__init__()
         if channels % reduction:
             raise ValueError(f"reduction {reduction} does not divide {channels} channels")
+        pools = pooling.split("+")
+        if not pools or any(p not in _POOLS for p in pools) or len(set(pools)) != len(pools):
+            raise ValueError(f"pooling {pooling!r}: expected 'avg', 'max' or 'avg+max'")
+        self.pools = [_POOLS[p] for p in pools]
         hidden = channels // reduction
         self.mlp = nn.Sequential(
             nn.Flatten(),
@@ -29,9 +39,8 @@ class ChannelGate(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.mlp(x.mean(dim=(2, 3)))
-        peak = self.mlp(x.amax(dim=(2, 3)))
-        return x * self.sigmoid(avg + peak)[:, :, None, None]
+        logits = sum(self.mlp(pool(x)) for pool in self.pools)
+        return x * self.sigmoid(logits)[:, :, None, None]
 
 
 class SpatialGate(nn.Module):
@@ -50,12 +59,26 @@ class SpatialGate(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Channel gate, then spatial gate, as in the CBAM paper's best ordering."""
+    """Channel gate, then spatial gate (the CBAM paper's best order); `gates` reorders or drops one.
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
+    `gates`: `channel+spatial` (default), `spatial+channel`, `channel` or `spatial`. A dropped gate
+    is `nn.Identity`, so switching it off removes exactly its parameters.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, pooling: str = "avg+max",
+                 gates: str = "channel+spatial") -> None:
         super().__init__()
-        self.channel_gate = ChannelGate(channels, reduction)
-        self.spatial_gate = SpatialGate(kernel_size)
+        if gates not in GATE_ORDERS:
+            raise ValueError(f"gates {gates!r}: expected one of {', '.join(GATE_ORDERS)}")
+        order = gates.split("+")
+        self.channel_gate = ChannelGate(channels, reduction, pooling) if "channel" in order else nn.Identity()
+        self.spatial_gate = SpatialGate(kernel_size) if "spatial" in order else nn.Identity()
+        self.sequence = [getattr(self, f"{gate}_gate") for gate in order]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.spatial_gate(self.channel_gate(x))
+        for gate in self.sequence:
+            x = gate(x)
+        return x
+
+
+GATE_ORDERS = ("channel+spatial", "spatial+channel", "channel", "spatial")

@@ -19,8 +19,7 @@ def adaptive_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
 
 
 class EfficientChannelAttention(nn.Module):
-    def __init__(self, channels: int, reduction: int | None = None, gamma: int = 2, beta: int = 1) -> None:
-        # `reduction` is accepted so every attention type is built alike; ECA has no reduction.
+    def __init__(self, channels: int, gamma: int = 2, beta: int = 1) -> None:
         super().__init__()
         k = adaptive_kernel_size(channels, gamma, beta)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)

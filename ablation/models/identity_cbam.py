@@ -17,7 +17,8 @@ from .cbam import CBAM
 class IdentityCBAM(nn.Module):
     """x -> ReLU(x + CBAM(bottleneck(x))); keeps the shape, so it can sit after any stage."""
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, bottleneck_ratio: int = 4) -> None:
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, pooling: str = "avg+max",
+                 gates: str = "channel+spatial", bottleneck_ratio: int = 4) -> None:
         super().__init__()
         mid = channels // bottleneck_ratio
         self.conv1 = conv1x1(channels, mid)
@@ -26,7 +27,7 @@ class IdentityCBAM(nn.Module):
         self.bn2 = nn.BatchNorm2d(mid)
         self.conv3 = conv1x1(mid, channels)
         self.bn3 = nn.BatchNorm2d(channels)
-        self.cbam = CBAM(channels, reduction, kernel_size)
+        self.cbam = CBAM(channels, reduction, kernel_size, pooling, gates)
         self.relu = nn.ReLU(inplace=True)
         self.reset_parameters()
 
