@@ -69,6 +69,41 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def inspect(
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="study spec; default: the defaults")] = None,
+    overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Parameters, MACs and CPU latency of the model a spec describes, at its input size."""
+    import json
+
+    from .spec import SpecError, load_model_and_data
+
+    try:
+        m, data = load_model_and_data(spec_path, overrides)
+    except SpecError as err:
+        raise _fail(str(err)) from None
+
+    from .accounting import model_costs
+    from .data import classes_of
+    from .models import build_model
+
+    classes = classes_of(data)
+    model = build_model(m, num_classes=len(classes))
+    figures = {"model": m.model_dump(mode="json"), "input_size": data.image_size, "num_classes": len(classes)}
+    figures |= model_costs(model, m, num_classes=len(classes), image_size=data.image_size)
+    figures["params"] = figures["params_total"]
+    if as_json:
+        print(json.dumps(figures))
+        return
+    console.print(f"{m.arch} + {m.attention} at {m.placement} (count {m.count}, reduction {m.reduction}), "
+                  f"{figures['input_size']} px, {len(classes)} classes")
+    console.print(f"  parameters  {figures['params_total']:,} ({figures['params_added']:+,} over vanilla)")
+    console.print(f"  MACs        {figures['macs'] / 1e9:.3f} G")
+    console.print(f"  latency     {figures['latency_ms']:.1f} ms per image on this machine")
+
+
 def _print_ranking(spec, outcome) -> None:
     from rich.table import Table
 

@@ -21,7 +21,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from .data import Splits, build_splits
-from .models import build_model, count_parameters
+from .accounting import model_costs
+from .models import build_model
 from .spec import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any]], None]
@@ -110,14 +111,16 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
         resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
     """Train for `spec.train.epochs`, validating each epoch; the last epoch also tests the best one.
 
-    `on_start` receives the model's figures (`params_total`) before training; `resume` is a
+    `on_start` receives the model's costs (`params_total`, `params_added`, `macs`, `latency_ms`)
+    before training; `resume` is a
     checkpoint an earlier `on_epoch` received, and training continues after its epoch.
     Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
     """
     s = setup(spec, seed, device)
     classes = s.splits.classes
     if on_start is not None:
-        on_start({"params_total": count_parameters(s.model)})
+        on_start(model_costs(s.model, spec.model, num_classes=len(classes), image_size=spec.data.image_size))
+        s.model.train()
     best: dict[str, Any] = {"epoch": 0, "value": None, "model": None}
     start = 1
     if resume is not None:

@@ -315,3 +315,23 @@ def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> 
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
     return spec
+
+
+class _ModelAndData(_Section):
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+
+
+def load_model_and_data(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[ModelSpec, DataSpec]:
+    """The model and data sections of a spec, or of the defaults when there is no spec file."""
+    if path is not None:
+        spec = load_spec(path, overrides)
+        return spec.model, spec.data
+    tree: dict[str, Any] = {}
+    for text in overrides:
+        _set(tree, *parse_override(text))
+    try:
+        sections = _ModelAndData.model_validate(tree)
+    except ValidationError as err:
+        raise SpecError(f"--set: {_describe(err)} (without a spec, only model.* and data.* apply)") from None
+    return sections.model, sections.data

@@ -47,4 +47,8 @@ def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec,
         assert [m.step for m in history] == [1]
     params = {c.data.params["model.placement"]: c.data.metrics["params_total"] for c in children}
     assert params["layer4"] > params["none"] == 11_179_590
+    for child in children:
+        added = child.data.metrics["params_added"]
+        assert added == params[child.data.params["model.placement"]] - params["none"]
+        assert child.data.metrics["macs"] > 0 and child.data.metrics["latency_ms"] > 0
     assert (tmp_path / "runs" / "tiny").is_dir()

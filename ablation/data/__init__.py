@@ -59,6 +59,13 @@ def _synthetic(spec: DataSpec) -> Splits:
     )
 
 
+def classes_of(spec: DataSpec) -> tuple[str, ...]:
+    """The class names a dataset spec yields, without loading any image."""
+    from . import synthetic
+
+    return {"synthetic": synthetic.CLASSES}[spec.dataset]
+
+
 def build_splits(spec: DataSpec) -> Splits:
     """Load (generating or indexing on first use) the dataset a data spec names."""
     return DATASETS.get(spec.dataset)(spec)

@@ -1,0 +1,40 @@
+"""Cost accounting: parameters, MACs (torch's flop counter) and latency, and `ablate inspect`."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ablation.accounting import count_macs, model_costs
+from ablation.cli import app
+from ablation.models import build_model
+from ablation.spec import ModelSpec
+
+
+def test_resnet50_at_224_pixels_costs_the_published_4_1_giga_macs():
+    model = build_model(ModelSpec(arch="resnet50", attention="none"), num_classes=1000)
+    assert count_macs(model, 224) == pytest.approx(4.09e9, rel=0.005)
+
+
+def test_costs_report_what_the_attention_adds_over_the_same_vanilla_resnet():
+    spec = ModelSpec(arch="resnet18", placement="layer4")
+    costs = model_costs(build_model(spec, num_classes=6), spec, num_classes=6, image_size=32)
+    vanilla = model_costs(build_model(ModelSpec(arch="resnet18", attention="none"), num_classes=6),
+                          ModelSpec(arch="resnet18", attention="none"), num_classes=6, image_size=32)
+    assert vanilla["params_added"] == 0
+    assert costs["params_added"] == costs["params_total"] - vanilla["params_total"] > 0
+    assert costs["macs"] > vanilla["macs"] and costs["latency_ms"] > 0
+
+
+def test_inspect_prints_one_json_object_with_the_costs():
+    result = CliRunner().invoke(app, ["inspect", "--set", "model.arch=resnet18", "--set", "data.image_size=32",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert {"params", "params_added", "macs", "latency_ms", "input_size"} <= figures.keys()
+    assert figures["input_size"] == 32 and figures["params"] == figures["params_total"]
+
+
+def test_inspect_refuses_settings_it_cannot_use_with_exit_2():
+    result = CliRunner().invoke(app, ["inspect", "--set", "model.kernel_size=9"])
+    assert result.exit_code == 2 and "model.kernel_size" in result.output
