@@ -49,7 +49,7 @@ class Attention(NamedTuple):
 _CBAM_OPTIONS = ("reduction", "kernel_size", "pooling", "gates")
 ATTENTIONS = {
     "none": Attention(None, ()),
-    "identity_cbam": Attention("stage", _CBAM_OPTIONS),
+    "identity_cbam": Attention("stage", (*_CBAM_OPTIONS, "bottleneck", "skip")),
     "cbam": Attention("block", _CBAM_OPTIONS),
     "se": Attention("block", ("reduction",)),
     "eca": Attention("block", ()),
@@ -92,6 +92,8 @@ class ModelSpec(_Section):
     pooling: Literal["avg", "max", "avg+max"] = Field("avg+max", description="channel-gate descriptors")
     gates: Literal["channel+spatial", "spatial+channel", "channel", "spatial"] = Field(
         "channel+spatial", description="which CBAM gates, in which order")
+    bottleneck: bool = Field(True, description="Identity-CBAM's residual branch (off: CBAM on the input)")
+    skip: bool = Field(True, description="Identity-CBAM's identity connection")
     zero_init: bool = Field(False, description="start each module as the identity (last branch BN at 0)")
 
     @field_validator("placement")

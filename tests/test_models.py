@@ -28,7 +28,7 @@ def test_stage_widths_in_the_spec_match_the_built_network(arch):
     model = build_model(ModelSpec(arch=arch, placement="all", reduction=16), num_classes=6)
     for stage in STAGES:
         module = model.attention[stage][0]
-        assert module.conv1.in_channels == ARCHITECTURES[arch].width(stage)
+        assert module.branch.conv1.in_channels == ARCHITECTURES[arch].width(stage)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -50,7 +50,7 @@ def test_identity_cbam_adds_parameters_only_where_placed():
 
 def test_identity_cbam_is_a_bottleneck_with_cbam_on_a_skip():
     module = IdentityCBAM(64, reduction=16)
-    assert (module.conv1.out_channels, module.conv3.out_channels) == (16, 64)
+    assert (module.branch.conv1.out_channels, module.branch.conv3.out_channels) == (16, 64)
     assert module.cbam.channel_gate.mlp[1].out_features == 4
     assert module.cbam.spatial_gate.conv.kernel_size == (7, 7)
     x = torch.randn(2, 64, 8, 8)
@@ -141,3 +141,20 @@ def test_the_cbam_axes_reach_the_modules_from_the_spec(attention):
     assert cbam.spatial_gate.conv.kernel_size == (5, 5) and len(cbam.channel_gate.pools) == 1
     assert cbam.sequence == [cbam.spatial_gate, cbam.channel_gate]
     model(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_switching_off_the_bottleneck_removes_exactly_its_parameters():
+    full, bare = IdentityCBAM(64), IdentityCBAM(64, bottleneck=False)
+    assert count_parameters(full) - count_parameters(bare) == count_parameters(full.branch)
+    x = torch.rand(2, 64, 8, 8)
+    assert bare(x).shape == x.shape
+
+
+def test_switching_off_the_skip_drops_the_input_from_the_sum():
+    torch.manual_seed(0)
+    with_skip, without = IdentityCBAM(64).eval(), IdentityCBAM(64, skip=False).eval()
+    without.load_state_dict(with_skip.state_dict())
+    x = torch.rand(2, 64, 8, 8)
+    branch = with_skip.cbam(with_skip.branch(x))
+    torch.testing.assert_close(without(x), torch.relu(branch))
+    torch.testing.assert_close(with_skip(x), torch.relu(branch + x))
