@@ -43,14 +43,10 @@ def measure_latency_ms(model: nn.Module, image_size: int, *, batch_size: int = 1
     return statistics.median(times)
 
 
-def model_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_size: int,
-                latency: bool = True) -> dict[str, float]:
+def model_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_size: int) -> dict[str, float]:
     """`params_total`, `params_added` (over the same ResNet without attention), `macs`, `latency_ms`."""
     with torch.random.fork_rng(devices=[]):  # measuring must not change the training that follows
         vanilla = build_model(spec.model_copy(update={"attention": "none"}), num_classes=num_classes)
     total = count_parameters(model)
-    costs = {"params_total": total, "params_added": total - count_parameters(vanilla),
-             "macs": count_macs(model, image_size)}
-    if latency:
-        costs["latency_ms"] = measure_latency_ms(model, image_size)
-    return costs
+    return {"params_total": total, "params_added": total - count_parameters(vanilla),
+            "macs": count_macs(model, image_size), "latency_ms": measure_latency_ms(model, image_size)}

@@ -115,8 +115,8 @@ def _print_ranking(spec, outcome) -> None:
     console.print()
     table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
     table.add_column("#", justify="right")
+    short = len({a.split(".")[-1] for a in axes}) == len(axes)  # leaf names suffice unless they clash
     for axis in axes:
-        short = len({a.split(".")[-1] for a in axes}) == len(axes)
         table.add_column(axis.split(".")[-1] if short else axis, overflow="fold")
     for column in ("seeds", spec.metric, "sd", "test acc", "test F1", "params"):
         table.add_column(column, justify="right")

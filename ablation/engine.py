@@ -112,15 +112,14 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
     """Train for `spec.train.epochs`, validating each epoch; the last epoch also tests the best one.
 
     `on_start` receives the model's costs (`params_total`, `params_added`, `macs`, `latency_ms`)
-    before training; `resume` is a
-    checkpoint an earlier `on_epoch` received, and training continues after its epoch.
+    before training; `resume` is a checkpoint an earlier `on_epoch` received, and training
+    continues after its epoch.
     Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
     """
     s = setup(spec, seed, device)
     classes = s.splits.classes
     if on_start is not None:
         on_start(model_costs(s.model, spec.model, num_classes=len(classes), image_size=spec.data.image_size))
-        s.model.train()
     best: dict[str, Any] = {"epoch": 0, "value": None, "model": None}
     start = 1
     if resume is not None:
