@@ -50,6 +50,7 @@ def run(
                   f"({len(trials) // len(spec.search.seeds)} configurations x {len(spec.search.seeds)} seeds), "
                   f"{spec.train.epochs} epochs each")
 
+    from .models import WeightsError
     from .study import ResourceError, run_study
 
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
@@ -58,6 +59,8 @@ def run(
                             console=console)
     except ResourceError as err:
         raise _fail(f"{spec_path}: {err}") from None
+    except WeightsError as err:
+        raise _fail(f"{spec_path}: model.pretrained: {err}") from None
     _print_ranking(spec, outcome)
     if outcome.unfinished:
         errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} of {len(trials)} trials did not "
@@ -87,10 +90,13 @@ def inspect(
 
     from .accounting import model_costs
     from .data import classes_of
-    from .models import build_model
+    from .models import WeightsError, build_model
 
     classes = classes_of(data)
-    model = build_model(m, num_classes=len(classes))
+    try:
+        model = build_model(m, num_classes=len(classes))
+    except WeightsError as err:
+        raise _fail(f"model.pretrained: {err}") from None
     figures = {"model": m.model_dump(mode="json"), "input_size": data.image_size, "num_classes": len(classes)}
     figures |= model_costs(model, m, num_classes=len(classes), image_size=data.image_size)
     figures["params"] = figures["params_total"]
@@ -110,14 +116,14 @@ def _print_ranking(spec, outcome) -> None:
     from .report import rank
     from .tracking import study_trials, ui_command
 
-    axes = list(spec.search.space)
+    axes = spec.axes()
     records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     console.print()
     table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
     table.add_column("#", justify="right")
-    short = len({a.split(".")[-1] for a in axes}) == len(axes)  # leaf names suffice unless they clash
+    short = len({a.split(".", 1)[-1] for a in axes}) == len(axes)  # names without the section suffice unless they clash
     for axis in axes:
-        table.add_column(axis.split(".")[-1] if short else axis, overflow="fold")
+        table.add_column(axis.split(".", 1)[-1] if short else axis, overflow="fold")
     for column in ("seeds", spec.metric, "sd", "test acc", "test F1", "params"):
         table.add_column(column, justify="right")
 

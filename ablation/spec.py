@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
+# CBAM's arrangements of its gates (the CBAM paper's Table 3), and each gate alone.
+GATE_ORDERS = ("channel+spatial", "spatial+channel", "parallel", "channel", "spatial")
 
 
 class Architecture(NamedTuple):
@@ -46,7 +48,7 @@ class Attention(NamedTuple):
     options: tuple[str, ...]  # the `model.*` settings its module is built with
 
 
-_CBAM_OPTIONS = ("reduction", "kernel_size", "pooling", "gates")
+_CBAM_OPTIONS = ("reduction", "kernel_size", "pooling", "gates", "channel_gate", "spatial_gate")
 ATTENTIONS = {
     "none": Attention(None, ()),
     "identity_cbam": Attention("stage", (*_CBAM_OPTIONS, "bottleneck", "skip")),
@@ -54,6 +56,10 @@ ATTENTIONS = {
     "se": Attention("block", ("reduction",)),
     "eca": Attention("block", ()),
 }
+# Switches a leave-one-component-out study turns off one at a time (those its attention type has).
+COMPONENTS = ("bottleneck", "skip", "channel_gate", "spatial_gate")
+# Settings that take one value for every stage or a mapping {stage: value}.
+PER_STAGE = ("count", "reduction")
 DATASETS = ("synthetic",)
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 
@@ -62,20 +68,68 @@ class SpecError(ValueError):
     """A study spec that cannot run; the message names the file and the key."""
 
 
-def parse_placement(placement: str) -> tuple[str, ...]:
-    """`none` -> (), `all` -> every stage, `layer1+layer3` -> those stages in network order."""
+class Site(NamedTuple):
+    """Where a placement puts modules: a whole stage, or one block of it (0-based)."""
+
+    stage: str
+    block: int | None = None
+
+    def __str__(self) -> str:
+        return self.stage if self.block is None else f"{self.stage}.{self.block}"
+
+
+def parse_placement(placement: str, arch: str | None = None) -> tuple[Site, ...]:
+    """`none` -> (), `all` -> every stage, `layer3+layer1.0` -> those sites in network order.
+
+    With `arch`, block indices are checked against the stage's length.
+    """
     if placement == "none":
         return ()
     if placement == "all":
-        return STAGES
-    stages = placement.split("+")
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or len(set(stages)) != len(stages):
-        raise ValueError(
-            f"{placement!r} is not a placement; expected 'none', 'all' or distinct stages among "
-            f"{', '.join(STAGES)} joined by '+' (e.g. 'layer1+layer3')"
-        )
-    return tuple(s for s in STAGES if s in stages)
+        return tuple(Site(s) for s in STAGES)
+    sites = []
+    for item in placement.split("+"):
+        stage, dot, block = item.partition(".")
+        if stage not in STAGES or (dot and not block.isdigit()):
+            raise ValueError(
+                f"{placement!r} is not a placement; expected 'none', 'all' or sites joined by '+': a stage "
+                f"({', '.join(STAGES)}) or one block of it, 0-based (e.g. 'layer1+layer3.2')"
+            )
+        sites.append(Site(stage, int(block) if dot else None))
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"{placement!r} names a site twice")
+    if arch is not None:
+        for site in sites:
+            blocks = ARCHITECTURES[arch].layers[STAGES.index(site.stage)]
+            if site.block is not None and site.block >= blocks:
+                raise ValueError(f"{site}: {arch} {site.stage} has {blocks} blocks, numbered 0 to {blocks - 1}")
+    return tuple(sorted(sites, key=lambda s: (STAGES.index(s.stage), s.block is None, s.block or 0)))
+
+
+def format_placement(sites: tuple[Site, ...]) -> str:
+    """The canonical spelling of a placement, so equal placements get equal trial ids."""
+    if not sites:
+        return "none"
+    if sites == tuple(Site(s) for s in STAGES):
+        return "all"
+    return "+".join(str(s) for s in sites)
+
+
+def _per_stage(value: Any, low: int, high: int | None) -> int | dict[str, int]:
+    """An int in [low, high], or a mapping {stage: int in [low, high]} in network order."""
+
+    def check(v: Any, where: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{where}expected an integer {bound}, got {v!r}")
+        return v
+
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in STAGES]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a stage; a per-stage mapping has keys among {', '.join(STAGES)}")
+        return {s: check(value[s], f"{s}: ") for s in STAGES if s in value}
+    return check(value, "")
 
 
 class _Section(BaseModel):
@@ -85,45 +139,84 @@ class _Section(BaseModel):
 class ModelSpec(_Section):
     arch: Literal[tuple(ARCHITECTURES)] = "resnet50"  # type: ignore[valid-type]
     attention: Literal[tuple(ATTENTIONS)] = "identity_cbam"  # type: ignore[valid-type]
-    placement: str = Field("all", description="none, all, or stages joined by '+': where modules go")
-    count: int = Field(1, ge=0, le=4, description="modules stacked at each placed stage")
-    reduction: int = Field(16, ge=1, description="channel-gate MLP ratio C -> C/r -> C")
+    placement: str = Field("all", description="none, all, or sites joined by '+': stages (layer3) or blocks (layer3.2)")
+    count: int | dict[str, int] = Field(1, description="modules stacked at each site (0-4), or {stage: count}")
+    reduction: int | dict[str, int] = Field(16, description="channel-gate MLP ratio C -> C/r -> C, or {stage: r}")
     kernel_size: Literal[3, 5, 7] = Field(7, description="spatial-gate convolution size")
     pooling: Literal["avg", "max", "avg+max"] = Field("avg+max", description="channel-gate descriptors")
-    gates: Literal["channel+spatial", "spatial+channel", "channel", "spatial"] = Field(
-        "channel+spatial", description="which CBAM gates, in which order")
+    gates: Literal[GATE_ORDERS] = Field(  # type: ignore[valid-type]
+        "channel+spatial", description="which CBAM gates, in which order, or both on the same input (parallel)")
     bottleneck: bool = Field(True, description="Identity-CBAM's residual branch (off: CBAM on the input)")
     skip: bool = Field(True, description="Identity-CBAM's identity connection")
-    zero_init: bool = Field(False, description="start each module as the identity (last branch BN at 0)")
+    channel_gate: bool = Field(True, description="CBAM's channel gate")
+    spatial_gate: bool = Field(True, description="CBAM's spatial gate")
+    zero_init: bool = Field(False, description="start each Identity-CBAM as the identity (last branch BN at 0)")
+    pretrained: Path | None = Field(None, description="a torchvision ResNet state-dict file to start from")
 
     @field_validator("placement")
     @classmethod
-    def _known_stages(cls, placement: str) -> str:
-        parse_placement(placement)
-        return placement
+    def _known_sites(cls, placement: str, info: ValidationInfo) -> str:
+        return format_placement(parse_placement(placement, info.data.get("arch")))
 
-    @field_validator("reduction")
+    @field_validator("count", mode="before")
     @classmethod
-    def _reduction_divides_channels(cls, reduction: int, info: ValidationInfo) -> int:
-        # Fields validate in declaration order, so arch and placement are known here (when valid).
+    def _count_per_site(cls, count: Any, info: ValidationInfo) -> int | dict[str, int]:
+        return cls._cover_placed_stages(_per_stage(count, 0, 4), "count", info)
+
+    @field_validator("reduction", mode="before")
+    @classmethod
+    def _reduction_divides_channels(cls, reduction: Any, info: ValidationInfo) -> int | dict[str, int]:
+        reduction = cls._cover_placed_stages(_per_stage(reduction, 1, None), "reduction", info)
+        # Fields validate in declaration order, so arch, attention, placement and count are known here (when valid).
         attention = ATTENTIONS.get(info.data.get("attention"))
-        if not {"arch", "placement"} <= info.data.keys() or not attention or "reduction" not in attention.options:
+        if not {"arch", "placement", "count"} <= info.data.keys() or not attention or "reduction" not in attention.options:
             return reduction
         arch = ARCHITECTURES[info.data["arch"]]
-        for stage in parse_placement(info.data["placement"]) if info.data.get("count") else ():
-            if arch.width(stage) % reduction:
+        for stage in _placed_stages(info.data["placement"], info.data["count"]):
+            ratio = reduction if isinstance(reduction, int) else reduction[stage]
+            if arch.width(stage) % ratio:
                 raise ValueError(
-                    f"reduction {reduction} does not divide the {arch.width(stage)} channels of "
+                    f"reduction {ratio} does not divide the {arch.width(stage)} channels of "
                     f"{info.data['arch']} {stage}; use a divisor of {arch.width(stage)}"
                 )
         return reduction
 
+    @staticmethod
+    def _cover_placed_stages(value: int | dict[str, int], key: str, info: ValidationInfo) -> int | dict[str, int]:
+        if isinstance(value, dict) and "placement" in info.data:
+            count = info.data.get("count") if key != "count" else None
+            missing = [s for s in _placed_stages(info.data["placement"], count) if s not in value]
+            if missing:
+                raise ValueError(f"the placement puts modules in {missing[0]}, but the {key} mapping has no entry for it")
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _weights_file_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path} (a torchvision ResNet state dict saved with torch.save)")
+        # Absolute, because trials run in their own working directories.
+        return None if path is None else path.resolve()
+
+    def count_at(self, stage: str) -> int:
+        return self.count if isinstance(self.count, int) else self.count.get(stage, 0)
+
+    def reduction_at(self, stage: str) -> int:
+        return self.reduction if isinstance(self.reduction, int) else self.reduction[stage]
+
     @property
-    def stages(self) -> tuple[str, ...]:
-        """The stages that receive attention modules."""
-        if self.attention == "none" or self.count == 0:
+    def sites(self) -> tuple[Site, ...]:
+        """The sites that receive attention modules (count above zero)."""
+        if self.attention == "none":
             return ()
-        return parse_placement(self.placement)
+        return tuple(s for s in parse_placement(self.placement) if self.count_at(s.stage))
+
+
+def _placed_stages(placement: str, count: int | dict[str, int] | None = None) -> list[str]:
+    stages = dict.fromkeys(site.stage for site in parse_placement(placement))
+    if isinstance(count, int):
+        return list(stages) if count else []
+    return [s for s in stages if count is None or count.get(s, 0)]
 
 
 class DataSpec(_Section):
@@ -148,23 +241,48 @@ class TrainSpec(_Section):
 
 class SearchSpec(_Section):
     method: Literal["grid"] = "grid"
+    design: Literal["grid", "ofat", "loco"] = Field(
+        "grid", description="grid: every combination of the space; ofat: one factor at a time around the baseline; "
+                            "loco: the module, the module without each component in turn, and the baseline")
     space: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    baseline: dict[str, Any] = Field(
+        default_factory=dict, description="dotted key -> value: ofat's centre (default: the spec as written), "
+                                          "loco's reference arm (default: model.attention=none)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _expand_subsets(cls, space: Any) -> Any:
+        helper = space.get("model.placement") if isinstance(space, dict) else None
+        if isinstance(helper, dict):
+            if "subsets_of" not in helper or set(helper) - {"subsets_of", "size"}:
+                raise ValueError("model.placement: expected a list of placements or {subsets_of: [sites], size: "
+                                 f"[sizes]}}, got {helper!r}")
+            try:
+                space = {**space, "model.placement": placement_subsets(**helper)}
+            except ValueError as err:
+                raise ValueError(f"model.placement: {err}") from None
+        return space
 
     @field_validator("space")
     @classmethod
-    def _axes_are_settings(cls, space: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        if not space:
+    def _axes_are_settings(cls, space: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+        if not space and info.data.get("design") != "loco":  # loco's arms come from the module's components
             raise ValueError("the search space is empty; give at least one axis, e.g. model.placement: [none, all]")
         for key, values in space.items():
-            section = key.split(".", 1)[0]
-            if section not in SWEEPABLE or key not in _leaf_keys():
-                raise ValueError(f"{key!r} is not a setting; axes are keys of {', '.join(SWEEPABLE)}")
+            _check_setting(key)
             if not values:
                 raise ValueError(f"{key!r} has no values")
             if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
                 raise ValueError(f"{key!r} lists a value twice")
         return space
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_keys_are_settings(cls, baseline: dict[str, Any]) -> dict[str, Any]:
+        for key in baseline:
+            _check_setting(key)
+        return baseline
 
     @field_validator("seeds")
     @classmethod
@@ -172,6 +290,17 @@ class SearchSpec(_Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+
+def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None) -> list[str]:
+    """`{subsets_of: [layer1, layer2, layer3], size: [1, 2]}` -> every placement of that many of those sites."""
+    if not isinstance(subsets_of, list) or not subsets_of:
+        raise ValueError("subsets_of: expected a list of sites, e.g. [layer1, layer2, layer3, layer4]")
+    sites = parse_placement("+".join(str(s) for s in subsets_of))
+    sizes = range(1, len(sites) + 1) if size is None else [size] if isinstance(size, int) else size
+    if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(sites) for k in sizes):
+        raise ValueError(f"size: expected subset sizes between 0 and {len(sites)}, got {size!r}")
+    return list(dict.fromkeys(format_placement(c) for k in sizes for c in itertools.combinations(sites, k)))
 
 
 class ResourcesSpec(_Section):
@@ -190,19 +319,68 @@ class StudySpec(_Section):
     mode: Literal["max", "min"] = "max"
 
     def params(self) -> dict[str, Any]:
-        """The trainable settings as flat dotted keys (`model.placement`, `train.lr`, ...)."""
+        """The trainable settings as flat dotted keys (`model.placement`, `train.lr`, ...), each a scalar."""
         flat = self.model_dump(mode="json", include=set(SWEEPABLE))
-        return {f"{s}.{k}": v for s, section in flat.items() for k, v in section.items()}
+        return {f"{s}.{k}": json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
+                for s, section in flat.items() for k, v in section.items()}
 
     def trials(self) -> list[Trial]:
-        """One trial per point of the grid over `search.space`, times each seed."""
-        axes = list(self.search.space)
-        grid = itertools.product(*self.search.space.values())
-        return [
-            Trial.create(self, {**dict(zip(axes, point)), "seed": seed})
-            for point in grid
-            for seed in self.search.seeds
-        ]
+        """Every arm of the design, times each seed; two arms that build the same trial are an error."""
+        trials = [Trial.create(self, overrides | {"seed": seed}, arm=arm)
+                  for arm, overrides in self.arms() for seed in self.search.seeds]
+        seen: dict[str, Trial] = {}
+        for trial in trials:
+            if trial.id in seen:
+                raise SpecError(f"search: arms {seen[trial.id].arm!r} and {trial.arm!r} are the same configuration")
+            seen[trial.id] = trial
+        return trials
+
+    def arms(self) -> list[tuple[str, dict[str, Any]]]:
+        """The configurations the design asks for, as (label, overrides of this spec)."""
+        grid = [dict(zip(self.search.space, point)) for point in itertools.product(*self.search.space.values())]
+        if self.search.design == "grid":
+            return [(_label(point), point) for point in grid]
+        if self.search.design == "ofat":
+            centre = _apply(self, self.search.baseline, origin="search.baseline")
+            at_centre = {key: centre.get(key) for key in self.search.space}
+            arms = [("baseline", self.search.baseline | at_centre)]
+            for key, values in self.search.space.items():
+                arms += [(_label({key: v}), self.search.baseline | at_centre | {key: v})
+                         for v in values if v != at_centre[key]]
+            return arms
+        components = [c for c in COMPONENTS if c in ATTENTIONS[self.model.attention].options]
+        if not components:
+            raise SpecError(f"search.design: loco leaves out components of the attention module, and "
+                            f"model.attention={self.model.attention} has none ({', '.join(COMPONENTS)})")
+        baseline = self.search.baseline or {"model.attention": "none"}
+        arms = []
+        for point in grid:
+            where = f" at {_label(point)}" if point else ""
+            arms.append((f"full{where}", point))
+            arms += [(f"no {c}{where}", point | {f"model.{c}": False}) for c in components]
+            arms.append((f"baseline{where}", point | baseline))
+        return arms
+
+    def axes(self) -> list[str]:
+        """The settings a grid or ofat design varies; `arm` for loco, whose arms are not a grid."""
+        return ["arm"] if self.search.design == "loco" else list(self.search.space)
+
+    def get(self, key: str) -> Any:
+        """The value at a dotted key (`model.reduction`, or `model.reduction.layer3` of a per-stage setting)."""
+        section, leaf, *stage = key.split(".")
+        value = getattr(getattr(self, section), leaf)
+        if stage and isinstance(value, dict):
+            return value.get(stage[0])
+        return value
+
+
+def _label(point: dict[str, Any]) -> str:
+    return ",".join(f"{_short(k)}={v}" for k, v in point.items())
+
+
+def _short(key: str) -> str:
+    """`model.placement` -> `placement`; `model.count.layer3` -> `count.layer3`."""
+    return key.split(".", 1)[1]
 
 
 # Sections whose settings a trial may vary; `search` and `resources` describe the study itself.
@@ -217,39 +395,58 @@ def _leaf_keys() -> set[str]:
     }
 
 
+def _check_setting(key: str) -> None:
+    """A key a search may set: a leaf of model/data/train, or one stage of a per-stage setting."""
+    parent, _, stage = key.rpartition(".")
+    if key in _leaf_keys() or (parent in {f"model.{k}" for k in PER_STAGE} and stage in STAGES):
+        return
+    raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} "
+                     f"(e.g. model.placement), or model.count.<stage> / model.reduction.<stage>")
+
+
 @dataclass(frozen=True)
 class Trial:
     """One configuration and seed: what a Ray Tune trial trains and an MLflow child run records."""
 
     id: str
-    overrides: dict[str, Any]  # the axis values and the seed: what sets this trial apart
+    arm: str  # the configuration's label within the study design
+    overrides: dict[str, Any]  # the study spec's settings this arm changes, and the seed
     spec: StudySpec  # the study spec with the overrides applied
     seed: int
 
     @classmethod
-    def create(cls, study: StudySpec, overrides: dict[str, Any]) -> Trial:
+    def create(cls, study: StudySpec, overrides: dict[str, Any], arm: str | None = None) -> Trial:
         axes = {k: v for k, v in overrides.items() if k != "seed"}
-        spec = _apply(study, axes, origin="search.space")
+        spec = _apply(study, axes, origin="search" if arm else "overrides")
         params = spec.params() | {"seed": overrides["seed"]}
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        return cls(id=digest, overrides=dict(overrides), spec=spec, seed=overrides["seed"])
+        arm = _label(axes) if arm is None else arm
+        return cls(id=digest, arm=arm, overrides=dict(overrides), spec=spec, seed=overrides["seed"])
 
     @property
     def name(self) -> str:
-        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.overrides.items())
+        return f"{self.arm},seed={self.seed}" if self.arm else f"seed={self.seed}"
 
     def params(self) -> dict[str, Any]:
-        """The trial's settings as flat dotted keys: the MLflow params and report columns."""
-        return self.spec.params() | {"seed": self.seed}
+        """The trial's settings as flat dotted keys, plus its arm, per-stage axes and seed: the MLflow params."""
+        axes = {k: v for k, v in self.overrides.items() if k.count(".") == 2}  # e.g. model.count.layer3
+        return self.spec.params() | axes | {"arm": self.arm, "seed": self.seed}
 
 
 def _set(tree: dict[str, Any], key: str, value: Any) -> None:
     if key.startswith("search.space."):
         tree.setdefault("search", {}).setdefault("space", {})[key.removeprefix("search.space.")] = value
         return
+    if key.startswith("search.baseline."):
+        tree.setdefault("search", {}).setdefault("baseline", {})[key.removeprefix("search.baseline.")] = value
+        return
     *parents, leaf = key.split(".")
     node = tree
-    for part in parents:
+    for depth, part in enumerate(parents):
+        if depth == 1 and parents[0] == "model" and part in PER_STAGE and not isinstance(node.get(part), dict):
+            # One stage of a setting given for all stages: spell the setting out per stage first.
+            everywhere = node.get(part, ModelSpec.model_fields[part].default)
+            node[part] = dict.fromkeys(STAGES, everywhere)
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise SpecError(f"{key}: {part!r} is not a section")

@@ -21,6 +21,7 @@ from ray import tune
 
 from . import engine, tracking
 from .data import build_splits
+from .models import check_weights
 from .progress import StudyProgress
 from .spec import StudySpec, Trial
 
@@ -48,7 +49,7 @@ class StudyContext:
 def _trainable(config: dict[str, Any], context: StudyContext) -> None:
     """One trial: train, log each epoch to MLflow, report it (with a checkpoint) to Tune."""
     study = StudySpec.model_validate(context.spec)
-    trial = Trial.create(study, config["trial"]["overrides"])
+    trial = Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
@@ -162,11 +163,13 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         # Once here rather than in every trial at once; on a cluster, other nodes fill their own cache.
         for data in {t.spec.data for t in trials}:
             build_splits(data)
+        for arch, weights in {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}:
+            check_weights(arch, weights)
     experiment_id, parent = tracking.start_study(
         uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
         spec_yaml=spec_yaml,
     )
-    parent.set_tags({"ablate.axes": ",".join(spec.search.space), "ablate.metric": spec.metric,
+    parent.set_tags({"ablate.axes": ",".join(spec.axes()), "ablate.design": spec.search.design, "ablate.metric": spec.metric,
                      "ablate.mode": spec.mode, "ablate.storage": storage / spec.name})
     context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)
     trainable = tune.with_resources(
@@ -176,7 +179,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     view = StudyProgress(console, trials=len(trials), epochs=spec.train.epochs, metric=spec.metric)
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([{"id": t.id, "name": t.name, "overrides": t.overrides} for t in trials])},
+        param_space={"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
+                                                     for t in trials])},
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, reuse_actors=True,
             trial_name_creator=_trial_id, trial_dirname_creator=_trial_id,

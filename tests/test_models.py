@@ -37,7 +37,7 @@ def test_every_placement_trains_forward_and_backward(placement):
     x = torch.randn(2, 3, 32, 32)
     model(x).sum().backward()
     placed = [s for s in STAGES if isinstance(model.attention[s], nn.Sequential)]
-    assert placed == list(ModelSpec(placement=placement).stages)
+    assert placed == [site.stage for site in ModelSpec(placement=placement).sites]
     assert all(len(model.attention[s]) == 2 for s in placed)
     assert all(p.grad is not None for p in model.parameters())
 
@@ -158,3 +158,123 @@ def test_switching_off_the_skip_drops_the_input_from_the_sum():
     branch = with_skip.cbam(with_skip.branch(x))
     torch.testing.assert_close(without(x), torch.relu(branch))
     torch.testing.assert_close(with_skip(x), torch.relu(branch + x))
+
+
+# One Identity-CBAM(512, r=16) after layer4 of a ResNet-18: the reference each axis below changes.
+REFERENCE = {"arch": "resnet18", "attention": "identity_cbam", "placement": "layer4"}
+
+
+def channel_gate(c: int, r: int) -> int:
+    return c * (c // r) + c // r + (c // r) * c + c  # the shared MLP, with biases
+
+
+def spatial_gate(k: int) -> int:
+    return 2 * k * k + 2  # conv without bias, BN weight and bias
+
+
+def branch(c: int) -> int:
+    m = c // 4
+    return c * m + 2 * m + 9 * m * m + 2 * m + m * c + 2 * c  # 1x1, 3x3, 1x1 convs and their BNs
+
+
+def module(c: int, r: int = 16) -> int:
+    return branch(c) + channel_gate(c, r) + spatial_gate(7)
+
+
+AXES = {
+    "placement=layer3+layer4": ({"placement": "layer3+layer4"}, module(256)),
+    "placement=layer2.0+layer4": ({"placement": "layer2.0+layer4"}, module(128)),
+    "count=3": ({"count": 3}, 2 * module(512)),
+    "count=0": ({"count": 0}, -module(512)),
+    "count per stage": ({"placement": "layer1+layer4", "count": {"layer1": 2, "layer4": 1}}, 2 * module(64)),
+    "reduction=64": ({"reduction": 64}, channel_gate(512, 64) - channel_gate(512, 16)),
+    "reduction per stage": ({"placement": "layer1+layer4", "reduction": {"layer1": 4, "layer4": 8}},
+                            module(64, 4) + channel_gate(512, 8) - channel_gate(512, 16)),
+    "kernel_size=3": ({"kernel_size": 3}, spatial_gate(3) - spatial_gate(7)),
+    "pooling=max": ({"pooling": "max"}, 0),
+    "gates=spatial+channel": ({"gates": "spatial+channel"}, 0),
+    "gates=parallel": ({"gates": "parallel"}, 0),
+    "gates=channel": ({"gates": "channel"}, -spatial_gate(7)),
+    "gates=spatial": ({"gates": "spatial"}, -channel_gate(512, 16)),
+    "bottleneck=False": ({"bottleneck": False}, -branch(512)),
+    "skip=False": ({"skip": False}, 0),
+    "channel_gate=False": ({"channel_gate": False}, -channel_gate(512, 16)),
+    "spatial_gate=False": ({"spatial_gate": False}, -spatial_gate(7)),
+    "zero_init=True": ({"zero_init": True}, 0),
+    "attention=none": ({"attention": "none"}, -module(512)),
+    "attention=cbam": ({"attention": "cbam"}, 2 * (channel_gate(512, 16) + spatial_gate(7)) - module(512)),
+    "attention=se": ({"attention": "se"}, 2 * channel_gate(512, 16) - module(512)),
+}
+
+
+@pytest.mark.parametrize("change", list(AXES))
+def test_each_axis_trains_and_changes_the_parameters_by_exactly_its_own(change):
+    settings, delta = AXES[change]
+    torch.manual_seed(0)
+    reference = build_model(ModelSpec(**REFERENCE), num_classes=6)
+    model = build_model(ModelSpec(**REFERENCE | settings), num_classes=6)
+    assert count_parameters(model) - count_parameters(reference) == delta
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    if delta == 0 and "zero_init" not in settings:  # same weights, so the axis must change the computation
+        model.load_state_dict(reference.state_dict())
+        assert not torch.allclose(model.eval()(x), reference.eval()(x))
+
+
+def test_a_block_site_puts_modules_after_that_block_or_inside_it_only():
+    after = build_model(ModelSpec(arch="resnet18", placement="layer3.0"), num_classes=6)
+    assert isinstance(after.layer3[0].after[0], IdentityCBAM) and isinstance(after.layer3[1].after, nn.Identity)
+    assert isinstance(after.attention["layer3"], nn.Identity)
+    inside = build_model(ModelSpec(arch="resnet18", attention="cbam", placement="layer3.1"), num_classes=6)
+    assert isinstance(inside.layer3[1].attention[0], CBAM) and isinstance(inside.layer3[0].attention, nn.Identity)
+
+
+def test_parallel_gates_both_read_the_input():
+    torch.manual_seed(0)
+    module = CBAM(64, reduction=8, gates="parallel").eval()
+    x = torch.randn(2, 64, 8, 8)
+    expected = x * module.channel_gate.attention(x) * module.spatial_gate.attention(x)
+    torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_zero_init_starts_block_placements_as_the_vanilla_network_too(arch):
+    torch.manual_seed(0)
+    vanilla = build_model(ModelSpec(arch=arch, attention="none"), num_classes=6).eval()
+    spec = ModelSpec(arch=arch, placement="layer1.0+layer2+layer3.1+layer4", count=2, zero_init=True)
+    model = build_model(spec, num_classes=6).eval()
+    model.load_state_dict(vanilla.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), vanilla(x), rtol=0, atol=0)
+
+
+def test_pretrained_weights_load_into_the_backbone_and_leave_the_modules_new(tmp_path):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    imagenet = resnet18()  # stands in for downloaded ImageNet weights: same format, 1000 classes
+    path = tmp_path / "resnet18.pth"
+    torch.save(imagenet.state_dict(), path)
+    spec = ModelSpec(arch="resnet18", placement="all", zero_init=True, pretrained=path)
+    model = build_model(spec, num_classes=6).eval()
+    torch.testing.assert_close(model.layer3[1].conv2.weight, imagenet.layer3[1].conv2.weight, rtol=0, atol=0)
+    # With the backbone loaded and each module starting as the identity, the features are ImageNet's.
+    imagenet.fc = model.fc
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), imagenet.eval()(x), rtol=0, atol=0)
+
+
+def test_weights_of_another_depth_or_not_weights_at_all_are_a_clear_error(tmp_path):
+    from torchvision.models import resnet34
+
+    from ablation.models import WeightsError, load_backbone
+
+    deeper, text = tmp_path / "resnet34.pth", tmp_path / "notes.pth"
+    torch.save(resnet34().state_dict(), deeper)
+    text.write_text("not weights")
+    model = build_model(ModelSpec(arch="resnet18", placement="none"), num_classes=6)
+    with pytest.raises(WeightsError, match=r"resnet34.pth: does not fit .*unexpected layer1.2"):
+        load_backbone(model, deeper)
+    with pytest.raises(WeightsError, match="notes.pth: not a torch state dict"):
+        load_backbone(model, text)

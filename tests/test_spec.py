@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablation.spec import SpecError, Trial, load_spec, parse_placement
+from ablation.spec import ModelSpec, Site, SpecError, Trial, load_spec, parse_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +30,89 @@ def test_the_placement_study_covers_all_sixteen_stage_subsets_over_three_seeds()
 
 def test_placement_strings():
     assert parse_placement("none") == ()
-    assert parse_placement("all") == ("layer1", "layer2", "layer3", "layer4")
-    assert parse_placement("layer3+layer1") == ("layer1", "layer3")
-    for bad in ("layer5", "layer1+layer1", "", "layer1,layer2"):
-        with pytest.raises(ValueError, match="placement"):
+    assert parse_placement("all") == tuple(Site(s) for s in ("layer1", "layer2", "layer3", "layer4"))
+    assert parse_placement("layer3+layer1") == (Site("layer1"), Site("layer3"))
+    # Blocks and stages mix freely; in network order a block comes before its stage's end.
+    assert parse_placement("layer3+layer1.1+layer3.2") == (Site("layer1", 1), Site("layer3", 2), Site("layer3"))
+    assert ModelSpec(placement="layer3+layer1+layer3.0").placement == "layer1+layer3.0+layer3"
+    assert ModelSpec(placement="layer4+layer3+layer2+layer1").placement == "all"
+    for bad in ("layer5", "layer1+layer1", "", "layer1,layer2", "layer2.x", "layer2.", "layer1.0+layer1.0"):
+        with pytest.raises(ValueError, match="placement|twice"):
             parse_placement(bad)
+
+
+def test_a_block_index_past_the_stage_is_an_error_naming_the_trial(tmp_path):
+    path = write(tmp_path, search={"space": {"model.arch": ["resnet50", "resnet18"],
+                                             "model.placement": ["layer3.4"]}})
+    with pytest.raises(SpecError, match=r"model.arch=resnet18, model.placement=layer3.4.*resnet18 layer3 has 2 blocks"):
+        load_spec(path)
+
+
+def test_count_and_reduction_take_a_mapping_per_stage(tmp_path):
+    model = ModelSpec(arch="resnet18", placement="all", count={"layer1": 2, "layer2": 0, "layer3": 1, "layer4": 1},
+                      reduction={"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 64})
+    assert [str(s) for s in model.sites] == ["layer1", "layer3", "layer4"]
+    assert (model.count_at("layer1"), model.reduction_at("layer4")) == (2, 64)
+    with pytest.raises(ValueError, match="puts modules in layer2, but the count mapping has no entry"):
+        ModelSpec(arch="resnet18", placement="layer1+layer2", count={"layer1": 1})
+    with pytest.raises(ValueError, match="reduction 48 does not divide the 64 channels of resnet18 layer1"):
+        ModelSpec(arch="resnet18", placement="layer1", reduction={"layer1": 48})
+    with pytest.raises(ValueError, match="layer1: expected an integer between 0 and 4"):
+        ModelSpec(arch="resnet18", placement="layer1", count={"layer1": 5})
+
+
+def test_one_stage_of_a_per_stage_setting_is_an_axis(tmp_path):
+    spec = load_spec(write(tmp_path, search={"space": {"model.count.layer3": [0, 2]}}))
+    trials = spec.trials()
+    assert trials[1].spec.model.count == {"layer1": 1, "layer2": 1, "layer3": 2, "layer4": 1}
+    assert trials[1].params()["model.count.layer3"] == 2
+    assert trials[1].params()["model.count"] == '{"layer1":1,"layer2":1,"layer3":2,"layer4":1}'
+
+
+def test_subsets_of_expands_into_distinct_placements(tmp_path):
+    helper = {"subsets_of": ["layer1", "layer2", "layer3", "layer4"], "size": [1, 2]}
+    spec = load_spec(write(tmp_path, search={"space": {"model.placement": helper}}))
+    placements = spec.search.space["model.placement"]
+    assert len(placements) == 4 + 6 == len(set(placements)) and "layer2+layer4" in placements
+    every = load_spec(write(tmp_path, search={"space": {"model.placement": {"subsets_of": ["layer1", "layer2"],
+                                                                            "size": [0, 1, 2]}}}))
+    assert every.search.space["model.placement"] == ["none", "layer1", "layer2", "layer1+layer2"]
+    with pytest.raises(SpecError, match="model.placement: size"):
+        load_spec(write(tmp_path, search={"space": {"model.placement": {"subsets_of": ["layer1"], "size": 3}}}))
+
+
+def test_ofat_varies_one_factor_at_a_time_around_the_baseline(tmp_path):
+    spec = load_spec(write(tmp_path, search={
+        "design": "ofat", "baseline": {"model.placement": "layer4"},
+        "space": {"model.reduction": [8, 16, 32], "model.count": [1, 2]}}))
+    arms = dict(spec.arms())
+    assert list(arms) == ["baseline", "count=2", "reduction=8", "reduction=32"]  # axes in file order
+    assert arms["count=2"] == {"model.placement": "layer4", "model.reduction": 16, "model.count": 2}
+    assert [t.name for t in spec.trials()][:2] == ["baseline,seed=0", "count=2,seed=0"]
+
+
+def test_loco_leaves_out_each_component_of_the_module_in_turn(tmp_path):
+    spec = load_spec(write(tmp_path, search={"design": "loco", "space": {}}))
+    arms = dict(spec.arms())
+    assert list(arms) == ["full", "no bottleneck", "no skip", "no channel_gate", "no spatial_gate", "baseline"]
+    assert arms["no skip"] == {"model.skip": False} and arms["baseline"] == {"model.attention": "none"}
+    assert spec.axes() == ["arm"]
+    cbam = load_spec(write(tmp_path, search={"design": "loco", "space": {"model.placement": ["layer3"]}}),
+                     ["model.attention=cbam"])
+    assert [arm for arm, _ in cbam.arms()] == ["full at placement=layer3", "no channel_gate at placement=layer3",
+                                               "no spatial_gate at placement=layer3", "baseline at placement=layer3"]
+    with pytest.raises(SpecError, match="model.attention=se has none"):
+        load_spec(write(tmp_path, search={"design": "loco"}), ["model.attention=se"])
+
+
+def test_two_arms_that_build_the_same_trial_are_an_error(tmp_path):
+    with pytest.raises(SpecError, match="same configuration"):
+        load_spec(write(tmp_path, search={"space": {"model.placement": ["layer1+layer2", "layer2+layer1"]}}))
+
+
+def test_pretrained_weights_must_exist(tmp_path):
+    with pytest.raises(SpecError, match=r"model.pretrained: no such file: .*missing.pt"):
+        load_spec(write(tmp_path), ["model.pretrained=missing.pt"])
 
 
 def test_trials_are_the_grid_times_the_seeds_with_ids_from_their_config(tmp_path):
@@ -68,7 +146,12 @@ def test_overrides_are_typed_and_reach_any_key(tmp_path):
         ({"model": {"arch": "resnet19"}}, [], "model.arch"),
         ({}, ["metric=accuracy"], "metric"),
         ({}, ["model.kernel_size=4"], "model.kernel_size"),
-        ({}, ["model.gates=parallel"], "model.gates"),
+        ({}, ["model.gates=diagonal"], "model.gates"),
+        ({}, ["model.count={layer5: 1}"], "model.count"),
+        ({"search": {"space": {"model.count.layer9": [1]}}}, [], "search.space"),
+        ({"search": {"space": {"model.placement": {"subsets": ["layer1"]}}}}, [], "search.space"),
+        ({"search": {"design": "ofat", "space": {"model.skip": [False]}, "baseline": {"model.bogus": 1}}}, [],
+         "search.baseline"),
         ({}, ["model.attention=se", "model.reduction=3"], "model.reduction"),
     ],
 )

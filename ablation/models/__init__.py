@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..registry import Registry
@@ -31,21 +34,69 @@ def official_cbam(channels: int, **options) -> CBAM:
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
-    """The network a model spec describes, freshly initialised."""
+    """The network a model spec describes: freshly initialised, or from `spec.pretrained`'s backbone."""
     kind = ATTENTIONS[spec.attention]
-    options = {name: getattr(spec, name) for name in kind.options}
-    attention = None if kind.site is None else partial(ATTENTION.get(spec.attention), **options)
-    model = ResNet(spec.arch, num_classes=num_classes, attention=attention, stages=spec.stages, count=spec.count,
-                   site=kind.site or "stage")
+    modules = {site: _stacked(spec, site.stage) for site in spec.sites}
+    model = ResNet(spec.arch, num_classes=num_classes, attention=modules, inside=kind.site == "block")
     if spec.zero_init:
         for module in model.modules():
             if hasattr(module, "zero_init_last"):
                 module.zero_init_last()
+    if spec.pretrained is not None:
+        load_backbone(model, spec.pretrained)
     return model
+
+
+def _stacked(spec: ModelSpec, stage: str) -> Callable[[int], nn.Module]:
+    """`count_at(stage)` attention modules in a row, built with the stage's options."""
+    options = {name: getattr(spec, name) for name in ATTENTIONS[spec.attention].options}
+    if "reduction" in options:
+        options["reduction"] = spec.reduction_at(stage)
+    make = partial(ATTENTION.get(spec.attention), **options)
+    return lambda channels: nn.Sequential(*(make(channels) for _ in range(spec.count_at(stage))))
+
+
+class WeightsError(ValueError):
+    """A pretrained-weights file that is missing or does not fit the network."""
+
+
+def load_backbone(model: ResNet, path: Path) -> None:
+    """Load a torchvision ResNet state dict into `model`, leaving the attention modules as initialised.
+
+    The classifier is kept only if its shape fits (ImageNet's 1000 classes rarely do). Anything
+    else that does not match is an error naming the file: the wrong depth, or not a state dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such weights file") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a state dict
+        raise WeightsError(f"{path}: not a torch state dict ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a state dict (parameter name -> tensor), as torch.save(model.state_dict())")
+    own = model.state_dict()
+    if any(own[k].shape != state[k].shape for k in ("fc.weight", "fc.bias") if k in state and k in own):
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    vanilla = {k for k in own if ".attention." not in f".{k}" and ".after." not in k}
+    missing = sorted(vanilla - state.keys() - {"fc.weight", "fc.bias"})
+    unexpected = sorted(state.keys() - own.keys())
+    mismatched = sorted(k for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
+    if missing or unexpected or mismatched:
+        problems = [f"{what} {keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+                    for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                       ("wrong shape for", mismatched)) if keys]
+        raise WeightsError(f"{path}: does not fit this {type(model).__name__} ({'; '.join(problems)}); "
+                           "expected a torchvision ResNet state dict of the same depth")
+    model.load_state_dict(state, strict=False)
+
+
+def check_weights(arch: str, path: Path) -> None:
+    """Fail now, not in every trial, if a weights file does not fit `arch`."""
+    load_backbone(ResNet(arch, num_classes=1000), path)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ATTENTION", "IdentityCBAM", "ResNet", "build_model", "count_parameters"]
+__all__ = ["ATTENTION", "IdentityCBAM", "ResNet", "WeightsError", "build_model", "check_weights", "count_parameters", "load_backbone"]

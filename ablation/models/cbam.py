@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..spec import GATE_ORDERS
 
 _POOLS = {
     "avg": lambda x: x.mean(dim=(2, 3)),
@@ -38,9 +39,13 @@ class ChannelGate(nn.Module):
         )
         self.sigmoid = nn.Sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate Mc(x), shaped (N, C, 1, 1)."""
         logits = sum(self.mlp(pool(x)) for pool in self.pools)
-        return x * self.sigmoid(logits)[:, :, None, None]
+        return self.sigmoid(logits)[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)
 
 
 class SpatialGate(nn.Module):
@@ -53,32 +58,41 @@ class SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
         self.sigmoid = nn.Sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate Ms(x), shaped (N, 1, H, W)."""
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * self.sigmoid(self.bn(self.conv(pooled)))
+        return self.sigmoid(self.bn(self.conv(pooled)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)
 
 
 class CBAM(nn.Module):
-    """Channel gate, then spatial gate (the CBAM paper's best order); `gates` reorders or drops one.
+    """Channel gate, then spatial gate (the CBAM paper's best order); `gates` rearranges or drops one.
 
-    `gates`: `channel+spatial` (default), `spatial+channel`, `channel` or `spatial`. A dropped gate
-    is `nn.Identity`, so switching it off removes exactly its parameters.
+    `gates`: `channel+spatial` (default), `spatial+channel`, `parallel`, `channel` or `spatial`.
+    `parallel` computes both gates from the same input and applies them together, x * Mc(x) * Ms(x):
+    the CBAM paper compares this arrangement (its Table 3) without writing it out, and this is the
+    reading that keeps each gate exactly as defined and changes only what the second gate sees.
+    `channel_gate=False` / `spatial_gate=False` switch a gate off whatever the arrangement; a gate
+    that is off is `nn.Identity`, so switching it off removes exactly its parameters.
     """
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, pooling: str = "avg+max",
-                 gates: str = "channel+spatial") -> None:
+                 gates: str = "channel+spatial", channel_gate: bool = True, spatial_gate: bool = True) -> None:
         super().__init__()
         if gates not in GATE_ORDERS:
             raise ValueError(f"gates {gates!r}: expected one of {', '.join(GATE_ORDERS)}")
-        order = gates.split("+")
-        self.channel_gate = ChannelGate(channels, reduction, pooling) if "channel" in order else nn.Identity()
-        self.spatial_gate = SpatialGate(kernel_size) if "spatial" in order else nn.Identity()
-        self.sequence = [getattr(self, f"{gate}_gate") for gate in order]
+        self.parallel = gates == "parallel"
+        order = ["channel", "spatial"] if self.parallel else gates.split("+")
+        on = [g for g in order if {"channel": channel_gate, "spatial": spatial_gate}[g]]
+        self.channel_gate = ChannelGate(channels, reduction, pooling) if "channel" in on else nn.Identity()
+        self.spatial_gate = SpatialGate(kernel_size) if "spatial" in on else nn.Identity()
+        self.sequence = [getattr(self, f"{gate}_gate") for gate in on]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.parallel and len(self.sequence) == 2:
+            return x * self.channel_gate.attention(x) * self.spatial_gate.attention(x)
         for gate in self.sequence:
             x = gate(x)
         return x
-
-
-GATE_ORDERS = ("channel+spatial", "spatial+channel", "channel", "spatial")

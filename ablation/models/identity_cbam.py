@@ -3,8 +3,8 @@
 A bottleneck residual branch (1x1 C->C/4, 3x3, 1x1 C/4->C, each with BN; the bottleneck of
 Zagoruyko & Komodakis' Wide ResNets) refined by CBAM, added to the identity skip of the module's
 input, then ReLU. The paper gives no equations; this composition follows its Fig. 2 and text.
-`bottleneck=False` or `skip=False` remove that component (and exactly its parameters) for the
-component ablation.
+`bottleneck`, `skip`, `channel_gate` and `spatial_gate` switch a component off (removing exactly
+its parameters) for the component ablation.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class IdentityCBAM(nn.Module):
     """x -> ReLU(x + CBAM(bottleneck(x))); keeps the shape, so it can sit after any stage."""
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, pooling: str = "avg+max",
-                 gates: str = "channel+spatial", bottleneck: bool = True, skip: bool = True,
-                 bottleneck_ratio: int = 4) -> None:
+                 gates: str = "channel+spatial", channel_gate: bool = True, spatial_gate: bool = True,
+                 bottleneck: bool = True, skip: bool = True, bottleneck_ratio: int = 4) -> None:
         super().__init__()
         self.branch = _bottleneck(channels, bottleneck_ratio) if bottleneck else nn.Identity()
-        self.cbam = CBAM(channels, reduction, kernel_size, pooling, gates)
+        self.cbam = CBAM(channels, reduction, kernel_size, pooling, gates, channel_gate, spatial_gate)
         self.shortcut = nn.Identity() if skip else _NoSkip()
         self.relu = nn.ReLU(inplace=True)
         self.reset_parameters()
