@@ -1,0 +1,21 @@
+"""Every study shipped in search_spaces/ validates and trains its first trial (shrunk to a tiny size)."""
+
+from pathlib import Path
+
+import pytest
+
+from ablation import engine
+from ablation.spec import load_spec
+
+SPECS = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+TINY = ["data.image_size=32", "data.train_per_class=4", "data.val_per_class=2", "data.test_per_class=2",
+        "train.epochs=1", "train.batch_size=8"]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_a_shipped_study_runs_its_first_trial_for_one_epoch(path):
+    spec = load_spec(path, TINY)
+    first = spec.trials()[0]
+    epochs = []
+    final = engine.fit(first.spec, first.seed, on_epoch=lambda metrics, checkpoint: epochs.append(metrics))
+    assert len(epochs) == 1 and 0 <= final["test_accuracy"] <= 1
