@@ -43,10 +43,17 @@ def measure_latency_ms(model: nn.Module, image_size: int, *, batch_size: int = 1
     return statistics.median(times)
 
 
-def model_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_size: int) -> dict[str, float]:
-    """`params_total`, `params_added` (over the same ResNet without attention), `macs`, `latency_ms`."""
+def static_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_size: int) -> dict[str, int]:
+    """`params_total`, `params_added` (over the same ResNet without attention) and `macs`: no timing."""
     with torch.random.fork_rng(devices=[]):  # measuring must not change the training that follows
-        vanilla = build_model(spec.model_copy(update={"attention": "none"}), num_classes=num_classes)
+        vanilla = build_model(spec.model_copy(update={"attention": "none", "pretrained": None}),
+                              num_classes=num_classes)
     total = count_parameters(model)
     return {"params_total": total, "params_added": total - count_parameters(vanilla),
-            "macs": count_macs(model, image_size), "latency_ms": measure_latency_ms(model, image_size)}
+            "macs": count_macs(model, image_size)}
+
+
+def model_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_size: int) -> dict[str, float]:
+    """The static costs and `latency_ms`, the median forward time of one image on the model's device."""
+    costs = static_costs(model, spec, num_classes=num_classes, image_size=image_size)
+    return costs | {"latency_ms": measure_latency_ms(model, image_size)}

@@ -76,6 +76,8 @@ def run(
 def inspect(
     spec_path: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="study spec; default: the defaults")] = None,
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
+    classes: Annotated[Optional[int], typer.Option("--classes", min=1, help="classifier outputs; default: the "
+                                                   "dataset's classes (1000 reproduces ImageNet figures)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Parameters, MACs and CPU latency of the model a spec describes, at its input size."""
@@ -92,22 +94,89 @@ def inspect(
     from .data import classes_of
     from .models import WeightsError, build_model
 
-    classes = classes_of(data)
+    num_classes = classes or len(classes_of(data))
     try:
-        model = build_model(m, num_classes=len(classes))
+        model = build_model(m, num_classes=num_classes)
     except WeightsError as err:
         raise _fail(f"model.pretrained: {err}") from None
-    figures = {"model": m.model_dump(mode="json"), "input_size": data.image_size, "num_classes": len(classes)}
-    figures |= model_costs(model, m, num_classes=len(classes), image_size=data.image_size)
+    figures = {"model": m.model_dump(mode="json"), "input_size": data.image_size, "num_classes": num_classes}
+    figures |= model_costs(model, m, num_classes=num_classes, image_size=data.image_size)
     figures["params"] = figures["params_total"]
     if as_json:
         print(json.dumps(figures))
         return
     console.print(f"{m.arch} + {m.attention} at {m.placement} (count {m.count}, reduction {m.reduction}), "
-                  f"{figures['input_size']} px, {len(classes)} classes")
+                  f"{figures['input_size']} px, {num_classes} classes")
     console.print(f"  parameters  {figures['params_total']:,} ({figures['params_added']:+,} over vanilla)")
     console.print(f"  MACs        {figures['macs'] / 1e9:.3f} G")
     console.print(f"  latency     {figures['latency_ms']:.1f} ms per image on this machine")
+
+
+@app.command()
+def plan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Expand SPEC without running it: its trials, each arm's size and compute, the study's cost."""
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from .spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_path, overrides)
+    except SpecError as err:
+        raise _fail(str(err)) from None
+
+    from .plan import plan_study
+
+    with console.status("pricing each arm (and, once per machine, measuring its speed)"):
+        p = plan_study(spec)
+    if as_json:
+        print(json.dumps({
+            "trials": [{"id": t.id, "arm": t.arm, "seed": t.seed, "overrides": t.overrides} for t in p.trials],
+            "arms": [dataclasses.asdict(a) for a in p.arms],
+            "total_macs": p.total_macs, "macs_per_second": p.macs_per_second, "concurrent": p.concurrent,
+            "estimated_seconds": p.estimated_seconds,
+        }))
+        return
+    trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
+                         f"design {spec.search.design}, {spec.train.epochs} epochs each)")
+    for column in ("trial id", "arm", "seed"):
+        trials.add_column(column, overflow="fold")
+    for t in p.trials:
+        trials.add_row(t.id, t.arm, str(t.seed))
+    console.print(trials)
+    arms = Table(title=f"cost of each arm at {spec.data.image_size} px")
+    for column in ("arm", "params", "added", "MACs / image", "compute / trial"):
+        arms.add_column(column, justify="left" if column == "arm" else "right", overflow="fold")
+    for a in p.arms:
+        arms.add_row(a.arm, f"{a.params_total / 1e6:.2f}M", f"{a.params_added / 1e6:+.3f}M", _macs(a.macs),
+                     _macs(a.train_macs))
+    console.print(arms)
+    console.print(f"Training compute: {_macs(p.total_macs)} in all. This machine trains about "
+                  f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with {max(1, int(spec.resources.cpu))} CPU threads "
+                  f"and runs {p.concurrent} trial(s) at once: an estimated {_duration(p.estimated_seconds)} here on CPU.")
+
+
+def _macs(n: float) -> str:
+    for unit, scale in (("PMAC", 1e15), ("TMAC", 1e12), ("GMAC", 1e9)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1e6:.2f} MMAC"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes / 60
+    return f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.0f} days"
 
 
 def _print_ranking(spec, outcome) -> None:

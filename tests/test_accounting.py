@@ -38,3 +38,26 @@ def test_inspect_prints_one_json_object_with_the_costs():
 def test_inspect_refuses_settings_it_cannot_use_with_exit_2():
     result = CliRunner().invoke(app, ["inspect", "--set", "model.kernel_size=9"])
     assert result.exit_code == 2 and "model.kernel_size" in result.output
+
+
+def inspect(*settings: str, size: int = 32) -> dict:
+    args = ["inspect", "--classes", "1000", "--json", "--set", f"data.image_size={size}"]
+    result = CliRunner().invoke(app, args + [a for s in settings for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.mark.parametrize(("arch", "attention", "published"), [
+    ("resnet50", "none", 25_557_032),
+    ("resnet50", "cbam", 28_089_624),  # the CBAM paper's 28.09M
+    ("resnet101", "none", 44_549_160),
+    ("resnet101", "cbam", 49_330_172),
+])
+def test_inspect_reproduces_the_published_imagenet_parameter_counts(arch, attention, published):
+    figures = inspect(f"model.arch={arch}", f"model.attention={attention}", "model.placement=all")
+    assert figures["params"] == published
+
+
+def test_inspect_reproduces_resnet50s_4_1_giga_macs_at_224_pixels():
+    figures = inspect("model.arch=resnet50", "model.attention=none", size=224)
+    assert figures["macs"] == pytest.approx(4.09e9, rel=0.005) and figures["input_size"] == 224

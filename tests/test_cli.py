@@ -1,5 +1,7 @@
 """The command line: bad input is refused with exit status 2 before Ray or MLflow is touched."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +47,19 @@ def test_help_is_fast_because_heavy_libraries_load_only_in_commands():
     code = "import sys, ablation.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_plan_prices_a_study_without_running_it(tiny_spec, tmp_path):
+    result = runner.invoke(app, ["plan", str(tiny_spec), "--json", "--set", "search.seeds=[0, 1]"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert [(t["arm"], t["seed"]) for t in plan["trials"]] == [
+        ("placement=none", 0), ("placement=none", 1), ("placement=layer4", 0), ("placement=layer4", 1)]
+    none, layer4 = plan["arms"]
+    assert none["params_added"] == 0 and layer4["params_added"] > 0 and layer4["macs"] > none["macs"]
+    assert plan["total_macs"] == 2 * (none["train_macs"] + layer4["train_macs"])
+    assert plan["estimated_seconds"] > 0
+    # The machine's speed is measured once, then read back.
+    cached = json.loads((Path(os.environ["ABLATE_CACHE_DIR"]) / "calibration.json").read_text())
+    assert list(cached.values()) == [plan["macs_per_second"]]
+    assert not list(Path().glob("mlruns*")) and not list(Path().glob("ablate_runs*"))

@@ -39,6 +39,7 @@ def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec,
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.params["seed"] == "0" and child.data.params["model.arch"] == "resnet18"
+        assert child.data.params["arm"] == f"placement={child.data.params['model.placement']}"
         metrics = child.data.metrics
         for name in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1"):
             assert 0 <= metrics[name] < 100, name

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .. import cache
+
 CLASSES: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the drawing changes
@@ -228,13 +230,9 @@ def generate(n_per_class: int, image_size: int, seed: int) -> SplitArrays:
     return SplitArrays(images=images, labels=labels, masks=masks, occluded=occluded)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ABLATE_CACHE_DIR") or Path.home() / ".cache" / "ablate")
-
-
 def cache_path(split: str, *, n_per_class: int, image_size: int, seed: int, cache_dir: Path | None = None) -> Path:
     """Where load() keeps a split: every parameter and the generator version are in the name."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else cache.cache_dir()
     name = f"v{GENERATOR_VERSION}_{split}_n{n_per_class}_px{image_size}_seed{seed}.npz"
     return root / "synthetic" / name
 
