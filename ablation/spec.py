@@ -532,5 +532,7 @@ def load_model_and_data(path: Path | str | None, overrides: list[str] | tuple[st
     try:
         sections = _ModelAndData.model_validate(tree)
     except ValidationError as err:
-        raise SpecError(f"--set: {_describe(err)} (without a spec, only model.* and data.* apply)") from None
+        other_section = any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in err.errors())
+        hint = " (without a spec, only model.* and data.* apply)" if other_section else ""
+        raise SpecError(f"--set: {_describe(err)}{hint}") from None
     return sections.model, sections.data
