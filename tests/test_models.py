@@ -1,7 +1,7 @@
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet50
+from torchvision.models import resnet18, resnet34, resnet50
 
 from ablation.models import ATTENTION, IdentityCBAM, build_model, count_parameters
 from ablation.models.cbam import CBAM
@@ -202,6 +202,8 @@ AXES = {
     "spatial_gate=False": ({"spatial_gate": False}, -spatial_gate(7)),
     "zero_init=True": ({"zero_init": True}, 0),
     "attention=none": ({"attention": "none"}, -module(512)),
+    # ResNet-34 has the same stage widths: only the backbone grows, by torchvision's own count.
+    "arch=resnet34": ({"arch": "resnet34"}, count_parameters(resnet34(num_classes=6)) - count_parameters(resnet18(num_classes=6))),
     "attention=cbam": ({"attention": "cbam"}, 2 * (channel_gate(512, 16) + spatial_gate(7)) - module(512)),
     "attention=se": ({"attention": "se"}, 2 * channel_gate(512, 16) - module(512)),
 }
@@ -250,8 +252,6 @@ def test_zero_init_starts_block_placements_as_the_vanilla_network_too(arch):
 
 
 def test_pretrained_weights_load_into_the_backbone_and_leave_the_modules_new(tmp_path):
-    from torchvision.models import resnet18
-
     torch.manual_seed(0)
     imagenet = resnet18()  # stands in for downloaded ImageNet weights: same format, 1000 classes
     path = tmp_path / "resnet18.pth"
@@ -266,8 +266,6 @@ def test_pretrained_weights_load_into_the_backbone_and_leave_the_modules_new(tmp
 
 
 def test_weights_of_another_depth_or_not_weights_at_all_are_a_clear_error(tmp_path):
-    from torchvision.models import resnet34
-
     from ablation.models import WeightsError, load_backbone
 
     deeper, text = tmp_path / "resnet34.pth", tmp_path / "notes.pth"
