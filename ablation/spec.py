@@ -362,8 +362,9 @@ class StudySpec(_Section):
         return arms
 
     def axes(self) -> list[str]:
-        """The settings a grid or ofat design varies; `arm` for loco, whose arms are not a grid."""
-        return ["arm"] if self.search.design == "loco" else list(self.search.space)
+        """What tells configurations apart in a table: a grid's axes, else the arm (ofat and loco
+        arms each change one thing, which their labels name)."""
+        return list(self.search.space) if self.search.design == "grid" else ["arm"]
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (`model.reduction`, or `model.reduction.layer3` of a per-stage setting)."""
@@ -375,7 +376,8 @@ class StudySpec(_Section):
 
 
 def _label(point: dict[str, Any]) -> str:
-    return ",".join(f"{_short(k)}={v}" for k, v in point.items())
+    """`{"model.skip": False, "train.lr": 0.1}` -> `skip=false,lr=0.1`, values spelled as in a spec."""
+    return ",".join(f"{_short(k)}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in point.items())
 
 
 def _short(key: str) -> str:

@@ -89,6 +89,7 @@ def test_ofat_varies_one_factor_at_a_time_around_the_baseline(tmp_path):
     assert list(arms) == ["baseline", "count=2", "reduction=8", "reduction=32"]  # axes in file order
     assert arms["count=2"] == {"model.placement": "layer4", "model.reduction": 16, "model.count": 2}
     assert [t.name for t in spec.trials()][:2] == ["baseline,seed=0", "count=2,seed=0"]
+    assert spec.axes() == ["arm"]
 
 
 def test_loco_leaves_out_each_component_of_the_module_in_turn(tmp_path):
