@@ -22,9 +22,9 @@ from torch import nn
 
 from .accounting import count_macs, static_costs
 from .cache import cache_dir
-from .data import classes_of
+from .data import classes_of, split_sizes
 from .models import build_model
-from .spec import DataSpec, ModelSpec, StudySpec, Trial
+from .spec import ModelSpec, StudySpec, Trial
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ class StudyPlan:
     estimated_seconds: float
 
 
-def trial_macs(forward_macs: int, data: DataSpec, epochs: int, classes: int) -> int:
-    per_epoch = 3 * forward_macs * data.train_per_class + forward_macs * data.val_per_class
-    return classes * (epochs * per_epoch + forward_macs * data.test_per_class)
+def trial_macs(forward_macs: int, images: dict[str, int], epochs: int) -> int:
+    """Training compute of one trial, from the images in each split."""
+    per_epoch = 3 * forward_macs * images["train"] + forward_macs * images["val"]
+    return epochs * per_epoch + forward_macs * images["test"]
 
 
 def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
@@ -66,7 +67,7 @@ def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
             costs = static_costs(build_model(model_spec, num_classes=classes), model_spec, num_classes=classes,
                                  image_size=t.data.image_size)
         arms.append(ArmPlan(arm, costs["params_total"], costs["params_added"], costs["macs"],
-                            trial_macs(costs["macs"], t.data, t.train.epochs, classes)))
+                            trial_macs(costs["macs"], split_sizes(t.data), t.train.epochs)))
     per_arm = {a.arm: a.train_macs for a in arms}
     total = sum(per_arm[t.arm] for t in trials)
     threads = max(1, int(spec.resources.cpu))

@@ -60,7 +60,9 @@ ATTENTIONS = {
 COMPONENTS = ("bottleneck", "skip", "channel_gate", "spatial_gate")
 # Settings that take one value for every stage or a mapping {stage: value}.
 PER_STAGE = ("count", "reduction")
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "aihub", "fer2013", "rafdb", "folder")
+# The paper's six classes, in label order (data/records.py re-exports them for the readers).
+EMOTIONS = ("happy", "anger", "unrest", "wound", "sad", "neutral")
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 
 
@@ -219,14 +221,61 @@ def _placed_stages(placement: str, count: int | dict[str, int] | None = None) ->
     return [s for s in stages if count is None or count.get(s, 0)]
 
 
+class AugmentSpec(_Section):
+    """Training-time augmentation; validation and test images are never augmented."""
+
+    flip: bool = Field(True, description="random horizontal flip")
+    rotation: float = Field(0, ge=0, le=45, description="random rotation up to this many degrees")
+    crop: float = Field(1.0, gt=0, le=1, description="random resized crop keeping at least this share of the area")
+    color_jitter: float = Field(0, ge=0, le=1, description="random brightness, contrast and saturation change")
+
+
+# The generated dataset's split sizes when the spec leaves them open; real datasets default to all.
+GENERATED_PER_CLASS = {"train": 200, "val": 100, "test": 100}
+
+
 class DataSpec(_Section):
     dataset: Literal[DATASETS] = "synthetic"  # type: ignore[valid-type]
-    root: Path | None = Field(None, description="dataset folder; unused by the generated dataset")
+    root: Path | None = Field(None, validate_default=True,
+                              description="the dataset as extracted (a folder; for fer2013 the CSV or its folder)")
     image_size: int = Field(64, ge=16, le=1024)
-    train_per_class: int = Field(200, ge=1)
-    val_per_class: int = Field(100, ge=1)
-    test_per_class: int = Field(100, ge=1)
-    seed: int = Field(0, ge=0, description="seed of the generated data: fixed, so trial seeds vary training only")
+    train_per_class: int | None = Field(None, ge=1, description="at most this many per class; default all (generated: 200)")
+    val_per_class: int | None = Field(None, ge=1, description="default all (generated: 100)")
+    test_per_class: int | None = Field(None, ge=1, description="default all (generated: 100)")
+    seed: int = Field(0, ge=0, description="seed of the data (generation, subsampling, AI-HUB's val/test split)")
+    label_from: Literal["majority", "uploader"] = Field(
+        "majority", description="AI-HUB: the annotators' majority (the uploader's label when all three differ), "
+                                "or always the uploader's")
+    label_map: dict[str, str | None] | None = Field(
+        None, description="FER2013/RAF-DB: source label -> one of the six classes, or null to drop it")
+    augment: AugmentSpec = AugmentSpec()
+    workers: int | None = Field(None, ge=0, description="data-loader processes; default fitted to the trial's CPUs")
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, root: Path | None, info: ValidationInfo) -> Path | None:
+        if root is None:
+            if info.data.get("dataset", "synthetic") != "synthetic":
+                raise ValueError(f"dataset {info.data['dataset']} needs data.root: the folder it was extracted to")
+            return None
+        if not root.exists():
+            raise ValueError(f"no such file or folder: {root}")
+        return root.resolve()  # trials run in their own working directories
+
+    @field_validator("label_map")
+    @classmethod
+    def _maps_onto_the_six_classes(cls, mapping: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        for source, target in (mapping or {}).items():
+            if target is not None and target not in EMOTIONS:
+                raise ValueError(f"{source!r} -> {target!r}: expected one of {', '.join(EMOTIONS)}, or null to drop")
+        return mapping
+
+    def per_class(self, split: str) -> int | None:
+        """How many images of each class `split` takes at most (None: all there are)."""
+        given = getattr(self, f"{split}_per_class")
+        if given is None and self.dataset == "synthetic":
+            return GENERATED_PER_CLASS[split]
+        return given
 
 
 class TrainSpec(_Section):
@@ -321,8 +370,14 @@ class StudySpec(_Section):
     def params(self) -> dict[str, Any]:
         """The trainable settings as flat dotted keys (`model.placement`, `train.lr`, ...), each a scalar."""
         flat = self.model_dump(mode="json", include=set(SWEEPABLE))
-        return {f"{s}.{k}": json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
-                for s, section in flat.items() for k, v in section.items()}
+        params: dict[str, Any] = {}
+        for s, section in flat.items():
+            for k, v in section.items():
+                if k in _SUBSECTIONS.get(s, ()):  # data.augment -> data.augment.flip, ...
+                    params |= {f"{s}.{k}.{leaf}": value for leaf, value in v.items()}
+                else:
+                    params[f"{s}.{k}"] = json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
+        return params
 
     def trials(self) -> list[Trial]:
         """Every arm of the design, times each seed; two arms that build the same trial are an error."""
@@ -397,13 +452,21 @@ def _leaf_keys() -> set[str]:
     }
 
 
+# Settings that are sections of their own; their leaves are keys (`data.augment.rotation`).
+_SUBSECTIONS = {"data": ("augment",)}
+
+
 def _check_setting(key: str) -> None:
-    """A key a search may set: a leaf of model/data/train, or one stage of a per-stage setting."""
-    parent, _, stage = key.rpartition(".")
-    if key in _leaf_keys() or (parent in {f"model.{k}" for k in PER_STAGE} and stage in STAGES):
+    """A key a search may set: a leaf of model/data/train or of a subsection, or one stage of a per-stage setting."""
+    parent, _, leaf = key.rpartition(".")
+    if key in _leaf_keys() and leaf not in _SUBSECTIONS.get(parent, ()):
+        return
+    if parent in {f"model.{k}" for k in PER_STAGE} and leaf in STAGES:
+        return
+    if parent == "data.augment" and leaf in AugmentSpec.model_fields:
         return
     raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} "
-                     f"(e.g. model.placement), or model.count.<stage> / model.reduction.<stage>")
+                     f"(e.g. model.placement, data.augment.rotation), or model.count.<stage> / model.reduction.<stage>")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 import torch
 
-from ablation.data import DATASETS, build_splits
+from ablation.data import READERS, build_splits
 from ablation.spec import DATASETS as SPEC_DATASETS
 from ablation.spec import DataSpec
 
 
-def test_every_dataset_the_spec_accepts_is_registered():
-    assert sorted(DATASETS) == sorted(SPEC_DATASETS)
+def test_every_dataset_the_spec_accepts_is_generated_or_has_a_reader():
+    assert sorted(["synthetic", *READERS]) == sorted(SPEC_DATASETS)
 
 
 def test_the_generated_dataset_builds_normalised_tensors_with_the_paper_classes():
@@ -24,3 +24,25 @@ def test_only_the_training_split_is_augmented():
     splits = build_splits(DataSpec(image_size=32, train_per_class=1, val_per_class=1, test_per_class=1))
     assert len({splits.val[0][0][..., 0].sum().item() for _ in range(20)}) == 1
     assert len({splits.train[0][0][..., 0].sum().item() for _ in range(40)}) == 2  # the image and its mirror
+
+
+def test_augmentations_are_configured_in_the_spec_and_touch_only_training():
+    from ablation.spec import AugmentSpec
+
+    augment = AugmentSpec(flip=False, rotation=15, crop=0.7, color_jitter=0.3)
+    splits = build_splits(DataSpec(image_size=32, train_per_class=1, val_per_class=1, test_per_class=1,
+                                   augment=augment))
+    assert len({splits.train[0][0].sum().item() for _ in range(10)}) == 10  # every draw differs
+    assert len({splits.val[0][0].sum().item() for _ in range(5)}) == 1
+    plain = build_splits(DataSpec(image_size=32, train_per_class=1, val_per_class=1, test_per_class=1,
+                                  augment=AugmentSpec(flip=False)))
+    assert len({plain.train[0][0].sum().item() for _ in range(5)}) == 1
+
+
+def test_a_dataset_on_disk_needs_a_root_that_exists(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="dataset aihub needs data.root"):
+        DataSpec(dataset="aihub")
+    with pytest.raises(ValueError, match="no such file or folder"):
+        DataSpec(dataset="folder", root=tmp_path / "nowhere")

@@ -69,6 +69,13 @@ def test_one_stage_of_a_per_stage_setting_is_an_axis(tmp_path):
     assert trials[1].params()["model.count"] == '{"layer1":1,"layer2":1,"layer3":2,"layer4":1}'
 
 
+def test_augmentation_settings_are_keys_and_params_of_their_own(tmp_path):
+    spec = load_spec(write(tmp_path, search={"space": {"data.augment.rotation": [0, 10]}}))
+    params = spec.trials()[1].params()
+    assert params["data.augment.rotation"] == 10 and params["data.augment.flip"] is True
+    assert "data.augment" not in params
+
+
 def test_subsets_of_expands_into_distinct_placements(tmp_path):
     helper = {"subsets_of": ["layer1", "layer2", "layer3", "layer4"], "size": [1, 2]}
     spec = load_spec(write(tmp_path, search={"space": {"model.placement": helper}}))

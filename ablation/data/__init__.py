@@ -1,37 +1,64 @@
-"""Datasets, built by name: each yields train/val/test splits of (image tensor, label) and its class names."""
+"""Datasets, built by name: each yields train/val/test splits of (image tensor, label) and its class names.
+
+Two kinds: `synthetic` is generated straight into arrays; the others (`aihub`, `fer2013`, `rafdb`,
+`folder`) are read from disk by a reader into an `Index` (records.py), then decoded, oriented,
+cropped and resized once into a memory-mapped cache (pipeline.py) that every trial on the machine
+shares.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..registry import Registry
-from ..spec import DataSpec
+from ..spec import EMOTIONS, AugmentSpec, DataSpec
+from .records import SPLITS, Index
 
-DATASETS: Registry = Registry("dataset")
+# Readers of datasets on disk: name -> (spec) -> Index. Each lives in the module of its name.
+READERS: Registry[Callable[[DataSpec], Index]] = Registry("dataset")
+for _name in ("aihub", "fer2013", "rafdb", "folder"):
+    READERS.register(_name)(lambda spec, _module=_name: importlib.import_module(f".{_module}", __name__).read(spec))
 
 # Images are centred around zero with a fixed scale; per-dataset statistics would tie a trained
 # model to one dataset's preprocessing for no gain at these sizes.
 _NORMALIZE = v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
 
 
-class ArrayDataset(Dataset):
-    """Images held in memory as uint8 (N, 3, H, W); floats are made per item to keep memory at 1 byte/pixel."""
+def augmentation(spec: AugmentSpec, image_size: int) -> list[v2.Transform]:
+    steps: list[v2.Transform] = []
+    if spec.crop < 1:
+        steps.append(v2.RandomResizedCrop(image_size, scale=(spec.crop, 1.0), antialias=True))
+    if spec.rotation:
+        steps.append(v2.RandomRotation(spec.rotation))
+    if spec.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if spec.color_jitter:
+        steps.append(v2.ColorJitter(brightness=spec.color_jitter, contrast=spec.color_jitter,
+                                    saturation=spec.color_jitter))
+    return steps
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, augment: bool) -> None:
-        steps = [v2.ToDtype(torch.float32, scale=True), _NORMALIZE]
-        if augment:
-            steps.insert(0, v2.RandomHorizontalFlip())
-        self.images, self.labels, self.transform = images, labels, v2.Compose(steps)
+
+class ArrayDataset(Dataset):
+    """uint8 images (N, H, W, 3), in memory or memory-mapped; floats are made per item, so a trial's
+    memory does not grow with the dataset beyond the pages it touches."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, augment: list[v2.Transform] = ()) -> None:
+        self.images, self.labels = images, torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.transform = v2.Compose([*augment, v2.ToDtype(torch.float32, scale=True), _NORMALIZE])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index]), self.labels[index]
+        image = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
+        return self.transform(image), self.labels[index]
 
 
 @dataclass(frozen=True)
@@ -42,30 +69,53 @@ class Splits:
     classes: tuple[str, ...]
 
 
-@DATASETS.register("synthetic")
 def _synthetic(spec: DataSpec) -> Splits:
     from . import synthetic
 
-    def split(name: str, n_per_class: int) -> ArrayDataset:
-        arrays = synthetic.load(name, n_per_class=n_per_class, image_size=spec.image_size, seed=spec.seed)
-        images = torch.from_numpy(arrays.images).permute(0, 3, 1, 2).contiguous()
-        return ArrayDataset(images, torch.from_numpy(arrays.labels), augment=name == "train")
+    def split(name: str) -> ArrayDataset:
+        arrays = synthetic.load(name, n_per_class=spec.per_class(name), image_size=spec.image_size, seed=spec.seed)
+        augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
+        return ArrayDataset(arrays.images, arrays.labels, augment=augment)
 
-    return Splits(
-        train=split("train", spec.train_per_class),
-        val=split("val", spec.val_per_class),
-        test=split("test", spec.test_per_class),
-        classes=synthetic.CLASSES,
-    )
+    return Splits(train=split("train"), val=split("val"), test=split("test"), classes=synthetic.CLASSES)
+
+
+def _indexed(spec: DataSpec) -> Splits:
+    from .pipeline import materialize
+
+    index = read_index(spec)
+
+    def split(name: str) -> ArrayDataset:
+        cached = materialize(index.split(name, spec.per_class(name), spec.seed), spec.image_size)
+        augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
+        return ArrayDataset(cached.images, cached.labels, augment=augment)
+
+    return Splits(train=split("train"), val=split("val"), test=split("test"), classes=index.classes)
+
+
+def read_index(spec: DataSpec) -> Index:
+    """The index of a dataset on disk (no image decoded)."""
+    return READERS.get(spec.dataset)(spec)
 
 
 def classes_of(spec: DataSpec) -> tuple[str, ...]:
-    """The class names a dataset spec yields, without loading any image."""
-    from . import synthetic
+    """The class names a dataset spec yields; only image folders need a look at the disk."""
+    if spec.dataset == "folder":
+        return read_index(spec).classes
+    return EMOTIONS
 
-    return {"synthetic": synthetic.CLASSES}[spec.dataset]
+
+def split_sizes(spec: DataSpec) -> dict[str, int]:
+    """Images per split a data spec yields (for generated data, without generating it)."""
+    if spec.dataset == "synthetic":
+        return {split: spec.per_class(split) * len(EMOTIONS) for split in SPLITS}
+    index = read_index(spec)
+    return {split: len(index.split(split, spec.per_class(split), spec.seed)) for split in SPLITS}
 
 
 def build_splits(spec: DataSpec) -> Splits:
-    """Load (generating or indexing on first use) the dataset a data spec names."""
-    return DATASETS.get(spec.dataset)(spec)
+    """Load (generating, or decoding into the cache, on first use) the dataset a data spec names."""
+    return _synthetic(spec) if spec.dataset == "synthetic" else _indexed(spec)
+
+
+__all__ = ["READERS", "ArrayDataset", "Splits", "build_splits", "classes_of", "read_index", "split_sizes"]

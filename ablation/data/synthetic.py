@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import cache
+from ..spec import EMOTIONS
 
-CLASSES: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral")
+CLASSES: tuple[str, ...] = EMOTIONS
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the drawing changes
 

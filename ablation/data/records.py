@@ -1,0 +1,87 @@
+"""What a dataset reader produces: an index of images (no pixels decoded) and what it skipped.
+
+Every reader (AI-HUB, FER2013, RAF-DB, image folders) turns a dataset as it lies on disk into an
+`Index`: one `Item` per usable image with its split, label and, where known, subject and face box,
+plus one `Skipped` per file or row it could not use, with the reason. Reading an index must not
+decode images (so `ablate data summary` runs in seconds); images are decoded once, into the
+preprocessed cache (`pipeline.py`), where a corrupt one is skipped and counted in turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..spec import EMOTIONS  # the paper's six classes, in label order; readers map their labels onto these
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Why an input was not used; readers use these strings so summaries count them together.
+CORRUPT = "corrupt or truncated image"
+MISSING_FILE = "record without its image file"
+NO_RECORD = "image file without a label record"
+UNUSED_CLASS = "class not used"  # e.g. AI-HUB's 당황, FER2013/RAF-DB's Surprise
+MALFORMED = "malformed record"  # a CSV row or label line that does not parse; the reason names the line
+UNKNOWN_LABEL = "unknown label"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One usable image. `source` is its file's path, or `<csv path>:<line>` for a pixel row."""
+
+    source: str
+    label: int  # index into the index's classes
+    split: str  # one of SPLITS
+    subject: str | None = None  # the person, where the dataset says (AI-HUB: the filename's leading hash)
+    box: tuple[float, float, float, float] | None = None  # face crop (min_x, min_y, max_x, max_y), oriented pixels
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)  # for datasets stored as pixel rows
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Index:
+    dataset: str
+    classes: tuple[str, ...]
+    items: list[Item]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class: images}}, every split and class present (zeros included)."""
+        counts = {split: dict.fromkeys(self.classes, 0) for split in SPLITS}
+        for item in self.items:
+            counts[item.split][self.classes[item.label]] += 1
+        return counts
+
+    def subjects(self) -> dict[str, int] | None:
+        """Distinct subjects per split, or None when the dataset does not record them."""
+        if not any(item.subject for item in self.items):
+            return None
+        people: dict[str, set[str]] = defaultdict(set)
+        for item in self.items:
+            if item.subject:
+                people[item.split].add(item.subject)
+        return {split: len(people[split]) for split in SPLITS}
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(Counter(s.reason.split(":")[0] for s in self.skipped))
+
+    def split(self, name: str, per_class: int | None, seed: int) -> list[Item]:
+        """The items of one split, at most `per_class` of each class, chosen deterministically.
+
+        The choice depends on the seed and each item's source name only, so it does not change when
+        other files are added or removed, and a larger `per_class` keeps every item of a smaller one.
+        """
+        chosen = []
+        for label in range(len(self.classes)):
+            members = [item for item in self.items if item.split == name and item.label == label]
+            members.sort(key=lambda item: hashlib.sha1(f"{seed}/{item.source}".encode()).digest())
+            chosen += members if per_class is None else members[:per_class]
+        return chosen
