@@ -22,6 +22,10 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(USAGE_ERROR)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset on disk, or write a generated one.")
+app.add_typer(data_app, name="data")
+
+
 @app.callback()
 def main() -> None:
     """Write a study spec (see search_spaces/), then `ablate run SPEC`."""
@@ -177,6 +181,103 @@ def _duration(seconds: float) -> str:
         return f"{minutes} min"
     hours = minutes / 60
     return f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.0f} days"
+
+
+@data_app.command("summary")
+def data_summary(
+    dataset: Annotated[str, typer.Option(help="aihub, fer2013, rafdb or folder")],
+    root: Annotated[Path, typer.Option(help="the dataset as extracted")],
+    overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
+                                                 help="a data.* setting, e.g. --set data.label_from=uploader")] = [],
+    verify: Annotated[bool, typer.Option(help="also decode every image, to find corrupt ones")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Images per split and class, subjects per split, and every file skipped with its reason."""
+    import json
+
+    from rich.table import Table
+
+    from .spec import SpecError, load_model_and_data
+
+    try:
+        # JSON strings are YAML strings, so a path is never read as a number or a date.
+        given = [f"data.dataset={json.dumps(dataset)}", f"data.root={json.dumps(str(root))}"]
+        _, spec = load_model_and_data(None, [*given, *overrides])
+    except SpecError as err:
+        message = str(err).replace("--set: data.dataset:", "--dataset:").replace("--set: data.root:", "--root:")
+        raise _fail(message) from None
+    if spec.dataset == "synthetic":
+        raise _fail("--dataset: the generated dataset has nothing on disk to summarise; "
+                    "expected aihub, fer2013, rafdb or folder")
+
+    from .data import read_index
+
+    try:
+        index = read_index(spec)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    skipped = list(index.skipped)
+    if verify:
+        from rich.progress import Progress
+
+        from .data.pipeline import verify as verify_images
+
+        with Progress(console=errors, transient=True) as bar:
+            task = bar.add_task("decoding every image", total=len(index.items))
+            skipped += verify_images(index.items, on_progress=lambda done, _: bar.update(task, completed=done))
+    counts, subjects = index.counts(), index.subjects()
+    if as_json:
+        print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),
+                          "counts": counts, "subjects": subjects, "verified": verify,
+                          "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
+        return
+    table = Table(title=f"{spec.dataset} at {spec.root}")
+    table.add_column("class")
+    for split in counts:
+        table.add_column(split, justify="right")
+    for name in index.classes:
+        table.add_row(name, *(f"{counts[split][name]:,}" for split in counts))
+    table.add_row("[bold]all", *(f"[bold]{sum(c.values()):,}" for c in counts.values()))
+    if subjects is not None:
+        table.add_row("[dim]subjects", *(f"[dim]{subjects[split]:,}" for split in counts))
+    console.print(table)
+    if not skipped:
+        console.print("Nothing skipped." + ("" if verify else " (Images were not decoded; --verify decodes them.)"))
+        return
+    from collections import Counter
+
+    reasons = Counter(s.reason.split(":")[0] for s in skipped)
+    console.print(f"{len(skipped):,} skipped: " + ", ".join(f"{n:,} {r}" for r, n in reasons.most_common()),
+                  highlight=False)
+    for s in skipped[:50]:
+        console.print(f"  {escape(s.path)}: {escape(s.reason)}", highlight=False, soft_wrap=True)
+    if len(skipped) > 50:
+        console.print(f"  ... and {len(skipped) - 50:,} more (--json lists them all)")
+
+
+@data_app.command("generate")
+def data_generate(
+    root: Annotated[Path, typer.Option(help="an empty or new folder to write into")],
+    layout: Annotated[str, typer.Option(help="the on-disk layout to imitate: aihub")] = "aihub",
+    per_class: Annotated[int, typer.Option(min=1, help="training images per emotion")] = 100,
+    valid_per_class: Annotated[int, typer.Option(min=1, help="validation images per emotion (split into val/test)")] = 40,
+    width: Annotated[int, typer.Option(min=64, help="photo width in pixels")] = 1280,
+    height: Annotated[int, typer.Option(min=64, help="photo height in pixels")] = 960,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Write generated faces as a dataset on disk, e.g. in the AI-HUB layout, to try a reader on."""
+    if layout != "aihub":
+        raise _fail(f"--layout {layout!r}: expected aihub")
+    if root.exists() and any(root.iterdir()):
+        raise _fail(f"--root {root}: not empty; choose a new folder")
+
+    from .data import aihub_layout
+
+    with console.status(f"writing {7 * (per_class + valid_per_class):,} photos to {root}"):
+        aihub_layout.write(root, per_class=per_class, valid_per_class=valid_per_class, image_size=(width, height),
+                           face_size=min(256, width, height), seed=seed)
+    console.print(f"Wrote the AI-HUB layout to {root}; look at it with "
+                  f"`ablate data summary --dataset aihub --root {root}`", highlight=False, soft_wrap=True)
 
 
 def _print_ranking(spec, outcome) -> None:

@@ -8,9 +8,11 @@ result files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from ray import tune
 
 from . import engine, tracking
 from .data import build_splits
+from .data.records import Skipped
 from .models import check_weights
 from .progress import StudyProgress
 from .spec import StudySpec, Trial
@@ -143,6 +146,26 @@ class StudyOutcome:
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
 
 
+def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
+    """Generate or decode each dataset the trials use, once, here rather than in every trial at once
+    (on a cluster, other nodes fill their own cache); returns the inputs that could not be used."""
+    from rich.progress import Progress
+
+    datasets = {t.spec.data.model_dump_json(): t.spec.data for t in trials}.values()
+    skipped: list[Skipped] = []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("preparing the data", total=None)
+        for data in datasets:
+            splits = build_splits(data, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+            skipped += splits.skipped
+    if skipped:
+        reasons = Counter(s.reason.split(":")[0] for s in skipped)
+        console.print(f"[yellow]{len(skipped)} input(s) skipped[/yellow] ("
+                      + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+                      + "); the list is the study run's artifact data_skipped.json", highlight=False)
+    return skipped
+
+
 def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: Path | None = None,
               address: str | None = None, console=None) -> StudyOutcome:
     """Run every trial of `spec` under Ray Tune, logging to MLflow; returns where the results are."""
@@ -159,16 +182,18 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     connect(address)
     _check_resources(spec)
-    with console.status("preparing the data"):
-        # Once here rather than in every trial at once; on a cluster, other nodes fill their own cache.
-        for data in {t.spec.data for t in trials}:
-            build_splits(data)
+    skipped = _prepare_data(trials, console)
+    with console.status("checking the pretrained weights"):
         for arch, weights in {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}:
             check_weights(arch, weights)
     experiment_id, parent = tracking.start_study(
         uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
         spec_yaml=spec_yaml,
     )
+    if skipped:
+        parent.log_text(json.dumps([{"path": s.path, "reason": s.reason} for s in skipped], indent=1),
+                        "data_skipped.json")
+    parent.set_tags({"ablate.data_skipped": len(skipped)})
     parent.set_tags({"ablate.axes": ",".join(spec.axes()), "ablate.design": spec.search.design, "ablate.metric": spec.metric,
                      "ablate.mode": spec.mode, "ablate.storage": storage / spec.name})
     context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)

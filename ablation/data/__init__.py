@@ -8,7 +8,6 @@ shares.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,12 +18,16 @@ from torchvision.transforms import v2
 
 from ..registry import Registry
 from ..spec import EMOTIONS, AugmentSpec, DataSpec
-from .records import SPLITS, Index
+from . import aihub, fer2013, folder, rafdb
+from .records import SPLITS, Index, Skipped
 
-# Readers of datasets on disk: name -> (spec) -> Index. Each lives in the module of its name.
+Progress = Callable[[int, int], None]
+
+# Readers of datasets on disk: name -> (spec) -> Index. Each is the `read` of the module of its name,
+# so adding a dataset is one module and one line here.
 READERS: Registry[Callable[[DataSpec], Index]] = Registry("dataset")
-for _name in ("aihub", "fer2013", "rafdb", "folder"):
-    READERS.register(_name)(lambda spec, _module=_name: importlib.import_module(f".{_module}", __name__).read(spec))
+for _reader in (aihub, fer2013, rafdb, folder):
+    READERS.register(_reader.__name__.rsplit(".", 1)[-1])(_reader.read)
 
 # Images are centred around zero with a fixed scale; per-dataset statistics would tie a trained
 # model to one dataset's preprocessing for no gain at these sizes.
@@ -67,6 +70,7 @@ class Splits:
     val: Dataset
     test: Dataset
     classes: tuple[str, ...]
+    skipped: tuple[Skipped, ...] = ()  # inputs the reader or the decoder could not use
 
 
 def _synthetic(spec: DataSpec) -> Splits:
@@ -80,17 +84,29 @@ def _synthetic(spec: DataSpec) -> Splits:
     return Splits(train=split("train"), val=split("val"), test=split("test"), classes=synthetic.CLASSES)
 
 
-def _indexed(spec: DataSpec) -> Splits:
+def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
     from .pipeline import materialize
 
     index = read_index(spec)
+    chosen = {name: index.split(name, spec.per_class(name), spec.seed) for name in SPLITS}
+    total, done = sum(map(len, chosen.values())), 0
+    skipped = list(index.skipped)
 
     def split(name: str) -> ArrayDataset:
-        cached = materialize(index.split(name, spec.per_class(name), spec.seed), spec.image_size)
+        nonlocal done
+
+        def progress(i: int, _: int) -> None:
+            if on_progress is not None:
+                on_progress(done + i, total)
+
+        cached = materialize(chosen[name], spec.image_size, on_progress=progress)
+        done += len(chosen[name])
+        skipped.extend(cached.skipped)
         augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
         return ArrayDataset(cached.images, cached.labels, augment=augment)
 
-    return Splits(train=split("train"), val=split("val"), test=split("test"), classes=index.classes)
+    train, val, test = split("train"), split("val"), split("test")
+    return Splits(train=train, val=val, test=test, classes=index.classes, skipped=tuple(skipped))
 
 
 def read_index(spec: DataSpec) -> Index:
@@ -113,9 +129,12 @@ def split_sizes(spec: DataSpec) -> dict[str, int]:
     return {split: len(index.split(split, spec.per_class(split), spec.seed)) for split in SPLITS}
 
 
-def build_splits(spec: DataSpec) -> Splits:
-    """Load (generating, or decoding into the cache, on first use) the dataset a data spec names."""
-    return _synthetic(spec) if spec.dataset == "synthetic" else _indexed(spec)
+def build_splits(spec: DataSpec, on_progress: Progress | None = None) -> Splits:
+    """Load (generating, or decoding into the cache, on first use) the dataset a data spec names.
+
+    `on_progress(done, total)` follows the decoding of a dataset on disk, image by image.
+    """
+    return _synthetic(spec) if spec.dataset == "synthetic" else _indexed(spec, on_progress)
 
 
 __all__ = ["READERS", "ArrayDataset", "Splits", "build_splits", "classes_of", "read_index", "split_sizes"]

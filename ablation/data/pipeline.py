@@ -167,3 +167,14 @@ def _decoded(items: Sequence[Item], size: int):
     # forkserver: the caller may hold threads (Ray, torch), which fork would copy mid-lock.
     with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
         yield from pool.map(_decode, jobs, chunksize=32)
+
+
+def verify(items: Sequence[Item], *, on_progress: Callable[[int, int], None] | None = None) -> list[Skipped]:
+    """Decode every item (at a small size, keeping nothing); the ones that cannot be used."""
+    skipped = []
+    for i, (item, result) in enumerate(zip(items, _decoded(items, 32))):
+        if isinstance(result, str):
+            skipped.append(Skipped(item.source, result))
+        if on_progress is not None:
+            on_progress(i + 1, len(items))
+    return skipped

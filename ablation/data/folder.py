@@ -1,0 +1,100 @@
+"""Any dataset laid out as image folders: `root/<split>/<class>/*.jpg`.
+
+Splits are `train` (required), `val` (also spelled `valid` or `validation`) and `test`, matched
+case-insensitively; a split folder that is absent is an empty split. Classes are the union of the
+class folder names across the splits, NFC-normalised (so a name written by macOS and by Linux is
+one class) and sorted; labels index into that tuple, `Index.classes`, and are not mapped onto the
+paper's six classes. Images are files ending .jpg, .jpeg, .png, .bmp or .webp (any case), found
+anywhere below their class folder. Other files are skipped as NOT_AN_IMAGE, files lying directly
+in a split folder as NOT_IN_A_CLASS; hidden files and folders (a leading dot) are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+
+from ..spec import DataSpec
+from .records import SPLITS, Index, Item, Skipped
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+NOT_AN_IMAGE = "not an image file"
+NOT_IN_A_CLASS = "file outside a class folder"
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """{split: its folder} for the splits present; a ValueError unless `root` has a train folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: expected a folder of split folders (train/, val/, test/), each holding "
+                         f"one folder of images per class")
+    folders: dict[str, Path] = {}
+    others = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        split = SPLIT_NAMES.get(entry.name.lower())
+        if split is None:
+            others.append(entry.name)
+        elif split in folders:
+            raise ValueError(f"{root}: both {folders[split].name}/ and {entry.name}/ are the {split} split; keep one")
+        else:
+            folders[split] = entry
+    if "train" not in folders:
+        found = f"; found {', '.join(others[:8])}{', ...' if len(others) > 8 else ''}" if others else ""
+        raise ValueError(f"{root}: no train/ folder; expected root/<split>/<class>/<images> with splits train "
+                         f"(required), val (or valid, validation) and test{found}")
+    return folders
+
+
+def _class_folders(split_folder: Path) -> dict[str, list[Path]]:
+    """{class name (NFC): its folders} below one split folder; two spellings of one name are one class."""
+    classes: dict[str, list[Path]] = {}
+    for entry in sorted(split_folder.iterdir()):
+        if not entry.name.startswith(".") and entry.is_dir():
+            classes.setdefault(unicodedata.normalize("NFC", entry.name), []).append(entry)
+    return classes
+
+
+def classes(root: Path) -> tuple[str, ...]:
+    """The class names of an image-folder dataset, sorted (its labels' order), listing folders only."""
+    folders = split_folders(root)
+    names = sorted({name for folder in folders.values() for name in _class_folders(folder)})
+    if not names:
+        raise ValueError(f"{root}: no class folders in {', '.join(f.name + '/' for f in folders.values())}; "
+                         f"expected one folder of images per class, e.g. {root}/train/happy/")
+    return tuple(names)
+
+
+def read(spec: DataSpec) -> Index:
+    if spec.root is None:
+        raise ValueError("dataset folder needs data.root: a folder holding train/ (and val/, test/) class folders")
+    root = Path(spec.root)
+    folders = split_folders(root)
+    names = classes(root)
+    items: list[Item] = []
+    skipped: list[Skipped] = []
+    for split, split_folder in sorted(folders.items(), key=lambda pair: SPLITS.index(pair[0])):
+        for entry in sorted(split_folder.iterdir()):
+            if not entry.name.startswith(".") and not entry.is_dir():
+                skipped.append(Skipped(str(entry), NOT_IN_A_CLASS))
+        for name, class_folders in _class_folders(split_folder).items():
+            label = names.index(name)
+            for class_folder in class_folders:
+                for path in _files(class_folder):
+                    if path.name.lower().endswith(IMAGE_EXTENSIONS):
+                        items.append(Item(source=str(path), label=label, split=split))
+                    else:
+                        skipped.append(Skipped(str(path), NOT_AN_IMAGE))
+    return Index(dataset="folder", classes=names, items=items, skipped=skipped)
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file below `folder`, hidden ones and hidden folders left out, in a stable order."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(parent) / f for f in sorted(files) if not f.startswith(".")]
+    return found
