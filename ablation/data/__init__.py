@@ -60,7 +60,8 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
+        # A copy: the cache is mapped read-only, and one image is cheap to copy.
+        image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
         return self.transform(image), self.labels[index]
 
 
