@@ -4,6 +4,7 @@ The datasets are written here from generated faces in each format's own layout, 
 class, so these tests exercise the real readers and the real image cache.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ from typer.testing import CliRunner
 
 from ablation import engine
 from ablation.cli import app
-from ablation.data import aihub_layout, build_splits
+from ablation.data import aihub_layout, build_splits, read_index
 from ablation.data.synthetic import generate
-from ablation.spec import load_spec
+from ablation.spec import DataSpec, load_spec
 
 FER_NAMES = {"happy": 3, "anger": 0, "unrest": 2, "wound": 1, "sad": 4, "neutral": 6}  # FER2013's label numbers
 RAF_NAMES = {"happy": 4, "anger": 6, "unrest": 2, "wound": 3, "sad": 5, "neutral": 7}  # RAF-DB's, 1-based
@@ -100,3 +101,37 @@ def test_a_study_on_the_papers_dataset_logs_what_it_skipped(tiny_spec, tmp_path)
                   if "mlflow.parentRunId" not in r.data.tags)
     assert parent.data.tags["ablate.data_skipped"] == "9"
     assert "data_skipped.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_data_summary_counts_what_generate_wrote_and_verify_finds_a_broken_photo(tmp_path):
+    root = tmp_path / "aihub"
+    written = CliRunner().invoke(app, ["data", "generate", "--root", str(root), "--per-class", "3",
+                                       "--valid-per-class", "4", "--width", "160", "--height", "120"])
+    assert written.exit_code == 0, written.output
+    photo = next((root / "Training").rglob("*기쁨*.jpg"))
+    photo.write_bytes(photo.read_bytes()[:300])  # truncated, as by an interrupted copy
+
+    result = CliRunner().invoke(app, ["data", "summary", "--dataset", "aihub", "--root", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    index = read_index(DataSpec(dataset="aihub", root=root))
+    assert summary["counts"] == index.counts()
+    assert sum(summary["counts"]["train"].values()) + sum(
+        1 for s in summary["skipped"] if "Training" in s["path"]) == 7 * 3  # every photo is counted somewhere
+    assert {s["reason"].split(":")[0] for s in summary["skipped"]} == {"class not used"}  # 당황, no decoding
+
+    verified = CliRunner().invoke(app, ["data", "summary", "--dataset", "aihub", "--root", str(root), "--json",
+                                        "--verify"])
+    broken = [s for s in json.loads(verified.output)["skipped"] if s["path"] == str(photo)]
+    assert len(broken) == 1 and broken[0]["reason"].startswith("corrupt or truncated image")
+
+
+def test_data_commands_refuse_bad_input_with_exit_2(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    for args in (["summary", "--dataset", "aihub", "--root", str(tmp_path / "missing")],
+                 ["summary", "--dataset", "aihub", "--root", str(tmp_path)],  # not the layout
+                 ["summary", "--dataset", "imagenet", "--root", str(tmp_path)],
+                 ["generate", "--root", str(tmp_path / "full")]):
+        result = CliRunner().invoke(app, ["data", *args])
+        assert result.exit_code == 2 and "error:" in result.output, args
