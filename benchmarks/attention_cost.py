@@ -15,11 +15,9 @@ Writes benchmarks/results/attention_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,13 +26,14 @@ from ablation.accounting import count_macs
 from ablation.models import build_model, count_parameters
 from ablation.spec import ModelSpec
 
+from results_file import publish  # benchmarks/, the script's own folder
+
 VARIANTS = {
     "vanilla": ModelSpec(arch="resnet50", attention="none"),
     "identity_cbam after every stage": ModelSpec(arch="resnet50", attention="identity_cbam", placement="all"),
     "cbam in every block": ModelSpec(arch="resnet50", attention="cbam", placement="all"),
 }
 TARGET = 1.10
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -93,10 +92,7 @@ def main() -> None:
                      f"{r['time_ratio']:.3f} | {r['mac_ratio']:.3f} |")
     lines += ["", f"Identity-CBAM: time ratio / MAC ratio = {overhead:.3f} "
                   f"(target <= {TARGET}: {'met' if overhead <= TARGET else 'NOT met'})"]
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "attention_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "attention_cost.md").write_text("\n".join(lines) + "\n")
+    publish("attention_cost", result, lines)
 
 
 if __name__ == "__main__":

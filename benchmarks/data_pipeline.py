@@ -17,7 +17,6 @@ plus the unused seventh). Writes benchmarks/results/data_pipeline.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -28,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_file import publish  # benchmarks/, the script's own folder
+
 TARGET = 5.0
 
 
@@ -120,10 +120,7 @@ def main() -> None:
         f"anonymous memory gained reading the {cache_mb:.0f} MB cache: {early:.1f} MB after a tenth of it, "
         f"{grown:.1f} MB after all of it (the rest is the page cache's, shared by every trial)",
     ]
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "data_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "data_pipeline.md").write_text("\n".join(lines) + "\n")
+    publish("data_pipeline", result, lines)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,15 @@ benchmarks/results/synthetic_calibration.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_file import publish  # benchmarks/, the script's own folder
+
 
 
 def main() -> None:
@@ -72,10 +71,7 @@ def main() -> None:
         "per-class F1: " + ", ".join(f"{c} {test[f'test_f1_{c}']:.2f}" for c in classes),
         "most confused pairs (errors both ways): " + ", ".join(f"{a}/{b} {n}" for n, a, b in pairs[:3]),
     ]
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "synthetic_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "synthetic_calibration.md").write_text("\n".join(lines) + "\n")
+    publish("synthetic_calibration", result, lines)
 
 
 if __name__ == "__main__":
