@@ -65,10 +65,47 @@ def run(
         raise _fail(f"{spec_path}: {err}") from None
     except WeightsError as err:
         raise _fail(f"{spec_path}: model.pretrained: {err}") from None
+    except KeyboardInterrupt:
+        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {_study_folder(spec, storage)}")
+        raise typer.Exit(130) from None
+    if outcome.already_finished:
+        console.print(f"{outcome.already_finished} of {len(trials)} trials had finished in an earlier run of "
+                      "this study and were not run again.")
+    _conclude(spec, outcome, resume_hint=f"ablate resume {outcome.storage}")
+
+
+@app.command()
+def resume(
+    study_dir: Annotated[Path, typer.Argument(metavar="STUDY_DIR", help="the study's folder, ./ablate_runs/<study>")],
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default: the study's own")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT)")] = None,
+) -> None:
+    """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
+    from .study import ResourceError, resume_study
+
+    try:
+        spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
+    except ResourceError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
+        raise typer.Exit(130) from None
+    _conclude(spec, outcome, resume_hint=f"ablate resume {study_dir}")
+
+
+def _study_folder(spec, storage: Optional[Path]) -> Path:
+    return (storage or Path("ablate_runs")).resolve() / spec.name
+
+
+def _conclude(spec, outcome, *, resume_hint: str) -> None:
+    """The ranking, then what did not go well, with the exit status that says so."""
     _print_ranking(spec, outcome)
+    for name in outcome.diverged:
+        errors.print(f"[yellow]trial {escape(name)} diverged[/yellow] (its loss blew up; recorded, not retried)",
+                     highlight=False)
     if outcome.unfinished:
-        errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} of {len(trials)} trials did not "
-                     f"finish; the study's parent run is marked KILLED. Run the same command again to start over.")
+        errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} trials did not finish. "
+                     f"Continue with:  {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     if outcome.errors:
         for name, error in outcome.errors.items():

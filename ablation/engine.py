@@ -72,6 +72,14 @@ def loader_workers(spec: StudySpec, device: torch.device) -> int:
     return min(8, cpus - 1) if device.type == "cuda" else cpus // 4
 
 
+class Diverged(RuntimeError):
+    """Training blew up (a non-finite or exploding loss): a result to record, not a failure to retry."""
+
+
+# Cross-entropy starts near ln(classes) (1.8 for six); a batch loss past this has left training behind.
+EXPLODED = 1e3
+
+
 def train_one_epoch(s: Setup) -> dict[str, float]:
     s.model.train()
     criterion = nn.CrossEntropyLoss()
@@ -79,6 +87,8 @@ def train_one_epoch(s: Setup) -> dict[str, float]:
     for images, labels in s.train_loader:
         images, labels = images.to(s.device), labels.to(s.device)
         loss = criterion(s.model(images), labels)
+        if not torch.isfinite(loss) or loss.item() > EXPLODED:
+            raise Diverged(f"the training loss reached {loss.item():.4g}")
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         s.optimizer.step()

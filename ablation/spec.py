@@ -355,6 +355,7 @@ def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None
 class ResourcesSpec(_Section):
     cpu: float = Field(1, gt=0, description="CPUs per trial")
     gpu: float = Field(0, ge=0, description="GPUs per trial; fractions share a device")
+    max_failures: int = Field(2, ge=0, description="restarts of a failed trial from its last checkpoint")
 
 
 class StudySpec(_Section):

@@ -49,31 +49,66 @@ class StudyContext:
     parent_run_id: str
 
 
+def _failure(err: BaseException) -> str:
+    """What kind of failure an exception is, for the `ablate.failure` tag."""
+    if isinstance(err, engine.Diverged):
+        return "divergence"
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return "out_of_memory"
+    return "error"
+
+
 def _trainable(config: dict[str, Any], context: StudyContext) -> None:
-    """One trial: train, log each epoch to MLflow, report it (with a checkpoint) to Tune."""
+    """One trial: train (from Tune's checkpoint if this is a retry), log each epoch to MLflow once,
+    report it with a checkpoint to Tune."""
     study = StudySpec.model_validate(context.spec)
     trial = Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
     torch.set_num_threads(max(1, int(study.resources.cpu)))
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    gpus = ray.get_gpu_ids()
+    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
 
-    run = tracking.start_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                               name=trial.name, trial_id=trial.id, params=trial.params())
-    run.set_tags({"ablate.node_id": ray.get_runtime_context().get_node_id(), "ablate.device": device})
+    resume = None
+    if (saved := tune.get_checkpoint()) is not None:
+        with saved.as_directory() as folder:
+            resume = engine.load_checkpoint(Path(folder) / "checkpoint.pt")
+    opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                                 name=trial.name, trial_id=trial.id, params=trial.params())
+    run = opened.run
+    if opened.finished or (resume and resume["epoch"] >= study.train.epochs):
+        # Restarted after its last epoch (the driver died before it heard): tell Tune how it ended.
+        tune.report(run.latest_metrics() | {_STEP_KEY: study.train.epochs})
+        run.finish("FINISHED")
+        return
+    run.set_tags({"ablate.node_id": ray.get_runtime_context().get_node_id(), "ablate.device": device,
+                  "ablate.gpu_ids": ",".join(map(str, gpus)), "ablate.attempts": opened.attempts + 1,
+                  "ablate.resumed_from_epoch": resume["epoch"] if resume else 0})
+    if opened.lost:
+        run.set_tags({"ablate.last_failure": "lost_worker"})
 
     def on_epoch(metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
         step = int(metrics[_STEP_KEY])
-        run.log_metrics({k: v for k, v in metrics.items() if k != _STEP_KEY}, step=step)
+        if step not in opened.logged_epochs:  # an earlier attempt may have logged it before dying
+            run.log_metrics({k: v for k, v in metrics.items() if k != _STEP_KEY}, step=step)
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(checkpoint, Path(folder) / "checkpoint.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, on_start=run.log_metrics, device=device)
+        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, resume=resume, device=device,
+                   on_start=None if opened.attempts else run.log_metrics)
+    except engine.Diverged as err:
+        # A result, not a crash: recorded and not retried (retrying would diverge again).
+        run.set_tags({"ablate.failure": "divergence", "ablate.error": str(err)})
+        run.finish("FAILED")
+        tune.report({_STEP_KEY: -1, "diverged": 1.0, study.metric: float("nan")})
+        return
     except BaseException as err:
-        run.set_tags({"ablate.error": f"{type(err).__name__}: {err}"[:5000]})
         # Tune stops trials of an interrupted study by raising in them; that is not their failure.
-        run.finish("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        run.set_tags({"ablate.error": f"{type(err).__name__}: {err}"[:5000],
+                      "ablate.failure": "interrupted" if interrupted else _failure(err)})
+        run.finish("KILLED" if interrupted else "FAILED")
         raise
     run.finish("FINISHED")
 
@@ -113,27 +148,33 @@ def _trial_id(trial) -> str:
 
 
 class _ProgressCallback(tune.Callback):
-    """Forwards Tune's trial events to the live view."""
+    """Forwards Tune's trial events to the live view of whichever driver runs the study now.
 
-    def __init__(self, view: StudyProgress, metric: str) -> None:
-        self.view, self.metric = view, metric
+    Tune pickles its callbacks into the experiment state, and a restored study unpickles them: the
+    view is a class attribute the driver sets, so neither the terminal nor a dead driver's view
+    travels with them.
+    """
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config into the experiment state; a live terminal view cannot go
-        # there, and a restored study draws its own.
-        return {"view": None, "metric": self.metric}
+    view: StudyProgress | None = None
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.view.trial_started(trial.trial_id, trial.config["trial"]["name"])
+        if self.view:
+            self.view.trial_started(trial.trial_id, trial.config["trial"]["name"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.view.epoch(trial.trial_id, int(result[_STEP_KEY]), result[self.metric])
+        if self.view and not result.get("diverged"):
+            self.view.epoch(trial.trial_id, int(result[_STEP_KEY]), result[self.metric])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.view.trial_finished(trial.trial_id, ok=True)
+        if self.view:
+            self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get("diverged"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.view.trial_finished(trial.trial_id, ok=False)
+        if self.view:
+            self.view.trial_finished(trial.trial_id, ok=False)
 
 
 @dataclass
@@ -143,7 +184,35 @@ class StudyOutcome:
     parent_run_id: str
     storage: Path
     errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
+    diverged: list[str] = field(default_factory=list)  # trials whose loss blew up (recorded, not retried)
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
+    already_finished: int = 0  # trials an earlier run of the study finished, not run again
+
+
+STATE_FILE = "ablate_study.json"
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """What `ablate resume` needs to continue a study whose driver died; kept in the study's folder."""
+
+    spec: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[str]  # ids of the trials this run of the study started
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> StudyState:
+        try:
+            return cls(**json.loads((folder / STATE_FILE).read_text()))
+        except FileNotFoundError:
+            raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
+                                "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
 
 
 def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
@@ -166,46 +235,62 @@ def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
     return skipped
 
 
-def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: Path | None = None,
-              address: str | None = None, console=None) -> StudyOutcome:
-    """Run every trial of `spec` under Ray Tune, logging to MLflow; returns where the results are."""
-    from rich.console import Console
-
-    console = console or Console()
-    uri = tracking.resolve_uri(tracking_uri)
-    storage = (storage or Path("ablate_runs")).resolve()
-    trials = spec.trials()
-
+def _quiet_tune() -> None:
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     # After an interruption Tune warns once per trial that never started; the summary says it once.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+def _trainable_for(spec: StudySpec, context: StudyContext):
+    return tune.with_resources(tune.with_parameters(_trainable, context=context),
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: Path | None = None,
+              address: str | None = None, console=None) -> StudyOutcome:
+    """Run the trials of `spec` that have not finished before under Ray Tune, logging to MLflow
+    under the study's one parent run; returns where the results are."""
+    from rich.console import Console
+
+    console = console or Console()
+    uri = tracking.resolve_uri(tracking_uri)
+    if address and uri.startswith("sqlite:"):
+        raise ResourceError(f"--tracking-uri: {uri} is a SQLite file on this machine, and the trials of a Ray "
+                            "cluster run on other machines that cannot write to it; start an MLflow server "
+                            "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
+    storage = (storage or Path("ablate_runs")).resolve()
+    trials = spec.trials()
+    _quiet_tune()
     connect(address)
     _check_resources(spec)
     skipped = _prepare_data(trials, console)
     with console.status("checking the pretrained weights"):
         for arch, weights in {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}:
             check_weights(arch, weights)
-    experiment_id, parent = tracking.start_study(
+    experiment_id, parent = tracking.open_study(
         uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
         spec_yaml=spec_yaml,
     )
     if skipped:
         parent.log_text(json.dumps([{"path": s.path, "reason": s.reason} for s in skipped], indent=1),
                         "data_skipped.json")
-    parent.set_tags({"ablate.data_skipped": len(skipped)})
-    parent.set_tags({"ablate.axes": ",".join(spec.axes()), "ablate.design": spec.search.design, "ablate.metric": spec.metric,
-                     "ablate.mode": spec.mode, "ablate.storage": storage / spec.name})
+    parent.set_tags({"ablate.data_skipped": len(skipped), "ablate.axes": ",".join(spec.axes()),
+                     "ablate.design": spec.search.design, "ablate.metric": spec.metric, "ablate.mode": spec.mode,
+                     "ablate.storage": storage / spec.name})
+    done = tracking.finished_trials(uri, experiment_id, parent.run_id)
+    pending = [t for t in trials if t.id not in done]
+    outcome = StudyOutcome(uri, experiment_id, parent.run_id, storage / spec.name,
+                           already_finished=len(trials) - len(pending))
+    if not pending:
+        parent.finish("FINISHED")
+        return outcome
     context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, context=context),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
-    view = StudyProgress(console, trials=len(trials), epochs=spec.train.epochs, metric=spec.metric)
+    StudyState(context.spec, uri, experiment_id, parent.run_id, [t.id for t in pending]).save(outcome.storage)
     tuner = tune.Tuner(
-        trainable,
+        _trainable_for(spec, context),
         param_space={"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
-                                                     for t in trials])},
+                                                for t in pending])},
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, reuse_actors=True,
             trial_name_creator=_trial_id, trial_dirname_creator=_trial_id,
@@ -213,26 +298,65 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(storage), verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_ProgressCallback(view, spec.metric)],
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            callbacks=[_ProgressCallback(spec.metric)],
         ),
     )
-    outcome = StudyOutcome(uri, experiment_id, parent.run_id, storage / spec.name)
+    return _fit(tuner, spec, pending, parent, outcome, console)
+
+
+def resume_study(folder: Path, *, tracking_uri: str | None = None, address: str | None = None,
+                 console=None) -> tuple[StudySpec, StudyOutcome]:
+    """Continue a study whose driver died, under its parent run: finished trials stay finished,
+    unfinished and failed ones continue from their last checkpoints."""
+    from rich.console import Console
+
+    console = console or Console()
+    folder = folder.resolve()
+    state = StudyState.load(folder)
+    uri = tracking.resolve_uri(tracking_uri or state.tracking_uri)
+    spec = StudySpec.model_validate(state.spec)
+    _quiet_tune()
+    connect(address)
+    _check_resources(spec)
+    _prepare_data(spec.trials(), console)
+    context = StudyContext(state.spec, uri, state.experiment_id, state.parent_run_id)
+    parent = tracking.reopen_study(uri, state.parent_run_id)
+    tuner = tune.Tuner.restore(str(folder), _trainable_for(spec, context), resume_unfinished=True,
+                               resume_errored=True)
+    pending = [t for t in spec.trials() if t.id in set(state.trials)]
+    outcome = StudyOutcome(uri, state.experiment_id, state.parent_run_id, folder)
+    return spec, _fit(tuner, spec, pending, parent, outcome, console)
+
+
+def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracking.TrackedRun,
+         outcome: StudyOutcome, console) -> StudyOutcome:
+    view = StudyProgress(console, trials=len(trials), epochs=spec.train.epochs, metric=spec.metric)
+    _ProgressCallback.view = view
     try:
         with view:
             results = tuner.fit()
     except KeyboardInterrupt:
         parent.finish("KILLED")
         raise
+    finally:
+        _ProgressCallback.view = None
     finished = set()
     for result in results:
         name = (result.config or {}).get("trial", {}).get("name")  # None: never started
+        metrics = result.metrics or {}
         if result.error is not None:
             outcome.errors[name] = str(result.error).strip().splitlines()[-1]
-        elif (result.metrics or {}).get(_STEP_KEY) == spec.train.epochs:
+        elif metrics.get("diverged"):
+            outcome.diverged.append(name)
+        elif metrics.get(_STEP_KEY) == spec.train.epochs:
             finished.add(name)
-    outcome.unfinished = [t.name for t in trials if t.name not in finished and t.name not in outcome.errors]
+    outcome.unfinished = [t.name for t in trials
+                          if t.name not in finished and t.name not in outcome.errors and t.name not in outcome.diverged]
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
-    tracking.close_open_runs(uri, experiment_id, parent.run_id, status="KILLED")
-    parent.set_tags({"ablate.trials_failed": len(outcome.errors), "ablate.trials_unfinished": len(outcome.unfinished)})
-    parent.finish("KILLED" if outcome.unfinished else "FAILED" if outcome.errors else "FINISHED")
+    tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id, status="KILLED")
+    parent.set_tags({"ablate.trials_failed": len(outcome.errors), "ablate.trials_diverged": len(outcome.diverged),
+                     "ablate.trials_unfinished": len(outcome.unfinished)})
+    failed = outcome.errors or outcome.diverged
+    parent.finish("KILLED" if outcome.unfinished else "FAILED" if failed else "FINISHED")
     return outcome

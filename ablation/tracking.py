@@ -84,12 +84,19 @@ class TrackedRun:
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
+    def latest_metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
 
-def start_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
-    """Create (or reuse) the study's experiment and open its parent run; returns (experiment_id, run)."""
+STUDY_TAG, TRIAL_TAG = "ablate.kind", "ablate.trial_id"
+
+
+def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
+    """The study's experiment and parent run: the latest one if the study ran before (so a re-run
+    adds to it), else new ones. Returns (experiment_id, parent run), the run marked RUNNING."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     experiment_id = (
@@ -97,25 +104,70 @@ def start_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: st
         if experiment
         else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
     )
-    run = client.create_run(experiment_id, run_name=name, tags={"ablate.kind": "study"})
-    parent = TrackedRun(client, run.info.run_id)
+    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if earlier:
+        parent = TrackedRun(client, earlier[0].info.run_id)
+        client.update_run(parent.run_id, status="RUNNING")
+        # MLflow params never change; a re-run with more seeds or arms keeps the first values.
+        params = {k: v for k, v in params.items() if k not in earlier[0].data.params}
+    else:
+        run = client.create_run(experiment_id, run_name=name, tags={STUDY_TAG: "study"})
+        parent = TrackedRun(client, run.info.run_id)
     parent.log_params(params)
     parent.log_text(spec_yaml, "spec.yaml")
     return experiment_id, parent
 
 
-def start_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
-                params: Mapping[str, Any]) -> TrackedRun:
-    """Open a trial's child run under the study's parent run."""
+def reopen_study(uri: str, parent_run_id: str) -> TrackedRun:
+    """A study's parent run, marked RUNNING again (to resume it)."""
     client = MlflowClient(uri)
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={PARENT_TAG: parent_run_id, "ablate.kind": "trial", "ablate.trial_id": trial_id},
-    )
-    trial = TrackedRun(client, run.info.run_id)
-    trial.log_params(params)
-    return trial
+    client.update_run(parent_run_id, status="RUNNING")
+    return TrackedRun(client, parent_run_id)
+
+
+def finished_trials(uri: str, experiment_id: str, parent_run_id: str) -> set[str]:
+    """Ids of the study's trials that already have a FINISHED run."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], max_results=50_000, filter_string=(
+        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'"))
+    return {r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags}
+
+
+@dataclass
+class TrialRun:
+    run: TrackedRun
+    logged_epochs: set[int]  # steps already logged by an earlier attempt of this trial
+    attempts: int  # how many times this trial started before
+    lost: bool = False  # the earlier attempt died without closing its run: its worker or node was lost
+    finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
+
+
+def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
+               params: Mapping[str, Any]) -> TrialRun:
+    """The trial's child run under the study's parent: the one an earlier attempt left unfinished
+    (a retry continues it, so each trial has one run and each epoch is logged once), else a new one."""
+    client = MlflowClient(uri)
+    earlier = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
+    done = [r for r in earlier if r.info.status == "FINISHED"]
+    if done:  # Tune restarted a trial that had finished before its driver could record it
+        return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True)
+    if not earlier:
+        run = client.create_run(experiment_id, run_name=name,
+                                tags={PARENT_TAG: parent_run_id, STUDY_TAG: "trial", TRIAL_TAG: trial_id})
+        trial = TrackedRun(client, run.info.run_id)
+        trial.log_params(params)
+        return TrialRun(trial, set(), 0)
+    run = earlier[0]
+    lost = run.info.status == "RUNNING"
+    client.update_run(run.info.run_id, status="RUNNING")
+    for stale in ("ablate.error", "ablate.failure"):  # the earlier attempt's; this one may succeed
+        if stale in run.data.tags:
+            client.delete_tag(run.info.run_id, stale)
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
+    attempts = int(run.data.tags.get("ablate.attempts", "1"))
+    return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost)
 
 
 def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> None:
