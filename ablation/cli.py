@@ -37,7 +37,8 @@ def run(
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
                                                  help="override a spec key, e.g. --set train.epochs=1")] = [],
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT); default: a local Ray")] = None,
-    storage: Annotated[Optional[Path], typer.Option(help="where Ray keeps trial results and checkpoints")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="where Ray keeps trial results and checkpoints: a folder "
+                                                   "(shared, on a cluster) or an s3:// or gs:// URI")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
 ) -> None:
     """Run one trial per configuration and seed of SPEC under Ray Tune, logged to MLflow."""
@@ -55,7 +56,7 @@ def run(
                   f"{spec.train.epochs} epochs each")
 
     from .models import WeightsError
-    from .study import ResourceError, run_study
+    from .study import ResourceError, run_study, storage_location
 
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     try:
@@ -66,7 +67,7 @@ def run(
     except WeightsError as err:
         raise _fail(f"{spec_path}: model.pretrained: {err}") from None
     except KeyboardInterrupt:
-        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {_study_folder(spec, storage)}")
+        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{spec.name}")
         raise typer.Exit(130) from None
     if outcome.already_finished:
         console.print(f"{outcome.already_finished} of {len(trials)} trials had finished in an earlier run of "
@@ -76,7 +77,8 @@ def run(
 
 @app.command()
 def resume(
-    study_dir: Annotated[Path, typer.Argument(metavar="STUDY_DIR", help="the study's folder, ./ablate_runs/<study>")],
+    study_dir: Annotated[str, typer.Argument(metavar="STUDY_DIR", help="the study's folder, ./ablate_runs/<study> "
+                                                                     "(or its s3:// or gs:// URI)")],
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default: the study's own")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT)")] = None,
 ) -> None:
@@ -93,10 +95,6 @@ def resume(
     _conclude(spec, outcome, resume_hint=f"ablate resume {study_dir}")
 
 
-def _study_folder(spec, storage: Optional[Path]) -> Path:
-    return (storage or Path("ablate_runs")).resolve() / spec.name
-
-
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
     """The ranking, then what did not go well, with the exit status that says so."""
     _print_ranking(spec, outcome)
@@ -107,9 +105,9 @@ def _conclude(spec, outcome, *, resume_hint: str) -> None:
         errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} trials did not finish. "
                      f"Continue with:  {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
-    if outcome.errors:
-        for name, error in outcome.errors.items():
-            errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
+    for name, error in outcome.errors.items():
+        errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
+    if outcome.errors or outcome.diverged:
         raise typer.Exit(1)
 
 
@@ -347,3 +345,7 @@ def _print_ranking(spec, outcome) -> None:
     console.print(f"MLflow: experiment [bold]{spec.name}[/bold], parent run {outcome.parent_run_id}")
     console.print(f"Open the UI:  {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
     console.print(f"Trial files and checkpoints: {outcome.storage}", highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    app()

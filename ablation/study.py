@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
@@ -80,7 +81,8 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
         tune.report(run.latest_metrics() | {_STEP_KEY: study.train.epochs})
         run.finish("FINISHED")
         return
-    run.set_tags({"ablate.node_id": ray.get_runtime_context().get_node_id(), "ablate.device": device,
+    run.set_tags({"ablate.node_id": ray.get_runtime_context().get_node_id(), "ablate.pid": os.getpid(),
+                  "ablate.device": device,
                   "ablate.gpu_ids": ",".join(map(str, gpus)), "ablate.attempts": opened.attempts + 1,
                   "ablate.resumed_from_epoch": resume["epoch"] if resume else 0})
     if opened.lost:
@@ -120,7 +122,9 @@ def connect(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if address:
-        ray.init(address=address, **quiet)
+        # The package travels with the job, so workers need only its dependencies (the image), not ablate.
+        package = Path(__file__).resolve().parent
+        ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     ray.init(
@@ -182,7 +186,7 @@ class StudyOutcome:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    storage: Path
+    storage: str  # the study's folder or URI
     errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
     diverged: list[str] = field(default_factory=list)  # trials whose loss blew up (recorded, not retried)
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
@@ -190,6 +194,18 @@ class StudyOutcome:
 
 
 STATE_FILE = "ablate_study.json"
+
+
+def storage_location(storage: str | None) -> str:
+    """Where Tune keeps a study's trials: a `scheme://` URI as given (s3://, gs://: any pyarrow file
+    system), else a local folder made absolute (Tune requires it); default ./ablate_runs."""
+    if storage and "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage or "ablate_runs").resolve())
+
+
+def _file_system(location: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(location)
 
 
 @dataclass(frozen=True)
@@ -202,14 +218,18 @@ class StudyState:
     parent_run_id: str
     trials: list[str]  # ids of the trials this run of the study started
 
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=1))
+    def save(self, folder: str) -> None:
+        fs, path = _file_system(folder)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{STATE_FILE}") as out:
+            out.write(json.dumps(self.__dict__, indent=1).encode())
 
     @classmethod
-    def load(cls, folder: Path) -> StudyState:
+    def load(cls, folder: str) -> StudyState:
+        fs, path = _file_system(folder)
         try:
-            return cls(**json.loads((folder / STATE_FILE).read_text()))
+            with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
+                return cls(**json.loads(stream.read()))
         except FileNotFoundError:
             raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
                                 "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
@@ -247,7 +267,7 @@ def _trainable_for(spec: StudySpec, context: StudyContext):
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: Path | None = None,
+def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
               address: str | None = None, console=None) -> StudyOutcome:
     """Run the trials of `spec` that have not finished before under Ray Tune, logging to MLflow
     under the study's one parent run; returns where the results are."""
@@ -259,7 +279,7 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         raise ResourceError(f"--tracking-uri: {uri} is a SQLite file on this machine, and the trials of a Ray "
                             "cluster run on other machines that cannot write to it; start an MLflow server "
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
-    storage = (storage or Path("ablate_runs")).resolve()
+    storage = storage_location(storage)
     trials = spec.trials()
     _quiet_tune()
     connect(address)
@@ -277,10 +297,10 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
                         "data_skipped.json")
     parent.set_tags({"ablate.data_skipped": len(skipped), "ablate.axes": ",".join(spec.axes()),
                      "ablate.design": spec.search.design, "ablate.metric": spec.metric, "ablate.mode": spec.mode,
-                     "ablate.storage": storage / spec.name})
+                     "ablate.storage": f"{storage}/{spec.name}"})
     done = tracking.finished_trials(uri, experiment_id, parent.run_id)
     pending = [t for t in trials if t.id not in done]
-    outcome = StudyOutcome(uri, experiment_id, parent.run_id, storage / spec.name,
+    outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
                            already_finished=len(trials) - len(pending))
     if not pending:
         parent.finish("FINISHED")
@@ -296,7 +316,7 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
             trial_name_creator=_trial_id, trial_dirname_creator=_trial_id,
         ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(storage), verbose=0,
+            name=spec.name, storage_path=storage, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             callbacks=[_ProgressCallback(spec.metric)],
@@ -305,14 +325,14 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     return _fit(tuner, spec, pending, parent, outcome, console)
 
 
-def resume_study(folder: Path, *, tracking_uri: str | None = None, address: str | None = None,
+def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
                  console=None) -> tuple[StudySpec, StudyOutcome]:
     """Continue a study whose driver died, under its parent run: finished trials stay finished,
     unfinished and failed ones continue from their last checkpoints."""
     from rich.console import Console
 
     console = console or Console()
-    folder = folder.resolve()
+    folder = storage_location(str(folder))
     state = StudyState.load(folder)
     uri = tracking.resolve_uri(tracking_uri or state.tracking_uri)
     spec = StudySpec.model_validate(state.spec)
@@ -322,7 +342,7 @@ def resume_study(folder: Path, *, tracking_uri: str | None = None, address: str 
     _prepare_data(spec.trials(), console)
     context = StudyContext(state.spec, uri, state.experiment_id, state.parent_run_id)
     parent = tracking.reopen_study(uri, state.parent_run_id)
-    tuner = tune.Tuner.restore(str(folder), _trainable_for(spec, context), resume_unfinished=True,
+    tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,
                                resume_errored=True)
     pending = [t for t in spec.trials() if t.id in set(state.trials)]
     outcome = StudyOutcome(uri, state.experiment_id, state.parent_run_id, folder)

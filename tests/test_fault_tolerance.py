@@ -1,0 +1,140 @@
+"""Studies that survive: a killed trial, a killed driver, a re-run, a diverging trial. Real Ray
+processes and real SIGKILLs; the MLflow store is checked for one run per trial and each epoch once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ablation.cli import app
+
+ABLATE = [sys.executable, "-m", "ablation.cli"]
+
+
+@pytest.fixture
+def ray_session():
+    yield
+    ray.shutdown()
+
+
+def spec_file(tmp_path: Path, name: str, *, epochs: int, placements: list[str], per_class: int = 8, **train) -> Path:
+    spec = {
+        "name": name,
+        "model": {"arch": "resnet18", "attention": "identity_cbam"},
+        "data": {"image_size": 32, "train_per_class": per_class, "val_per_class": 4, "test_per_class": 4},
+        "train": {"epochs": epochs, "batch_size": 16, "lr": 0.01, **train},
+        "search": {"space": {"model.placement": placements}, "seeds": [0]},
+        "resources": {"cpu": 1},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def trial_runs(uri: str, study: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study)
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ablate.kind") == "trial"]
+
+
+def epochs_logged(uri: str, run) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "train_loss"))
+
+
+def wait_for(condition, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")
+
+
+def first_epoch_done(uri: str, study: str):
+    """A trial run that has logged an epoch (and so has a checkpoint coming), once there is one."""
+    try:
+        runs = trial_runs(uri, study)
+    except Exception:  # the store or the experiment may not exist yet
+        return None
+    return next((r for r in runs if r.info.status == "RUNNING" and epochs_logged(uri, r)), None)
+
+
+def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path, ray_session):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path, "again", epochs=1, placements=["none", "layer4"])
+    common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
+    assert CliRunner().invoke(app, ["run", str(path), *common]).exit_code == 0
+    again = CliRunner().invoke(app, ["run", str(path), *common])
+    assert again.exit_code == 0 and "2 of 2 trials had finished" in " ".join(again.output.split())
+    more = CliRunner().invoke(app, ["run", str(path), *common, "--set", "search.seeds=[0, 1]"])
+    assert more.exit_code == 0 and "2 of 4 trials had finished" in " ".join(more.output.split())
+
+    runs = trial_runs(uri, "again")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1  # all under the study's one parent run
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "0", "1", "1"]
+
+
+def test_a_trial_killed_mid_study_resumes_from_its_checkpoint_in_the_same_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path, "killed", epochs=4, placements=["layer4"], per_class=40)
+    driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        running = wait_for(lambda: first_epoch_done(uri, "killed"))
+        os.kill(int(running.data.tags["ablate.pid"]), signal.SIGKILL)  # the trial's worker process
+        output, _ = driver.communicate(timeout=240)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    [run] = trial_runs(uri, "killed")
+    assert run.info.status == "FINISHED" and run.data.tags["ablate.attempts"] == "2"
+    assert int(run.data.tags["ablate.resumed_from_epoch"]) >= 1
+    assert run.data.tags["ablate.last_failure"] == "lost_worker"
+    assert epochs_logged(uri, run) == [1, 2, 3, 4]  # each epoch logged once, across both attempts
+
+
+def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_session):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path, "orphan", epochs=3, placements=["none", "layer3", "layer4"], per_class=30)
+    driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: first_epoch_done(uri, "orphan"))
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    assert any(r.info.status == "RUNNING" for r in trial_runs(uri, "orphan"))
+
+    result = CliRunner().invoke(app, ["resume", str(tmp_path / "runs" / "orphan")])
+    assert result.exit_code == 0, result.output
+    runs = trial_runs(uri, "orphan")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["ablate.trial_id"] for r in runs}) == 3  # one run per trial
+    assert all(epochs_logged(uri, r) == [1, 2, 3] for r in runs)
+    parent = MlflowClient(uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_diverging_trial_is_recorded_as_such_and_not_retried(tmp_path, ray_session):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path, "diverge", epochs=2, placements=["none"], lr=1e9, momentum=0.99)
+    result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "diverged" in result.output
+    [run] = trial_runs(uri, "diverge")
+    assert run.info.status == "FAILED" and run.data.tags["ablate.failure"] == "divergence"
+    assert run.data.tags["ablate.attempts"] == "1"
+
+
+def test_resume_of_a_folder_that_is_not_a_study_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a study folder" in result.output
