@@ -7,6 +7,7 @@ checkpoint is a plain dict of tensors and numbers that `torch.load(weights_only=
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -40,13 +41,43 @@ class Setup:
     train_loader: DataLoader
     generator: torch.Generator  # drives shuffling and augmentation, so it is checkpointed
     device: torch.device
+    precision: Precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a trial computes on its device: mixed precision and memory layout apply on CUDA only."""
+
+    dtype: torch.dtype | None = None  # autocast to this, or None for float32
+    channels_last: bool = False
+
+    @classmethod
+    def choose(cls, spec: StudySpec, device: torch.device) -> Precision:
+        if device.type != "cuda":
+            return cls()
+        wanted = spec.train.precision
+        if wanted == "auto":
+            wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
+        return cls(dtype, spec.train.channels_last)
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
 
 def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Setup:
     torch.manual_seed(seed)
     device = torch.device(device)
     splits = build_splits(spec.data)
+    precision = Precision.choose(spec, device)
     model = build_model(spec.model, num_classes=len(splits.classes)).to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     t = spec.train
     if t.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
@@ -60,7 +91,7 @@ def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Set
     workers = loader_workers(spec, device)
     loader = DataLoader(splits.train, batch_size=t.batch_size, shuffle=True, generator=generator, drop_last=False,
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-    return Setup(model, optimizer, scheduler, splits, loader, generator, device)
+    return Setup(model, optimizer, scheduler, splits, loader, generator, device, precision)
 
 
 def loader_workers(spec: StudySpec, device: torch.device) -> int:
@@ -84,14 +115,18 @@ def train_one_epoch(s: Setup) -> dict[str, float]:
     s.model.train()
     criterion = nn.CrossEntropyLoss()
     total, seen = 0.0, 0
+    # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision.dtype == torch.float16)
     for images, labels in s.train_loader:
-        images, labels = images.to(s.device), labels.to(s.device)
-        loss = criterion(s.model(images), labels)
+        images, labels = s.precision.inputs(images.to(s.device, non_blocking=True)), labels.to(s.device)
+        with s.precision.autocast(s.device):
+            loss = criterion(s.model(images), labels)
         if not torch.isfinite(loss) or loss.item() > EXPLODED:
             raise Diverged(f"the training loss reached {loss.item():.4g}")
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        s.optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(s.optimizer)
+        scaler.update()
         total += loss.item() * len(labels)
         seen += len(labels)
     s.scheduler.step()
@@ -100,7 +135,7 @@ def train_one_epoch(s: Setup) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, device: torch.device,
-             batch_size: int = 256) -> dict[str, float]:
+             batch_size: int = 256, precision: Precision = Precision()) -> dict[str, float]:
     """Loss, accuracy, macro-F1 and per-class F1 (`{prefix}_f1_<class>`) over a split."""
     model.eval()
     n = len(classes)
@@ -113,8 +148,9 @@ def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, d
     ).to(device)
     total = 0.0
     for images, labels in DataLoader(dataset, batch_size=batch_size):
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images)
+        images, labels = precision.inputs(images.to(device)), labels.to(device)
+        with precision.autocast(device):
+            logits = model(images).float()
         total += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         metrics.update(logits, labels)
     values = metrics.compute()
@@ -157,7 +193,7 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
         began = time.perf_counter()
         metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
         metrics |= train_one_epoch(s)
-        metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device)
+        metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began
         if _improved(metrics[spec.metric], best["value"], spec.mode):
             best = {"epoch": epoch, "value": metrics[spec.metric], "model": copy.deepcopy(s.model.state_dict())}
@@ -165,7 +201,7 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
             # The test split is touched once, by the weights of the epoch validation chose.
             chosen = copy.deepcopy(s.model)
             chosen.load_state_dict(best["model"])
-            metrics |= evaluate(chosen, s.splits.test, classes, "test", s.device)
+            metrics |= evaluate(chosen, s.splits.test, classes, "test", s.device, precision=s.precision)
             metrics |= {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
         checkpoint = {
             "epoch": epoch,

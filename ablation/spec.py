@@ -286,6 +286,9 @@ class TrainSpec(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="on a GPU: mixed precision (auto: bf16 where supported, else fp16); the CPU uses fp32")
+    channels_last: bool = Field(True, description="on a GPU: channels-last memory layout, faster with mixed precision")
 
 
 class SearchSpec(_Section):

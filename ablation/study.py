@@ -124,7 +124,11 @@ def connect(address: str | None) -> None:
     if address:
         # The package travels with the job, so workers need only its dependencies (the image), not ablate.
         package = Path(__file__).resolve().parent
-        ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+        # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`) must be
+        # joined from loopback too, or Ray looks for it at the machine's outward address.
+        local = address.split(":")[0] in ("127.0.0.1", "localhost")
+        ray.init(address=address, runtime_env={"py_modules": [str(package)]},
+                 **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     ray.init(

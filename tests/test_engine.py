@@ -54,3 +54,28 @@ def test_seeds_change_the_training_but_not_the_data(spec):
     assert runs[0]["train_loss"] != runs[1]["train_loss"]
     a, b = engine.setup(spec, seed=0), engine.setup(spec, seed=1)
     torch.testing.assert_close(a.splits.val[0][0], b.splits.val[0][0])
+
+
+def test_mixed_precision_and_channels_last_are_chosen_for_cuda_only(spec):
+    cpu = engine.Precision.choose(spec, torch.device("cpu"))
+    assert cpu == engine.Precision()  # float32, default layout
+    fp16 = load_spec_with(spec, precision="fp16")
+    assert engine.Precision.choose(fp16, torch.device("cuda")) == engine.Precision(torch.float16, True)
+    fp32 = load_spec_with(spec, precision="fp32", channels_last=False)
+    assert engine.Precision.choose(fp32, torch.device("cuda")) == engine.Precision(None, False)
+
+
+def test_the_mixed_precision_path_trains_and_evaluates(spec):
+    # CPU autocast runs bfloat16 like a GPU would, so the code path is exercised here for real.
+    import dataclasses
+
+    s = engine.setup(spec, seed=0)
+    s = dataclasses.replace(s, precision=engine.Precision(torch.bfloat16, channels_last=True))
+    s.model.to(memory_format=torch.channels_last)
+    assert engine.train_one_epoch(s)["train_loss"] > 0
+    metrics = engine.evaluate(s.model, s.splits.val, s.splits.classes, "val", s.device, precision=s.precision)
+    assert 0 <= metrics["val_accuracy"] <= 1
+
+
+def load_spec_with(spec, **train):
+    return spec.model_copy(update={"train": spec.train.model_copy(update=train)})
