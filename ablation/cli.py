@@ -98,6 +98,9 @@ def resume(
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
     """The ranking, then what did not go well, with the exit status that says so."""
     _print_ranking(spec, outcome)
+    if outcome.stopped_early:
+        console.print(f"{len(outcome.stopped_early)} trials were stopped early by {spec.search.scheduler} "
+                      "(tagged ablate.stopped_early, with ablate.stopped_at_epoch)")
     for name in outcome.diverged:
         errors.print(f"[yellow]trial {escape(name)} diverged[/yellow] (its loss blew up; recorded, not retried)",
                      highlight=False)

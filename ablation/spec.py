@@ -292,7 +292,16 @@ class TrainSpec(_Section):
 
 
 class SearchSpec(_Section):
-    method: Literal["grid"] = "grid"
+    method: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: every arm of the design, once per seed; random, optuna (TPE): num_samples "
+                            "trials drawn from the space, each with one of the seeds")
+    num_samples: int = Field(10, ge=1, description="random/optuna: how many trials to draw")
+    max_concurrent: int | None = Field(None, ge=1, description="optuna: how many trials it suggests at once")
+    scheduler: Literal["fifo", "asha", "hyperband"] = Field(
+        "fifo", description="fifo runs every trial to the end (an ablation's default: early stopping is biased "
+                            "against slow starters); asha and hyperband stop the weaker trials early")
+    grace_period: int = Field(1, ge=1, description="asha: epochs every trial gets before it may be stopped")
+    reduction_factor: int = Field(3, ge=2, description="asha/hyperband: 1/this of the trials go on at each rung")
     design: Literal["grid", "ofat", "loco"] = Field(
         "grid", description="grid: every combination of the space; ofat: one factor at a time around the baseline; "
                             "loco: the module, the module without each component in turn, and the baseline")
@@ -301,6 +310,14 @@ class SearchSpec(_Section):
         default_factory=dict, description="dotted key -> value: ofat's centre (default: the spec as written), "
                                           "loco's reference arm (default: model.attention=none)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("design")
+    @classmethod
+    def _sampling_needs_a_grid(cls, design: str, info: ValidationInfo) -> str:
+        if design != "grid" and info.data.get("method", "grid") != "grid":
+            raise ValueError(f"design {design} lists its arms; method {info.data['method']} samples a grid space, "
+                             "so use design: grid with it (or method: grid with this design)")
+        return design
 
     @field_validator("space", mode="before")
     @classmethod

@@ -63,7 +63,7 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
     """One trial: train (from Tune's checkpoint if this is a retry), log each epoch to MLflow once,
     report it with a checkpoint to Tune."""
     study = StudySpec.model_validate(context.spec)
-    trial = Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
+    trial = _trial_of(study, config)
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     gpus = ray.get_gpu_ids()
@@ -88,8 +88,10 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
     if opened.lost:
         run.set_tags({"ablate.last_failure": "lost_worker"})
 
+    last = {"epoch": resume["epoch"] if resume else 0}
+
     def on_epoch(metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
-        step = int(metrics[_STEP_KEY])
+        step = last["epoch"] = int(metrics[_STEP_KEY])
         if step not in opened.logged_epochs:  # an earlier attempt may have logged it before dying
             run.log_metrics({k: v for k, v in metrics.items() if k != _STEP_KEY}, step=step)
         with tempfile.TemporaryDirectory() as folder:
@@ -108,6 +110,9 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
     except BaseException as err:
         # Tune stops trials of an interrupted study by raising in them; that is not their failure.
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        if interrupted and last["epoch"] == study.train.epochs:  # stopped as its last report arrived
+            run.finish("FINISHED")
+            raise
         run.set_tags({"ablate.error": f"{type(err).__name__}: {err}"[:5000],
                       "ablate.failure": "interrupted" if interrupted else _failure(err)})
         run.finish("KILLED" if interrupted else "FAILED")
@@ -151,8 +156,51 @@ def _check_resources(spec: StudySpec) -> None:
             )
 
 
+def _trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
+    """The spec trial a Tune config stands for: listed by the driver (grid), or drawn by a searcher,
+    whose values are JSON strings so every searcher's categorical choices accept them."""
+    if "trial" in config:
+        return Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
+    drawn = {key: json.loads(value) for key, value in config["axes"].items()}
+    return Trial.create(study, drawn | {"seed": config["seed"]})
+
+
+def _trial_name(config: dict[str, Any]) -> str:
+    if "trial" in config:
+        return config["trial"]["name"]
+    return ",".join(f"{k.split('.', 1)[1]}={json.loads(v)}" for k, v in config["axes"].items()) + f",seed={config['seed']}"
+
+
 def _trial_id(trial) -> str:
     return trial.config["trial"]["id"]
+
+
+def _search(spec: StudySpec, pending: list[Trial]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tune's param space and the TuneConfig settings that pick and stop trials."""
+    s = spec.search
+    settings: dict[str, Any] = {}
+    if s.scheduler == "asha":
+        settings["scheduler"] = tune.schedulers.ASHAScheduler(
+            time_attr=_STEP_KEY, max_t=spec.train.epochs, grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor)
+    elif s.scheduler == "hyperband":
+        settings["scheduler"] = tune.schedulers.HyperBandScheduler(
+            time_attr=_STEP_KEY, max_t=spec.train.epochs, reduction_factor=s.reduction_factor)
+    if s.method == "grid":
+        space = {"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
+                                            for t in pending])}
+        settings |= {"trial_name_creator": _trial_id, "trial_dirname_creator": _trial_id}
+        return space, settings
+    space = {"axes": {key: tune.choice([json.dumps(v) for v in values]) for key, values in s.space.items()},
+             "seed": tune.choice(s.seeds)}
+    settings["num_samples"] = s.num_samples
+    if s.method == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(seed=s.seeds[0])
+        settings["search_alg"] = ConcurrencyLimiter(searcher, s.max_concurrent) if s.max_concurrent else searcher
+    return space, settings
 
 
 class _ProgressCallback(tune.Callback):
@@ -170,7 +218,7 @@ class _ProgressCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if self.view:
-            self.view.trial_started(trial.trial_id, trial.config["trial"]["name"])
+            self.view.trial_started(trial.trial_id, _trial_name(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if self.view and not result.get("diverged"):
@@ -193,6 +241,7 @@ class StudyOutcome:
     storage: str  # the study's folder or URI
     errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
     diverged: list[str] = field(default_factory=list)  # trials whose loss blew up (recorded, not retried)
+    stopped_early: dict[str, int] = field(default_factory=dict)  # trial name -> the epoch the scheduler stopped it at
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
     already_finished: int = 0  # trials an earlier run of the study finished, not run again
 
@@ -302,7 +351,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     parent.set_tags({"ablate.data_skipped": len(skipped), "ablate.axes": ",".join(spec.axes()),
                      "ablate.design": spec.search.design, "ablate.metric": spec.metric, "ablate.mode": spec.mode,
                      "ablate.storage": f"{storage}/{spec.name}"})
-    done = tracking.finished_trials(uri, experiment_id, parent.run_id)
+    # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
+    done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
     pending = [t for t in trials if t.id not in done]
     outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
                            already_finished=len(trials) - len(pending))
@@ -311,14 +361,11 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         return outcome
     context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)
     StudyState(context.spec, uri, experiment_id, parent.run_id, [t.id for t in pending]).save(outcome.storage)
+    space, settings = _search(spec, pending)
     tuner = tune.Tuner(
         _trainable_for(spec, context),
-        param_space={"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
-                                                for t in pending])},
-        tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.mode, reuse_actors=True,
-            trial_name_creator=_trial_id, trial_dirname_creator=_trial_id,
-        ),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, reuse_actors=True, **settings),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -355,7 +402,9 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
 
 def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracking.TrackedRun,
          outcome: StudyOutcome, console) -> StudyOutcome:
-    view = StudyProgress(console, trials=len(trials), epochs=spec.train.epochs, metric=spec.metric)
+    sampled = spec.search.method != "grid"
+    count = spec.search.num_samples if sampled else len(trials)
+    view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric)
     _ProgressCallback.view = view
     try:
         with view:
@@ -365,18 +414,31 @@ def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracki
         raise
     finally:
         _ProgressCallback.view = None
-    finished = set()
+    early = spec.search.scheduler != "fifo"
+    settled: set[str] = set()  # names of the trials that ended one way or another
     for result in results:
-        name = (result.config or {}).get("trial", {}).get("name")  # None: never started
-        metrics = result.metrics or {}
+        if not result.config:  # never started
+            continue
+        name, metrics = _trial_name(result.config), result.metrics or {}
         if result.error is not None:
             outcome.errors[name] = str(result.error).strip().splitlines()[-1]
         elif metrics.get("diverged"):
             outcome.diverged.append(name)
         elif metrics.get(_STEP_KEY) == spec.train.epochs:
-            finished.add(name)
-    outcome.unfinished = [t.name for t in trials
-                          if t.name not in finished and t.name not in outcome.errors and t.name not in outcome.diverged]
+            pass
+        elif early and metrics.get(_STEP_KEY):
+            # The scheduler stopped it: a result of the search, recorded as such, not an interruption.
+            outcome.stopped_early[name] = int(metrics[_STEP_KEY])
+            tracking.mark_stopped_early(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
+                                        _trial_of(spec, result.config).id, epoch=int(metrics[_STEP_KEY]))
+        else:
+            continue
+        settled.add(name)
+    if sampled:  # a searcher may draw one configuration twice; count draws, not names
+        ended = sum(1 for r in results if r.config and _trial_name(r.config) in settled)
+        outcome.unfinished = ["(a drawn trial)"] * (count - ended)
+    else:
+        outcome.unfinished = [t.name for t in trials if t.name not in settled]
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id, status="KILLED")
     parent.set_tags({"ablate.trials_failed": len(outcome.errors), "ablate.trials_diverged": len(outcome.diverged),

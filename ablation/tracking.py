@@ -170,6 +170,19 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost)
 
 
+def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, epoch: int) -> None:
+    """Record that the scheduler stopped a trial after `epoch`: a finished run, tagged as stopped early."""
+    client = MlflowClient(uri)
+    for run in client.search_runs([experiment_id], filter_string=(
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")):
+        client.set_tag(run.info.run_id, "ablate.stopped_early", "true")
+        client.set_tag(run.info.run_id, "ablate.stopped_at_epoch", str(epoch))
+        for stale in ("ablate.error", "ablate.failure"):
+            if stale in run.data.tags:
+                client.delete_tag(run.info.run_id, stale)
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+
 def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> None:
     """Mark the study's child runs that are still RUNNING (their trial was killed) as `status`."""
     client = MlflowClient(uri)

@@ -1,0 +1,66 @@
+"""Searches beyond the grid: Optuna's TPE and random sampling over the space, and schedulers that
+stop weak trials early, on real Ray and MLflow."""
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ablation.cli import app
+from ablation.spec import SpecError, load_spec
+
+PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
+
+
+@pytest.fixture
+def study(tmp_path):
+    def make(**search):
+        spec = {
+            "name": "search",
+            "model": {"arch": "resnet18", "attention": "identity_cbam"},
+            "data": {"image_size": 32, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": search.pop("epochs", 1), "batch_size": 16},
+            "search": {"space": {"model.placement": PLACEMENTS}, "seeds": [0], **search},
+            "resources": {"cpu": 1},
+        }
+        path = tmp_path / "search.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        try:
+            result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri,
+                                              "--storage", str(tmp_path / "runs")])
+        finally:
+            ray.shutdown()
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("search").experiment_id])
+        return result, [r for r in runs if r.data.tags.get("ablate.kind") == "trial"]
+
+    return make
+
+
+def test_optuna_draws_placements_from_the_space_as_strings(study):
+    result, runs = study(method="optuna", num_samples=3, max_concurrent=2, seeds=[0, 1])
+    assert result.exit_code == 0, result.output
+    assert len(runs) >= 2 and all(r.info.status == "FINISHED" for r in runs)  # a repeated draw reuses its run
+    assert {r.data.params["model.placement"] for r in runs} <= set(PLACEMENTS)
+    assert {r.data.params["seed"] for r in runs} <= {"0", "1"}
+
+
+def test_asha_stops_weak_trials_early_and_marks_them(study):
+    result, runs = study(scheduler="asha", grace_period=1, reduction_factor=2, epochs=3)
+    assert result.exit_code == 0, result.output
+    stopped = [r for r in runs if r.data.tags.get("ablate.stopped_early") == "true"]
+    complete = [r for r in runs if "ablate.stopped_early" not in r.data.tags]
+    assert stopped and complete and len(runs) == len(PLACEMENTS)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(int(r.data.tags["ablate.stopped_at_epoch"]) < 3 for r in stopped)
+    assert all("test_accuracy" in r.data.metrics for r in complete)
+    assert "stopped early by asha" in " ".join(result.output.split())
+
+
+def test_a_sampling_method_needs_a_grid_design(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "search": {"method": "optuna", "design": "loco"}}))
+    with pytest.raises(SpecError, match="search.design: design loco lists its arms"):
+        load_spec(path)
