@@ -199,10 +199,12 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
             best = {"epoch": epoch, "value": metrics[spec.metric], "model": copy.deepcopy(s.model.state_dict())}
         if epoch == spec.train.epochs:
             # The test split is touched once, by the weights of the epoch validation chose.
+            began = time.perf_counter()
             chosen = copy.deepcopy(s.model)
             chosen.load_state_dict(best["model"])
             metrics |= evaluate(chosen, s.splits.test, classes, "test", s.device, precision=s.precision)
-            metrics |= {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
+            metrics |= {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"],
+                        "test_time_s": time.perf_counter() - began}
         checkpoint = {
             "epoch": epoch,
             "model": s.model.state_dict(),
