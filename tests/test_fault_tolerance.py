@@ -59,13 +59,14 @@ def wait_for(condition, timeout: float = 120.0):
     raise AssertionError("timed out waiting")
 
 
-def first_epoch_done(uri: str, study: str):
-    """A trial run that has logged an epoch (and so has a checkpoint coming), once there is one."""
+def epochs_done(uri: str, study: str, n: int = 1):
+    """A running trial that has logged `n` epochs, once there is one. Epochs are logged before their
+    checkpoint is reported, so a trial at epoch 2 has certainly checkpointed epoch 1."""
     try:
         runs = trial_runs(uri, study)
     except Exception:  # the store or the experiment may not exist yet
         return None
-    return next((r for r in runs if r.info.status == "RUNNING" and epochs_logged(uri, r)), None)
+    return next((r for r in runs if r.info.status == "RUNNING" and len(epochs_logged(uri, r)) >= n), None)
 
 
 def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path, ray_session):
@@ -90,7 +91,7 @@ def test_a_trial_killed_mid_study_resumes_from_its_checkpoint_in_the_same_run(tm
     driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        running = wait_for(lambda: first_epoch_done(uri, "killed"))
+        running = wait_for(lambda: epochs_done(uri, "killed", 2))
         os.kill(int(running.data.tags["ablate.pid"]), signal.SIGKILL)  # the trial's worker process
         output, _ = driver.communicate(timeout=240)
     finally:
@@ -109,7 +110,7 @@ def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_se
     driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: first_epoch_done(uri, "orphan"))
+        wait_for(lambda: epochs_done(uri, "orphan"))
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
