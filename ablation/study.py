@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -257,35 +257,30 @@ def storage_location(storage: str | None) -> str:
     return str(Path(storage or "ablate_runs").resolve())
 
 
-def _file_system(location: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(location)
-
-
 @dataclass(frozen=True)
 class StudyState:
     """What `ablate resume` needs to continue a study whose driver died; kept in the study's folder."""
 
-    spec: dict[str, Any]
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
+    context: StudyContext
     trials: list[str]  # ids of the trials this run of the study started
 
     def save(self, folder: str) -> None:
-        fs, path = _file_system(folder)
+        fs, path = pafs.FileSystem.from_uri(folder)
         fs.create_dir(path, recursive=True)
         with fs.open_output_stream(f"{path}/{STATE_FILE}") as out:
-            out.write(json.dumps(self.__dict__, indent=1).encode())
+            out.write(json.dumps({**asdict(self.context), "trials": self.trials}, indent=1).encode())
 
     @classmethod
     def load(cls, folder: str) -> StudyState:
-        fs, path = _file_system(folder)
+        fs, path = pafs.FileSystem.from_uri(folder)
         try:
             with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
-                return cls(**json.loads(stream.read()))
+                saved = json.loads(stream.read())
         except FileNotFoundError:
             raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
                                 "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
+        trials = saved.pop("trials")
+        return cls(StudyContext(**saved), trials)
 
 
 def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
@@ -360,7 +355,7 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         parent.finish("FINISHED")
         return outcome
     context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)
-    StudyState(context.spec, uri, experiment_id, parent.run_id, [t.id for t in pending]).save(outcome.storage)
+    StudyState(context, [t.id for t in pending]).save(outcome.storage)
     space, settings = _search(spec, pending)
     tuner = tune.Tuner(
         _trainable_for(spec, context),
@@ -385,18 +380,18 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     console = console or Console()
     folder = storage_location(str(folder))
     state = StudyState.load(folder)
-    uri = tracking.resolve_uri(tracking_uri or state.tracking_uri)
-    spec = StudySpec.model_validate(state.spec)
+    uri = tracking.resolve_uri(tracking_uri or state.context.tracking_uri)
+    spec = StudySpec.model_validate(state.context.spec)
     _quiet_tune()
     connect(address)
     _check_resources(spec)
     _prepare_data(spec.trials(), console)
-    context = StudyContext(state.spec, uri, state.experiment_id, state.parent_run_id)
-    parent = tracking.reopen_study(uri, state.parent_run_id)
+    context = replace(state.context, tracking_uri=uri)
+    parent = tracking.reopen_study(uri, context.parent_run_id)
     tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,
                                resume_errored=True)
     pending = [t for t in spec.trials() if t.id in set(state.trials)]
-    outcome = StudyOutcome(uri, state.experiment_id, state.parent_run_id, folder)
+    outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
     return spec, _fit(tuner, spec, pending, parent, outcome, console)
 
 
