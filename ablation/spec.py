@@ -415,13 +415,13 @@ class StudySpec(_Section):
         """The configurations the design asks for, as (label, overrides of this spec)."""
         grid = [dict(zip(self.search.space, point)) for point in itertools.product(*self.search.space.values())]
         if self.search.design == "grid":
-            return [(_label(point), point) for point in grid]
+            return [(label(point), point) for point in grid]
         if self.search.design == "ofat":
             centre = _apply(self, self.search.baseline, origin="search.baseline")
             at_centre = {key: centre.get(key) for key in self.search.space}
             arms = [("baseline", self.search.baseline | at_centre)]
             for key, values in self.search.space.items():
-                arms += [(_label({key: v}), self.search.baseline | at_centre | {key: v})
+                arms += [(label({key: v}), self.search.baseline | at_centre | {key: v})
                          for v in values if v != at_centre[key]]
             return arms
         components = [c for c in COMPONENTS if c in ATTENTIONS[self.model.attention].options]
@@ -431,7 +431,7 @@ class StudySpec(_Section):
         baseline = self.search.baseline or {"model.attention": "none"}
         arms = []
         for point in grid:
-            where = f" at {_label(point)}" if point else ""
+            where = f" at {label(point)}" if point else ""
             arms.append((f"full{where}", point))
             arms += [(f"no {c}{where}", point | {f"model.{c}": False}) for c in components]
             arms.append((f"baseline{where}", point | baseline))
@@ -451,7 +451,7 @@ class StudySpec(_Section):
         return value
 
 
-def _label(point: dict[str, Any]) -> str:
+def label(point: dict[str, Any]) -> str:
     """`{"model.skip": False, "train.lr": 0.1}` -> `skip=false,lr=0.1`, values spelled as in a spec."""
     return ",".join(f"{_short(k)}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in point.items())
 
@@ -506,7 +506,7 @@ class Trial:
         spec = _apply(study, axes, origin="search" if arm else "overrides")
         params = spec.params() | {"seed": overrides["seed"]}
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        arm = _label(axes) if arm is None else arm
+        arm = label(axes) if arm is None else arm
         return cls(id=digest, arm=arm, overrides=dict(overrides), spec=spec, seed=overrides["seed"])
 
     @property

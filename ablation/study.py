@@ -27,7 +27,7 @@ from .data import build_splits
 from .data.records import Skipped
 from .models import check_weights
 from .progress import StudyProgress
-from .spec import StudySpec, Trial
+from .spec import StudySpec, Trial, label
 
 _STEP_KEY = "epoch"
 
@@ -161,14 +161,17 @@ def _trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
     whose values are JSON strings so every searcher's categorical choices accept them."""
     if "trial" in config:
         return Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
-    drawn = {key: json.loads(value) for key, value in config["axes"].items()}
-    return Trial.create(study, drawn | {"seed": config["seed"]})
+    return Trial.create(study, _drawn(config) | {"seed": config["seed"]})
+
+
+def _drawn(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: json.loads(value) for key, value in config["axes"].items()}
 
 
 def _trial_name(config: dict[str, Any]) -> str:
     if "trial" in config:
         return config["trial"]["name"]
-    return ",".join(f"{k.split('.', 1)[1]}={json.loads(v)}" for k, v in config["axes"].items()) + f",seed={config['seed']}"
+    return f"{label(_drawn(config))},seed={config['seed']}"  # as Trial.name spells it
 
 
 def _trial_id(trial) -> str:
@@ -385,12 +388,12 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     _quiet_tune()
     connect(address)
     _check_resources(spec)
-    _prepare_data(spec.trials(), console)
+    pending = [t for t in spec.trials() if t.id in set(state.trials)]
+    _prepare_data(pending, console)
     context = replace(state.context, tracking_uri=uri)
     parent = tracking.reopen_study(uri, context.parent_run_id)
     tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,
                                resume_errored=True)
-    pending = [t for t in spec.trials() if t.id in set(state.trials)]
     outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
     return spec, _fit(tuner, spec, pending, parent, outcome, console)
 
