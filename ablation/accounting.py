@@ -57,3 +57,14 @@ def model_costs(model: nn.Module, spec: ModelSpec, *, num_classes: int, image_si
     """The static costs and `latency_ms`, the median forward time of one image on the model's device."""
     costs = static_costs(model, spec, num_classes=num_classes, image_size=image_size)
     return costs | {"latency_ms": measure_latency_ms(model, image_size)}
+
+
+def arm_costs(spec: ModelSpec, *, num_classes: int, image_size: int, timed: bool = True) -> dict[str, float]:
+    """What the model `spec` describes costs, built here on the CPU (pretrained weights change no cost);
+    with `timed`, its latency too."""
+    spec = spec.model_copy(update={"pretrained": None})
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(spec, num_classes=num_classes)
+    if timed:
+        return model_costs(model, spec, num_classes=num_classes, image_size=image_size)
+    return static_costs(model, spec, num_classes=num_classes, image_size=image_size)

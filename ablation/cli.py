@@ -318,6 +318,125 @@ def data_generate(
                   f"`ablate data summary --dataset aihub --root {root}`", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(metavar="STUDY", help="the study's name (its MLflow experiment)")],
+    baseline: Annotated[Optional[str], typer.Option(help="the configuration to compare against, as the report "
+                                                    "names it; default: the one without attention")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder for report.md/.csv/.html and the PNGs; "
+                                                "default ./reports/<study>")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
+) -> None:
+    """Seed statistics of a study: which differences survive seed noise, at what cost, with pictures."""
+    from rich.table import Table
+
+    from .report import make_report
+    from .tracking import StudyNotFound, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    folder = out or Path("reports") / study
+    try:
+        made, written = make_report(uri, study, folder, baseline=baseline)
+    except (StudyNotFound, ValueError) as err:
+        raise _fail(str(err)) from None
+    for table in made.tables(compact=True):
+        shown = Table(title=table.title, title_justify="left")
+        for column in table.header:
+            shown.add_column(column, overflow="fold")
+        for row in table.rows:
+            shown.add_row(*row)
+        console.print(shown)
+    for note in made.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}); "
+                  "also logged as the artifacts report/ of the study's parent run.", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def explain(
+    run_ids: Annotated[list[str], typer.Argument(metavar="RUN_ID...", help="MLflow run ids of finished trials")],
+    images: Annotated[Optional[Path], typer.Option(help="an image, or a folder of them (a folder named after a "
+                                                   "class gives the true class)")] = None,
+    from_split: Annotated[Optional[str], typer.Option(help="take images from this split of the first run's data "
+                                                      "(train, val or test)")] = None,
+    n: Annotated[int, typer.Option(min=1, help="how many images")] = 8,
+    layer: Annotated[str, typer.Option(help="the module Grad-CAM looks at: a stage (layer4) or a block (layer4.1)")] = "layer4",
+    score: Annotated[bool, typer.Option("--score", help="score Grad-CAM against the cue masks of generated "
+                                        "faces: energy on the cues, pointing game; logged to each run")] = False,
+    out: Annotated[Path, typer.Option(help="folder for the PNGs (and scores.json)")] = Path("explain"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
+) -> None:
+    """Guided Backprop, Grad-CAM and Guided Grad-CAM of trained runs, side by side, per image."""
+    import json
+
+    if (images is None) == (from_split is None):
+        raise _fail("give exactly one of --images PATH and --from-split SPLIT")
+    if from_split is not None and from_split not in ("train", "val", "test"):
+        raise _fail(f"--from-split {from_split}: expected train, val or test")
+
+    from .explain import ExplainError, explain as explain_run, images_from_path, images_from_split, load_trained, render
+    from .explain import score as score_maps
+    from .tracking import RunNotFound, log_metrics, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    try:
+        trained = [load_trained(uri, run_id, layer) for run_id in run_ids]
+        first = trained[0].spec.data
+        if images is not None:
+            shown = images_from_path(images, first.image_size, trained[0].classes, n)
+        else:
+            shown = images_from_split(first, from_split, n)
+        with console.status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
+            explained = [explain_run(t, shown) for t in trained]
+        scores = {e.trained.run_id: score_maps(e, shown) for e in explained} if score else {}
+    except (RunNotFound, ExplainError) as err:
+        raise _fail(str(err)) from None
+    for skipped in shown.skipped:
+        errors.print(f"[yellow]skipped[/yellow] {escape(skipped)}", highlight=False, soft_wrap=True)
+    written = render(explained, shown, out)
+    if scores:
+        from rich.table import Table
+
+        table = Table(title="Grad-CAM (true class) against the cue masks")
+        for column in ("run", "cue energy", "pointing game", "occluded: energy", "pointing", "unoccluded: energy", "pointing"):
+            table.add_column(column)
+        for e in explained:
+            s = scores[e.trained.run_id]
+            table.add_row(e.trained.name, *[f"{s[k]:.3f}" if k in s else "-" for k in (
+                "cue_energy_all", "pointing_game_all", "cue_energy_occluded", "pointing_game_occluded",
+                "cue_energy_unoccluded", "pointing_game_unoccluded")])
+            log_metrics(uri, e.trained.run_id, {f"explain_{k}": v for k, v in s.items()})
+        console.print(table)
+        (out / "scores.json").write_text(json.dumps({e.trained.name: scores[e.trained.run_id] for e in explained},
+                                                    indent=1))
+    console.print(f"Wrote {len(written)} figure(s) to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def ui(
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on; anything but loopback exposes the runs")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
+) -> None:
+    """Open the MLflow UI on a study store: starts `mlflow server` on 127.0.0.1 and prints its address."""
+    import os
+    import sys
+
+    from .tracking import resolve_uri, server_command
+
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        console.print(f"{uri} is a server already: open it in a browser.", highlight=False)
+        return
+    console.print(f"MLflow UI for {uri} at [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)", highlight=False,
+                  soft_wrap=True)
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # ~2 GB less, and nothing ablate needs
+    command = server_command(uri, host=host, port=port)
+    sys.stdout.flush()
+    # The server takes this process's place, so Ctrl-C and a service manager's SIGTERM reach it directly.
+    os.execve(command[0], command, env)
+
+
 def _print_ranking(spec, outcome) -> None:
     from rich.table import Table
 

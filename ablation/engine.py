@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,12 +20,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from .data import Splits, build_splits
-from .accounting import model_costs
 from .models import build_model
 from .spec import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any]], None]
-SummaryCallback = Callable[[dict[str, float]], None]
 
 
 @dataclass
@@ -163,21 +160,18 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: SummaryCallback | None = None,
-        resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
+def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, resume: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu") -> dict[str, float]:
     """Train for `spec.train.epochs`, validating each epoch; the last epoch reports the test metrics of
     the epoch validation chose.
 
-    `on_start` receives the model's costs (`params_total`, `params_added`, `macs`, `latency_ms`)
-    before training; `resume` is a checkpoint an earlier `on_epoch` received, and training
-    continues after its epoch.
+    `resume` is a checkpoint an earlier `on_epoch` received; training continues after its epoch.
     Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
     """
     s = setup(spec, seed, device)
     classes = s.splits.classes
-    if on_start is not None:
-        on_start(model_costs(s.model, spec.model, num_classes=len(classes), image_size=spec.data.image_size))
     best: dict[str, Any] = {"epoch": 0, "value": None, "test": {}}
+    best_weights: dict[str, torch.Tensor] = {}
     start = 1
     if resume is not None:
         s.model.load_state_dict(resume["model"])
@@ -185,7 +179,9 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
         s.scheduler.load_state_dict(resume["scheduler"])
         s.generator.set_state(resume["rng"]["loader"])
         torch.set_rng_state(resume["rng"]["torch"])
-        best = resume["best"]
+        best = dict(resume["best"])
+        # A checkpoint carries the best epoch's weights only when they differ from its own.
+        best_weights = best.pop("model", None) or resume["model"]
         start = resume["epoch"] + 1
 
     metrics: dict[str, float] = {}
@@ -196,13 +192,13 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
         metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began
         if _improved(metrics[spec.metric], best["value"], spec.mode):
-            # Tested now, while these weights are at hand, so checkpoints need not carry a second copy
-            # of the model; only the chosen epoch's test figures are ever reported, so the test split
-            # plays no part in the choice.
+            # Tested now, while these weights are at hand, rather than reloaded at the end; only the
+            # chosen epoch's test figures are ever reported, so the test split plays no part in the choice.
             began = time.perf_counter()
             test = evaluate(s.model, s.splits.test, classes, "test", s.device, precision=s.precision)
-            best = {"epoch": epoch, "value": metrics[spec.metric], "test": test}
             metrics["test_time_s"] = time.perf_counter() - began
+            best = {"epoch": epoch, "value": metrics[spec.metric], "test": test}
+            best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
         if epoch == spec.train.epochs:
             metrics |= best["test"] | {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
         checkpoint = {
@@ -211,15 +207,12 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_start: Summar
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "loader": s.generator.get_state()},
-            "best": best,
+            "best": best if best["epoch"] == epoch else best | {"model": best_weights},
         }
         on_epoch(metrics, checkpoint)
     return metrics
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    torch.save(checkpoint, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def best_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of the epoch validation chose, from a checkpoint `fit` gave `on_epoch`."""
+    return checkpoint["best"].get("model") or checkpoint["model"]

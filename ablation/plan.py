@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .accounting import count_macs, static_costs
+from .accounting import arm_costs, count_macs
 from .cache import cache_dir
 from .data import classes_of, split_sizes
 from .models import build_model
@@ -61,11 +61,7 @@ def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
     arms = []
     for arm, trial in first.items():
         t = trial.spec
-        classes = len(classes_of(t.data))
-        model_spec = t.model.model_copy(update={"pretrained": None})  # the weights do not change the cost
-        with torch.random.fork_rng(devices=[]):
-            costs = static_costs(build_model(model_spec, num_classes=classes), model_spec, num_classes=classes,
-                                 image_size=t.data.image_size)
+        costs = arm_costs(t.model, num_classes=len(classes_of(t.data)), image_size=t.data.image_size, timed=False)
         arms.append(ArmPlan(arm, costs["params_total"], costs["params_added"], costs["macs"],
                             trial_macs(costs["macs"], split_sizes(t.data), t.train.epochs)))
     per_arm = {a.arm: a.train_macs for a in arms}

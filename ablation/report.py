@@ -1,12 +1,22 @@
-"""Summaries of a study read back from MLflow (never from Ray's files, so a remote server works too)."""
+"""Summaries of a study read back from MLflow (never from Ray's files, so a remote server works too):
+the ranking `ablate run` prints, and the full report `ablate report` writes (tables with seed
+statistics, the paper's tables beside ours, pictures; as Markdown, CSV and one HTML file)."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import json
+import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
 
-from .tracking import TrialRecord
+from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
+from .spec import EMOTIONS
+from .tracking import TrialRecord, find_study, metric_history, study_trials
 
 
 @dataclass(frozen=True)
@@ -51,3 +61,360 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
         ))
     sign = -1 if mode == "max" else 1
     return sorted(summaries, key=lambda s: (s.mean is None, sign * (s.mean or 0.0)))
+
+
+# --- The study report: `ablate report` -------------------------------------------------------------
+
+SCORES = ("test_accuracy", "test_macro_f1")
+COSTS = ("params_total", "params_added", "macs", "latency_ms")
+STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
+
+
+@dataclass
+class Arm:
+    """One configuration's trials, as the report sees them."""
+
+    name: str
+    levels: dict[str, str]  # axis -> value, as logged
+    scores: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
+    costs: dict[str, float] = field(default_factory=dict)
+    finished: list[TrialRecord] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # stopped early by the scheduler
+    unfinished: list[str] = field(default_factory=list)  # killed, or still running
+
+    @property
+    def seeds(self) -> int:
+        return len(self.finished)
+
+    def interval(self, metric: str) -> Interval | None:
+        values = list(self.scores.get(metric, {}).values())
+        return mean_ci(values) if values else None
+
+
+def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
+    """Trials grouped by arm, each sorted into finished, failed, diverged, stopped early or unfinished."""
+    arms: dict[str, Arm] = {}
+    for r in records:
+        name = r.params.get("arm") or ",".join(f"{a}={r.params.get(a, '')}" for a in axes)
+        arm = arms.setdefault(name, Arm(name, {axis: r.params.get(axis, "") for axis in axes}))
+        arm.costs |= {k: r.metrics[k] for k in COSTS if k in r.metrics}
+        if r.tags.get("ablate.stopped_early") == "true":
+            arm.stopped.append(r.name)
+        elif r.status == "FINISHED" and "test_accuracy" in r.metrics:
+            arm.finished.append(r)
+            seed = int(r.params.get("seed", len(arm.finished)))
+            for key, value in r.metrics.items():
+                if key.startswith("test_") and not key.endswith("_loss") and key != "test_time_s":
+                    arm.scores.setdefault(key, {})[seed] = value
+        elif r.tags.get("ablate.failure") == "divergence":
+            arm.diverged.append(r.name)
+        elif r.status == "FAILED":
+            arm.failed.append(r.name)
+        else:
+            arm.unfinished.append(r.name)
+    return arms
+
+
+def default_baseline(arms: dict[str, Arm]) -> str | None:
+    """The arm without attention: `model.placement=none`, else `model.attention=none`."""
+    for arm in arms.values():
+        if arm.finished and any(arm.finished[0].params.get(key) == "none"
+                                for key in ("model.placement", "model.attention")):
+            return arm.name
+    return None
+
+
+def class_names(arms: dict[str, Arm]) -> list[str]:
+    found = {key.removeprefix("test_f1_") for arm in arms.values() for key in arm.scores if key.startswith("test_f1_")}
+    return [c for c in EMOTIONS if c in found] + sorted(found - set(EMOTIONS))
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines + ([f"", self.note] if self.note else []))
+
+    def html(self) -> str:
+        cells = "".join(f"<th>{escape(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        note = f"<p>{escape(self.note)}</p>" if self.note else ""
+        return f"<h3>{escape(self.title)}</h3><table><tr>{cells}</tr>{body}</table>{note}"
+
+
+def _ci(interval: Interval | None, scale: float = 1.0) -> str:
+    if interval is None:
+        return "-"
+    if math.isnan(interval.low):
+        return f"{interval.mean * scale:.4g} (one seed)"
+    return f"{interval.mean * scale:.4g} ± {interval.half_width * scale:.2g}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3g}"
+
+
+@dataclass
+class StudyReport:
+    study: str
+    metric: str  # the study's ranking metric, for the learning curves
+    arms: dict[str, Arm]
+    baseline: str | None
+    planned_seeds: int | None
+    comparisons: dict[str, list[Comparison]]  # score -> arms against the baseline
+    marginals: dict[str, dict[str, float]]  # axis -> value -> marginal mean test macro-F1
+    curves: dict[str, dict[int, float]]  # arm -> epoch -> mean of `metric` over its seeds
+    notes: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[Arm]:
+        def key(arm: Arm):
+            interval = arm.interval("test_macro_f1")
+            return (interval is None, -(interval.mean if interval else 0))
+        return sorted(self.arms.values(), key=key)
+
+    def tables(self, compact: bool = False) -> list[Table]:
+        """The report's tables; `compact` (for a terminal) leaves out per-class F1 and latency, and
+        compares on test macro-F1 only."""
+        classes = [] if compact else class_names(self.arms)
+        planned = f" of {self.planned_seeds}" if self.planned_seeds else ""
+        configs = Table(
+            "Configurations (mean ± 95% CI half-width over seeds; test split at the best validation epoch)",
+            ["configuration", "seeds", "test accuracy", "test macro-F1", *[f"F1 {c}" for c in classes],
+             "params", "added", "MACs", *([] if compact else ["latency ms"]), "lost"],
+            [[a.name, f"{a.seeds}{planned}", _ci(a.interval("test_accuracy")), _ci(a.interval("test_macro_f1")),
+              *[_ci(a.interval(f"test_f1_{c}")) for c in classes],
+              *[_count(a.costs.get(k)) for k in ("params_total", "params_added", "macs")],
+              *([] if compact else [f"{a.costs['latency_ms']:.2f}" if "latency_ms" in a.costs else "-"]), _lost(a)]
+             for a in self.ranked()])
+        tables = [configs]
+        for score, found in self.comparisons.items():
+            if compact and score != "test_macro_f1":
+                continue
+            tables.append(Table(
+                f"{score} against the baseline ({self.baseline}), paired by seed",
+                ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
+                 "verdict", "seeds for a decision"],
+                [[c.arm, str(c.difference.n),
+                  f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
+                  _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c),
+                  "-" if c.significant else (str(c.seeds_needed) if c.seeds_needed else "> 1000")]
+                 for c in sorted(found, key=lambda c: c.p_holm)],
+                note="Holm's correction runs over every configuration compared here. Wilcoxon's test "
+                     "joins from 6 pairs. 'seeds for a decision': for a difference not yet significant, the "
+                     "pairs a paired t-test (at 0.05) needs for 80% power at the observed mean difference "
+                     "and spread."))
+        for axis, means in self.marginals.items():
+            tables.append(Table(f"Marginal effect of {axis} on test macro-F1 (mean over the other axes)",
+                                ["rank", axis, "mean test macro-F1"],
+                                [[str(i), value, f"{mean:.4f}"] for i, (value, mean) in
+                                 enumerate(sorted(means.items(), key=lambda kv: -kv[1]), 1)]))
+        if self.study == "paper" and not compact:
+            tables += paper_tables(self)
+        return tables
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _lost(arm: Arm) -> str:
+    parts = [(arm.failed, "failed"), (arm.diverged, "diverged"), (arm.stopped, "stopped early"),
+             (arm.unfinished, "unfinished")]
+    return ", ".join(f"{len(names)} {what}" for names, what in parts if names) or "-"
+
+
+def _verdict(c: Comparison) -> str:
+    if c.significant:
+        return "better" if c.difference.mean > 0 else "worse"
+    return "within seed noise"
+
+
+def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyReport:
+    """Read `study` from the store at `uri` and work out its statistics."""
+    found = find_study(uri, study)
+    axes = [a for a in found.tags.get("ablate.axes", "").split(",") if a]
+    records = study_trials(uri, found.experiment_id, found.run.run_id)
+    arms = collect(records, axes)
+    notes = []
+    if baseline is not None and baseline not in arms:
+        raise ValueError(f"--baseline {baseline!r} is not a configuration of {study} "
+                         f"(it has: {', '.join(sorted(arms))})")
+    chosen = baseline or default_baseline(arms)
+    if chosen is None:
+        notes.append("No configuration without attention was found, so nothing is compared; "
+                     "name one with --baseline.")
+    comparisons = {}
+    if chosen is not None:
+        for score in SCORES:
+            values = {a.name: a.scores.get(score, {}) for a in arms.values() if a.scores.get(score)}
+            if chosen in values:
+                comparisons[score] = compare_all(values, chosen)
+    planned = None
+    if "search.seeds" in found.params:
+        planned = len(json.loads(found.params["search.seeds"]))
+        short = [a.name for a in arms.values() if a.seeds < planned]
+        if short:
+            notes.append(f"{len(short)} configuration(s) have fewer finished seeds than the {planned} planned: "
+                         + ", ".join(f"{a} ({arms[a].seeds})" for a in short) + ".")
+    marginals = {}
+    real_axes = [a for a in axes if a != "arm"]
+    if len(real_axes) >= 2:
+        means = {a.name: a.interval("test_macro_f1").mean for a in arms.values() if a.scores.get("test_macro_f1")}
+        marginals = {axis: marginal_means(means, {n: arms[n].levels for n in means}, axis) for axis in real_axes}
+    metric = found.tags.get("ablate.metric", "val_macro_f1")
+    curves = {}
+    for arm in arms.values():
+        histories = [metric_history(uri, r.run_id, metric) for r in arm.finished]
+        epochs = sorted({e for h in histories for e in h})
+        curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
+    return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes)
+
+
+# The paper's published figures (Oh et al.; ../shared/paper.md): single runs on AI-HUB at 256 px.
+PAPER_COLUMNS = {  # column -> (model.arch, model.attention)
+    "ResNet50": ("resnet50", "none"), "ResNet101": ("resnet101", "none"),
+    "ResNet50 + Identity-CBAM": ("resnet50", "identity_cbam"), "ResNet101 + Identity-CBAM": ("resnet101", "identity_cbam"),
+}
+PAPER_F1 = {  # Table 1, F1 per class, in PAPER_COLUMNS order
+    "happy": (0.97, 0.98, 0.98, 0.98), "anger": (0.85, 0.85, 0.87, 0.87), "unrest": (0.69, 0.71, 0.73, 0.72),
+    "wound": (0.61, 0.64, 0.69, 0.66), "sad": (0.79, 0.80, 0.81, 0.78), "neutral": (0.93, 0.92, 0.92, 0.91),
+    "average": (0.806, 0.816, 0.833, 0.82),
+}
+PAPER_ACCURACY = (81.2, 81.99, 83.23, 82.17)  # Table 2, %
+
+
+def paper_tables(report: StudyReport) -> list[Table]:
+    """Tables 1 and 2 as published, beside the measured means of the same four models."""
+    measured: dict[str, Arm | None] = {}
+    for column, (arch, attention) in PAPER_COLUMNS.items():
+        measured[column] = next((a for a in report.arms.values() if a.finished
+                                 and a.finished[0].params.get("model.arch") == arch
+                                 and a.finished[0].params.get("model.attention") == attention), None)
+
+    def ours(arm: Arm | None, key: str, scale: float = 1.0) -> str:
+        interval = arm.interval(key) if arm else None
+        return "-" if interval is None else f"{interval.mean * scale:.3f}"
+
+    f1 = Table("Table 1, F1 per class: published / measured here (mean over seeds)",
+               ["class", *PAPER_COLUMNS],
+               [[c, *[f"{p:.3g} / {ours(measured[col], 'test_macro_f1' if c == 'average' else f'test_f1_{c}')}"
+                      for col, p in zip(PAPER_COLUMNS, published)]] for c, published in PAPER_F1.items()])
+    accuracy = Table("Table 2, accuracy (%): published / measured here", list(PAPER_COLUMNS),
+                     [[f"{p:.2f} / {ours(measured[col], 'test_accuracy', 100)}"
+                       for col, p in zip(PAPER_COLUMNS, PAPER_ACCURACY)]])
+    return [f1, accuracy]
+
+
+def draw(report: StudyReport, out: Path) -> list[Path]:
+    """The report's PNGs in `out`."""
+    from . import figures
+
+    arms = [a for a in report.ranked() if a.scores.get("test_macro_f1")]
+    if not arms:
+        return []
+    means = {a.name: a.interval("test_macro_f1").mean for a in arms}
+    drawn = [_heatmap(report, arms, means, out)]
+    points = {a.name: {"test_accuracy": a.interval("test_accuracy").mean, **a.costs} for a in arms
+              if all(k in a.costs for k in ("macs", "params_total"))}
+    if points:
+        costs = ["macs", "params_total"]
+        fronts = {c: pareto_front({n: (p[c], p["test_accuracy"]) for n, p in points.items()}) for c in costs}
+        drawn.append(figures.cost_scatter(points, score="test_accuracy", costs=costs, fronts=fronts,
+                                          path=out / "accuracy_vs_cost.png"))
+    shown = [a for a in arms[:3] if a.name != report.baseline]
+    if report.baseline in report.arms and report.arms[report.baseline].scores:
+        shown.append(report.arms[report.baseline])
+    classes = class_names(report.arms)
+    per_class = {a.name + (" (baseline)" if a.name == report.baseline else ""):
+                 {c: a.interval(f"test_f1_{c}").mean for c in classes if a.scores.get(f"test_f1_{c}")} for a in shown}
+    drawn.append(figures.class_bars(per_class, classes, title="per-class test F1, top configurations",
+                                    path=out / "per_class_f1.png"))
+    curves = {name: curve for name, curve in report.curves.items() if curve}
+    if curves:
+        drawn.append(figures.learning_curves(curves, metric=report.metric, path=out / "learning_curves.png"))
+    return drawn
+
+
+def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Path:
+    from . import figures
+
+    axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
+    placements = {a.name: a.levels.get("model.placement") or a.finished[0].params.get("model.placement", "")
+                  for a in arms}
+    title = "test macro-F1, mean over seeds"
+    if axes == ["model.placement"] or (not axes and any(placements.values())):
+        # Which stages the good placements use: a row per placement, its score in each stage it covers.
+        values = {}
+        for arm in arms:
+            placed = placements[arm.name]
+            stages = STAGE_NAMES if placed == "all" else [s for s in STAGE_NAMES if s in placed.split("+")]
+            for stage in stages:
+                values[(arm.name, stage)] = means[arm.name]
+            if placed == "none":
+                values[(arm.name, "none")] = means[arm.name]
+        columns = [*STAGE_NAMES, *(["none"] if any(c == "none" for _, c in values) else [])]
+        return figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
+                               column_label="stage holding a module", title=title, path=out / "heatmap.png")
+    if len(axes) >= 2:
+        rows = sorted({a.levels[axes[0]] for a in arms})
+        columns = sorted({a.levels[axes[1]] for a in arms})
+        cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for arm in arms:
+            cells[(arm.levels[axes[0]], arm.levels[axes[1]])].append(means[arm.name])
+        values = {cell: statistics.fmean(v) for cell, v in cells.items()}
+        return figures.heatmap(values, rows, columns, row_label=axes[0], column_label=axes[1],
+                               title=title + (" and the other axes" if len(axes) > 2 else ""), path=out / "heatmap.png")
+    names = [a.name for a in arms]
+    return figures.heatmap({(n, "test macro-F1"): means[n] for n in names}, names, ["test macro-F1"],
+                           row_label="configuration", column_label="", title=title, path=out / "heatmap.png")
+
+
+def write(report: StudyReport, out: Path) -> list[Path]:
+    """report.md, report.csv, report.html (self-contained: the PNGs embedded) and the PNGs, in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = draw(report, out)
+    tables = report.tables()
+    notes = report.notes + [f"Baseline: {report.baseline}." if report.baseline else ""]
+    md = [f"# Report: {report.study}", "", *[n for n in notes if n], ""]
+    for table in tables:
+        md += [table.markdown(), ""]
+    md += [f"![{p.stem}]({p.name})" for p in pictures]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    with open(out / "report.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(tables[0].header)
+        writer.writerows(tables[0].rows)
+    images = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+                     f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
+                     for p in pictures)
+    body = "".join(f"<p>{escape(n)}</p>" for n in notes if n) + "".join(t.html() for t in tables) + images
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(report.study)}</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+        "td:first-child{text-align:left}img{max-width:100%}</style></head>"
+        f"<body><h1>Report: {escape(report.study)}</h1>{body}</body></html>")
+    return [out / "report.md", out / "report.csv", out / "report.html", *pictures]
+
+
+def make_report(uri: str, study: str, out: Path, *, baseline: str | None = None) -> tuple[StudyReport, list[Path]]:
+    """Build the report of `study`, write it to `out`, and log it as the artifacts `report/` of the
+    study's parent run, so the MLflow UI shows it beside the runs."""
+    report = build_report(uri, study, baseline=baseline)
+    written = write(report, out)
+    find_study(uri, study).run.log_folder(out, "report")
+    return report, written

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ import torch
 from ray import tune
 
 from . import engine, tracking
-from .data import build_splits
+from .accounting import arm_costs
+from .checkpoints import MODEL_FILE, CheckpointStore, pack_model
+from .data import build_splits, classes_of
 from .data.records import Skipped
 from .models import check_weights
 from .progress import StudyProgress
@@ -48,6 +50,10 @@ class StudyContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    storage: str  # the study's folder or URI: trials keep their checkpoints under it
+    # Each model's costs, measured by the driver before any trial starts: once per arm rather than per
+    # seed, one arm after another so every latency is timed on an otherwise idle machine.
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _failure(err: BaseException) -> str:
@@ -60,8 +66,8 @@ def _failure(err: BaseException) -> str:
 
 
 def _trainable(config: dict[str, Any], context: StudyContext) -> None:
-    """One trial: train (from Tune's checkpoint if this is a retry), log each epoch to MLflow once,
-    report it with a checkpoint to Tune."""
+    """One trial: train (from its checkpoint if this is a retry), log each epoch to MLflow once,
+    checkpoint it and report it to Tune."""
     study = StudySpec.model_validate(context.spec)
     trial = _trial_of(study, config)
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
@@ -69,14 +75,12 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
     gpus = ray.get_gpu_ids()
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
 
-    resume = None
-    if (saved := tune.get_checkpoint()) is not None:
-        with saved.as_directory() as folder:
-            resume = engine.load_checkpoint(Path(folder) / "checkpoint.pt")
+    store = _checkpoints(context.storage, trial.id)
+    resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
     opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                  name=trial.name, trial_id=trial.id, params=trial.params())
     run = opened.run
-    if opened.finished or (resume and resume["epoch"] >= study.train.epochs):
+    if opened.finished:
         # Restarted after its last epoch (the driver died before it heard): tell Tune how it ended.
         tune.report(run.latest_metrics() | {_STEP_KEY: study.train.epochs})
         run.finish("FINISHED")
@@ -87,20 +91,26 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
                   "ablate.resumed_from_epoch": resume["epoch"] if resume else 0})
     if opened.lost:
         run.set_tags({"ablate.last_failure": "lost_worker"})
+    if not opened.attempts:
+        # A searcher's draws are not known in advance, so their costs are measured here.
+        run.log_metrics(context.costs.get(_costs_key(trial.spec)) or _measure_costs(trial.spec))
 
     last = {"epoch": resume["epoch"] if resume else 0}
 
     def on_epoch(metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
         step = last["epoch"] = int(metrics[_STEP_KEY])
+        store.wait()  # so an epoch in MLflow means the one before it is checkpointed
         if step not in opened.logged_epochs:  # an earlier attempt may have logged it before dying
             run.log_metrics({k: v for k, v in metrics.items() if k != _STEP_KEY}, step=step)
-        with tempfile.TemporaryDirectory() as folder:
-            engine.save_checkpoint(checkpoint, Path(folder) / "checkpoint.pt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if step < study.train.epochs:  # nothing resumes from the last epoch
+            store.save(checkpoint)
+        else:  # what `ablate explain` loads
+            run.log_bytes(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), checkpoint["best"]["epoch"],
+                                     engine.best_weights(checkpoint)), MODEL_FILE)
+        tune.report(metrics)
 
     try:
-        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, resume=resume, device=device,
-                   on_start=None if opened.attempts else run.log_metrics)
+        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, resume=resume, device=device)
     except engine.Diverged as err:
         # A result, not a crash: recorded and not retried (retrying would diverge again).
         run.set_tags({"ablate.failure": "divergence", "ablate.error": str(err)})
@@ -117,7 +127,14 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
                       "ablate.failure": "interrupted" if interrupted else _failure(err)})
         run.finish("KILLED" if interrupted else "FAILED")
         raise
+    finally:
+        store.close()
     run.finish("FINISHED")
+    store.delete()  # a finished trial is never resumed
+
+
+def _checkpoints(storage: str, trial_id: str) -> CheckpointStore:
+    return CheckpointStore(f"{storage}/checkpoints/{trial_id}.pt")
 
 
 def connect(address: str | None) -> None:
@@ -136,14 +153,35 @@ def connect(address: str | None) -> None:
                  **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    ray.init(
-        num_cpus=os.cpu_count(),
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        # Ray's defaults assume a large machine; trials hold their data in process memory, not here.
-        object_store_memory=min(2 * 2**30, memory // 10),
-        **quiet,
-    )
+    with _loopback_only():
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            # Ray's defaults assume a large machine; trials hold their data in process memory, not here.
+            object_store_memory=min(2 * 2**30, memory // 10),
+            **quiet,
+        )
+
+
+@contextmanager
+def _loopback_only():
+    """Keep a private Ray on 127.0.0.1. Given that address, Ray still swaps in the machine's outward one
+    and its servers then listen on every interface, unless its clusters switch is off: an environment
+    variable its processes read at start-up, and a constant this process read when it imported Ray."""
+    from ray._private import ray_constants
+
+    saved = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:  # a later --address in this process must find the outward address again
+        if saved[0] is None:
+            del os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR]
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
 def _check_resources(spec: StudySpec) -> None:
@@ -286,6 +324,28 @@ class StudyState:
         return cls(StudyContext(**saved), trials)
 
 
+def _costs_key(trial: StudySpec) -> str:
+    return trial.model.model_dump_json() + trial.data.model_dump_json()
+
+
+def _measure_costs(trial: StudySpec) -> dict[str, float]:
+    """`params_total`, `params_added`, `macs` and `latency_ms` (CPU, one image) of a trial's model."""
+    return arm_costs(trial.model, num_classes=len(classes_of(trial.data)), image_size=trial.data.image_size)
+
+
+def _costs_of(trials: list[Trial], console) -> dict[str, dict[str, float]]:
+    from rich.progress import Progress
+
+    arms = {_costs_key(t.spec): t.spec for t in trials}
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("measuring each arm's cost", total=len(arms))
+        costs = {}
+        for key, trial in arms.items():
+            costs[key] = _measure_costs(trial)
+            bar.advance(task)
+    return costs
+
+
 def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
     """Generate or decode each dataset the trials use, once, here rather than in every trial at once
     (on a cluster, other nodes fill their own cache); returns the inputs that could not be used."""
@@ -357,7 +417,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     if not pending:
         parent.finish("FINISHED")
         return outcome
-    context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id)
+    costs = _costs_of(pending, console) if spec.search.method == "grid" else {}
+    context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage, costs)
     StudyState(context, [t.id for t in pending]).save(outcome.storage)
     space, settings = _search(spec, pending)
     tuner = tune.Tuner(
@@ -366,7 +427,6 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, reuse_actors=True, **settings),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage, verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             callbacks=[_ProgressCallback(spec.metric)],
         ),
@@ -390,7 +450,7 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     _check_resources(spec)
     pending = [t for t in spec.trials() if t.id in set(state.trials)]
     _prepare_data(pending, console)
-    context = replace(state.context, tracking_uri=uri)
+    context = replace(state.context, tracking_uri=uri, storage=folder)
     parent = tracking.reopen_study(uri, context.parent_run_id)
     tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,
                                resume_errored=True)
@@ -427,8 +487,10 @@ def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracki
         elif early and metrics.get(_STEP_KEY):
             # The scheduler stopped it: a result of the search, recorded as such, not an interruption.
             outcome.stopped_early[name] = int(metrics[_STEP_KEY])
+            trial_id = _trial_of(spec, result.config).id
             tracking.mark_stopped_early(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
-                                        _trial_of(spec, result.config).id, epoch=int(metrics[_STEP_KEY]))
+                                        trial_id, epoch=int(metrics[_STEP_KEY]))
+            _checkpoints(outcome.storage, trial_id).delete()  # finished, as far as the study goes
         else:
             continue
         settled.add(name)

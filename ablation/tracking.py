@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 DEFAULT_STORE = Path("mlruns")
+# MLflow draws a progress bar for every artifact it downloads, into the middle of ablate's own output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -46,13 +49,26 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (db.parent / "artifacts" / experiment).as_uri() if db else None
 
 
+def server_command(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The `mlflow server` command line for a local store, serving its artifacts too."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
+    db = _sqlite_path(uri)
+    if db is not None:  # artifacts beside the store, as ablate writes them
+        command += ["--artifacts-destination", (db.parent / "artifacts").as_uri()]
+    return command
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Add metrics to a finished run (explanation scores)."""
+    TrackedRun(MlflowClient(uri), run_id).log_metrics(metrics)
+
+
 def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store, on loopback only."""
+    """What to type to open the MLflow UI on this store (it listens on loopback only)."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    beside_python = Path(sys.executable).parent / "mlflow"
-    mlflow = str(beside_python) if beside_python.exists() else "mlflow"
-    return f"{mlflow} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"ablate ui --tracking-uri {uri}"
 
 
 def _now_ms() -> int:
@@ -83,6 +99,14 @@ class TrackedRun:
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
+
+    def log_folder(self, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / path).write_bytes(data)
+            self.client.log_artifact(self.run_id, str(Path(folder) / path))
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
@@ -199,6 +223,7 @@ class TrialRecord:
     status: str
     params: dict[str, str]
     metrics: dict[str, float]  # the latest value of each metric
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
@@ -206,7 +231,68 @@ def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[Trial
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                               max_results=50_000)
-    return [
-        TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics))
-        for r in runs
-    ]
+    return [TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
+                        dict(r.data.tags)) for r in runs]
+
+
+class StudyNotFound(LookupError):
+    """No study of that name in the store."""
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's parent run as logged: its params (the spec's keys) and tags (axes, design, metric)."""
+
+    experiment_id: str
+    run: TrackedRun
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
+def find_study(uri: str, name: str) -> StudyRecord:
+    """The study called `name`: its experiment and latest parent run."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    parents = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise StudyNotFound(f"{uri} has no study named {name!r}"
+                            + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
+    parent = parents[0]
+    return StudyRecord(parent.info.experiment_id, TrackedRun(client, parent.info.run_id), dict(parent.data.params),
+                       dict(parent.data.tags))
+
+
+class RunNotFound(LookupError):
+    """No run with that id, or it lacks the artifact asked for."""
+
+
+def trial_record(uri: str, run_id: str) -> TrialRecord:
+    """One run, as logged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        r = MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise RunNotFound(f"{uri} has no run {run_id!r}") from None
+    return TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
+                       dict(r.data.tags))
+
+
+def read_artifact(uri: str, run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run (downloaded, if the store is remote)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = MlflowClient(uri).download_artifacts(run_id, path, folder)
+        except (MlflowException, OSError):
+            raise RunNotFound(f"run {run_id} has no artifact {path}") from None
+        return Path(local).read_bytes()
+
+
+def metric_history(uri: str, run_id: str, key: str) -> dict[int, float]:
+    """`key` of one run, step -> value."""
+    return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, key)}

@@ -33,3 +33,104 @@ def test_a_metric_to_minimise_ranks_the_lowest_first():
     records = [record("none", 0, value=0.3), record("all", 0, value=0.2)]
     assert [s.config["model.placement"] for s in rank(records, ["model.placement"], "val_macro_f1", "min")] == [
         "all", "none"]
+
+
+# --- `ablate report` on a study logged to a real MLflow store with known effects ---------------------
+
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy import stats  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from ablation import tracking  # noqa: E402
+from ablation.cli import app  # noqa: E402
+from ablation.spec import EMOTIONS  # noqa: E402
+
+# Two seeds per configuration: layer4 is clearly better than vanilla, layer1 is within the noise,
+# and layer2's second seed diverged.
+KNOWN = {
+    "none": {0: 0.70, 1: 0.74},
+    "layer4": {0: 0.80, 1: 0.83},
+    "layer1": {0: 0.69, 1: 0.76},
+    "layer2": {0: 0.72},
+}
+
+
+def log_known_study(uri: str) -> None:
+    experiment_id, parent = tracking.open_study(
+        uri, "known", params={"search.seeds": [0, 1], "trials": 8}, spec_yaml="name: known\n")
+    parent.set_tags({"ablate.axes": "model.placement", "ablate.metric": "val_macro_f1"})
+    for placement, by_seed in KNOWN.items():
+        for seed in (0, 1):
+            opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=f"placement={placement},seed={seed}",
+                                         trial_id=f"{placement}-{seed}", params={
+                                             "arm": f"placement={placement}", "model.placement": placement,
+                                             "model.attention": "identity_cbam", "seed": seed})
+            run = opened.run
+            if seed not in by_seed:
+                run.set_tags({"ablate.failure": "divergence"})
+                run.finish("FAILED")
+                continue
+            value = by_seed[seed]
+            run.log_metrics({"params_total": 1e6 + 1e5 * len(placement), "params_added": 1e5 * len(placement),
+                             "macs": 2e8 + 1e6 * len(placement), "latency_ms": 1.5})
+            for epoch in (1, 2):
+                run.log_metrics({"val_macro_f1": value - 0.1 / epoch}, step=epoch)
+            run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value,
+                             **{f"test_f1_{c}": value + 0.01 * i for i, c in enumerate(EMOTIONS)}})
+            run.finish("FINISHED")
+    parent.finish("FINISHED")
+
+
+def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_scipy_agrees_with(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_known_study(uri)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", "known", "--tracking-uri", uri, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    from ablation.report import build_report
+
+    report = build_report(uri, "known")
+    assert report.baseline == "placement=none"
+    layer4 = report.arms["placement=layer4"].interval("test_macro_f1")
+    low, high = stats.t.interval(0.95, 1, loc=0.815, scale=stats.sem([0.80, 0.83]))
+    assert (layer4.mean, layer4.low, layer4.high) == pytest.approx((0.815, low, high))
+    found = {c.arm: c for c in report.comparisons["test_macro_f1"]}
+    assert set(found) == {"placement=layer4", "placement=layer1"}  # layer2 has one seed: nothing to pair
+    raw = {arm: stats.ttest_rel(list(KNOWN[arm.split("=")[1]].values()), list(KNOWN["none"].values())).pvalue
+           for arm in found}
+    ordered = sorted(raw, key=raw.get)
+    assert ordered[0] == "placement=layer4"
+    assert found[ordered[0]].p_holm == pytest.approx(min(1, 2 * raw[ordered[0]]))
+    assert found[ordered[1]].p_holm == pytest.approx(max(found[ordered[0]].p_holm, raw[ordered[1]]))
+    assert found["placement=layer4"].difference.mean == pytest.approx(0.095)
+    assert not found["placement=layer1"].significant and found["placement=layer1"].seeds_needed > 2
+    assert report.arms["placement=layer2"].diverged == ["placement=layer2,seed=1"]
+    assert any("fewer finished seeds than the 2 planned" in n and "placement=layer2 (1)" in n for n in report.notes)
+    assert report.curves["placement=layer4"] == pytest.approx({1: 0.715, 2: 0.765})
+
+    md = (out / "report.md").read_text()
+    assert "1 diverged" in md and "placement=layer4" in md
+    html = (out / "report.html").read_text()
+    pictures = sorted(out.glob("*.png"))
+    assert {p.name for p in pictures} == {"heatmap.png", "accuracy_vs_cost.png", "per_class_f1.png",
+                                          "learning_curves.png"}
+    for picture in pictures:
+        with Image.open(picture) as image:
+            assert image.width > 100 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
+    assert html.count("data:image/png;base64,") == 4
+    client = tracking.MlflowClient(uri)
+    parent = tracking.find_study(uri, "known").run.run_id
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/report.csv", "report/heatmap.png"} <= logged
+
+
+def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_known_study(uri)
+    result = CliRunner().invoke(app, ["report", "unknown", "--tracking-uri", uri])
+    assert result.exit_code == 2 and "no study named 'unknown'" in result.output and "known" in result.output
+    bad = CliRunner().invoke(app, ["report", "known", "--tracking-uri", uri, "--baseline", "placement=layer9"])
+    assert bad.exit_code == 2 and "placement=layer9" in bad.output

@@ -22,7 +22,7 @@ def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec,
                                       "--storage", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "ranked by best-epoch val_macro_f1" in result.output
-    assert f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1" in " ".join(result.output.split())
+    assert f"ablate ui --tracking-uri {uri}" in " ".join(result.output.split())
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny")

@@ -1,0 +1,140 @@
+"""The statistics of a study: which differences survive seed noise.
+
+Per configuration (arm), the mean of a metric over its seeds with a t-based 95% confidence
+interval; per arm against the baseline, the difference paired by seed with its interval, a paired
+t-test (and a Wilcoxon signed-rank test from six pairs on), Holm-corrected across arms, and the
+seeds a decision would need at the observed variance (for arms not yet decided); per
+axis of a multi-axis study, each value's marginal mean over the other axes. Pure functions over
+numbers keyed by arm and seed: no MLflow, no plotting.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scipy import stats
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+POWER = 0.8
+WILCOXON_FROM = 6  # pairs; below this its smallest attainable p-value cannot reach 0.05
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its confidence interval (nan bounds from fewer than two values)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> Interval:
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n)
+    sem = statistics.stdev(values) / math.sqrt(n)
+    if sem == 0:
+        return Interval(mean, mean, mean, n)
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high), n)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An arm against the baseline, paired by seed."""
+
+    arm: str
+    difference: Interval  # arm minus baseline
+    p_t: float  # paired t-test
+    p_wilcoxon: float | None  # from WILCOXON_FROM pairs on
+    p_holm: float = math.nan  # the t-test's p-value, Holm-corrected across the study's arms
+    seeds_needed: int | None = None  # pairs for 80% power at the observed mean and spread of the differences
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm < ALPHA
+
+
+def compare(arm: str, values: Mapping[int, float], baseline: Mapping[int, float]) -> Comparison | None:
+    """`arm` against `baseline`, both seed -> value, over the seeds they share (None under two)."""
+    seeds = sorted(set(values) & set(baseline))
+    if len(seeds) < 2:
+        return None
+    a, b = [values[s] for s in seeds], [baseline[s] for s in seeds]
+    differences = [x - y for x, y in zip(a, b)]
+    interval = mean_ci(differences)
+    if all(d == differences[0] for d in differences):  # no variance: the tests are undefined
+        p_t = 0.0 if differences[0] != 0 else 1.0
+    else:
+        p_t = float(stats.ttest_rel(a, b).pvalue)
+    p_w = None
+    if len(seeds) >= WILCOXON_FROM:
+        p_w = 1.0 if not any(differences) else float(stats.wilcoxon(a, b).pvalue)
+    return Comparison(arm, interval, p_t, p_w, seeds_needed=seeds_needed(interval.mean, statistics.stdev(differences)))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment, in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare_all(values: Mapping[str, Mapping[int, float]], baseline: str) -> list[Comparison]:
+    """Every arm of `values` (arm -> seed -> value) but the baseline against it, Holm-corrected."""
+    found = [c for arm, by_seed in values.items() if arm != baseline
+             if (c := compare(arm, by_seed, values[baseline])) is not None]
+    adjusted = holm([c.p_t for c in found])
+    return [Comparison(c.arm, c.difference, c.p_t, c.p_wilcoxon, p, c.seeds_needed)
+            for c, p in zip(found, adjusted)]
+
+
+def seeds_needed(mean: float, sd: float, *, alpha: float = ALPHA, power: float = POWER,
+                 most: int = 1000) -> int | None:
+    """Pairs a two-sided paired t-test needs to detect a difference of `mean` with paired standard
+    deviation `sd` at `power` (None beyond `most`, or for no difference at all)."""
+    if mean == 0 or not math.isfinite(mean) or not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return 2
+    effect = abs(mean) / sd
+    for n in range(2, most + 1):
+        df = n - 1
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        noncentrality = effect * math.sqrt(n)
+        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        if reached >= power:
+            return n
+    return None
+
+
+def marginal_means(config_means: Mapping[str, float], levels: Mapping[str, Mapping[str, str]],
+                   axis: str) -> dict[str, float]:
+    """Each value of `axis` with the mean over the configurations that have it (each configuration
+    weighted once, whatever its seed count): its effect averaged over the other axes.
+    `levels` is arm -> axis -> value."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for arm, mean in config_means.items():
+        groups[levels[arm][axis]].append(mean)
+    return {value: statistics.fmean(means) for value, means in groups.items()}
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """The arms no other arm beats on both counts: (cost, lower is better; score, higher is better)."""
+    return [arm for arm, (cost, score) in points.items()
+            if not any(c <= cost and s >= score and (c, s) != (cost, score) for c, s in points.values())]

@@ -1,0 +1,222 @@
+"""Attribution maps of trained runs: Guided Backpropagation, Grad-CAM and Guided Grad-CAM (captum)
+for the predicted and the true class, one column per run, so the paper's figures 3 and 4 can be
+redrawn for any set of variants; and, on generated faces, whose cue masks are known, how much of
+Grad-CAM's energy falls on the cues (the paper's "stays on the eyes behind glasses" as a number).
+
+Models come from each run's `best_model.pt` artifact (weights of the epoch validation chose, plus
+the trial's spec), so this reads MLflow only and works against a remote server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from .checkpoints import MODEL_FILE, unpack_model
+from .data import ArrayDataset
+from .data.pipeline import preprocess
+from .data.records import Item
+from .models import build_model
+from .spec import DataSpec, StudySpec
+from .tracking import read_artifact, trial_record
+
+METHODS = ("guided_backprop", "grad_cam", "guided_grad_cam")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ExplainError(ValueError):
+    """Bad input to `ablate explain`: a layer, a path, a split that does not exist."""
+
+
+@dataclass
+class TrainedModel:
+    run_id: str
+    name: str
+    model: nn.Module
+    layer: nn.Module  # where Grad-CAM looks
+    classes: list[str]
+    spec: StudySpec  # the trial's, resolved
+
+
+def load_trained(uri: str, run_id: str, layer: str = "layer4") -> TrainedModel:
+    record = trial_record(uri, run_id)
+    packed = unpack_model(read_artifact(uri, run_id, MODEL_FILE))
+    spec = StudySpec.model_validate_json(packed["spec"])
+    model = build_model(spec.model.model_copy(update={"pretrained": None}), num_classes=len(packed["classes"]))
+    model.load_state_dict(packed["model"])
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            # Guided backpropagation hooks every ReLU's output; an in-place ReLU would overwrite it.
+            module.inplace = False
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        stages = [n for n in modules if n.startswith("layer") and "." not in n]
+        raise ExplainError(f"--layer {layer}: {record.name} has no such module (its stages: {', '.join(stages)}; "
+                           "a block is e.g. layer4.1)")
+    return TrainedModel(run_id, record.name, model, modules[layer], list(packed["classes"]), spec)
+
+
+@dataclass
+class Images:
+    pixels: np.ndarray  # uint8 (N, H, W, 3), as the model sees them before normalization
+    labels: list[int | None]  # the true class, where known
+    names: list[str]
+    masks: np.ndarray | None = None  # uint8 (N, H, W), 1 on the class cues (generated faces)
+    occluded: np.ndarray | None = None  # bool (N,)
+    skipped: tuple[str, ...] = ()  # files that could not be read
+
+    def tensors(self) -> torch.Tensor:
+        dataset = ArrayDataset(self.pixels, np.zeros(len(self.pixels), dtype=np.int64))
+        return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def images_from_split(data: DataSpec, split: str, n: int) -> Images:
+    """The first `n` images of a split of the data a run trained on; generated faces bring their cue masks."""
+    if data.dataset == "synthetic":
+        from .data import synthetic
+
+        arrays = synthetic.load(split, n_per_class=data.per_class(split), image_size=data.image_size, seed=data.seed)
+        # Spread over the classes rather than the first class's n faces.
+        order = np.argsort(np.arange(len(arrays.labels)) % data.per_class(split), kind="stable")[:n]
+        return Images(arrays.images[order], [int(arrays.labels[i]) for i in order],
+                      [f"{split}[{i}]" for i in order], arrays.masks[order], arrays.occluded[order])
+    from .data import build_splits
+
+    dataset = getattr(build_splits(data), split)
+    picked = range(min(n, len(dataset)))
+    return Images(np.stack([np.asarray(dataset.images[i]) for i in picked]),
+                  [int(dataset.labels[i]) for i in picked], [f"{split}[{i}]" for i in picked])
+
+
+def images_from_path(path: Path, size: int, classes: list[str], n: int) -> Images:
+    """Image files (one, or a folder's, sorted; a parent folder named after a class gives the true
+    class), square-cropped and resized as training data is. Unreadable files are skipped and listed."""
+    if not path.exists():
+        raise ExplainError(f"--images {path}: no such file or folder")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    pixels, labels, names, skipped = [], [], [], []
+    for file in files:
+        if len(pixels) == n:
+            break
+        try:
+            pixels.append(preprocess(Item(str(file), label=0, split="test"), size))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            skipped.append(f"{file}: {type(err).__name__}")
+            continue
+        folder = file.parent.name.lower()
+        labels.append(classes.index(folder) if folder in classes else None)
+        names.append(file.name)
+    if not pixels:
+        raise ExplainError(f"--images {path}: no readable image (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return Images(np.stack(pixels), labels, names, skipped=tuple(skipped))
+
+
+def attributions(trained: TrainedModel, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each method's map for `target`, at the input's resolution: (N, H, W), Grad-CAM non-negative."""
+    model, layer = trained.model, trained.layer
+    size = tuple(x.shape[-2:])
+    with torch.enable_grad():
+        guided = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=target)
+        cam = LayerGradCam(model, layer).attribute(x.clone().requires_grad_(), target=target, relu_attributions=True)
+        guided_cam = GuidedGradCam(model, layer).attribute(x.clone().requires_grad_(), target=target,
+                                                           interpolate_mode="bilinear")
+    cam = LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear").clamp(min=0)
+    return {"guided_backprop": guided.detach().abs().sum(1), "grad_cam": cam.detach()[:, 0],
+            "guided_grad_cam": guided_cam.detach().abs().sum(1)}
+
+
+@dataclass
+class Explained:
+    trained: TrainedModel
+    predicted: torch.Tensor  # (N,)
+    confidence: torch.Tensor  # (N,) softmax of the predicted class
+    maps: dict[str, dict[str, torch.Tensor]]  # "predicted"/"true" -> method -> (N, H, W)
+
+
+def explain(trained: TrainedModel, images: Images) -> Explained:
+    x = images.tensors()
+    with torch.no_grad():
+        probabilities = trained.model(x).softmax(1)
+    confidence, predicted = probabilities.max(1)
+    true = torch.tensor([label if label is not None else int(p) for label, p in zip(images.labels, predicted)])
+    maps = {"predicted": attributions(trained, x, predicted), "true": attributions(trained, x, true)}
+    return Explained(trained, predicted, confidence, maps)
+
+
+def score(explained: Explained, images: Images) -> dict[str, float]:
+    """Against the cue masks, for the true class's Grad-CAM: the share of its energy on the cues and the
+    pointing game (its peak on a cue), over all images and over occluded and unoccluded ones."""
+    if images.masks is None:
+        raise ExplainError("--score needs images with cue masks: generated faces (--from-split on a synthetic run)")
+    cam = explained.maps["true"]["grad_cam"].numpy()
+    masks = images.masks.astype(bool)
+    energy = (cam * masks).sum((1, 2)) / np.maximum(cam.sum((1, 2)), 1e-12)
+    flat = cam.reshape(len(cam), -1).argmax(1)
+    hits = masks.reshape(len(masks), -1)[np.arange(len(masks)), flat]
+    groups = {"all": np.ones(len(cam), dtype=bool), "occluded": images.occluded,
+              "unoccluded": ~images.occluded}
+    out = {}
+    for group, chosen in groups.items():
+        if chosen.any():
+            out[f"cue_energy_{group}"] = float(energy[chosen].mean())
+            out[f"pointing_game_{group}"] = float(hits[chosen].mean())
+            out[f"images_{group}"] = int(chosen.sum())
+    return out
+
+
+def _normalized(a: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(a, 1), np.percentile(a, 99.5)
+    return np.clip((a - low) / max(high - low, 1e-12), 0, 1)
+
+
+def render(explained: list[Explained], images: Images, out: Path) -> list[Path]:
+    """One PNG per image: the input, then per run (a column each) the three maps for the predicted
+    class and for the true one (six rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [(which, method) for which in ("predicted", "true") for method in METHODS]
+    written = []
+    for i, name in enumerate(images.names):
+        figure, axes = plt.subplots(len(rows), len(explained) + 1, squeeze=False,
+                                    figsize=(1.9 * (len(explained) + 1), 1.9 * len(rows)))
+        pixels = images.pixels[i]
+        label = images.labels[i]
+        classes = explained[0].trained.classes
+        for r, (which, method) in enumerate(rows):
+            ax = axes[r][0]
+            ax.axis("off")
+            if r == 0:
+                ax.imshow(pixels)
+                ax.set_title(f"{name}\ntrue: {classes[label] if label is not None else '?'}", fontsize=7)
+            else:
+                ax.text(0.5, 0.5, f"{method.replace('_', ' ')}\n({which} class)", ha="center", va="center",
+                        fontsize=7, transform=ax.transAxes)
+            for c, e in enumerate(explained, 1):
+                ax = axes[r][c]
+                ax.axis("off")
+                heat = e.maps[which][method][i].numpy()
+                if method == "grad_cam":
+                    ax.imshow(pixels)
+                    ax.imshow(_normalized(heat), cmap="jet", alpha=0.45)
+                else:
+                    ax.imshow(_normalized(heat), cmap="gray")
+                if r == 0:
+                    predicted = classes[int(e.predicted[i])]
+                    ax.set_title(f"{e.trained.name}\npred: {predicted} ({float(e.confidence[i]):.2f})", fontsize=7)
+        figure.tight_layout()
+        path = out / f"explain_{i:02d}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written

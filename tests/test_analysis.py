@@ -1,0 +1,77 @@
+"""Seed statistics, checked against scipy and statsmodels-free closed forms computed here."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ablation.analysis import compare_all, holm, marginal_means, mean_ci, pareto_front, seeds_needed
+
+
+def test_a_mean_comes_with_the_t_interval_scipy_gives():
+    values = [0.81, 0.79, 0.84, 0.80]
+    interval = mean_ci(values)
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+    assert interval.mean == pytest.approx(np.mean(values))
+    assert (interval.low, interval.high) == pytest.approx((low, high))
+    assert math.isnan(mean_ci([0.8]).low)  # one seed has no interval
+
+
+def test_arms_are_compared_with_the_baseline_paired_by_seed_and_holm_corrected():
+    values = {
+        "none": {0: 0.80, 1: 0.78, 2: 0.82},
+        "layer4": {0: 0.85, 1: 0.83, 2: 0.88},  # clearly better on every seed
+        "layer1": {0: 0.81, 1: 0.77, 2: 0.83},  # within the noise
+        "layer2": {0: 0.79},  # one seed: nothing to pair
+    }
+    found = {c.arm: c for c in compare_all(values, "none")}
+    assert set(found) == {"layer4", "layer1"}
+    raw = {arm: stats.ttest_rel(list(values[arm].values()), list(values["none"].values())).pvalue
+           for arm in found}
+    for arm, comparison in found.items():
+        assert comparison.p_t == pytest.approx(raw[arm])
+        differences = np.subtract(list(values[arm].values()), list(values["none"].values()))
+        assert comparison.difference.mean == pytest.approx(differences.mean())
+    smaller, larger = sorted(raw.values())
+    assert found["layer4"].p_holm == pytest.approx(min(1, 2 * smaller))
+    assert found["layer1"].p_holm == pytest.approx(max(min(1, 2 * smaller), larger))
+    assert found["layer4"].difference.low > 0 and found["layer4"].significant
+    assert not found["layer1"].significant and found["layer1"].seeds_needed > 3
+
+
+def test_holm_is_step_down_and_monotone_in_the_raw_p_values():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_wilcoxon_joins_from_six_pairs():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.8, 0.01, 6)
+    values = {"none": dict(enumerate(base)), "a": dict(enumerate(base + rng.normal(0.02, 0.01, 6)))}
+    [comparison] = compare_all(values, "none")
+    assert comparison.p_wilcoxon == pytest.approx(stats.wilcoxon(list(values["a"].values()), base).pvalue)
+    fewer = {arm: dict(list(v.items())[:5]) for arm, v in values.items()}
+    assert compare_all(fewer, "none")[0].p_wilcoxon is None
+
+
+def test_the_seeds_a_decision_needs_give_the_power_asked_for():
+    n = seeds_needed(0.01, 0.02)
+    def power(k):
+        critical = stats.t.ppf(0.975, k - 1)
+        nc = 0.5 * math.sqrt(k)
+        return stats.nct.sf(critical, k - 1, nc) + stats.nct.cdf(-critical, k - 1, nc)
+    assert power(n) >= 0.8 > power(n - 1)
+    assert 30 <= n <= 36  # the textbook figure for d = 0.5 is 34
+    assert seeds_needed(0.0, 0.02) is None
+
+
+def test_a_marginal_mean_weights_each_configuration_once():
+    means = {"a": 0.8, "b": 0.9, "c": 0.7}
+    levels = {"a": {"count": "1"}, "b": {"count": "1"}, "c": {"count": "2"}}
+    assert marginal_means(means, levels, "count") == pytest.approx({"1": 0.85, "2": 0.7})
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_cost_and_score():
+    points = {"cheap": (1.0, 0.80), "better": (2.0, 0.85), "worse": (2.0, 0.79), "costly": (3.0, 0.85)}
+    assert pareto_front(points) == ["cheap", "better"]

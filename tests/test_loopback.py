@@ -1,0 +1,92 @@
+"""Safe by default: the private Ray `ablate run` starts listens on loopback only."""
+
+import ipaddress
+import os
+from pathlib import Path
+
+import ray
+
+from ablation.study import connect
+
+
+def _descendants(pid: int) -> set[int]:
+    children = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                and _parent(int(p.name)) == pid}
+    return {pid}.union(*(_descendants(c) for c in children))
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses of the TCP sockets in LISTEN state that `pids` hold, read from /proc."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                raw = bytes.fromhex(fields[1].split(":")[0])
+                # /proc writes each 32-bit word of the address in host (little-endian) order
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                address = ipaddress.ip_address(words)
+                found.add(str(getattr(address, "ipv4_mapped", None) or address))
+    return found
+
+
+def test_the_private_ray_listens_on_loopback_only():
+    connect(None)
+    try:
+        @ray.remote
+        def ready() -> bool:
+            return True
+
+        assert ray.get(ready.remote())  # a worker process is up and serving too
+        addresses = listening_addresses(_descendants(os.getpid()))
+    finally:
+        ray.shutdown()
+    assert addresses, "found no listening sockets to check"
+    loopback = {"127.0.0.1", "::1"}
+    assert addresses <= loopback, f"Ray listens on {addresses - loopback}"
+
+
+def test_ablate_ui_serves_the_store_on_loopback_and_says_where(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "ablation.cli", "ui", "--tracking-uri", str(tmp_path / "store"),
+                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(0.5)
+        addresses = listening_addresses(_descendants(ui.pid))
+    finally:
+        ui.terminate()
+        output, _ = ui.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}" in output
+    assert addresses and addresses <= {"127.0.0.1", "::1"}, addresses
