@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: $(STAMP)
 	$(BIN)/ablate run search_spaces/quickstart.yaml
+	$(BIN)/ablate report quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

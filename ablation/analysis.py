@@ -66,39 +66,47 @@ class Comparison:
         return self.p_holm < ALPHA
 
 
-def compare(arm: str, values: Mapping[int, float], baseline: Mapping[int, float]) -> Comparison | None:
-    """`arm` against `baseline`, both seed -> value, over the seeds they share (None under two)."""
+def compare(arm: str, values: Mapping[int, float], baseline: Mapping[int, float], *,
+            alpha: float = ALPHA) -> Comparison | None:
+    """`arm` against `baseline`, both seed -> value, over the seeds they share (None under two);
+    `alpha` is the level the seeds needed are worked out for."""
     seeds = sorted(set(values) & set(baseline))
     if len(seeds) < 2:
         return None
     a, b = [values[s] for s in seeds], [baseline[s] for s in seeds]
     differences = [x - y for x, y in zip(a, b)]
     interval = mean_ci(differences)
-    if all(d == differences[0] for d in differences):  # no variance: the tests are undefined
-        p_t = 0.0 if differences[0] != 0 else 1.0
-    else:
-        p_t = float(stats.ttest_rel(a, b).pvalue)
+    # Identical differences on every seed (common with few seeds and accuracies in steps of 1/N) leave
+    # the t-test undefined; nan says so, rather than a p-value of 0 that two seeds cannot support.
+    # Metrics are float32 when computed; differences within their precision are equal.
+    flat = all(math.isclose(d, differences[0], abs_tol=1e-6) for d in differences)
+    p_t = math.nan if flat else float(stats.ttest_rel(a, b).pvalue)
     p_w = None
     if len(seeds) >= WILCOXON_FROM:
         p_w = 1.0 if not any(differences) else float(stats.wilcoxon(a, b).pvalue)
-    return Comparison(arm, interval, p_t, p_w, seeds_needed=seeds_needed(interval.mean, statistics.stdev(differences)))
+    needed = None if flat else seeds_needed(interval.mean, statistics.stdev(differences), alpha=alpha)
+    return Comparison(arm, interval, p_t, p_w, seeds_needed=needed)
 
 
 def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment, in the order given."""
+    """Holm's step-down adjustment, in the order given; an undefined (nan) p-value counts in the family
+    as 1 and stays nan."""
     m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
+    order = sorted(range(m), key=lambda i: 1.0 if math.isnan(p_values[i]) else p_values[i])
     adjusted, running = [0.0] * m, 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
+        p = 1.0 if math.isnan(p_values[i]) else p_values[i]
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = math.nan if math.isnan(p_values[i]) else running
     return adjusted
 
 
 def compare_all(values: Mapping[str, Mapping[int, float]], baseline: str) -> list[Comparison]:
-    """Every arm of `values` (arm -> seed -> value) but the baseline against it, Holm-corrected."""
-    found = [c for arm, by_seed in values.items() if arm != baseline
-             if (c := compare(arm, by_seed, values[baseline])) is not None]
+    """Every arm of `values` (arm -> seed -> value) but the baseline against it, Holm-corrected; the
+    seeds each would need are worked out at Holm's strictest level, 0.05 over the arms compared."""
+    arms = [arm for arm in values if arm != baseline]
+    found = [c for arm in arms if (c := compare(arm, values[arm], values[baseline],
+                                                alpha=ALPHA / max(1, len(arms)))) is not None]
     adjusted = holm([c.p_t for c in found])
     return [Comparison(c.arm, c.difference, c.p_t, c.p_wilcoxon, p, c.seeds_needed)
             for c, p in zip(found, adjusted)]

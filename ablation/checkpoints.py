@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,26 +21,43 @@ import pyarrow.fs as pafs
 import torch
 
 
+class Background:
+    """Writes off the training thread, one at a time: `submit` first waits for the one before, so
+    a write that was submitted and then waited for is stored, in order."""
+
+    def __init__(self) -> None:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._pending: Future | None = None
+
+    def submit(self, write: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._writer.submit(write, *args)
+
+    def wait(self) -> None:
+        """Block until the last write is done; raises what went wrong in it."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        self.wait()
+        self._writer.shutdown()
+
+
 class CheckpointStore:
-    """The checkpoint at `location` (`<folder or URI>/<name>.pt`): saved asynchronously, one write
-    in flight at a time, so a `save` that returns means the previous one is safely stored."""
+    """The checkpoint at `location` (`<folder or URI>/<name>.pt`): saved in the background, so a
+    `save` that returns means the previous one is safely stored."""
 
     def __init__(self, location: str) -> None:
         self.location = location
         self.fs, self.path = pafs.FileSystem.from_uri(location)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._pending: Future | None = None
+        self._background = Background()
 
     def save(self, checkpoint: dict[str, Any]) -> None:
-        snapshot = copy.deepcopy(checkpoint)
-        self.wait()
-        self._pending = self._writer.submit(self._write, snapshot)
+        self._background.submit(self._write, copy.deepcopy(checkpoint))
 
     def wait(self) -> None:
-        """Block until the last `save` is stored; raises what went wrong writing it."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        self._background.wait()
 
     def _write(self, checkpoint: dict[str, Any]) -> None:
         folder, _, _ = self.path.rpartition("/")
@@ -66,8 +84,7 @@ class CheckpointStore:
             pass
 
     def close(self) -> None:
-        self.wait()
-        self._writer.shutdown()
+        self._background.close()
 
 
 MODEL_FILE = "best_model.pt"  # a finished trial's artifact: what `ablate explain` loads

@@ -399,13 +399,15 @@ def explain(
 
         table = Table(title="Grad-CAM (true class) against the cue masks")
         for column in ("run", "cue energy", "pointing game", "occluded: energy", "pointing", "unoccluded: energy", "pointing"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for e in explained:
             s = scores[e.trained.run_id]
             table.add_row(e.trained.name, *[f"{s[k]:.3f}" if k in s else "-" for k in (
                 "cue_energy_all", "pointing_game_all", "cue_energy_occluded", "pointing_game_occluded",
                 "cue_energy_unoccluded", "pointing_game_unoccluded")])
             log_metrics(uri, e.trained.run_id, {f"explain_{k}": v for k, v in s.items()})
+        table.caption = (f"an evenly spread map would score {next(iter(scores.values()))['cue_area_all']:.3f} "
+                         "cue energy (the cues' share of the image)")
         console.print(table)
         (out / "scores.json").write_text(json.dumps({e.trained.name: scores[e.trained.run_id] for e in explained},
                                                     indent=1))

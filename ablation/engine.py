@@ -24,6 +24,7 @@ from .models import build_model
 from .spec import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any]], None]
+BestCallback = Callable[[dict[str, torch.Tensor], int], None]
 
 
 @dataclass
@@ -160,12 +161,15 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, resume: dict[str, Any] | None = None,
-        device: torch.device | str = "cpu") -> dict[str, float]:
+def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCallback | None = None,
+        resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
     """Train for `spec.train.epochs`, validating each epoch; the last epoch reports the test metrics of
     the epoch validation chose.
 
-    `resume` is a checkpoint an earlier `on_epoch` received; training continues after its epoch.
+    `on_best(weights, epoch)` receives a copy of the weights each time validation improves (and the
+    best so far on resuming), before that epoch's test evaluation, so the caller can store them
+    while training goes on. `resume` is a checkpoint an earlier `on_epoch` received; training
+    continues after its epoch.
     Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
     """
     s = setup(spec, seed, device)
@@ -183,6 +187,8 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, resume: dict[str
         # A checkpoint carries the best epoch's weights only when they differ from its own.
         best_weights = best.pop("model", None) or resume["model"]
         start = resume["epoch"] + 1
+        if on_best is not None:
+            on_best(best_weights, best["epoch"])
 
     metrics: dict[str, float] = {}
     for epoch in range(start, spec.train.epochs + 1):
@@ -192,13 +198,15 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, resume: dict[str
         metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began
         if _improved(metrics[spec.metric], best["value"], spec.mode):
+            best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+            if on_best is not None:
+                on_best(best_weights, epoch)
             # Tested now, while these weights are at hand, rather than reloaded at the end; only the
             # chosen epoch's test figures are ever reported, so the test split plays no part in the choice.
             began = time.perf_counter()
             test = evaluate(s.model, s.splits.test, classes, "test", s.device, precision=s.precision)
             metrics["test_time_s"] = time.perf_counter() - began
             best = {"epoch": epoch, "value": metrics[spec.metric], "test": test}
-            best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
         if epoch == spec.train.epochs:
             metrics |= best["test"] | {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
         checkpoint = {
@@ -212,7 +220,3 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, resume: dict[str
         on_epoch(metrics, checkpoint)
     return metrics
 
-
-def best_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights of the epoch validation chose, from a checkpoint `fit` gave `on_epoch`."""
-    return checkpoint["best"].get("model") or checkpoint["model"]

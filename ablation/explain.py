@@ -168,6 +168,8 @@ def score(explained: Explained, images: Images) -> dict[str, float]:
             out[f"cue_energy_{group}"] = float(energy[chosen].mean())
             out[f"pointing_game_{group}"] = float(hits[chosen].mean())
             out[f"images_{group}"] = int(chosen.sum())
+            # What a map spread evenly would score: the cues' share of the image.
+            out[f"cue_area_{group}"] = float(masks[chosen].mean())
     return out
 
 
@@ -177,8 +179,8 @@ def _normalized(a: np.ndarray) -> np.ndarray:
 
 
 def render(explained: list[Explained], images: Images, out: Path) -> list[Path]:
-    """One PNG per image: the input, then per run (a column each) the three maps for the predicted
-    class and for the true one (six rows)."""
+    """One PNG per image: a column per run, its prediction on the input on top, then the three maps
+    for the predicted class and for the true one (six rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,34 +188,30 @@ def render(explained: list[Explained], images: Images, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [(which, method) for which in ("predicted", "true") for method in METHODS]
+    classes = explained[0].trained.classes
     written = []
     for i, name in enumerate(images.names):
-        figure, axes = plt.subplots(len(rows), len(explained) + 1, squeeze=False,
-                                    figsize=(1.9 * (len(explained) + 1), 1.9 * len(rows)))
-        pixels = images.pixels[i]
-        label = images.labels[i]
-        classes = explained[0].trained.classes
-        for r, (which, method) in enumerate(rows):
-            ax = axes[r][0]
+        figure, axes = plt.subplots(len(rows) + 1, len(explained) + 1, squeeze=False,
+                                    figsize=(1.9 * (len(explained) + 1), 1.75 * (len(rows) + 1)))
+        pixels, label = images.pixels[i], images.labels[i]
+        for ax in axes.flat:
             ax.axis("off")
-            if r == 0:
-                ax.imshow(pixels)
-                ax.set_title(f"{name}\ntrue: {classes[label] if label is not None else '?'}", fontsize=7)
-            else:
-                ax.text(0.5, 0.5, f"{method.replace('_', ' ')}\n({which} class)", ha="center", va="center",
-                        fontsize=7, transform=ax.transAxes)
-            for c, e in enumerate(explained, 1):
-                ax = axes[r][c]
-                ax.axis("off")
-                heat = e.maps[which][method][i].numpy()
+        axes[0][0].text(0.5, 0.5, f"{name}\ntrue class:\n{classes[label] if label is not None else 'unknown'}",
+                        ha="center", va="center", fontsize=8, transform=axes[0][0].transAxes)
+        for r, (which, method) in enumerate(rows, 1):
+            axes[r][0].text(0.5, 0.5, f"{method.replace('_', ' ')}\n({which} class)", ha="center", va="center",
+                            fontsize=8, transform=axes[r][0].transAxes)
+        for c, e in enumerate(explained, 1):
+            axes[0][c].imshow(pixels)
+            axes[0][c].set_title(f"{e.trained.name}\npred: {classes[int(e.predicted[i])]} "
+                                 f"({float(e.confidence[i]):.2f})", fontsize=7)
+            for r, (which, method) in enumerate(rows, 1):
+                heat = _normalized(e.maps[which][method][i].numpy())
                 if method == "grad_cam":
-                    ax.imshow(pixels)
-                    ax.imshow(_normalized(heat), cmap="jet", alpha=0.45)
+                    axes[r][c].imshow(pixels)
+                    axes[r][c].imshow(heat, cmap="jet", alpha=0.45)
                 else:
-                    ax.imshow(_normalized(heat), cmap="gray")
-                if r == 0:
-                    predicted = classes[int(e.predicted[i])]
-                    ax.set_title(f"{e.trained.name}\npred: {predicted} ({float(e.confidence[i]):.2f})", fontsize=7)
+                    axes[r][c].imshow(heat, cmap="gray")
         figure.tight_layout()
         path = out / f"explain_{i:02d}.png"
         figure.savefig(path, dpi=110)

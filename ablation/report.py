@@ -106,7 +106,8 @@ def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
             arm.finished.append(r)
             seed = int(r.params.get("seed", len(arm.finished)))
             for key, value in r.metrics.items():
-                if key.startswith("test_") and not key.endswith("_loss") and key != "test_time_s":
+                if (key.startswith("test_") and not key.endswith("_loss") and key != "test_time_s") or (
+                        key.startswith("explain_") and not key.startswith(("explain_images", "explain_cue_area"))):
                     arm.scores.setdefault(key, {})[seed] = value
         elif r.tags.get("ablate.failure") == "divergence":
             arm.diverged.append(r.name)
@@ -206,12 +207,22 @@ class StudyReport:
                 [[c.arm, str(c.difference.n),
                   f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
                   _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c),
-                  "-" if c.significant else (str(c.seeds_needed) if c.seeds_needed else "> 1000")]
-                 for c in sorted(found, key=lambda c: c.p_holm)],
+                  _needed(c)]
+                 for c in sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))],
                 note="Holm's correction runs over every configuration compared here. Wilcoxon's test "
                      "joins from 6 pairs. 'seeds for a decision': for a difference not yet significant, the "
-                     "pairs a paired t-test (at 0.05) needs for 80% power at the observed mean difference "
-                     "and spread."))
+                     "pairs a paired t-test needs for 80% power at the observed mean difference and spread, "
+                     "at 0.05 divided by the configurations compared (Holm's strictest step)."))
+        if not compact and any(k.startswith("explain_") for a in self.arms.values() for k in a.scores):
+            keys = [f"explain_{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
+            tables.append(Table(
+                "Grad-CAM on the class cues (ablate explain --score; mean over the seeds scored)",
+                ["configuration", *[k.removeprefix("explain_").replace("_", " ") for k in keys]],
+                [[a.name, *[f"{a.interval(k).mean:.3f}" if a.scores.get(k) else "-" for k in keys]]
+                 for a in self.ranked() if any(a.scores.get(k) for k in keys)],
+                note="Cue energy: the share of the true class's Grad-CAM inside the generated face's cue mask "
+                     "(brows, eyes, mouth). Pointing game: how often its peak falls on a cue. Occluded faces "
+                     "wear glasses, a hand or hair over a cue."))
         for axis, means in self.marginals.items():
             tables.append(Table(f"Marginal effect of {axis} on test macro-F1 (mean over the other axes)",
                                 ["rank", axis, "mean test macro-F1"],
@@ -237,7 +248,15 @@ def _lost(arm: Arm) -> str:
     return ", ".join(f"{len(names)} {what}" for names, what in parts if names) or "-"
 
 
+def _needed(c: Comparison) -> str:
+    if c.significant or math.isnan(c.p_t):
+        return "-"
+    return str(c.seeds_needed) if c.seeds_needed else "> 1000"
+
+
 def _verdict(c: Comparison) -> str:
+    if math.isnan(c.p_holm):
+        return "no spread to test"
     if c.significant:
         return "better" if c.difference.mean > 0 else "worse"
     return "within seed noise"

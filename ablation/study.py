@@ -24,7 +24,7 @@ from ray import tune
 
 from . import engine, tracking
 from .accounting import arm_costs
-from .checkpoints import MODEL_FILE, CheckpointStore, pack_model
+from .checkpoints import MODEL_FILE, Background, CheckpointStore, pack_model
 from .data import build_splits, classes_of
 from .data.records import Skipped
 from .models import check_weights
@@ -104,13 +104,18 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
             run.log_metrics({k: v for k, v in metrics.items() if k != _STEP_KEY}, step=step)
         if step < study.train.epochs:  # nothing resumes from the last epoch
             store.save(checkpoint)
-        else:  # what `ablate explain` loads
-            run.log_bytes(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), checkpoint["best"]["epoch"],
-                                     engine.best_weights(checkpoint)), MODEL_FILE)
         tune.report(metrics)
 
+    publisher, classes = Background(), classes_of(trial.spec.data)
+
+    def on_best(weights: dict[str, torch.Tensor], epoch: int) -> None:
+        # What `ablate explain` loads, stored while the next epoch trains rather than at the end.
+        publisher.submit(lambda: run.log_bytes(pack_model(trial.spec.model_dump_json(), classes, epoch, weights),
+                                               MODEL_FILE))
+
     try:
-        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, resume=resume, device=device)
+        engine.fit(trial.spec, trial.seed, on_epoch=on_epoch, on_best=on_best, resume=resume, device=device)
+        publisher.wait()
     except engine.Diverged as err:
         # A result, not a crash: recorded and not retried (retrying would diverge again).
         run.set_tags({"ablate.failure": "divergence", "ablate.error": str(err)})
@@ -129,6 +134,7 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
         raise
     finally:
         store.close()
+        publisher.close()
     run.finish("FINISHED")
     store.delete()  # a finished trial is never resumed
 

@@ -75,3 +75,12 @@ def test_a_marginal_mean_weights_each_configuration_once():
 def test_the_pareto_front_keeps_what_nothing_beats_on_both_cost_and_score():
     points = {"cheap": (1.0, 0.80), "better": (2.0, 0.85), "worse": (2.0, 0.79), "costly": (3.0, 0.85)}
     assert pareto_front(points) == ["cheap", "better"]
+
+
+def test_identical_differences_on_every_seed_leave_the_test_undefined_not_significant():
+    values = {"none": {0: 0.70, 1: 0.74}, "same_gain": {0: 0.71, 1: 0.75}, "noisy": {0: 0.69, 1: 0.80}}
+    found = {c.arm: c for c in compare_all(values, "none")}
+    assert math.isnan(found["same_gain"].p_t) and math.isnan(found["same_gain"].p_holm)
+    assert not found["same_gain"].significant
+    # the undefined test still counts in Holm's family
+    assert found["noisy"].p_holm == pytest.approx(min(1, 2 * found["noisy"].p_t))

@@ -134,3 +134,39 @@ def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path
     assert result.exit_code == 2 and "no study named 'unknown'" in result.output and "known" in result.output
     bad = CliRunner().invoke(app, ["report", "known", "--tracking-uri", uri, "--baseline", "placement=layer9"])
     assert bad.exit_code == 2 and "placement=layer9" in bad.output
+
+
+def test_the_report_adds_the_cue_scores_explain_logged(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_known_study(uri)
+    from ablation.report import build_report, write
+
+    report = build_report(uri, "known")
+    layer4 = report.arms["placement=layer4"].finished[0]
+    tracking.log_metrics(uri, layer4.run_id, {"explain_cue_energy_all": 0.4, "explain_pointing_game_all": 0.5})
+    write(build_report(uri, "known"), tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Grad-CAM on the class cues" in md and "| placement=layer4 | 0.400 | 0.500 |" in md
+
+
+def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, parent = tracking.open_study(uri, "paper", params={"search.seeds": [0]}, spec_yaml="name: paper\n")
+    parent.set_tags({"ablate.axes": "model.arch,model.attention"})
+    for arch in ("resnet50", "resnet101"):
+        for attention in ("none", "identity_cbam"):
+            run = tracking.open_trial(uri, experiment_id, parent.run_id, name=f"{arch},{attention}",
+                                      trial_id=f"{arch}-{attention}", params={
+                                          "arm": f"arch={arch},attention={attention}", "model.arch": arch,
+                                          "model.attention": attention, "seed": 0}).run
+            run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.79, "test_f1_happy": 0.95})
+            run.finish("FINISHED")
+    from ablation.report import build_report
+
+    tables = {t.title: t for t in build_report(uri, "paper").tables()}
+    table1 = next(t for title, t in tables.items() if title.startswith("Table 1"))
+    assert table1.header[1:] == ["ResNet50", "ResNet101", "ResNet50 + Identity-CBAM", "ResNet101 + Identity-CBAM"]
+    assert table1.rows[0] == ["happy", "0.97 / 0.950", "0.98 / 0.950", "0.98 / 0.950", "0.98 / 0.950"]
+    table2 = next(t for title, t in tables.items() if title.startswith("Table 2"))
+    assert table2.rows[0][2] == "83.23 / 80.000"
+    assert any(title.startswith("Marginal effect of model.arch") for title in tables)
