@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch import nn
 
 from .checkpoints import MODEL_FILE, unpack_model

@@ -280,8 +280,11 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     if chosen is not None:
         for score in SCORES:
             values = {a.name: a.scores.get(score, {}) for a in arms.values() if a.scores.get(score)}
-            if chosen in values:
-                comparisons[score] = compare_all(values, chosen)
+            if chosen in values and (compared := compare_all(values, chosen)):
+                comparisons[score] = compared
+        if not comparisons:
+            notes.append(f"No configuration shares two or more seeds with the baseline ({chosen}), so nothing is "
+                         "compared; add seeds (e.g. --set \"search.seeds=[0, 1, 2]\" and run the study again).")
     planned = None
     if "search.seeds" in found.params:
         planned = len(json.loads(found.params["search.seeds"]))

@@ -170,3 +170,19 @@ def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tm
     table2 = next(t for title, t in tables.items() if title.startswith("Table 2"))
     assert table2.rows[0][2] == "83.23 / 80.000"
     assert any(title.startswith("Marginal effect of model.arch") for title in tables)
+
+
+def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, parent = tracking.open_study(uri, "single", params={"search.seeds": [0]}, spec_yaml="name: x\n")
+    parent.set_tags({"ablate.axes": "model.placement"})
+    for placement, value in (("none", 0.7), ("layer4", 0.8)):
+        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=placement, trial_id=placement, params={
+            "arm": f"placement={placement}", "model.placement": placement, "seed": 0}).run
+        run.log_metrics({"test_accuracy": value, "test_macro_f1": value})
+        run.finish("FINISHED")
+    from ablation.report import build_report
+
+    report = build_report(uri, "single")
+    assert report.comparisons == {} and any("add seeds" in note for note in report.notes)
+    assert [t.title for t in report.tables()][0].startswith("Configurations")
