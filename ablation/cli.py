@@ -347,7 +347,7 @@ def report(
             shown.add_row(*row)
         console.print(shown)
     for note in made.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}); "
                   "also logged as the artifacts report/ of the study's parent run.", highlight=False, soft_wrap=True)
 
