@@ -39,25 +39,21 @@ def _mean(values: list[float]) -> float | None:
 
 
 def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) -> list[ConfigSummary]:
-    """Group trials by their axis values and order the groups by the mean best-epoch `metric`."""
-    groups: dict[tuple[str, ...], list[TrialRecord]] = defaultdict(list)
-    for record in records:
-        groups[tuple(record.params.get(axis, "") for axis in axes)].append(record)
+    """Group trials by configuration and order the groups by the mean best-epoch `metric`."""
     summaries = []
-    for key, members in groups.items():
-        done = [r for r in members if r.status == "FINISHED" and f"best_{metric}" in r.metrics]
-        values = [r.metrics[f"best_{metric}"] for r in done]
-        params = [r.metrics["params_total"] for r in members if "params_total" in r.metrics]
+    for arm in collect(records, axes).values():
+        values = [r.metrics[f"best_{metric}"] for r in arm.finished if f"best_{metric}" in r.metrics]
+        params = arm.costs.get("params_total")
         summaries.append(ConfigSummary(
-            config=dict(zip(axes, key)),
-            seeds=len(done),
-            failed=sum(r.status == "FAILED" for r in members),
-            killed=sum(r.status == "KILLED" for r in members),
+            config=arm.levels,
+            seeds=len(values),
+            failed=len(arm.failed) + len(arm.diverged),
+            killed=len(arm.unfinished),
             mean=_mean(values),
             std=statistics.stdev(values) if len(values) > 1 else None,
-            test_accuracy=_mean([r.metrics["test_accuracy"] for r in done]),
-            test_macro_f1=_mean([r.metrics["test_macro_f1"] for r in done]),
-            params_total=int(params[0]) if params else None,
+            test_accuracy=_mean([r.metrics["test_accuracy"] for r in arm.finished]),
+            test_macro_f1=_mean([r.metrics["test_macro_f1"] for r in arm.finished]),
+            params_total=None if params is None else int(params),
         ))
     sign = -1 if mode == "max" else 1
     return sorted(summaries, key=lambda s: (s.mean is None, sign * (s.mean or 0.0)))
@@ -92,6 +88,10 @@ class Arm:
         values = list(self.scores.get(metric, {}).values())
         return mean_ci(values) if values else None
 
+    def setting(self, key: str) -> str | None:
+        """A spec key's value as its finished trials logged it (None without one)."""
+        return self.finished[0].params.get(key) if self.finished else None
+
 
 def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
     """Trials grouped by arm, each sorted into finished, failed, diverged, stopped early or unfinished."""
@@ -121,8 +121,7 @@ def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
 def default_baseline(arms: dict[str, Arm]) -> str | None:
     """The arm without attention: `model.placement=none`, else `model.attention=none`."""
     for arm in arms.values():
-        if arm.finished and any(arm.finished[0].params.get(key) == "none"
-                                for key in ("model.placement", "model.attention")):
+        if any(arm.setting(key) == "none" for key in ("model.placement", "model.attention")):
             return arm.name
     return None
 
@@ -323,9 +322,8 @@ def paper_tables(report: StudyReport) -> list[Table]:
     """Tables 1 and 2 as published, beside the measured means of the same four models."""
     measured: dict[str, Arm | None] = {}
     for column, (arch, attention) in PAPER_COLUMNS.items():
-        measured[column] = next((a for a in report.arms.values() if a.finished
-                                 and a.finished[0].params.get("model.arch") == arch
-                                 and a.finished[0].params.get("model.attention") == attention), None)
+        measured[column] = next((a for a in report.arms.values()
+                                 if (a.setting("model.arch"), a.setting("model.attention")) == (arch, attention)), None)
 
     def ours(arm: Arm | None, key: str, scale: float = 1.0) -> str:
         interval = arm.interval(key) if arm else None
@@ -375,7 +373,7 @@ def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out:
     from . import figures
 
     axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
-    placements = {a.name: a.levels.get("model.placement") or a.finished[0].params.get("model.placement", "")
+    placements = {a.name: a.levels.get("model.placement") or a.setting("model.placement") or ""
                   for a in arms}
     title = "test macro-F1, mean over seeds"
     if axes == ["model.placement"] or (not axes and any(placements.values())):

@@ -118,6 +118,13 @@ class TrackedRun:
 STUDY_TAG, TRIAL_TAG = "ablate.kind", "ablate.trial_id"
 
 
+def _latest_parent(client: MlflowClient, experiment_id: str):
+    """The study's most recent parent run, or None."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
 def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
     """The study's experiment and parent run: the latest one if the study ran before (so a re-run
     adds to it), else new ones. Returns (experiment_id, parent run), the run marked RUNNING."""
@@ -128,13 +135,12 @@ def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str
         if experiment
         else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
     )
-    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    earlier = _latest_parent(client, experiment_id)
     if earlier:
-        parent = TrackedRun(client, earlier[0].info.run_id)
+        parent = TrackedRun(client, earlier.info.run_id)
         client.update_run(parent.run_id, status="RUNNING")
         # MLflow params never change; a re-run with more seeds or arms keeps the first values.
-        params = {k: v for k, v in params.items() if k not in earlier[0].data.params}
+        params = {k: v for k, v in params.items() if k not in earlier.data.params}
     else:
         run = client.create_run(experiment_id, run_name=name, tags={STUDY_TAG: "study"})
         parent = TrackedRun(client, run.info.run_id)
@@ -167,13 +173,24 @@ class TrialRun:
     finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
 
 
+def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
+    return client.search_runs([experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
+
+
+def _clear_failure(client: MlflowClient, run) -> None:
+    """Drop an earlier attempt's failure tags from a run that goes on."""
+    for stale in ("ablate.error", "ablate.failure"):
+        if stale in run.data.tags:
+            client.delete_tag(run.info.run_id, stale)
+
+
 def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
                params: Mapping[str, Any]) -> TrialRun:
     """The trial's child run under the study's parent: the one an earlier attempt left unfinished
     (a retry continues it, so each trial has one run and each epoch is logged once), else a new one."""
     client = MlflowClient(uri)
-    earlier = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
+    earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
     done = [r for r in earlier if r.info.status == "FINISHED"]
     if done:  # Tune restarted a trial that had finished before its driver could record it
         return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True)
@@ -186,9 +203,7 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     run = earlier[0]
     lost = run.info.status == "RUNNING"
     client.update_run(run.info.run_id, status="RUNNING")
-    for stale in ("ablate.error", "ablate.failure"):  # the earlier attempt's; this one may succeed
-        if stale in run.data.tags:
-            client.delete_tag(run.info.run_id, stale)
+    _clear_failure(client, run)  # the earlier attempt's; this one may succeed
     logged = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
     attempts = int(run.data.tags.get("ablate.attempts", "1"))
     return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost)
@@ -197,13 +212,10 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
 def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, epoch: int) -> None:
     """Record that the scheduler stopped a trial after `epoch`: a finished run, tagged as stopped early."""
     client = MlflowClient(uri)
-    for run in client.search_runs([experiment_id], filter_string=(
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")):
+    for run in _trial_runs(client, experiment_id, parent_run_id, trial_id):
         client.set_tag(run.info.run_id, "ablate.stopped_early", "true")
         client.set_tag(run.info.run_id, "ablate.stopped_at_epoch", str(epoch))
-        for stale in ("ablate.error", "ablate.failure"):
-            if stale in run.data.tags:
-                client.delete_tag(run.info.run_id, stale)
+        _clear_failure(client, run)
         client.set_terminated(run.info.run_id, "FINISHED")
 
 
@@ -225,14 +237,18 @@ class TrialRecord:
     metrics: dict[str, float]  # the latest value of each metric
     tags: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, run) -> TrialRecord:
+        return cls(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params),
+                   dict(run.data.metrics), dict(run.data.tags))
+
 
 def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
     """Every child run of a study's parent run, as logged."""
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                               max_results=50_000)
-    return [TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
-                        dict(r.data.tags)) for r in runs]
+    return [TrialRecord.of(r) for r in runs]
 
 
 class StudyNotFound(LookupError):
@@ -253,14 +269,11 @@ def find_study(uri: str, name: str) -> StudyRecord:
     """The study called `name`: its experiment and latest parent run."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
-    parents = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
+    parent = None if experiment is None else _latest_parent(client, experiment.experiment_id)
+    if parent is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise StudyNotFound(f"{uri} has no study named {name!r}"
                             + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
-    parent = parents[0]
     return StudyRecord(parent.info.experiment_id, TrackedRun(client, parent.info.run_id), dict(parent.data.params),
                        dict(parent.data.tags))
 
@@ -274,11 +287,9 @@ def trial_record(uri: str, run_id: str) -> TrialRecord:
     from mlflow.exceptions import MlflowException
 
     try:
-        r = MlflowClient(uri).get_run(run_id)
+        return TrialRecord.of(MlflowClient(uri).get_run(run_id))
     except MlflowException:
         raise RunNotFound(f"{uri} has no run {run_id!r}") from None
-    return TrialRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
-                       dict(r.data.tags))
 
 
 def read_artifact(uri: str, run_id: str, path: str) -> bytes:
