@@ -331,13 +331,13 @@ def report(
     from rich.table import Table
 
     from .report import make_report
-    from .tracking import StudyNotFound, resolve_uri
+    from .tracking import StoreNotFound, StudyNotFound, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     folder = out or Path("reports") / study
     try:
         made, written = make_report(uri, study, folder, baseline=baseline)
-    except (StudyNotFound, ValueError) as err:
+    except (StoreNotFound, StudyNotFound, ValueError) as err:
         raise _fail(str(err)) from None
     for table in made.tables(compact=True):
         shown = Table(title=table.title, title_justify="left")
@@ -376,7 +376,7 @@ def explain(
 
     from .explain import ExplainError, explain as explain_run, images_from_path, images_from_split, load_trained, render
     from .explain import score as score_maps
-    from .tracking import RunNotFound, log_metrics, resolve_uri
+    from .tracking import RunNotFound, StoreNotFound, log_metrics, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     try:
@@ -389,7 +389,7 @@ def explain(
         with console.status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
             explained = [explain_run(t, shown) for t in trained]
         scores = {e.trained.run_id: score_maps(e, shown) for e in explained} if score else {}
-    except (RunNotFound, ExplainError) as err:
+    except (RunNotFound, StoreNotFound, ExplainError) as err:
         raise _fail(str(err)) from None
     for skipped in shown.skipped:
         errors.print(f"[yellow]skipped[/yellow] {escape(skipped)}", highlight=False, soft_wrap=True)

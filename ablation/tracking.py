@@ -251,6 +251,18 @@ def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[Trial
     return [TrialRecord.of(r) for r in runs]
 
 
+class StoreNotFound(LookupError):
+    """A local store that does not exist: reading it must not create an empty one."""
+
+
+def _reading(uri: str) -> MlflowClient:
+    """A client for a store that must already exist (a report or an explanation reads, never creates)."""
+    db = _sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise StoreNotFound(f"there is no MLflow store at {db} (run a study there first, or pass --tracking-uri)")
+    return MlflowClient(uri)
+
+
 class StudyNotFound(LookupError):
     """No study of that name in the store."""
 
@@ -267,7 +279,7 @@ class StudyRecord:
 
 def find_study(uri: str, name: str) -> StudyRecord:
     """The study called `name`: its experiment and latest parent run."""
-    client = MlflowClient(uri)
+    client = _reading(uri)
     experiment = client.get_experiment_by_name(name)
     parent = None if experiment is None else _latest_parent(client, experiment.experiment_id)
     if parent is None:
@@ -287,7 +299,7 @@ def trial_record(uri: str, run_id: str) -> TrialRecord:
     from mlflow.exceptions import MlflowException
 
     try:
-        return TrialRecord.of(MlflowClient(uri).get_run(run_id))
+        return TrialRecord.of(_reading(uri).get_run(run_id))
     except MlflowException:
         raise RunNotFound(f"{uri} has no run {run_id!r}") from None
 

@@ -72,5 +72,12 @@ def test_explain_needs_exactly_one_image_source(args, tmp_path):
 
 
 def test_explain_of_a_run_that_does_not_exist_names_it(tmp_path):
-    result = runner.invoke(app, ["explain", "f" * 32, "--from-split", "test", "--tracking-uri", str(tmp_path)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # an empty store
+    result = runner.invoke(app, ["explain", "f" * 32, "--from-split", "test", "--tracking-uri", uri])
     assert result.exit_code == 2 and "f" * 32 in result.output
+
+
+def test_explain_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp_path):
+    result = runner.invoke(app, ["explain", "f" * 32, "--from-split", "test", "--tracking-uri", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no MLflow store" in result.output and not (tmp_path / "x").exists()

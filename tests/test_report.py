@@ -186,3 +186,9 @@ def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
     report = build_report(uri, "single")
     assert report.comparisons == {} and any("add seeds" in note for note in report.notes)
     assert [t.title for t in report.tables()][0].startswith("Configurations")
+
+
+def test_reporting_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp_path):
+    result = CliRunner().invoke(app, ["report", "known", "--tracking-uri", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no MLflow store" in result.output
+    assert not (tmp_path / "nowhere").exists()
