@@ -55,6 +55,7 @@ def run(
                   f"({len(trials) // len(spec.search.seeds)} configurations x {len(spec.search.seeds)} seeds), "
                   f"{spec.train.epochs} epochs each")
 
+    from .data.records import DataError
     from .models import WeightsError
     from .study import ResourceError, run_study, storage_location
 
@@ -64,6 +65,8 @@ def run(
                             console=console)
     except ResourceError as err:
         raise _fail(f"{spec_path}: {err}") from None
+    except DataError as err:
+        raise _fail(f"{spec_path}: data: {err}") from None
     except WeightsError as err:
         raise _fail(f"{spec_path}: model.pretrained: {err}") from None
     except KeyboardInterrupt:
@@ -83,11 +86,12 @@ def resume(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT)")] = None,
 ) -> None:
     """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
+    from .data.records import DataError
     from .study import ResourceError, resume_study
 
     try:
         spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
-    except ResourceError as err:
+    except (ResourceError, DataError) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")

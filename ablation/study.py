@@ -398,10 +398,11 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
     storage = storage_location(storage)
     trials = spec.trials()
+    # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
+    skipped = _prepare_data(trials, console)
     _quiet_tune()
     connect(address)
     _check_resources(spec)
-    skipped = _prepare_data(trials, console)
     with console.status("checking the pretrained weights"):
         for arch, weights in {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}:
             check_weights(arch, weights)
@@ -451,11 +452,11 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     state = StudyState.load(folder)
     uri = tracking.resolve_uri(tracking_uri or state.context.tracking_uri)
     spec = StudySpec.model_validate(state.context.spec)
+    pending = [t for t in spec.trials() if t.id in set(state.trials)]
+    _prepare_data(pending, console)
     _quiet_tune()
     connect(address)
     _check_resources(spec)
-    pending = [t for t in spec.trials() if t.id in set(state.trials)]
-    _prepare_data(pending, console)
     context = replace(state.context, tracking_uri=uri, storage=folder)
     parent = tracking.reopen_study(uri, context.parent_run_id)
     tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,

@@ -28,6 +28,11 @@ MALFORMED = "malformed record"  # a CSV row or label line that does not parse; t
 UNKNOWN_LABEL = "unknown label"
 
 
+class DataError(ValueError):
+    """A dataset a study cannot train on (no usable images, an empty split, one class); the message
+    names the root or split and what was expected. Raised before Ray starts or any run exists."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One usable image. `source` is its file's path, or `<csv path>:<line>` for a pixel row."""
