@@ -56,8 +56,10 @@ def run(
                   f"{spec.train.epochs} epochs each")
 
     from .data.records import DataError
+    from .lease import StudyBusy
     from .models import WeightsError
     from .study import ResourceError, run_study, storage_location
+    from .tracking import StoreUnusable
 
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     try:
@@ -67,6 +69,8 @@ def run(
         raise _fail(f"{spec_path}: {err}") from None
     except DataError as err:
         raise _fail(f"{spec_path}: data: {err}") from None
+    except (StoreUnusable, StudyBusy) as err:
+        raise _fail(str(err)) from None
     except WeightsError as err:
         raise _fail(f"{spec_path}: model.pretrained: {err}") from None
     except KeyboardInterrupt:
@@ -87,11 +91,13 @@ def resume(
 ) -> None:
     """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
     from .data.records import DataError
+    from .lease import StudyBusy
     from .study import ResourceError, resume_study
+    from .tracking import StoreUnusable, StudyNotFound
 
     try:
         spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
-    except (ResourceError, DataError) as err:
+    except (ResourceError, DataError, StoreUnusable, StudyBusy, StudyNotFound) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")

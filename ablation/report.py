@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+import yaml
+from pydantic import ValidationError
+
 from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
-from .spec import EMOTIONS
-from .tracking import TrialRecord, find_study, metric_history, study_trials
+from .spec import EMOTIONS, SpecError, StudySpec, _describe
+from .tracking import (RunNotFound, StudyRecord, TrialRecord, as_param, find_study, metric_history,
+                       read_artifact, study_trials)
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,16 @@ class Arm:
         return self.finished[0].params.get(key) if self.finished else None
 
 
+def arm_name(params: dict[str, str], axes: list[str]) -> str:
+    """The arm a trial belongs to, from its params as logged."""
+    return params.get("arm") or ",".join(f"{a}={params.get(a, '')}" for a in axes)
+
+
 def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
     """Trials grouped by arm, each sorted into finished, failed, diverged, stopped early or unfinished."""
     arms: dict[str, Arm] = {}
     for r in records:
-        name = r.params.get("arm") or ",".join(f"{a}={r.params.get(a, '')}" for a in axes)
+        name = arm_name(r.params, axes)
         arm = arms.setdefault(name, Arm(name, {axis: r.params.get(axis, "") for axis in axes}))
         arm.costs |= {k: r.metrics[k] for k in COSTS if k in r.metrics}
         if r.tags.get("ablate.stopped_early") == "true":
@@ -126,6 +135,46 @@ def default_baseline(arms: dict[str, Arm]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a grid study set out to run, read from the spec.yaml of its parent run."""
+
+    arms: dict[str, dict[str, str]]  # arm -> axis -> value, named and spelled as its trials log them
+    baseline: str | None  # the first arm without attention sites
+    seeds: int
+
+
+def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | None, str | None]:
+    """The study's plan, or None and why there is none to show (None when a search draws its trials,
+    since then there is no fixed plan to fall short of)."""
+    try:
+        text = read_artifact(uri, study.run.run_id, "spec.yaml")
+    except RunNotFound:
+        return None, "The study's parent run has no spec.yaml, so configurations that never started are not listed."
+    try:
+        tree = yaml.safe_load(text.decode("utf-8"))
+        search = tree.get("search") if isinstance(tree, dict) else None
+        if isinstance(search, dict) and search.get("method", "grid") != "grid":
+            return None, None
+        spec = StudySpec.model_validate(tree)
+        trials = spec.trials()
+    except (UnicodeDecodeError, yaml.YAMLError, SpecError, ValidationError) as err:
+        # Its data.root, for one, may not exist on the machine that reports.
+        why = _describe(err) if isinstance(err, ValidationError) else " ".join(str(err).split())
+        return None, (f"The study's spec.yaml cannot be read here ({why}), so configurations that never "
+                      "started are not listed.")
+    arms: dict[str, dict[str, str]] = {}
+    baseline = None
+    for trial in trials:
+        # Spelled as tracking logs params, so a planned arm and its runs meet under one name.
+        params = {k: as_param(v) for k, v in trial.params().items()}
+        name = arm_name(params, axes)
+        arms.setdefault(name, {axis: params.get(axis, "") for axis in axes})
+        if baseline is None and not trial.spec.model.sites:
+            baseline = name
+    return Plan(arms, baseline, len(spec.search.seeds)), None
+
+
 def class_names(arms: dict[str, Arm]) -> list[str]:
     found = {key.removeprefix("test_f1_") for arm in arms.values() for key in arm.scores if key.startswith("test_f1_")}
     return [c for c in EMOTIONS if c in found] + sorted(found - set(EMOTIONS))
@@ -142,7 +191,7 @@ class Table:
         lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
                  "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + ([f"", self.note] if self.note else []))
+        return "\n".join(lines + (["", self.note] if self.note else []))
 
     def html(self) -> str:
         cells = "".join(f"<th>{escape(h)}</th>" for h in self.header)
@@ -244,6 +293,8 @@ def _count(value: float | None) -> str:
 def _lost(arm: Arm) -> str:
     parts = [(arm.failed, "failed"), (arm.diverged, "diverged"), (arm.stopped, "stopped early"),
              (arm.unfinished, "unfinished")]
+    if not arm.finished and not any(names for names, _ in parts):
+        return "not started"  # only a planned arm has no trials at all
     return ", ".join(f"{len(names)} {what}" for names, what in parts if names) or "-"
 
 
@@ -266,12 +317,21 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     found = find_study(uri, study)
     axes = [a for a in found.tags.get("ablate.axes", "").split(",") if a]
     records = study_trials(uri, found.experiment_id, found.run.run_id)
-    arms = collect(records, axes)
-    notes = []
+    logged = collect(records, axes)
+    plan, why = read_plan(uri, found, axes)
+    notes = [why] if why else []
+    # An interrupted study has planned arms without a single run; they are listed, in the plan's order.
+    arms = logged if plan is None else (
+        {name: logged.get(name) or Arm(name, levels) for name, levels in plan.arms.items()} | logged)
     if baseline is not None and baseline not in arms:
         raise ValueError(f"--baseline {baseline!r} is not a configuration of {study} "
                          f"(it has: {', '.join(sorted(arms))})")
-    chosen = baseline or default_baseline(arms)
+    planned = None
+    if plan is not None:
+        planned = plan.seeds  # the latest run's spec: the first run's search.seeds param never changes
+    elif "search.seeds" in found.params:
+        planned = len(json.loads(found.params["search.seeds"]))
+    chosen = baseline or (plan.baseline if plan and plan.baseline else default_baseline(arms))
     if chosen is None:
         notes.append("No configuration without attention was found, so nothing is compared; "
                      "name one with --baseline.")
@@ -281,12 +341,13 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
             values = {a.name: a.scores.get(score, {}) for a in arms.values() if a.scores.get(score)}
             if chosen in values and (compared := compare_all(values, chosen)):
                 comparisons[score] = compared
-        if not comparisons:
+        if not comparisons and not arms[chosen].seeds:
+            notes.append(f"The baseline ({chosen}) has 0{f' of {planned}' if planned else ''} seeds finished, so "
+                         "nothing is compared; finish the study (ablate resume, or ablate run again).")
+        elif not comparisons:
             notes.append(f"No configuration shares two or more seeds with the baseline ({chosen}), so nothing is "
                          "compared; add seeds (e.g. --set \"search.seeds=[0, 1, 2]\" and run the study again).")
-    planned = None
-    if "search.seeds" in found.params:
-        planned = len(json.loads(found.params["search.seeds"]))
+    if planned:
         short = [a.name for a in arms.values() if a.seeds < planned]
         if short:
             notes.append(f"{len(short)} configuration(s) have fewer finished seeds than the {planned} planned: "

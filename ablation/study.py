@@ -222,8 +222,10 @@ def _trial_id(trial) -> str:
     return trial.config["trial"]["id"]
 
 
-def _search(spec: StudySpec, pending: list[Trial]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tune's param space and the TuneConfig settings that pick and stop trials."""
+def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
+            samples: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tune's param space and the TuneConfig settings that pick and stop trials: the pending trials of a
+    grid, or `samples` draws (default the spec's `num_samples`), the configurations in `redo` first."""
     s = spec.search
     settings: dict[str, Any] = {}
     if s.scheduler == "asha":
@@ -240,13 +242,17 @@ def _search(spec: StudySpec, pending: list[Trial]) -> tuple[dict[str, Any], dict
         return space, settings
     space = {"axes": {key: tune.choice([json.dumps(v) for v in values]) for key, values in s.space.items()},
              "seed": tune.choice(s.seeds)}
-    settings["num_samples"] = s.num_samples
+    settings["num_samples"] = s.num_samples if samples is None else samples
     if s.method == "optuna":
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(seed=s.seeds[0])
+        searcher = OptunaSearch(seed=s.seeds[0], points_to_evaluate=list(redo) or None)
         settings["search_alg"] = ConcurrencyLimiter(searcher, s.max_concurrent) if s.max_concurrent else searcher
+    elif redo:
+        from ray.tune.search import BasicVariantGenerator
+
+        settings["search_alg"] = BasicVariantGenerator(points_to_evaluate=list(redo))
     return space, settings
 
 
@@ -323,11 +329,25 @@ class StudyState:
         try:
             with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
                 saved = json.loads(stream.read())
+            trials = saved.pop("trials")
+            return cls(StudyContext(**saved), trials)
         except FileNotFoundError:
             raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
                                 "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
-        trials = saved.pop("trials")
-        return cls(StudyContext(**saved), trials)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ResourceError(f"{folder}/{STATE_FILE} is damaged ({type(err).__name__}: {err}); expected the JSON "
+                                "that `ablate run` writes. Run the study's spec again with `ablate run`: finished "
+                                "trials are kept") from None
+
+    def spec(self, folder: str) -> StudySpec:
+        """The study's spec as saved (it was valid when the study started)."""
+        from pydantic import ValidationError
+
+        try:
+            return StudySpec.model_validate(self.context.spec)
+        except ValidationError as err:
+            raise ResourceError(f"{folder}/{STATE_FILE}: its spec no longer validates ({err.error_count()} "
+                                "error(s)); run the study's spec again with `ablate run`") from None
 
 
 def _costs_key(trial: StudySpec) -> str:
@@ -396,79 +416,115 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         raise ResourceError(f"--tracking-uri: {uri} is a SQLite file on this machine, and the trials of a Ray "
                             "cluster run on other machines that cannot write to it; start an MLflow server "
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
+    tracking.check_store(uri, writing=True)
     storage = storage_location(storage)
     trials = spec.trials()
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
     skipped = _prepare_data(trials, console)
-    _quiet_tune()
-    connect(address)
-    _check_resources(spec)
-    with console.status("checking the pretrained weights"):
-        for arch, weights in {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}:
+    with tracking.hold_study(uri, spec.name):
+        _quiet_tune()
+        connect(address)
+        _check_resources(spec)
+        pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
+        for arch, weights in pretrained:
             check_weights(arch, weights)
-    experiment_id, parent = tracking.open_study(
-        uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
-        spec_yaml=spec_yaml,
-    )
-    if skipped:
-        parent.log_text(json.dumps([{"path": s.path, "reason": s.reason} for s in skipped], indent=1),
-                        "data_skipped.json")
-    parent.set_tags({"ablate.data_skipped": len(skipped), "ablate.axes": ",".join(spec.axes()),
-                     "ablate.design": spec.search.design, "ablate.metric": spec.metric, "ablate.mode": spec.mode,
-                     "ablate.storage": f"{storage}/{spec.name}"})
-    # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
-    done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
-    pending = [t for t in trials if t.id not in done]
-    outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
-                           already_finished=len(trials) - len(pending))
-    if not pending:
-        parent.finish("FINISHED")
-        return outcome
-    costs = _costs_of(pending, console) if spec.search.method == "grid" else {}
-    context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage, costs)
-    StudyState(context, [t.id for t in pending]).save(outcome.storage)
-    space, settings = _search(spec, pending)
-    tuner = tune.Tuner(
+        experiment_id, parent = tracking.open_study(
+            uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
+            spec_yaml=spec_yaml,
+        )
+        if skipped:
+            parent.log_text(json.dumps([{"path": s.path, "reason": s.reason} for s in skipped], indent=1),
+                            "data_skipped.json")
+        parent.set_tags({"ablate.data_skipped": len(skipped), "ablate.axes": ",".join(spec.axes()),
+                         "ablate.design": spec.search.design, "ablate.metric": spec.metric, "ablate.mode": spec.mode,
+                         "ablate.storage": f"{storage}/{spec.name}"})
+        # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
+        done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
+        pending = [t for t in trials if t.id not in done]
+        outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
+                               already_finished=len(trials) - len(pending))
+        if not pending:
+            parent.finish("FINISHED")
+            return outcome
+        costs = _costs_of(pending, console) if spec.search.method == "grid" else {}
+        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage, costs)
+        StudyState(context, [t.id for t in pending]).save(outcome.storage)
+        return _fit(_tuner(spec, context, pending), spec, pending, parent, outcome, console)
+
+
+def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *,
+           redo: list[dict[str, Any]] = (), samples: int | None = None) -> tune.Tuner:
+    """A Tuner over the pending trials (a grid), or drawing `samples` trials (default the spec's), the
+    configurations in `redo` first (sampled trials a resumed study continues)."""
+    space, settings = _search(spec, pending, redo=redo, samples=samples)
+    storage, _, name = context.storage.rpartition("/")
+    return tune.Tuner(
         _trainable_for(spec, context),
         param_space=space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, reuse_actors=True, **settings),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage, verbose=0,
+            name=name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             callbacks=[_ProgressCallback(spec.metric)],
         ),
     )
-    return _fit(tuner, spec, pending, parent, outcome, console)
 
 
 def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
                  console=None) -> tuple[StudySpec, StudyOutcome]:
     """Continue a study whose driver died, under its parent run: finished trials stay finished,
-    unfinished and failed ones continue from their last checkpoints."""
+    unfinished and failed ones continue from their last checkpoints.
+
+    It trusts only what ablate wrote as data: the study's JSON state, MLflow's runs and `weights_only`
+    checkpoints. Ray's own experiment state (`tuner.pkl`) is a pickle, and unpickling a crafted one
+    runs its code, so a fresh Tuner runs what is left instead of restoring Ray's.
+    """
     from rich.console import Console
 
     console = console or Console()
     folder = storage_location(str(folder))
     state = StudyState.load(folder)
     uri = tracking.resolve_uri(tracking_uri or state.context.tracking_uri)
-    spec = StudySpec.model_validate(state.context.spec)
-    pending = [t for t in spec.trials() if t.id in set(state.trials)]
-    _prepare_data(pending, console)
-    _quiet_tune()
-    connect(address)
-    _check_resources(spec)
+    tracking.check_store(uri, writing=True)
     context = replace(state.context, tracking_uri=uri, storage=folder)
-    parent = tracking.reopen_study(uri, context.parent_run_id)
-    tuner = tune.Tuner.restore(folder, _trainable_for(spec, context), resume_unfinished=True,
-                               resume_errored=True)
-    outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
-    return spec, _fit(tuner, spec, pending, parent, outcome, console)
+    tracking.find_parent(uri, context.experiment_id, context.parent_run_id)
+    spec = state.spec(folder)
+    with tracking.hold_study(uri, spec.name):
+        records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
+        ended = {r.tags.get(tracking.TRIAL_TAG) for r in records if tracking.ended(r)}
+        pending = [t for t in spec.trials() if t.id in set(state.trials) and t.id not in ended]
+        redo, samples = [], None
+        if spec.search.method != "grid":  # drawn trials: continue the unfinished ones, draw the rest anew
+            redo = [_config_of(spec, r) for r in records if not tracking.ended(r)]
+            samples = max(0, spec.search.num_samples - sum(map(tracking.ended, records)))
+            pending = []
+        _prepare_data(pending if spec.search.method == "grid" else spec.trials(), console)
+        outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
+        parent = tracking.reopen_study(uri, context.parent_run_id)
+        if not pending and not samples:
+            parent.finish("FINISHED")
+            return spec, outcome
+        _quiet_tune()
+        connect(address)
+        _check_resources(spec)
+        tuner = _tuner(spec, context, pending, redo=redo[:samples], samples=samples)
+        return spec, _fit(tuner, spec, pending, parent, outcome, console, samples=samples)
+
+
+def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
+    """The Tune config of a drawn trial, from its logged params (values matched to the space's own)."""
+    axes = {}
+    for key, values in spec.search.space.items():
+        logged = record.params.get(key)
+        axes[key] = next(json.dumps(v) for v in values if tracking.as_param(
+            json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v) == logged)  # as spec.params() logs
+    return {"axes": axes, "seed": int(record.params["seed"])}
 
 
 def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracking.TrackedRun,
-         outcome: StudyOutcome, console) -> StudyOutcome:
+         outcome: StudyOutcome, console, *, samples: int | None = None) -> StudyOutcome:
     sampled = spec.search.method != "grid"
-    count = spec.search.num_samples if sampled else len(trials)
+    count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric)
     _ProgressCallback.view = view
     try:

@@ -12,7 +12,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,107 @@ def resolve_uri(uri: str | None = None) -> str:
 
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+class StoreUnusable(RuntimeError):
+    """A store that cannot take a study: a server that does not answer, or a store that is read-only."""
+
+
+PROBE_TIMEOUT = 5.0  # seconds; MLflow itself would retry an absent server for minutes
+
+
+def check_store(uri: str, *, writing: bool) -> None:
+    """Fail at once, naming the store, if it cannot be used: a server must answer, and a local store
+    that a study writes to must be writable (checked without creating anything)."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT)
+        except requests.RequestException as err:
+            reason = "no answer within {:.0f} s".format(PROBE_TIMEOUT) if isinstance(err, requests.Timeout) \
+                else "connection refused or host unreachable"
+            raise StoreUnusable(f"--tracking-uri {uri}: no MLflow server answers there ({reason}); start one "
+                                "(mlflow server --host 127.0.0.1 ...) or check the address") from None
+        return
+    db = _sqlite_path(uri)
+    if db is None or not writing:
+        return
+    existing = next(p for p in (db, *db.parents) if p.exists())
+    needed = [db, db.parent] if existing == db else [existing]  # SQLite writes its journal beside the file
+    needed += [p for p in (db.parent / "artifacts",) if p.exists()]
+    for path in needed:
+        if not os.access(path, os.W_OK):
+            raise StoreUnusable(f"--tracking-uri {uri}: {path} is read-only, and a study writes its runs there; "
+                                "pass --tracking-uri a store you can write to")
+
+
+def _create_store(db: Path) -> None:
+    """Create a SQLite store's tables one process at a time: two processes creating a new store at
+    once race on its tables (`table datasets already exists`)."""
+    from .lease import FileLease
+
+    lock = FileLease(_locks(db) / "store.lock", "the store's creation").acquire(wait=True)
+    try:
+        MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    finally:
+        lock.release()
+
+
+def _writing(uri: str) -> MlflowClient:
+    """A client for a store a study writes to, created first if it is a new local one."""
+    db = _sqlite_path(uri)
+    if db is not None:  # even if the file exists: another process may be creating its tables right now
+        _create_store(db)
+    return MlflowClient(uri)
+
+
+def _locks(db: Path) -> Path:
+    return db.parent / f"{db.name}.locks"
+
+
+LEASE_TAG = "ablate.lease"
+
+
+@contextmanager
+def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[None]:
+    """Hold the study's lease for the duration (see lease.py); `StudyBusy` names the driver that has it.
+    Creates the store (serialised) and, on a server, the study's experiment, where the lease is a tag."""
+    from .lease import DEFAULT_TTL, FileLease, HeartbeatLease
+
+    db = _sqlite_path(uri)
+    if db is not None:
+        _writing(uri)
+        lease = FileLease(_locks(db) / f"study-{name}.lock", name)
+    else:
+        client = MlflowClient(uri)
+        experiment_id = _experiment(client, uri, name)
+        lease = HeartbeatLease(
+            name, uri, ttl=ttl or DEFAULT_TTL,
+            read=lambda: client.get_experiment(experiment_id).tags.get(LEASE_TAG),
+            write=lambda text: client.set_experiment_tag(experiment_id, LEASE_TAG, text),
+            delete=lambda: client.delete_experiment_tag(experiment_id, LEASE_TAG))
+    lease.acquire()
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def _experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """The id of the study's experiment, created if new (by whichever of two racing drivers is first)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -75,7 +177,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _as_param(value: Any) -> str:
+def as_param(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
@@ -86,7 +188,7 @@ class TrackedRun:
         self.client, self.run_id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, _as_param(v)) for k, v in params.items()]
+        items = [Param(k, as_param(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit for params
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -128,13 +230,8 @@ def _latest_parent(client: MlflowClient, experiment_id: str):
 def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
     """The study's experiment and parent run: the latest one if the study ran before (so a re-run
     adds to it), else new ones. Returns (experiment_id, parent run), the run marked RUNNING."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
-    )
+    client = _writing(uri)
+    experiment_id = _experiment(client, uri, name)
     earlier = _latest_parent(client, experiment_id)
     if earlier:
         parent = TrackedRun(client, earlier.info.run_id)
@@ -154,6 +251,24 @@ def reopen_study(uri: str, parent_run_id: str) -> TrackedRun:
     client = MlflowClient(uri)
     client.update_run(parent_run_id, status="RUNNING")
     return TrackedRun(client, parent_run_id)
+
+
+def find_parent(uri: str, experiment_id: str, parent_run_id: str) -> None:
+    """Check that the store holds a study's parent run, without creating anything if it does not."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = _reading(uri).get_run(parent_run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.experiment_id != experiment_id or run.data.tags.get(STUDY_TAG) != "study":
+        raise StudyNotFound(f"{uri} has no study run {parent_run_id} (the parent run the study's folder names); "
+                            "expected the store the study ran against: pass it with --tracking-uri")
+
+
+def ended(record: TrialRecord) -> bool:
+    """Whether a trial's run has nothing left to do: it finished, or it diverged (which a retry repeats)."""
+    return record.status == "FINISHED" or record.tags.get("ablate.failure") == "divergence"
 
 
 def finished_trials(uri: str, experiment_id: str, parent_run_id: str) -> set[str]:

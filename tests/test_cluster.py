@@ -2,14 +2,10 @@
 and a two-node Ray cluster on loopback logging through a real MLflow server, as a cluster would."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
@@ -61,36 +57,6 @@ def test_a_trial_asking_for_more_gpus_than_the_cluster_has_is_refused_before_any
     finally:
         ray.shutdown()
     assert result.exit_code == 2 and "resources.gpu" in result.output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow tracking server on loopback, serving artifacts itself, as a cluster's would."""
-    port = free_port()
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "served-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.3)
-    yield url, tmp_path / "served-artifacts"
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_a_study_on_a_two_node_cluster_lands_on_both_nodes_and_logs_through_the_server(tmp_path, mlflow_server):

@@ -192,3 +192,114 @@ def test_reporting_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp
     result = CliRunner().invoke(app, ["report", "known", "--tracking-uri", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no MLflow store" in result.output
     assert not (tmp_path / "nowhere").exists()
+
+
+# --- An interrupted study: the plan comes from the parent run's spec.yaml, not from the runs -------
+
+import csv  # noqa: E402
+
+import yaml  # noqa: E402
+
+from ablation.spec import StudySpec  # noqa: E402
+
+PLANNED = ["none", "layer4", "layer2", "layer1"]
+
+
+def log_interrupted_study(uri: str, finished: dict[str, dict[int, float]], killed: set[tuple[str, int]] = frozenset(),
+                          name: str = "interrupted") -> StudySpec:
+    """A grid study logged as `ablate run` logs it, cut short: only the trials in `finished` (placement ->
+    seed -> test macro-F1) and `killed` ever started."""
+    spec = StudySpec.model_validate({"name": name, "search": {"space": {"model.placement": PLANNED},
+                                                              "seeds": [0, 1]}})
+    trials = spec.trials()
+    experiment_id, parent = tracking.open_study(
+        uri, name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
+        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    parent.set_tags({"ablate.axes": ",".join(spec.axes()), "ablate.design": "grid", "ablate.metric": "val_macro_f1"})
+    for trial in trials:
+        placement = trial.spec.model.placement
+        value = finished.get(placement, {}).get(trial.seed)
+        if value is None and (placement, trial.seed) not in killed:
+            continue  # never started
+        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                  params=trial.params()).run
+        if value is None:
+            run.finish("KILLED")
+            continue
+        run.log_metrics({"val_macro_f1": value}, step=1)
+        run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value})
+        run.finish("FINISHED")
+    parent.finish("KILLED")
+    return spec
+
+
+def test_an_interrupted_study_lists_the_configurations_that_never_started_with_0_of_n_seeds(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_interrupted_study(uri, {"none": {0: 0.70, 1: 0.74}, "layer4": {0: 0.80, 1: 0.83}, "layer2": {0: 0.72}},
+                          killed={("layer2", 1)})
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from ablation.report import build_report
+
+    report = build_report(uri, "interrupted")
+    assert set(report.arms) == {f"placement={p}" for p in PLANNED}
+    assert report.baseline == "placement=none"
+    assert {c.arm for c in report.comparisons["test_macro_f1"]} == {"placement=layer4"}
+    with open(out / "report.csv") as f:
+        rows = {row["configuration"]: row for row in csv.DictReader(f)}
+    assert rows["placement=layer1"]["seeds"] == "0 of 2" and rows["placement=layer1"]["lost"] == "not started"
+    assert rows["placement=layer2"]["seeds"] == "1 of 2" and rows["placement=layer2"]["lost"] == "1 unfinished"
+    assert rows["placement=none"]["seeds"] == "2 of 2"
+    assert list(rows)[-1] == "placement=layer1"  # nothing finished: ranked last
+    assert "| placement=layer1 | 0 of 2 |" in (out / "report.md").read_text()
+    assert any("placement=layer1 (0)" in n and "placement=layer2 (1)" in n for n in report.notes)
+
+
+def test_an_interrupted_study_whose_baseline_never_started_says_so_rather_than_that_it_has_none(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_interrupted_study(uri, {"layer4": {0: 0.80, 1: 0.83}, "layer1": {0: 0.69, 1: 0.76}})
+    result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "No configuration without attention" not in result.output
+    from ablation.report import build_report
+
+    report = build_report(uri, "interrupted")
+    assert report.baseline == "placement=none" and report.comparisons == {}
+    assert report.arms["placement=none"].seeds == 0
+    assert any("baseline (placement=none) has 0 of 2 seeds" in n for n in report.notes), report.notes
+    assert not any("No configuration without attention" in n for n in report.notes)
+    configs = report.tables()[0]
+    assert ["placement=none", "0 of 2"] in [row[:2] for row in configs.rows]
+
+
+def test_a_study_without_a_readable_spec_is_reported_from_its_runs_and_says_why(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_known_study(uri)  # its spec.yaml is not a study spec
+    from ablation.report import build_report
+
+    report = build_report(uri, "known")
+    assert set(report.arms) == {f"placement={p}" for p in KNOWN} and report.baseline == "placement=none"
+    assert any("spec.yaml" in n for n in report.notes), report.notes
+
+
+def test_a_sampled_study_lists_only_the_trials_it_drew(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = StudySpec.model_validate({"name": "drawn", "search": {
+        "method": "random", "num_samples": 2, "space": {"model.placement": PLANNED}, "seeds": [0, 1]}})
+    experiment_id, parent = tracking.open_study(
+        uri, "drawn", params=spec.params() | {"search.seeds": spec.search.seeds, "trials": 2},
+        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid"})
+    for placement in ("none", "layer4"):
+        from ablation.spec import Trial
+
+        trial = Trial.create(spec, {"model.placement": placement, "seed": 0})
+        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                  params=trial.params()).run
+        run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.8})
+        run.finish("FINISHED")
+    from ablation.report import build_report
+
+    report = build_report(uri, "drawn")
+    assert set(report.arms) == {"placement=none", "placement=layer4"} and report.baseline == "placement=none"

@@ -1,0 +1,158 @@
+"""One driver per study: a lease held while `ablate run` or `ablate resume` works on a study.
+
+Two drivers of one study on one store would train the same trials and log every epoch twice,
+with nothing in MLflow to stop them. A driver therefore holds the study's lease from before Ray
+starts until it is done, and a second driver is refused with the holder's host, pid and start.
+
+- On a store on this machine (SQLite), the lease is an exclusive `flock` on a file beside the
+  store. The kernel drops it when its holder dies, however it dies (SIGKILL included), so a
+  `resume` after a killed driver never waits.
+- On a server, the lease is a record the holder rewrites every `ttl / 4` seconds (a heartbeat).
+  A record whose heartbeat is older than `ttl` belongs to a dead driver and is taken over.
+  Writers race only within one heartbeat: each writes its own token, waits, and reads back;
+  the one whose token stayed holds the lease.
+
+Nothing here knows MLflow: `tracking.py` hands the record's read, write and delete in.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_TTL = 30.0  # seconds without a heartbeat before a server lease counts as abandoned
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    since: str  # ISO 8601, UTC
+    token: str = ""
+    heartbeat: float = 0.0  # time.time() of the last heartbeat (server leases)
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   uuid.uuid4().hex, time.time())
+
+    @classmethod
+    def parse(cls, text: str | None) -> Holder | None:
+        try:
+            return cls(**json.loads(text)) if text else None
+        except (TypeError, ValueError):
+            return None  # not a record of ours: nobody holds it
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self))
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, running since {self.since}"
+
+
+class StudyBusy(RuntimeError):
+    """Another driver holds the study's lease."""
+
+    def __init__(self, study: str, holder: Holder | None, where: str) -> None:
+        self.holder = holder
+        who = str(holder) if holder else "a driver that is still starting"
+        super().__init__(f"study {study!r} is already running on {where}: {who}. Wait for it to finish, or "
+                         f"stop it (Ctrl-C), then run `ablate resume` or `ablate run` again")
+
+
+class FileLease:
+    """An exclusive lock on `path`, holding the holder's record as its content."""
+
+    def __init__(self, path: Path, study: str) -> None:
+        self.path, self.study = path, study
+        self._fd: int | None = None
+
+    def acquire(self, *, wait: bool = False) -> FileLease:
+        """Take the lock, or raise `StudyBusy` naming its holder (with `wait`, wait for it instead)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by Ray's processes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise StudyBusy(self.study, self._holder(), str(self.path.parent)) from None
+        me = Holder.me()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.dump().encode(), 0)
+        self._fd = fd
+        return self
+
+    def _holder(self) -> Holder | None:
+        # The holder writes its record just after locking; give it a moment if we looked in between.
+        for _ in range(20):
+            holder = Holder.parse(self.path.read_text(errors="replace"))
+            if holder:
+                return holder
+            time.sleep(0.05)
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a stale record would name a driver that has gone
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class HeartbeatLease:
+    """A lease kept as a record on a server (read/write/delete of one text value)."""
+
+    def __init__(self, study: str, where: str, *, read: Callable[[], str | None], write: Callable[[str], None],
+                 delete: Callable[[], None], ttl: float = DEFAULT_TTL, settle: float = 1.0) -> None:
+        self.study, self.where = study, where
+        self._read, self._write, self._delete = read, write, delete
+        self.ttl, self.settle = ttl, settle
+        self._me: Holder | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _live_other(self) -> Holder | None:
+        holder = Holder.parse(self._read())
+        if holder and holder.token != (self._me.token if self._me else None) \
+                and time.time() - holder.heartbeat < self.ttl:
+            return holder
+        return None
+
+    def acquire(self) -> HeartbeatLease:
+        if other := self._live_other():
+            raise StudyBusy(self.study, other, self.where)
+        self._me = Holder.me()
+        self._write(self._me.dump())
+        time.sleep(self.settle)  # a driver that read the same free lease writes within this window
+        if other := self._live_other():
+            self._me = None
+            raise StudyBusy(self.study, other, self.where)
+        self._beat = threading.Thread(target=self._heartbeat, name="ablate-lease", daemon=True)
+        self._beat.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                self._me = Holder(**{**asdict(self._me), "heartbeat": time.time()})
+                self._write(self._me.dump())
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the lease lapses only after ttl
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        if self._me is not None and not self._live_other():
+            self._delete()
+        self._me = None

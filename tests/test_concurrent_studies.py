@@ -1,0 +1,155 @@
+"""One driver per study: a second `ablate run` or `ablate resume` of a running study is refused and
+names the first, a dead driver's lease is taken over, and a new store is created by one process at a
+time. Real drivers, a real MLflow server, real SIGKILLs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ablation.cli import app
+from ablation.lease import StudyBusy
+from ablation.tracking import hold_study
+
+ABLATE = [sys.executable, "-m", "ablation.cli"]
+
+
+@pytest.fixture
+def no_ray_left():
+    yield
+    ray.shutdown()
+
+
+def wait_for(condition, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def lease_holder(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) or None
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_second_run_or_resume_of_a_running_study_exits_2_naming_the_first(tmp_path, no_ray_left):
+    db = tmp_path / "s.db"
+    uri = f"sqlite:///{db}"
+    spec = {"name": "twice", "model": {"arch": "resnet18"},
+            "data": {"image_size": 32, "train_per_class": 30, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": 2, "batch_size": 16}, "search": {"space": {"model.placement": ["layer4"]}},
+            "resources": {"cpu": 1}}
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
+    first = subprocess.Popen([*ABLATE, "run", str(path), *common], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "runs" / "twice" / "ablate_study.json").exists())
+        assert lease_holder(db.parent / "s.db.locks" / "study-twice.lock")["pid"] == first.pid
+
+        second = CliRunner().invoke(app, ["run", str(path), *common])
+        resumed = CliRunner().invoke(app, ["resume", str(tmp_path / "runs" / "twice")])
+        output, _ = first.communicate(timeout=240)
+    finally:
+        first.kill()
+    for refused in (second, resumed):
+        text = " ".join(refused.output.split())
+        assert refused.exit_code == 2, refused.output
+        assert "already running" in text and f"pid {first.pid} on {socket.gethostname()}" in text
+    assert not ray.is_initialized()  # refused before Ray started
+    assert first.returncode == 0, output
+
+    client = MlflowClient(uri)
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("twice").experiment_id])
+             if r.data.tags.get("ablate.kind") == "trial"]
+    assert run.info.status == "FINISHED" and run.data.tags["ablate.attempts"] == "1"
+    assert "ablate.last_failure" not in run.data.tags
+    for metric in ("train_loss", "test_accuracy"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert len(steps) == len(set(steps)), f"{metric} logged twice: steps {steps}"
+
+
+CREATE = """
+import sys, time
+from ablation.tracking import open_study
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+open_study(sys.argv[1], sys.argv[3], params={}, spec_yaml="name: x")
+"""
+
+
+def test_drivers_that_create_a_new_store_at_the_same_moment_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    start = time.time() + 4  # every process has imported MLflow by then
+    creators = [subprocess.Popen([sys.executable, "-c", CREATE, uri, str(start), f"study{i}"],
+                                 stderr=subprocess.PIPE, text=True) for i in range(4)]
+    failures = [c.communicate(timeout=120)[1] for c in creators if c.wait(timeout=120)]
+    assert not failures, failures[0]
+    assert {e.name for e in MlflowClient(uri).search_experiments()} >= {f"study{i}" for i in range(4)}
+
+
+HOLD = """
+import sys, time
+from ablation.tracking import hold_study
+with hold_study(sys.argv[1], "shared", ttl=float(sys.argv[2])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_after_it_dies(mlflow_server):
+    url, _ = mlflow_server
+    ttl = 3.0
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url, str(ttl)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(2 * ttl)  # well past one ttl: only its heartbeat keeps the lease
+        with pytest.raises(StudyBusy, match=f"pid {holder.pid} on {socket.gethostname()}"):
+            with hold_study(url, "shared", ttl=ttl):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        killed = time.monotonic()
+
+        def taken_over() -> bool:
+            try:
+                with hold_study(url, "shared", ttl=ttl):
+                    return True
+            except StudyBusy:
+                return False
+
+        wait_for(taken_over, timeout=4 * ttl)
+        assert time.monotonic() - killed < 3 * ttl
+    finally:
+        holder.kill()
+
+
+def test_a_local_lease_is_free_the_moment_its_holder_is_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, uri, "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StudyBusy, match=f"pid {holder.pid}"):
+            with hold_study(uri, "shared"):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with hold_study(uri, "shared"):  # no waiting for a heartbeat to lapse
+            pass
+    finally:
+        holder.kill()
