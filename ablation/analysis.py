@@ -125,7 +125,9 @@ def seeds_needed(mean: float, sd: float, *, alpha: float = ALPHA, power: float =
         df = n - 1
         critical = stats.t.ppf(1 - alpha / 2, df)
         noncentrality = effect * math.sqrt(n)
-        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        # The lower tail P(T < -c) as the upper tail of the mirrored distribution: scipy 1.17's
+        # nct.cdf(-c) is nan at large noncentrality, and a nan power skipped n that already had it.
+        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality)
         if reached >= power:
             return n
     return None

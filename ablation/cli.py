@@ -93,11 +93,11 @@ def resume(
     from .data.records import DataError
     from .lease import StudyBusy
     from .study import ResourceError, resume_study
-    from .tracking import StoreUnusable, StudyNotFound
+    from .tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
     try:
         spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
-    except (ResourceError, DataError, StoreUnusable, StudyBusy, StudyNotFound) as err:
+    except (ResourceError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
@@ -341,13 +341,14 @@ def report(
     from rich.table import Table
 
     from .report import make_report
-    from .tracking import StoreNotFound, StudyNotFound, resolve_uri
+    from .tracking import StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     folder = out or Path("reports") / study
     try:
-        made, written = make_report(uri, study, folder, baseline=baseline)
-    except (StoreNotFound, StudyNotFound, ValueError) as err:
+        check_store(uri, writing=False)
+        made, written, not_logged = make_report(uri, study, folder, baseline=baseline)
+    except (StoreNotFound, StoreUnusable, StudyNotFound, ValueError) as err:
         raise _fail(str(err)) from None
     for table in made.tables(compact=True):
         shown = Table(title=table.title, title_justify="left")
@@ -358,6 +359,13 @@ def report(
         console.print(shown)
     for note in made.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    if not_logged:
+        console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}).", highlight=False,
+                      soft_wrap=True)
+        errors.print(f"[red]error:[/red] the store {escape(uri)} could not be written, so the report is not among "
+                     f"the study's artifacts; it is only in {escape(str(folder))} ({escape(not_logged)})",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}); "
                   "also logged as the artifacts report/ of the study's parent run.", highlight=False, soft_wrap=True)
 
@@ -386,10 +394,11 @@ def explain(
 
     from .explain import ExplainError, explain as explain_run, images_from_path, images_from_split, load_trained, render
     from .explain import score as score_maps
-    from .tracking import RunNotFound, StoreNotFound, log_metrics, resolve_uri
+    from .tracking import RunNotFound, StoreNotFound, StoreUnusable, check_store, log_metrics, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     try:
+        check_store(uri, writing=False)
         trained = [load_trained(uri, run_id, layer) for run_id in run_ids]
         first = trained[0].spec.data
         if images is not None:
@@ -399,7 +408,7 @@ def explain(
         with console.status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
             explained = [explain_run(t, shown) for t in trained]
         scores = {e.trained.run_id: score_maps(e, shown) for e in explained} if score else {}
-    except (RunNotFound, StoreNotFound, ExplainError) as err:
+    except (RunNotFound, StoreNotFound, StoreUnusable, ExplainError) as err:
         raise _fail(str(err)) from None
     for skipped in shown.skipped:
         errors.print(f"[yellow]skipped[/yellow] {escape(skipped)}", highlight=False, soft_wrap=True)

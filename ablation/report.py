@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
 from .spec import EMOTIONS, SpecError, StudySpec, _describe
-from .tracking import (RunNotFound, StudyRecord, TrialRecord, as_param, find_study, metric_history,
+from .tracking import (RunNotFound, StoreUnusable, StudyRecord, TrialRecord, as_param, find_study, metric_history,
                        read_artifact, study_trials)
 
 
@@ -492,10 +492,15 @@ def write(report: StudyReport, out: Path) -> list[Path]:
     return [out / "report.md", out / "report.csv", out / "report.html", *pictures]
 
 
-def make_report(uri: str, study: str, out: Path, *, baseline: str | None = None) -> tuple[StudyReport, list[Path]]:
+def make_report(uri: str, study: str, out: Path, *,
+                baseline: str | None = None) -> tuple[StudyReport, list[Path], str | None]:
     """Build the report of `study`, write it to `out`, and log it as the artifacts `report/` of the
-    study's parent run, so the MLflow UI shows it beside the runs."""
+    study's parent run, so the MLflow UI shows it beside the runs. Returns the report, the files
+    written, and why the store did not take them (None when it did): the files are kept either way."""
     report = build_report(uri, study, baseline=baseline)
     written = write(report, out)
-    find_study(uri, study).run.log_folder(out, "report")
-    return report, written
+    try:
+        find_study(uri, study).run.log_folder(out, "report")
+    except StoreUnusable as err:
+        return report, written, str(err)
+    return report, written, None

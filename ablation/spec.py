@@ -8,15 +8,19 @@ MLflow run exists, and every error names the file and the key.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from types import UnionType
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 # CBAM's arrangements of its gates (the CBAM paper's Table 3), and each gate alone.
@@ -134,8 +138,35 @@ def _per_stage(value: Any, low: int, high: int | None) -> int | dict[str, int]:
     return check(value, "")
 
 
+_NUMBERS = {int: ("an integer", "integers"), float: ("a number", "numbers")}
+
+
+def _number_expected(annotation: Any, value: Any) -> str | None:
+    """What a numeric setting expects, in words, when `value` gives it a boolean instead; else None."""
+    options = set(get_args(annotation)) - {type(None)} if get_origin(annotation) in (Union, UnionType) else {annotation}
+    if len(options) != 1:  # e.g. int | dict: the per-stage settings check their values themselves
+        return None
+    (kind,) = options
+    if kind in _NUMBERS and isinstance(value, bool):
+        return _NUMBERS[kind][0]
+    if get_origin(kind) is list and get_args(kind)[0] in _NUMBERS and isinstance(value, list) \
+            and any(isinstance(v, bool) for v in value):
+        return _NUMBERS[get_args(kind)[0]][1]
+    return None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1, so `epochs: true` would quietly train one epoch.
+        expected = _number_expected(cls.model_fields[info.field_name].annotation, value)
+        if expected:
+            raise PydanticCustomError("bool_for_number", "expected {expected}, got {got}",
+                                      {"expected": expected, "got": json.dumps(value, default=str)})
+        return value
 
 
 class ModelSpec(_Section):
@@ -519,14 +550,16 @@ class Trial:
         return self.spec.params() | axes | {"arm": self.arm, "seed": self.seed}
 
 
+def _parts(key: str) -> tuple[str, ...]:
+    """Where a dotted key sits in the spec tree; the keys of search.space and search.baseline are dotted themselves."""
+    for mapping in ("space", "baseline"):
+        if key.startswith(f"search.{mapping}."):
+            return "search", mapping, key.removeprefix(f"search.{mapping}.")
+    return tuple(key.split("."))
+
+
 def _set(tree: dict[str, Any], key: str, value: Any) -> None:
-    if key.startswith("search.space."):
-        tree.setdefault("search", {}).setdefault("space", {})[key.removeprefix("search.space.")] = value
-        return
-    if key.startswith("search.baseline."):
-        tree.setdefault("search", {}).setdefault("baseline", {})[key.removeprefix("search.baseline.")] = value
-        return
-    *parents, leaf = key.split(".")
+    *parents, leaf = _parts(key)
     node = tree
     for depth, part in enumerate(parents):
         if depth == 1 and parents[0] == "model" and part in PER_STAGE and not isinstance(node.get(part), dict):
@@ -553,19 +586,80 @@ def _apply(study: StudySpec, overrides: dict[str, Any], origin: str) -> StudySpe
 
 def _describe(err: ValidationError) -> str:
     """pydantic's errors as `key: what was expected`, on one line."""
+    return "; ".join(part for _, part in _each_error(err))
+
+
+def _each_error(err: ValidationError) -> list[tuple[tuple[str, ...], str]]:
+    """pydantic's errors as (where, `key: what was expected`)."""
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            parts.append(f"{key}: unknown key")
+            parts.append((loc, f"{key}: unknown key"))
         elif e["type"] == "missing":
-            parts.append(f"{key}: required key is missing")
+            parts.append((loc, f"{key}: required key is missing"))
+        elif e["type"] == "bool_for_number":  # its message says what it got, spelled as in YAML
+            parts.append((loc, f"{key}: {e['msg']}"))
         else:
             message = e["msg"].removeprefix("Value error, ")
             value = repr(e.get("input"))
             got = "" if isinstance(e.get("input"), dict) or value in message else f" (got {value})"
-            parts.append(f"{key}: {message}{got}")
-    return "; ".join(parts)
+            parts.append((loc, f"{key}: {message}{got}"))
+    return parts
+
+
+def _blame(err: ValidationError, path: Path, file_tree: dict[str, Any], given: list[tuple[tuple[str, ...], str]]) -> str:
+    """One line naming what to fix: each error under the --set it comes from, the others under the file."""
+    by_origin: dict[str, list[str]] = {}
+    for loc, part in _each_error(err):
+        by_origin.setdefault(_origin(loc, path, file_tree, given), []).append(part)
+    return "; ".join(f"{origin}: {'; '.join(parts)}" for origin, parts in by_origin.items())
+
+
+def _origin(loc: tuple[str, ...], path: Path, file_tree: dict[str, Any], given: list[tuple[tuple[str, ...], str]]) -> str:
+    """The --set that put the value at `loc` (at or above it, or creating it), else the file."""
+    for parts, text in reversed(given):  # a later --set of the same key replaced the earlier ones
+        if loc[:len(parts)] == parts or (parts[:len(loc)] == loc and not _in_tree(file_tree, loc)):
+            return f"--set {text}"
+    return str(path)
+
+
+def _in_tree(tree: Any, loc: tuple[str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} appears twice (lines {first} and {second}); keep one")
+        self.key = key
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping: PyYAML would keep the
+    last one silently, so a second `train:` section would replace the first unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may give keys again: the mapping's own keys override merged ones
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise _DuplicateKey(key, lines[key], key_node.start_mark.line + 1)
+                lines[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key, which construct_mapping reports
+                pass
+        return super().construct_mapping(node, deep)
+
+
+# Dotted names, e.g. train.epochs or search.space.model.placement.
+_KEY = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -573,30 +667,50 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise SpecError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=1")
+    key = key.strip()
+    if not _KEY.fullmatch(key):
+        raise SpecError(f"--set {text}: {key!r} is not a key; a key is names joined by dots, e.g. train.epochs "
+                        "or search.space.model.placement")
+    if not raw.strip():  # YAML would read it as null, which then looks like a fault of the spec file
+        raise SpecError(f"--set {text}: the value is empty; give one, or write null for none")
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return key, yaml.load(raw, Loader=_SpecLoader)
+    except _DuplicateKey as err:
+        raise SpecError(f"--set {text}: key {err.key!r} appears twice; keep one") from None
     except yaml.YAMLError as err:
-        raise SpecError(f"--set {key}: value {raw!r} is not valid YAML ({err})") from None
+        raise SpecError(f"--set {key}: value {raw!r} is not valid YAML ({' '.join(str(err).split())})") from None
 
 
 def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
     """Read, override and validate a study spec, including every trial it expands to."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: expected UTF-8 text, but byte {err.start} (0x{err.object[err.start]:02x}) is not "
+                        "UTF-8; save the file as UTF-8") from None
+    except _DuplicateKey as err:
+        raise SpecError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(tree, dict):
         raise SpecError(f"{path}: expected a mapping of sections (name, model, data, train, search, ...)")
+    file_tree = copy.deepcopy(tree)
+    given = []  # (where in the tree, the --set text) of each override, so an error there names it, not the file
     for text in overrides:
-        _set(tree, *parse_override(text))
+        key, value = parse_override(text)
+        try:
+            _set(tree, key, value)
+        except SpecError as err:
+            raise SpecError(f"--set {text}: {err}") from None
+        given.append((_parts(key), text))
     try:
         spec = StudySpec.model_validate(tree)
         spec.trials()  # every combination must be valid too (e.g. a reduction for each placement)
     except ValidationError as err:
-        raise SpecError(f"{path}: {_describe(err)}") from None
+        raise SpecError(_blame(err, path, file_tree, given)) from None
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
     return spec

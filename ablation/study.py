@@ -200,6 +200,19 @@ def _check_resources(spec: StudySpec) -> None:
             )
 
 
+def _check_local_resources(spec: StudySpec) -> None:
+    """What a private Ray on this machine will have, known before starting it; a Ray this process
+    already joined (a notebook's, the tests' fake GPUs) is checked once connected instead."""
+    if ray.is_initialized():
+        return
+    have = {"cpu": os.cpu_count() or 1, "gpu": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
+        wanted = getattr(spec.resources, key)
+        if wanted > have[key]:
+            raise ResourceError(f"resources.{key}: a trial asks for {wanted} but this machine has {have[key]:g} "
+                                f"{name}s (pass --address to run on a Ray cluster)")
+
+
 def _trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
     """The spec trial a Tune config stands for: listed by the driver (grid), or drawn by a searcher,
     whose values are JSON strings so every searcher's categorical choices accept them."""
@@ -421,6 +434,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     trials = spec.trials()
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
     skipped = _prepare_data(trials, console)
+    if not address:
+        _check_local_resources(spec)  # before the lease creates the store
     with tracking.hold_study(uri, spec.name):
         _quiet_tune()
         connect(address)

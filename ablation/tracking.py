@@ -203,7 +203,13 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, path)
 
     def log_folder(self, folder: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        """Upload a folder's files; `StoreUnusable` if the store will not take them (read-only, say)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        except (OSError, MlflowException) as err:
+            raise StoreUnusable(f"{type(err).__name__}: {' '.join(str(err).split())}") from None
 
     def log_bytes(self, data: bytes, path: str) -> None:
         with tempfile.TemporaryDirectory() as folder:

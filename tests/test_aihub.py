@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import unicodedata
 from pathlib import Path
 
@@ -350,9 +349,10 @@ def test_the_writers_annotators_sometimes_disagree(tmp_path):
     assert 0 < sum(u != a for u, a in said) < len(said) / 3
 
 
-# --- speed ---------------------------------------------------------------------------------------
+# --- scale ---------------------------------------------------------------------------------------
+# How fast is benchmarks/aihub_index.py's to say: a timed assertion here failed on a busy machine.
 
-def test_reading_thousands_of_files_takes_well_under_a_second(tmp_path):
+def test_thousands_of_records_in_one_folder_are_all_read(tmp_path):
     annotator = {"boxes": {"minX": 1, "minY": 2, "maxX": 30, "maxY": 40}, "faceExp": "기쁨", "bg": "실내"}
     record = {"gender": "남", "age": 20, "isProf": "일반인", "faceExp_uploader": "기쁨", "bg_uploader": "실내",
               "annot_A": annotator, "annot_B": annotator, "annot_C": annotator}
@@ -364,7 +364,7 @@ def test_reading_thousands_of_files_takes_well_under_a_second(tmp_path):
             (folder / name).touch()
         label_file(tmp_path, part, "기쁨").parent.mkdir()
         rewrite(tmp_path, part, "기쁨", [{**record, "filename": name} for name in names])
-    start = time.perf_counter()
     index = read(tmp_path)
-    assert time.perf_counter() - start < 1.0
     assert len(index.items) == 3000 and not index.skipped
+    counts = index.counts()
+    assert counts["train"]["happy"] == 2000 and counts["val"]["happy"] + counts["test"]["happy"] == 1000

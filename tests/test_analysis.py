@@ -1,10 +1,11 @@
 """Seed statistics, checked against scipy and statsmodels-free closed forms computed here."""
 
 import math
+import statistics
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 from ablation.analysis import compare_all, holm, marginal_means, mean_ci, pareto_front, seeds_needed
 
@@ -84,3 +85,56 @@ def test_identical_differences_on_every_seed_leave_the_test_undefined_not_signif
     assert not found["same_gain"].significant
     # the undefined test still counts in Holm's family
     assert found["noisy"].p_holm == pytest.approx(min(1, 2 * found["noisy"].p_t))
+
+
+def quadrature_power(n: int, effect: float, alpha: float) -> float:
+    """A two-sided paired t-test's power for `n` pairs, without the noncentral t: T = (Z + nc) / sqrt(V / df)
+    with Z normal and V chi-square, so power = E_V[Phi(nc - c sqrt(V/df)) + Phi(-nc - c sqrt(V/df))].
+    Integrated over V's quantiles, which keeps the integrand bounded (V's density is infinite at 0 for df = 1)."""
+    df = n - 1
+    critical, noncentrality = stats.t.ppf(1 - alpha / 2, df), effect * math.sqrt(n)
+
+    def given(u):
+        scaled = critical * math.sqrt(stats.chi2.ppf(u, df) / df)
+        return stats.norm.cdf(noncentrality - scaled) + stats.norm.cdf(-noncentrality - scaled)
+
+    return integrate.quad(given, 0, 1, limit=200, epsabs=1e-12)[0]
+
+
+def fewest_pairs(effect: float, alpha: float, power: float = 0.8) -> int:
+    return next(n for n in range(2, 1001) if quadrature_power(n, effect, alpha) >= power)
+
+
+def test_the_quadrature_power_agrees_with_the_noncentral_t_where_that_is_finite():
+    for n, effect in [(5, 0.8), (10, 0.5), (34, 0.5), (4, 1.5)]:
+        critical, nc = stats.t.ppf(0.975, n - 1), effect * math.sqrt(n)
+        exact = stats.nct.sf(critical, n - 1, nc) + stats.nct.cdf(-critical, n - 1, nc)
+        assert quadrature_power(n, effect, 0.05) == pytest.approx(exact, abs=1e-9)
+
+
+def test_a_large_effect_needs_the_few_seeds_the_power_allows():
+    # scipy 1.17's nct.cdf is nan here; a nan lower tail made every n up to 5 look underpowered.
+    assert quadrature_power(3, 4.75, 0.05) == pytest.approx(0.965, abs=1e-3)
+    assert quadrature_power(2, 4.75, 0.05) < 0.8
+    assert seeds_needed(4.75, 1.0) == 3
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.05 / 3, 0.01, 0.05 / 7])
+@pytest.mark.parametrize("effect", [0.3, 0.5, 0.8, 1.2, 2.0, 3.0, 3.77, 4.75, 5.05, 5.6, 8.0, 12.7])
+def test_the_seeds_needed_are_the_fewest_with_the_power_by_quadrature(effect, alpha):
+    n = seeds_needed(effect, 1.0, alpha=alpha)
+    # Power grows with n, so one pair fewer falling short makes n the fewest.
+    assert quadrature_power(n, effect, alpha) >= 0.8
+    assert n == 2 or quadrature_power(n - 1, effect, alpha) < 0.8
+
+
+def test_a_two_seed_study_of_four_arms_reports_the_seeds_the_power_allows():
+    baseline = {0: 0.700, 1: 0.720}
+    values = {"none": baseline,
+              "layer4": {0: 0.726, 1: 0.758},  # differences 0.026 and 0.038: 3.77 standard deviations
+              "layer3": {0: 0.690, 1: 0.750}, "layer2": {0: 0.710, 1: 0.700}}
+    found = {c.arm: c for c in compare_all(values, "none")}
+    differences = [values["layer4"][s] - baseline[s] for s in (0, 1)]
+    effect = statistics.fmean(differences) / statistics.stdev(differences)
+    # Holm's strictest level over three arms is what the seeds are worked out for.
+    assert found["layer4"].seeds_needed == fewest_pairs(effect, 0.05 / 3) == 4

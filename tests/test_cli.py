@@ -15,6 +15,14 @@ from ablation.cli import app
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _no_ray_left_running():
+    """Shut down any Ray a command started, even when the test fails before its end: a Ray left running
+    would be joined by later tests (connect() reuses an initialized Ray). A no-op when none was started."""
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -25,6 +33,10 @@ runner = CliRunner()
         (["--set", "search.space={}"], "search.space"),
         (["--set", "resources.gpu=1000"], "resources.gpu"),
         (["--set", "noequals"], "--set"),
+        (["--set", "train.epochs="], "--set train.epochs=: "),
+        (["--set", "train.epochs=true"], "--set train.epochs=true: train.epochs: expected an integer, got true"),
+        (["--set", "....=1"], "--set ....=1: "),
+        (["--set", "search.space={a: [1], a: [2]}"], "key 'a' appears twice"),
     ],
 )
 def test_a_bad_spec_exits_2_naming_the_key_and_creates_nothing(tiny_spec, tmp_path, overrides, key):
@@ -35,7 +47,24 @@ def test_a_bad_spec_exits_2_naming_the_key_and_creates_nothing(tiny_spec, tmp_pa
     assert not store.exists() and not Path("mlruns").exists() and not Path("ablate_runs").exists()
     if key != "resources.gpu":  # asking for absent GPUs is only known once Ray is up
         assert not ray.is_initialized()
-    ray.shutdown()
+
+
+SPEC_FILE_FAULTS = {
+    "not UTF-8": ("expected UTF-8 text", "name: tiny\n# caf\u00e9\n".encode("latin-1")),
+    "a key twice": ("key 'train' appears twice (lines 2 and 3)", b"name: tiny\ntrain: {epochs: 1}\ntrain: {epochs: 9}\n"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "inspect"])
+@pytest.mark.parametrize("fault", SPEC_FILE_FAULTS)
+def test_a_faulty_spec_file_exits_2_with_one_line_naming_it_before_anything_starts(tmp_path, command, fault):
+    expected, content = SPEC_FILE_FAULTS[fault]
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and f"{path}: {expected}" in result.output
+    assert not Path("mlruns").exists() and not Path("ablate_runs").exists() and not ray.is_initialized()
 
 
 def test_a_missing_spec_file_is_a_usage_error(tmp_path):

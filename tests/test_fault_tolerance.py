@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -85,23 +86,69 @@ def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "0", "1", "1"]
 
 
+def while_driver_runs(driver: subprocess.Popen, log: Path, condition, timeout: float = 120.0, every: float = 0.5):
+    """`condition()` once true, polled while the driver runs; a driver that ended fails the test at once,
+    with its output, rather than at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited ({driver.returncode}) first:\n{log.read_text()}")
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting; the driver said:\n{log.read_text()}")
+
+
+def trial_pid(uri: str, study: str) -> int | None:
+    """The worker process of the study's one running trial, once it has said (before its first epoch)."""
+    running = [r for r in trial_runs(uri, study) if r.info.status == "RUNNING" and "ablate.pid" in r.data.tags]
+    return int(running[0].data.tags["ablate.pid"]) if running else None
+
+
+def freeze_mid_training(pid: int, checkpoint: Path, epochs: int) -> int:
+    """Stop the trial's worker (SIGSTOP) and return the epoch of its stored checkpoint, asserting the trial
+    is mid-training. Stopped, it can neither store a newer checkpoint nor log an epoch, so what is read
+    here is what the kill will leave. A trial logs epoch k + 2 only once checkpoint k + 1 is stored, so a
+    stored checkpoint k <= epochs - 2 means its last epoch is not logged: it has not finished."""
+    os.kill(pid, signal.SIGSTOP)
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] if checkpoint.exists() else None
+    if stored is None or stored > epochs - 2:
+        os.kill(pid, signal.SIGCONT)
+        raise AssertionError(f"the trial outran the test: checkpoint of epoch {stored} of {epochs}")
+    return stored
+
+
 def test_a_trial_killed_mid_study_resumes_from_its_checkpoint_in_the_same_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    path = spec_file(tmp_path, "killed", epochs=4, placements=["layer4"], per_class=40)
-    driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    epochs = 4
+    path = spec_file(tmp_path, "killed", epochs=epochs, placements=["layer4"], per_class=40)
+    folder, log = tmp_path / "runs" / "killed", tmp_path / "driver.log"
+    with log.open("w") as out:  # a file, not a pipe nobody reads while waiting: a full pipe would stall the driver
+        driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage",
+                                   str(tmp_path / "runs")], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        running = wait_for(lambda: epochs_done(uri, "killed", 2))
-        os.kill(int(running.data.tags["ablate.pid"]), signal.SIGKILL)  # the trial's worker process
-        output, _ = driver.communicate(timeout=240)
+        # The study's state is saved once its store and parent run exist: reading the store before that
+        # would race the driver creating it.
+        while_driver_runs(driver, log, lambda: (folder / "ablate_study.json").exists())
+        pid = while_driver_runs(driver, log, lambda: trial_pid(uri, "killed"))
+        # Frequent polls, so the trial is frozen within a fraction of its second epoch of the first checkpoint.
+        checkpoint = while_driver_runs(driver, log, lambda: next((folder / "checkpoints").glob("*.pt"), None),
+                                       every=0.02)
+        stored = freeze_mid_training(pid, checkpoint, epochs)
+        os.kill(pid, signal.SIGKILL)
+        driver.wait(timeout=240)
     finally:
-        driver.kill()
+        if driver.poll() is None:  # the test failed: take the driver's Ray down with it
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    output = log.read_text()
     assert driver.returncode == 0, output
     [run] = trial_runs(uri, "killed")
-    assert run.info.status == "FINISHED" and run.data.tags["ablate.attempts"] == "2"
-    assert int(run.data.tags["ablate.resumed_from_epoch"]) >= 1
+    assert run.info.status == "FINISHED" and run.data.tags["ablate.attempts"] == "2", output
+    assert int(run.data.tags["ablate.resumed_from_epoch"]) == stored
     assert run.data.tags["ablate.last_failure"] == "lost_worker"
-    assert epochs_logged(uri, run) == [1, 2, 3, 4]  # each epoch logged once, across both attempts
+    assert epochs_logged(uri, run) == list(range(1, epochs + 1))  # each epoch logged once, across both attempts
 
 
 def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_session):

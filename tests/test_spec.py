@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablation.spec import ModelSpec, Site, SpecError, Trial, load_spec, parse_placement
+from ablation.spec import ModelSpec, Site, SpecError, Trial, load_spec, parse_override, parse_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,6 @@ def test_overrides_are_typed_and_reach_any_key(tmp_path):
     ("sections", "overrides", "key"),
     [
         ({"model": {"arch": "resnet18", "colour": 1}}, [], "model.colour: unknown key"),
-        ({}, ["train.epochs=five"], "train.epochs"),
         ({"model": {"arch": "resnet18", "placement": "layer9"}}, [], "model.placement"),
         ({"model": {"arch": "resnet18", "reduction": 3}}, [], "model.reduction"),
         ({"search": {"space": {}}}, [], "search.space"),
@@ -153,15 +152,10 @@ def test_overrides_are_typed_and_reach_any_key(tmp_path):
         ({"search": {"space": {"model.nonsense": [1]}}}, [], "search.space"),
         ({"search": {"space": {"model.placement": []}}}, [], "search.space"),
         ({"model": {"arch": "resnet19"}}, [], "model.arch"),
-        ({}, ["metric=accuracy"], "metric"),
-        ({}, ["model.kernel_size=4"], "model.kernel_size"),
-        ({}, ["model.gates=diagonal"], "model.gates"),
-        ({}, ["model.count={layer5: 1}"], "model.count"),
         ({"search": {"space": {"model.count.layer9": [1]}}}, [], "search.space"),
         ({"search": {"space": {"model.placement": {"subsets": ["layer1"]}}}}, [], "search.space"),
         ({"search": {"design": "ofat", "space": {"model.skip": [False]}, "baseline": {"model.bogus": 1}}}, [],
          "search.baseline"),
-        ({}, ["model.attention=se", "model.reduction=3"], "model.reduction"),
     ],
 )
 def test_bad_specs_name_the_file_and_the_key(tmp_path, sections, overrides, key):
@@ -175,3 +169,115 @@ def test_bad_specs_name_the_file_and_the_key(tmp_path, sections, overrides, key)
 def test_a_reduction_only_has_to_divide_the_channels_where_it_is_used(tmp_path):
     spec = load_spec(write(tmp_path), ["model.attention=eca", "model.reduction=7"])
     assert spec.model.reduction == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "blamed", "key"),
+    [
+        (["train.epochs=five"], "--set train.epochs=five: ", "train.epochs"),
+        (["metric=accuracy"], "--set metric=accuracy: ", "metric"),
+        (["model.kernel_size=4"], "--set model.kernel_size=4: ", "model.kernel_size"),
+        (["model.gates=diagonal"], "--set model.gates=diagonal: ", "model.gates"),
+        (["model.count={layer5: 1}"], "--set model.count={layer5: 1}: ", "model.count"),
+        (["model.attention=se", "model.reduction=3"], "--set model.reduction=3: ", "model.reduction"),
+        (["train.epochs=true"], "--set train.epochs=true: ", "train.epochs: expected an integer, got true"),
+        (["bogus.key=1"], "--set bogus.key=1: ", "bogus: unknown key"),
+        (["model.arch.depth=1"], "--set model.arch.depth=1: ", "'arch' is not a section"),
+    ],
+)
+def test_a_bad_override_is_blamed_rather_than_the_file(tmp_path, overrides, blamed, key):
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path), overrides)
+    message = str(err.value)
+    assert message.startswith(blamed) and key in message and "\n" not in message
+
+
+def test_a_fault_in_the_file_is_still_blamed_on_the_file_when_overrides_are_given(tmp_path):
+    path = write(tmp_path, train={"epochs": 0})
+    with pytest.raises(SpecError) as err:
+        load_spec(path, ["train.lr=0.1"])
+    assert str(err.value).startswith(f"{path}: train.epochs")
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: t\n"
+                    "search:\n"
+                    "  space: {model.placement: [none, all]}\n"
+                    "train:\n"
+                    "  epochs: 1\n"
+                    "model:\n"
+                    "  arch: resnet18\n"
+                    "train:\n"
+                    "  epochs: 50\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}: key 'train' appears twice (lines 4 and 8); keep one"
+    path.write_text("name: t\nsearch:\n  space: {model.placement: [none, all]}\nmodel:\n  arch: resnet18\n  arch: resnet50\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value) == f"{path}: key 'arch' appears twice (lines 5 and 6); keep one"
+
+
+def test_a_merge_key_may_repeat_what_it_merges(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: t\nsearch: {space: {model.placement: [none, all]}}\n"
+                    "train: &fast {epochs: 1, lr: 0.1}\n"
+                    "model: {arch: resnet18, <<: {reduction: 8, count: 2}, reduction: 4}\n")
+    assert load_spec(path).model.reduction == 4
+
+
+def test_a_key_given_twice_inside_an_override_is_refused_naming_the_override():
+    with pytest.raises(SpecError) as err:
+        parse_override("search.space={a: [1], a: [2]}")
+    assert str(err.value).startswith("--set search.space={a: [1], a: [2]}: key 'a' appears twice")
+
+
+def test_a_spec_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes("name: t\nmodel: {arch: resnet18}\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value).startswith(f"{path}: expected UTF-8 text") and "byte 37" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"train": {"epochs": True}}, "train.epochs: expected an integer, got true"),
+        ({"train": {"lr": True}}, "train.lr: expected a number, got true"),
+        ({"data": {"image_size": False}}, "data.image_size: expected an integer, got false"),
+        ({"data": {"train_per_class": True}}, "data.train_per_class: expected an integer, got true"),
+        ({"data": {"augment": {"rotation": True}}}, "data.augment.rotation: expected a number, got true"),
+        ({"search": {"space": {"model.placement": ["none"]}, "num_samples": True}},
+         "search.num_samples: expected an integer, got true"),
+        ({"search": {"space": {"model.placement": ["none"]}, "seeds": [0, True]}},
+         "search.seeds: expected integers, got [0, true]"),
+        ({"resources": {"cpu": True}}, "resources.cpu: expected a number, got true"),
+        ({"search": {"space": {"train.epochs": [1, True]}}}, "train.epochs: expected an integer, got true"),
+    ],
+)
+def test_a_yaml_boolean_is_not_a_number(tmp_path, sections, message):
+    path = write(tmp_path, **sections)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_booleans_still_set_the_switches(tmp_path):
+    spec = load_spec(write(tmp_path, model={"arch": "resnet18", "skip": False}, data={"augment": {"flip": False}}))
+    assert spec.model.skip is False and spec.data.augment.flip is False
+
+
+def test_an_empty_override_is_refused_naming_the_override():
+    with pytest.raises(SpecError) as err:
+        parse_override("train.epochs=")
+    assert str(err.value).startswith("--set train.epochs=: ") and "null" in str(err.value)
+    assert parse_override("data.root=null") == ("data.root", None)
+
+
+@pytest.mark.parametrize("text", ["....=1", ".train=1", "train.=1", "train..epochs=1", "train. epochs=1"])
+def test_an_override_key_must_be_a_dotted_path(text):
+    with pytest.raises(SpecError) as err:
+        parse_override(text)
+    assert str(err.value).startswith(f"--set {text}: ") and "train.epochs" in str(err.value)
