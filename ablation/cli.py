@@ -242,6 +242,7 @@ def data_summary(
 ) -> None:
     """Images per split and class, subjects per split, and every file skipped with its reason."""
     import json
+    from dataclasses import replace
 
     from rich.table import Table
 
@@ -272,7 +273,11 @@ def data_summary(
 
         with Progress(console=errors, transient=True) as bar:
             task = bar.add_task("decoding every image", total=len(index.items))
-            skipped += verify_images(index.items, on_progress=lambda done, _: bar.update(task, completed=done))
+            undecodable = verify_images(index.items, on_progress=lambda done, _: bar.update(task, completed=done))
+        skipped += undecodable
+        # A study skips these when it decodes them, so they are counted as skipped, not in their class.
+        unusable = {s.path for s in undecodable}
+        index = replace(index, items=[item for item in index.items if item.source not in unusable])
     counts, subjects = index.counts(), index.subjects()
     if as_json:
         print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),

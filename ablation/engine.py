@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from .data import Splits, build_splits
+from .data import Splits, build_splits, check_trainable
 from .models import build_model
 from .spec import StudySpec
 
@@ -71,6 +71,7 @@ def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Set
     torch.manual_seed(seed)
     device = torch.device(device)
     splits = build_splits(spec.data)
+    check_trainable(spec.data, splits)
     precision = Precision.choose(spec, device)
     model = build_model(spec.model, num_classes=len(splits.classes)).to(device)
     if precision.channels_last:
@@ -86,7 +87,10 @@ def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Set
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     generator = torch.Generator().manual_seed(seed)
     workers = loader_workers(spec, device)
-    loader = DataLoader(splits.train, batch_size=t.batch_size, shuffle=True, generator=generator, drop_last=False,
+    # A last batch of one image fails BatchNorm wherever a feature map is 1x1 (layer4 at 32 px), so a lone
+    # last image is left out; shuffling draws a new one each epoch, so no image is always left out.
+    lone_last = len(splits.train) % t.batch_size == 1
+    loader = DataLoader(splits.train, batch_size=t.batch_size, shuffle=True, generator=generator, drop_last=lone_last,
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     return Setup(model, optimizer, scheduler, splits, loader, generator, device, precision)
 

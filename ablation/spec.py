@@ -311,7 +311,7 @@ class DataSpec(_Section):
 
 class TrainSpec(_Section):
     epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=2, description="images per step; at least 2, since BatchNorm cannot train on one")
     lr: float = Field(0.01, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -390,12 +390,16 @@ def _prepare_data(trials: list[Trial], console) -> list[Skipped]:
     (on a cluster, other nodes fill their own cache); returns the inputs that could not be used."""
     from rich.progress import Progress
 
+    from .data import check_trainable
+
     datasets = {t.spec.data.model_dump_json(): t.spec.data for t in trials}.values()
     skipped: list[Skipped] = []
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("preparing the data", total=None)
         for data in datasets:
             splits = build_splits(data, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+            # Sizes only count once decoding has skipped what it could not use.
+            check_trainable(data, splits)
             skipped += splits.skipped
     if skipped:
         reasons = Counter(s.reason.split(":")[0] for s in skipped)

@@ -62,11 +62,9 @@ def wait_for(condition, timeout: float = 120.0):
 
 def epochs_done(uri: str, study: str, n: int = 1):
     """A running trial that has logged `n` epochs, once there is one. Epochs are logged before their
-    checkpoint is reported, so a trial at epoch 2 has certainly checkpointed epoch 1."""
-    try:
-        runs = trial_runs(uri, study)
-    except Exception:  # the store or the experiment may not exist yet
-        return None
+    checkpoint is reported, so a trial at epoch 2 has certainly checkpointed epoch 1. Call it once the
+    study's state file exists: the store and the experiment exist by then."""
+    runs = trial_runs(uri, study)
     return next((r for r in runs if r.info.status == "RUNNING" and len(epochs_logged(uri, r)) >= n), None)
 
 
@@ -157,6 +155,7 @@ def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_se
     driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        wait_for(lambda: (tmp_path / "runs" / "orphan" / "ablate_study.json").exists())
         wait_for(lambda: epochs_done(uri, "orphan"))
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started

@@ -64,3 +64,39 @@ def test_a_sampling_method_needs_a_grid_design(tmp_path):
     path.write_text(yaml.safe_dump({"name": "s", "search": {"method": "optuna", "design": "loco"}}))
     with pytest.raises(SpecError, match="search.design: design loco lists its arms"):
         load_spec(path)
+
+
+@pytest.mark.parametrize("method", ["random", "optuna"])
+def test_a_resumed_search_continues_its_unfinished_draw_and_draws_only_what_is_left(tmp_path, method):
+    import json
+
+    spec = {"name": "drawn", "model": {"arch": "resnet18", "attention": "identity_cbam"},
+            "data": {"image_size": 32, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": 1, "batch_size": 16},
+            "search": {"method": method, "num_samples": 1, "space": {"model.placement": PLACEMENTS}, "seeds": [0]},
+            "resources": {"cpu": 1}}
+    path = tmp_path / "drawn.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        first = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
+        assert first.exit_code == 0, first.output
+        client = MlflowClient(uri)
+        [drawn] = [r for r in client.search_runs([client.get_experiment_by_name("drawn").experiment_id])
+                   if r.data.tags.get("ablate.kind") == "trial"]
+        client.set_terminated(drawn.info.run_id, "KILLED")  # as if the driver died during it
+        state = tmp_path / "runs" / "drawn" / "ablate_study.json"
+        saved = json.loads(state.read_text())
+        saved["spec"]["search"]["num_samples"] = 2  # one more draw was still to come
+        state.write_text(json.dumps(saved))
+        ray.shutdown()
+
+        resumed = CliRunner().invoke(app, ["resume", str(state.parent)])
+    finally:
+        ray.shutdown()
+    assert resumed.exit_code == 0, resumed.output
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("drawn").experiment_id])
+            if r.data.tags.get("ablate.kind") == "trial"]
+    again = client.get_run(drawn.info.run_id)
+    assert again.info.status == "FINISHED" and again.data.tags["ablate.attempts"] == "2"
+    assert len(runs) <= 2 and all(r.info.status == "FINISHED" for r in runs)

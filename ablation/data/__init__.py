@@ -8,8 +8,9 @@ shares.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torchvision.transforms import v2
 from ..registry import Registry
 from ..spec import EMOTIONS, AugmentSpec, DataSpec
 from . import aihub, fer2013, folder, rafdb
-from .records import SPLITS, Index, Skipped
+from .records import SPLITS, DataError, Index, Skipped
 
 Progress = Callable[[int, int], None]
 
@@ -72,6 +73,8 @@ class Splits:
     test: Dataset
     classes: tuple[str, ...]
     skipped: tuple[Skipped, ...] = ()  # inputs the reader or the decoder could not use
+    # {split: the images chosen for it that could not be decoded}, so an empty split can say why
+    undecoded: dict[str, tuple[Skipped, ...]] = field(default_factory=dict)
 
 
 def _synthetic(spec: DataSpec) -> Splits:
@@ -92,6 +95,7 @@ def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
     chosen = {name: index.split(name, spec.per_class(name), spec.seed) for name in SPLITS}
     total, done = sum(map(len, chosen.values())), 0
     skipped = list(index.skipped)
+    undecoded: dict[str, tuple[Skipped, ...]] = {}
 
     def split(name: str) -> ArrayDataset:
         nonlocal done
@@ -103,16 +107,24 @@ def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
         cached = materialize(chosen[name], spec.image_size, on_progress=progress)
         done += len(chosen[name])
         skipped.extend(cached.skipped)
+        undecoded[name] = tuple(cached.skipped)
         augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
         return ArrayDataset(cached.images, cached.labels, augment=augment)
 
     train, val, test = split("train"), split("val"), split("test")
-    return Splits(train=train, val=val, test=test, classes=index.classes, skipped=tuple(skipped))
+    return Splits(train=train, val=val, test=test, classes=index.classes, skipped=tuple(skipped),
+                  undecoded=undecoded)
 
 
 def read_index(spec: DataSpec) -> Index:
-    """The index of a dataset on disk (no image decoded)."""
-    return READERS.get(spec.dataset)(spec)
+    """The index of a dataset on disk (no image decoded); DataError naming the root if it is not the
+    dataset's layout."""
+    try:
+        return READERS.get(spec.dataset)(spec)
+    except DataError:
+        raise
+    except ValueError as err:  # readers say in a ValueError why a root is not their layout
+        raise DataError(str(err)) from None
 
 
 def classes_of(spec: DataSpec) -> tuple[str, ...]:
@@ -138,4 +150,39 @@ def build_splits(spec: DataSpec, on_progress: Progress | None = None) -> Splits:
     return _synthetic(spec) if spec.dataset == "synthetic" else _indexed(spec, on_progress)
 
 
-__all__ = ["READERS", "ArrayDataset", "Splits", "build_splits", "classes_of", "read_index", "split_sizes"]
+def check_trainable(spec: DataSpec, splits: Splits) -> None:
+    """DataError naming the dataset and the split, unless a study can train on `splits`: images in
+    every split (after skipping what could not be read or decoded), of at least two classes in train.
+
+    Each of these fails a trial only after Ray has started, or only in its first epoch (an empty
+    split divides by zero; a single training image is a batch of one, which BatchNorm refuses).
+    """
+    where = f"{spec.root}" if spec.root is not None else f"the {spec.dataset} dataset"
+    sizes = {name: len(getattr(splits, name)) for name in SPLITS}
+    if not any(sizes.values()):
+        raise DataError(f"{where}: no usable images in train, val or test{_why(splits.skipped)}; expected "
+                        f"images in each split")
+    for name in SPLITS:
+        if not sizes[name]:
+            undecoded = splits.undecoded.get(name, ())
+            why = (f": all {len(undecoded)} of its images were skipped{_why(undecoded, ' (', ')')}" if undecoded
+                   else _why(splits.skipped, " (the dataset skipped ", ")"))
+            raise DataError(f"{where}: the {name} split has no usable images{why}; expected images in each of "
+                            f"{', '.join(SPLITS)}")
+    labels, counts = np.unique(np.asarray(splits.train.labels), return_counts=True)
+    if len(labels) < 2:
+        only, n = splits.classes[int(labels[0])], int(counts[0])
+        held = f"1 usable image ({only})" if n == 1 else f"{n} usable images, all of one class ({only})"
+        raise DataError(f"{where}: the train split has {held}; training needs images of at least two classes")
+
+
+def _why(skipped, before: str = " (", after: str = ")") -> str:
+    """What was skipped, counted by reason: ' (3 not an image file, 1 ...)', or '' when nothing was."""
+    if not skipped:
+        return ""
+    reasons = Counter(s.reason.split(":")[0] for s in skipped)
+    return before + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) + after
+
+
+__all__ = ["READERS", "ArrayDataset", "DataError", "Splits", "build_splits", "check_trainable", "classes_of",
+           "read_index", "split_sizes"]

@@ -1,0 +1,240 @@
+"""A dataset a study cannot train on is refused before Ray starts, with one line naming the dataset
+and the split at fault; the counts `ablate data summary --verify` shows are those a study would use;
+and training never fails on the size of its last batch.
+
+Every dataset is written here, in tmp_path, in its real on-disk layout; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from ablation import engine
+from ablation.cli import app
+from ablation.data import aihub_layout
+from ablation.data.records import CORRUPT, DataError
+from ablation.spec import load_spec
+
+runner = CliRunner()
+
+
+def _jpeg(seed: int, size: int = 48) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def images(root: Path, files: list[str], *, truncated: tuple[str, ...] = ()) -> Path:
+    """An image-folder dataset: a JPEG at each path under root (empty folders for paths ending in
+    '/', a text file for .txt); the paths in `truncated` are cut short, as by an interrupted copy."""
+    for i, name in enumerate(files):
+        path = root / name
+        if name.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".txt"):
+            path.write_text("notes")
+        else:
+            data = _jpeg(i)
+            path.write_bytes(data[:300] if name in truncated else data)
+    return root
+
+
+def two_of_each(split: str, classes=("happy", "sad")) -> list[str]:
+    return [f"{split}/{name}/{i}.jpg" for name in classes for i in range(2)]
+
+
+GOOD = two_of_each("train") + two_of_each("val") + two_of_each("test")
+
+
+# ---------------------------------------------------------------- refused before Ray starts
+
+
+def _empty_class_folders(tmp_path):
+    root = images(tmp_path / "faces", ["train/happy/", "train/sad/", "val/happy/", "test/sad/"])
+    return root, ["no usable images"]
+
+
+def _aihub_without_images(tmp_path):
+    root = tmp_path / "aihub"
+    aihub_layout.write(root, per_class=2, valid_per_class=2, image_size=(96, 72), face_size=32, seed=0)
+    for photo in root.rglob("*.jpg"):
+        photo.unlink()  # the label JSON stays: every record names a file that is not there
+    return root, ["no usable images", "record without its image file"]
+
+
+def _aihub_without_its_layout(tmp_path):
+    root = tmp_path / "aihub"
+    (root / "photos").mkdir(parents=True)
+    return root, ["is not an AI-HUB root", "no Training folder"]
+
+
+def _val_empty_after_skipping(tmp_path):
+    root = images(tmp_path / "faces", two_of_each("train") + ["val/happy/readme.txt"] + two_of_each("test"))
+    return root, ["the val split has no usable images", "1 not an image file"]
+
+
+def _one_class(tmp_path):
+    root = images(tmp_path / "faces", two_of_each("train", ["happy"]) + two_of_each("val", ["happy"])
+                  + two_of_each("test", ["happy"]))
+    return root, ["the train split", "one class (happy)", "at least two classes"]
+
+
+def _one_training_image(tmp_path):
+    root = images(tmp_path / "faces", ["train/happy/0.jpg"] + two_of_each("val") + two_of_each("test"))
+    return root, ["the train split", "1 usable image", "at least two classes"]
+
+
+def _only_corrupt_images(tmp_path):
+    root = images(tmp_path / "faces", GOOD, truncated=tuple(GOOD))
+    return root, ["no usable images", f"12 {CORRUPT}"]
+
+
+def _val_only_corrupt(tmp_path):
+    val = tuple(two_of_each("val"))
+    root = images(tmp_path / "faces", GOOD, truncated=val)
+    return root, ["the val split has no usable images", f"all 4 of its images were skipped (4 {CORRUPT})"]
+
+
+@pytest.fixture
+def run_refused(tiny_spec, tmp_path):
+    """`ablate run` of the tiny study on a dataset, with the store and storage it would create."""
+    store, runs = tmp_path / "store", tmp_path / "runs"
+
+    def run(dataset: str, root: Path):
+        return runner.invoke(app, ["run", str(tiny_spec), "--tracking-uri", str(store), "--storage", str(runs),
+                                   "--set", f"data.dataset={dataset}", "--set", f"data.root={root}"])
+
+    run.created = lambda: [p for p in (store, runs, Path("mlruns"), Path("ablate_runs")) if p.exists()]
+    yield run
+    ray.shutdown()
+
+
+@pytest.mark.parametrize(("make", "dataset"), [
+    (_empty_class_folders, "folder"),
+    (_aihub_without_images, "aihub"),
+    (_aihub_without_its_layout, "aihub"),
+    (_val_empty_after_skipping, "folder"),
+    (_one_class, "folder"),
+    (_one_training_image, "folder"),
+    (_only_corrupt_images, "folder"),
+    (_val_only_corrupt, "folder"),
+], ids=lambda v: getattr(v, "__name__", v).strip("_"))
+def test_a_dataset_a_study_cannot_train_on_exits_2_in_one_line_before_ray_starts(make, dataset, tmp_path,
+                                                                                 tiny_spec, run_refused):
+    root, expected = make(tmp_path)
+    result = run_refused(dataset, root)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert errors[0].startswith(f"error: {tiny_spec}: data: {root}"), errors[0]
+    for words in expected:
+        assert words in errors[0], errors[0]
+    assert "Traceback" not in result.output
+    assert not ray.is_initialized()
+    assert run_refused.created() == []
+
+
+# ---------------------------------------------------------------- data summary --verify
+
+
+def test_data_summary_verify_counts_only_the_images_that_decode(tmp_path):
+    broken = "train/happy/1.jpg"
+    root = images(tmp_path / "faces", GOOD, truncated=(broken,))
+    base = ["data", "summary", "--dataset", "folder", "--root", str(root)]
+
+    listed = json.loads(runner.invoke(app, [*base, "--json"]).output)
+    assert listed["counts"]["train"] == {"happy": 2, "sad": 2}  # without --verify nothing is decoded
+
+    result = runner.invoke(app, [*base, "--json", "--verify"])
+    assert result.exit_code == 0, result.output
+    verified = json.loads(result.output)
+    assert [s["path"] for s in verified["skipped"]] == [str(root / broken)]
+    assert verified["counts"] == {"train": {"happy": 1, "sad": 2}, "val": {"happy": 2, "sad": 2},
+                                  "test": {"happy": 2, "sad": 2}}
+
+    table = runner.invoke(app, [*base, "--verify"])
+    assert table.exit_code == 0, table.output
+    assert _row(table.output, "happy") == ["1", "2", "2"]
+    assert _row(table.output, "all") == ["3", "4", "4"]
+
+
+def _row(table: str, name: str) -> list[str]:
+    """The train, val and test cells of the table row whose first cell is `name`."""
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name!r} in\n{table}")
+
+
+# ---------------------------------------------------------------- the last training batch
+
+
+@pytest.fixture
+def odd_batches(tiny_spec):
+    """24 training images of 32 px in batches of 23: the last batch would hold one image, and at 32 px
+    layer4's BatchNorm sees a single value per channel."""
+    return load_spec(tiny_spec, ["model.placement=layer4", "data.train_per_class=4", "train.batch_size=23",
+                                 "train.epochs=2"])
+
+
+def test_a_last_training_batch_of_one_image_does_not_fail_training(odd_batches):
+    epochs = []
+    final = engine.fit(odd_batches, seed=0, on_epoch=lambda m, c: epochs.append(m))
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    assert 0 <= final["test_accuracy"] <= 1
+
+
+def test_the_lone_image_left_out_of_an_epoch_changes_from_epoch_to_epoch(odd_batches):
+    s = engine.setup(odd_batches, seed=0)
+    epochs = [list(s.train_loader.batch_sampler) for _ in range(6)]  # what each epoch draws, in order
+    assert all([len(batch) for batch in epoch] == [23] for epoch in epochs)
+    left_out = [set(range(24)) - set(epoch[0]) for epoch in epochs]
+    assert len(set(map(frozenset, left_out))) > 1
+
+
+@pytest.mark.parametrize(("batch_size", "batches"), [(22, [22, 2]), (24, [24]), (5, [5, 5, 5, 5, 4])])
+def test_a_last_batch_of_two_or_more_images_is_kept(odd_batches, batch_size, batches):
+    spec = odd_batches.model_copy(update={"train": odd_batches.train.model_copy(update={"batch_size": batch_size})})
+    s = engine.setup(spec, seed=0)
+    assert [len(batch) for batch in s.train_loader.batch_sampler] == batches
+
+
+def test_fit_refuses_a_training_split_of_one_image(tiny_spec, tmp_path):
+    root = images(tmp_path / "faces", ["train/happy/0.jpg"] + two_of_each("val") + two_of_each("test"))
+    spec = load_spec(tiny_spec, ["data.dataset=folder", f"data.root={root}", "model.placement=layer4"])
+    with pytest.raises(DataError, match=r"the train split has 1 usable image"):
+        engine.fit(spec, seed=0, on_epoch=lambda m, c: None)
+
+
+@pytest.fixture
+def ray_session():
+    yield
+    ray.shutdown()
+
+
+def test_a_study_whose_last_batch_holds_one_image_finishes_every_trial_at_the_first_attempt(tiny_spec, tmp_path,
+                                                                                            ray_session):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
+                                 "--set", "data.train_per_class=4", "--set", "train.batch_size=23"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["ablate.attempts"] == "1"
