@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
-from .spec import EMOTIONS, SpecError, StudySpec, _describe
+from .spec import EMOTIONS, STAGES, SpecError, StudySpec, _describe, parse_placement
 from .tracking import (RunNotFound, StoreUnusable, StudyRecord, TrialRecord, as_param, find_study, metric_history,
                        read_artifact, study_trials)
 
@@ -67,7 +67,6 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
 
 SCORES = ("test_accuracy", "test_macro_f1")
 COSTS = ("params_total", "params_added", "macs", "latency_ms")
-STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
 
 @dataclass
@@ -142,6 +141,15 @@ class Plan:
     arms: dict[str, dict[str, str]]  # arm -> axis -> value, named and spelled as its trials log them
     baseline: str | None  # the first arm without attention sites
     seeds: int
+
+
+def _reference(uri: str, study: StudyRecord) -> str | None:
+    """The published results the study's spec asks to be printed beside its own, if any."""
+    try:
+        tree = yaml.safe_load(read_artifact(uri, study.run.run_id, "spec.yaml").decode("utf-8"))
+    except (RunNotFound, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return tree.get("reference") if isinstance(tree, dict) else None
 
 
 def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | None, str | None]:
@@ -223,6 +231,7 @@ class StudyReport:
     marginals: dict[str, dict[str, float]]  # axis -> value -> marginal mean test macro-F1
     curves: dict[str, dict[int, float]]  # arm -> epoch -> mean of `metric` over its seeds
     notes: list[str] = field(default_factory=list)
+    reference: str | None = None  # published results to print beside the study's (the spec's `reference`)
 
     def ranked(self) -> list[Arm]:
         def key(arm: Arm):
@@ -276,7 +285,7 @@ class StudyReport:
                                 ["rank", axis, "mean test macro-F1"],
                                 [[str(i), value, f"{mean:.4f}"] for i, (value, mean) in
                                  enumerate(sorted(means.items(), key=lambda kv: -kv[1]), 1)]))
-        if self.study == "paper" and not compact:
+        if self.reference == "paper" and not compact:
             tables += paper_tables(self)
         return tables
 
@@ -363,7 +372,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         histories = [metric_history(uri, r.run_id, metric) for r in arm.finished]
         epochs = sorted({e for h in histories for e in h})
         curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
-    return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes)
+    return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
+                       reference=_reference(uri, found))
 
 
 # The paper's published figures (Oh et al.; ../shared/paper.md): single runs on AI-HUB at 256 px.
@@ -442,12 +452,16 @@ def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out:
         values = {}
         for arm in arms:
             placed = placements[arm.name]
-            stages = STAGE_NAMES if placed == "all" else [s for s in STAGE_NAMES if s in placed.split("+")]
+            try:  # a block site (layer3.2) puts a module in its stage too
+                held = {site.stage for site in parse_placement(placed)} if placed else set()
+            except ValueError:
+                held = set()
+            stages = [s for s in STAGES if s in held]
             for stage in stages:
                 values[(arm.name, stage)] = means[arm.name]
             if placed == "none":
                 values[(arm.name, "none")] = means[arm.name]
-        columns = [*STAGE_NAMES, *(["none"] if any(c == "none" for _, c in values) else [])]
+        columns = [*STAGES, *(["none"] if any(c == "none" for _, c in values) else [])]
         return figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
                                column_label="stage holding a module", title=title, path=out / "heatmap.png")
     if len(axes) >= 2:

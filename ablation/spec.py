@@ -16,109 +16,26 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")
-# CBAM's arrangements of its gates (the CBAM paper's Table 3), and each gate alone.
-GATE_ORDERS = ("channel+spatial", "spatial+channel", "parallel", "channel", "spatial")
+from . import data, models
+from .models import catalog, sites
+from .models.sites import Site, format_placement, parse_placement
 
-
-class Architecture(NamedTuple):
-    block: Literal["basic", "bottleneck"]
-    layers: tuple[int, int, int, int]
-    expansion: int
-
-    def width(self, stage: str) -> int:
-        """Channels a stage puts out: torchvision's 64 * 2**i planes times the block expansion."""
-        return 64 * 2 ** STAGES.index(stage) * self.expansion
-
-
-# torchvision's ResNet family; the models package builds exactly these.
-ARCHITECTURES = {
-    "resnet18": Architecture("basic", (2, 2, 2, 2), 1),
-    "resnet34": Architecture("basic", (3, 4, 6, 3), 1),
-    "resnet50": Architecture("bottleneck", (3, 4, 6, 3), 4),
-    "resnet101": Architecture("bottleneck", (3, 4, 23, 3), 4),
-    "resnet152": Architecture("bottleneck", (3, 8, 36, 3), 4),
-}
-
-
-class Attention(NamedTuple):
-    site: Literal["stage", "block"] | None  # after the placed stages, or in every block of them
-    options: tuple[str, ...]  # the `model.*` settings its module is built with
-
-
-_CBAM_OPTIONS = ("reduction", "kernel_size", "pooling", "gates", "channel_gate", "spatial_gate")
-ATTENTIONS = {
-    "none": Attention(None, ()),
-    "identity_cbam": Attention("stage", (*_CBAM_OPTIONS, "bottleneck", "skip")),
-    "cbam": Attention("block", _CBAM_OPTIONS),
-    "se": Attention("block", ("reduction",)),
-    "eca": Attention("block", ()),
-}
-# Switches a leave-one-component-out study turns off one at a time (those its attention type has).
-COMPONENTS = ("bottleneck", "skip", "channel_gate", "spatial_gate")
-# Settings that take one value for every stage or a mapping {stage: value}.
-PER_STAGE = ("count", "reduction")
-DATASETS = ("synthetic", "aihub", "fer2013", "rafdb", "folder")
-# The paper's six classes, in label order (data/records.py re-exports them for the readers).
-EMOTIONS = ("happy", "anger", "unrest", "wound", "sad", "neutral")
+# The choices below come from the registries, where each entry describes itself.
+STAGES = sites.STAGES
+ARCHITECTURES = models.ARCHITECTURES
+ATTENTIONS = models.ATTENTIONS
+DATASETS = data.DATASETS
+EMOTIONS = data.EMOTIONS
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
-
 
 class SpecError(ValueError):
     """A study spec that cannot run; the message names the file and the key."""
-
-
-class Site(NamedTuple):
-    """Where a placement puts modules: a whole stage, or one block of it (0-based)."""
-
-    stage: str
-    block: int | None = None
-
-    def __str__(self) -> str:
-        return self.stage if self.block is None else f"{self.stage}.{self.block}"
-
-
-def parse_placement(placement: str, arch: str | None = None) -> tuple[Site, ...]:
-    """`none` -> (), `all` -> every stage, `layer3+layer1.0` -> those sites in network order.
-
-    With `arch`, block indices are checked against the stage's length.
-    """
-    if placement == "none":
-        return ()
-    if placement == "all":
-        return tuple(Site(s) for s in STAGES)
-    sites = []
-    for item in placement.split("+"):
-        stage, dot, block = item.partition(".")
-        if stage not in STAGES or (dot and not block.isdigit()):
-            raise ValueError(
-                f"{placement!r} is not a placement; expected 'none', 'all' or sites joined by '+': a stage "
-                f"({', '.join(STAGES)}) or one block of it, 0-based (e.g. 'layer1+layer3.2')"
-            )
-        sites.append(Site(stage, int(block) if dot else None))
-    if len(set(sites)) != len(sites):
-        raise ValueError(f"{placement!r} names a site twice")
-    if arch is not None:
-        for site in sites:
-            blocks = ARCHITECTURES[arch].layers[STAGES.index(site.stage)]
-            if site.block is not None and site.block >= blocks:
-                raise ValueError(f"{site}: {arch} {site.stage} has {blocks} blocks, numbered 0 to {blocks - 1}")
-    return tuple(sorted(sites, key=lambda s: (STAGES.index(s.stage), s.block is None, s.block or 0)))
-
-
-def format_placement(sites: tuple[Site, ...]) -> str:
-    """The canonical spelling of a placement, so equal placements get equal trial ids."""
-    if not sites:
-        return "none"
-    if sites == tuple(Site(s) for s in STAGES):
-        return "all"
-    return "+".join(str(s) for s in sites)
 
 
 def _per_stage(value: Any, low: int, high: int | None) -> int | dict[str, int]:
@@ -169,59 +86,52 @@ class _Section(BaseModel):
         return value
 
 
-class ModelSpec(_Section):
-    arch: Literal[tuple(ARCHITECTURES)] = "resnet50"  # type: ignore[valid-type]
-    attention: Literal[tuple(ATTENTIONS)] = "identity_cbam"  # type: ignore[valid-type]
+_CORE = ("arch", "attention", "placement", "count", "zero_init", "pretrained")
+
+
+def _attention_options() -> dict[str, tuple[Any, Any]]:
+    """Every attention type's options as `model.*` fields: one field per name, which each type that
+    takes it must declare alike (the spec has one `model.reduction`, whoever reads it)."""
+    fields: dict[str, Any] = {}
+    users: dict[str, list[str]] = {}
+    for name, kind in ATTENTIONS.items():
+        for option, info in kind.options.model_fields.items():
+            if option in _CORE:
+                raise TypeError(f"attention type {name!r}: option {option!r} is a model setting of its own")
+            known = fields.setdefault(option, info)
+            if (known.annotation, known.default, known.json_schema_extra) != \
+                    (info.annotation, info.default, info.json_schema_extra):
+                raise TypeError(f"attention type {name!r} declares model.{option} unlike {users[option][0]!r} does; "
+                                "an option shared by types must have one type, default and bounds")
+            users.setdefault(option, []).append(name)
+    return {option: (info.annotation, Field(info.default, description=f"{info.description} ({', '.join(users[option])})",
+                                            json_schema_extra=info.json_schema_extra))
+            for option, info in fields.items()}
+
+
+_OPTIONS = _attention_options()
+# Settings that take one value for every stage or a mapping {stage: value}.
+PER_STAGE = ("count", *(o for o, (_, info) in _OPTIONS.items() if catalog.per_stage_bounds(info)))
+# Switches a leave-one-component-out study may turn off, over all types (each type has its own).
+COMPONENTS = tuple(dict.fromkeys(c for _, kind in ATTENTIONS.items() for c in kind.components))
+
+
+class _ModelCore(_Section):
+    arch: Literal[ARCHITECTURES.names()] = "resnet50"  # type: ignore[valid-type]
+    attention: Literal[ATTENTIONS.names()] = "identity_cbam"  # type: ignore[valid-type]
     placement: str = Field("all", description="none, all, or sites joined by '+': stages (layer3) or blocks (layer3.2)")
-    count: int | dict[str, int] = Field(1, description="modules stacked at each site (0-4), or {stage: count}")
-    reduction: int | dict[str, int] = Field(16, description="channel-gate MLP ratio C -> C/r -> C, or {stage: r}")
-    kernel_size: Literal[3, 5, 7] = Field(7, description="spatial-gate convolution size")
-    pooling: Literal["avg", "max", "avg+max"] = Field("avg+max", description="channel-gate descriptors")
-    gates: Literal[GATE_ORDERS] = Field(  # type: ignore[valid-type]
-        "channel+spatial", description="which CBAM gates, in which order, or both on the same input (parallel)")
-    bottleneck: bool = Field(True, description="Identity-CBAM's residual branch (off: CBAM on the input)")
-    skip: bool = Field(True, description="Identity-CBAM's identity connection")
-    channel_gate: bool = Field(True, description="CBAM's channel gate")
-    spatial_gate: bool = Field(True, description="CBAM's spatial gate")
-    zero_init: bool = Field(False, description="start each Identity-CBAM as the identity (last branch BN at 0)")
+    count: int | dict[str, int] = catalog.per_stage(1, low=0, high=4,
+                                                    description="modules stacked at each site (0-4), or {stage: count}")
+    zero_init: bool = Field(False, description="start each module that can as the identity (Identity-CBAM: its "
+                                               "last branch BN at 0)")
     pretrained: Path | None = Field(None, description="a torchvision ResNet state-dict file to start from")
 
     @field_validator("placement")
     @classmethod
     def _known_sites(cls, placement: str, info: ValidationInfo) -> str:
-        return format_placement(parse_placement(placement, info.data.get("arch")))
-
-    @field_validator("count", mode="before")
-    @classmethod
-    def _count_per_site(cls, count: Any, info: ValidationInfo) -> int | dict[str, int]:
-        return cls._cover_placed_stages(_per_stage(count, 0, 4), "count", info)
-
-    @field_validator("reduction", mode="before")
-    @classmethod
-    def _reduction_divides_channels(cls, reduction: Any, info: ValidationInfo) -> int | dict[str, int]:
-        reduction = cls._cover_placed_stages(_per_stage(reduction, 1, None), "reduction", info)
-        # Fields validate in declaration order, so arch, attention, placement and count are known here (when valid).
-        attention = ATTENTIONS.get(info.data.get("attention"))
-        if not {"arch", "placement", "count"} <= info.data.keys() or not attention or "reduction" not in attention.options:
-            return reduction
-        arch = ARCHITECTURES[info.data["arch"]]
-        for stage in _placed_stages(info.data["placement"], info.data["count"]):
-            ratio = reduction if isinstance(reduction, int) else reduction[stage]
-            if arch.width(stage) % ratio:
-                raise ValueError(
-                    f"reduction {ratio} does not divide the {arch.width(stage)} channels of "
-                    f"{info.data['arch']} {stage}; use a divisor of {arch.width(stage)}"
-                )
-        return reduction
-
-    @staticmethod
-    def _cover_placed_stages(value: int | dict[str, int], key: str, info: ValidationInfo) -> int | dict[str, int]:
-        if isinstance(value, dict) and "placement" in info.data:
-            count = info.data.get("count") if key != "count" else None
-            missing = [s for s in _placed_stages(info.data["placement"], count) if s not in value]
-            if missing:
-                raise ValueError(f"the placement puts modules in {missing[0]}, but the {key} mapping has no entry for it")
-        return value
+        arch = info.data.get("arch")
+        layers = ARCHITECTURES.get(arch).layers if arch else None
+        return format_placement(parse_placement(placement, layers, arch or ""))
 
     @field_validator("pretrained")
     @classmethod
@@ -231,18 +141,65 @@ class ModelSpec(_Section):
         # Absolute, because trials run in their own working directories.
         return None if path is None else path.resolve()
 
+    def at(self, name: str, stage: str) -> Any:
+        """A per-stage setting's value at `stage` (0 for a count the mapping leaves out)."""
+        value = getattr(self, name)
+        return value.get(stage, 0) if isinstance(value, dict) else value
+
     def count_at(self, stage: str) -> int:
-        return self.count if isinstance(self.count, int) else self.count.get(stage, 0)
+        return self.at("count", stage)
 
     def reduction_at(self, stage: str) -> int:
-        return self.reduction if isinstance(self.reduction, int) else self.reduction[stage]
+        return self.at("reduction", stage)
 
     @property
     def sites(self) -> tuple[Site, ...]:
         """The sites that receive attention modules (count above zero)."""
-        if self.attention == "none":
+        if ATTENTIONS.get(self.attention).site is None:
             return ()
         return tuple(s for s in parse_placement(self.placement) if self.count_at(s.stage))
+
+
+def _per_stage_setting(cls, value: Any, info: ValidationInfo) -> int | dict[str, int]:
+    """A per-stage setting within its bounds, with an entry for every stage the placement fills."""
+    low, high = catalog.per_stage_bounds(cls.model_fields[info.field_name])
+    value = _per_stage(value, low, high)
+    if isinstance(value, dict) and "placement" in info.data:
+        count = info.data.get("count") if info.field_name != "count" else None
+        missing = [s for s in _placed_stages(info.data["placement"], count) if s not in value]
+        if missing:
+            raise ValueError(f"the placement puts modules in {missing[0]}, but the {info.field_name} mapping "
+                             "has no entry for it")
+    return value
+
+
+def _divides_channels(cls, value: Any, info: ValidationInfo) -> Any:
+    """A reduction must divide the channels of every stage that holds a module that uses it."""
+    attention = info.data.get("attention")
+    if not {"arch", "placement", "count"} <= info.data.keys() or attention is None \
+            or info.field_name not in ATTENTIONS.get(attention).options.model_fields:
+        return value
+    arch = ARCHITECTURES.get(info.data["arch"])
+    for stage in _placed_stages(info.data["placement"], info.data["count"]):
+        ratio = value[stage] if isinstance(value, dict) else value
+        if arch.width(stage) % ratio:
+            raise ValueError(f"{info.field_name} {ratio} does not divide the {arch.width(stage)} channels of "
+                             f"{info.data['arch']} {stage}; use a divisor of {arch.width(stage)}")
+    return value
+
+
+# The model section: the core settings and every registered attention type's options. Fields are
+# validated in declaration order, so arch, attention, placement and count are known to the options.
+ModelSpec = create_model(
+    "ModelSpec", __base__=_ModelCore, __module__=__name__,
+    __validators__={
+        "_per_stage_settings": field_validator(*PER_STAGE, mode="before")(_per_stage_setting),
+        "_divides_channels": field_validator(*(o for o, (_, info) in _OPTIONS.items()
+                                               if catalog.divides_channels(info)))(_divides_channels),
+    },
+    **_OPTIONS,
+)
+ModelSpec.__doc__ = "The network: a torchvision ResNet, and which attention modules sit where, built how."
 
 
 def _placed_stages(placement: str, count: int | dict[str, int] | None = None) -> list[str]:
@@ -261,12 +218,9 @@ class AugmentSpec(_Section):
     color_jitter: float = Field(0, ge=0, le=1, description="random brightness, contrast and saturation change")
 
 
-# The generated dataset's split sizes when the spec leaves them open; real datasets default to all.
-GENERATED_PER_CLASS = {"train": 200, "val": 100, "test": 100}
-
-
 class DataSpec(_Section):
-    dataset: Literal[DATASETS] = "synthetic"  # type: ignore[valid-type]
+    dataset: Literal[DATASETS.names()] = Field(  # type: ignore[valid-type]
+        "synthetic", description="; ".join(f"{name}: {kind.summary}" for name, kind in DATASETS.items()))
     root: Path | None = Field(None, validate_default=True,
                               description="the dataset as extracted (a folder; for fer2013 the CSV or its folder)")
     image_size: int = Field(64, ge=16, le=1024)
@@ -286,7 +240,8 @@ class DataSpec(_Section):
     @classmethod
     def _root_exists(cls, root: Path | None, info: ValidationInfo) -> Path | None:
         if root is None:
-            if info.data.get("dataset", "synthetic") != "synthetic":
+            dataset = info.data.get("dataset")
+            if dataset is not None and DATASETS.get(dataset).read is not None:
                 raise ValueError(f"dataset {info.data['dataset']} needs data.root: the folder it was extracted to")
             return None
         if not root.exists():
@@ -304,9 +259,7 @@ class DataSpec(_Section):
     def per_class(self, split: str) -> int | None:
         """How many images of each class `split` takes at most (None: all there are)."""
         given = getattr(self, f"{split}_per_class")
-        if given is None and self.dataset == "synthetic":
-            return GENERATED_PER_CLASS[split]
-        return given
+        return DATASETS.get(self.dataset).default_per_class.get(split) if given is None else given
 
 
 class TrainSpec(_Section):
@@ -416,6 +369,8 @@ class StudySpec(_Section):
     train: TrainSpec = TrainSpec()
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
+    reference: Literal["paper"] | None = Field(
+        None, description="published results the report prints beside the study's (paper: Oh et al.'s Tables 1 and 2)")
     metric: Literal[METRICS] = "val_macro_f1"  # type: ignore[valid-type]
     mode: Literal["max", "min"] = "max"
 
@@ -455,7 +410,7 @@ class StudySpec(_Section):
                 arms += [(label({key: v}), self.search.baseline | at_centre | {key: v})
                          for v in values if v != at_centre[key]]
             return arms
-        components = [c for c in COMPONENTS if c in ATTENTIONS[self.model.attention].options]
+        components = ATTENTIONS.get(self.model.attention).components
         if not components:
             raise SpecError(f"search.design: loco leaves out components of the attention module, and "
                             f"model.attention={self.model.attention} has none ({', '.join(COMPONENTS)})")

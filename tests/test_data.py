@@ -1,14 +1,17 @@
 """Datasets as the engine sees them: named in the spec, normalised tensors, the paper's classes."""
 
+from typing import get_args
+
 import torch
 
-from ablation.data import READERS, build_splits
-from ablation.spec import DATASETS as SPEC_DATASETS
+from ablation.data import DATASETS, build_splits
 from ablation.spec import DataSpec
 
 
 def test_every_dataset_the_spec_accepts_is_generated_or_has_a_reader():
-    assert sorted(["synthetic", *READERS]) == sorted(SPEC_DATASETS)
+    accepted = get_args(DataSpec.model_fields["dataset"].annotation)
+    assert sorted(accepted) == sorted(DATASETS)
+    assert all((DATASETS.get(name).read is None) != (DATASETS.get(name).generate is None) for name in accepted)
 
 
 def test_the_generated_dataset_builds_normalised_tensors_with_the_paper_classes():

@@ -1,12 +1,14 @@
+from typing import get_args
+
 import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
 
-from ablation.models import ATTENTION, IdentityCBAM, build_model, count_parameters
+from ablation.models import ATTENTIONS, IdentityCBAM, build_model, count_parameters
 from ablation.models.cbam import CBAM
 from ablation.models.eca import adaptive_kernel_size
-from ablation.spec import ARCHITECTURES, ATTENTIONS, STAGES, ModelSpec
+from ablation.spec import ARCHITECTURES, STAGES, ModelSpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "layer1+layer3", "all"]
 
@@ -89,8 +91,10 @@ def test_cbam_sits_in_each_block_of_the_placed_stages_before_the_addition():
     model(torch.randn(2, 3, 32, 32)).sum().backward()
 
 
-def test_every_attention_type_the_spec_names_is_registered():
-    assert sorted(ATTENTION) == sorted(name for name in ATTENTIONS if name != "none")
+def test_every_attention_type_the_spec_names_is_registered_with_a_builder():
+    accepted = get_args(ModelSpec.model_fields["attention"].annotation)
+    assert sorted(accepted) == sorted(ATTENTIONS)
+    assert [name for name in accepted if ATTENTIONS.get(name).build is None] == ["none"]
 
 
 def test_se_in_every_block_of_resnet50_has_the_se_papers_parameter_count():

@@ -151,7 +151,8 @@ def test_the_report_adds_the_cue_scores_explain_logged(tmp_path):
 
 def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id, parent = tracking.open_study(uri, "paper", params={"search.seeds": [0]}, spec_yaml="name: paper\n")
+    experiment_id, parent = tracking.open_study(uri, "paper", params={"search.seeds": [0]},
+                                                spec_yaml="name: paper\nreference: paper\n")
     parent.set_tags({"ablate.axes": "model.arch,model.attention"})
     for arch in ("resnet50", "resnet101"):
         for attention in ("none", "identity_cbam"):

@@ -9,8 +9,9 @@ shares.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,17 +19,34 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..registry import Registry
-from ..spec import EMOTIONS, AugmentSpec, DataSpec
 from . import aihub, fer2013, folder, rafdb
-from .records import SPLITS, DataError, Index, Skipped
+from .records import EMOTIONS, SPLITS, DataError, Index, Skipped
+
+if TYPE_CHECKING:
+    from ..spec import AugmentSpec, DataSpec
 
 Progress = Callable[[int, int], None]
 
-# Readers of datasets on disk: name -> (spec) -> Index. Each is the `read` of the module of its name,
-# so adding a dataset is one module and one line here.
-READERS: Registry[Callable[[DataSpec], Index]] = Registry("dataset")
-for _reader in (aihub, fer2013, rafdb, folder):
-    READERS.register(_reader.__name__.rsplit(".", 1)[-1])(_reader.read)
+
+@dataclass(frozen=True)
+class DatasetType:
+    """A dataset as a study can ask for it by name."""
+
+    read: Callable[[DataSpec], Index] | None  # its reader of the data on disk; None: generated, nothing on disk
+    classes: tuple[str, ...] | None  # its class names, in label order; None: named by the folders on disk
+    generate: Callable[[DataSpec], Splits] | None = None  # a generated dataset's builder
+    default_per_class: Mapping[str, int] = field(default_factory=dict)  # per split, where the spec leaves it open
+    summary: str = ""
+
+
+DATASETS: Registry[DatasetType] = Registry("dataset")
+DATASETS.register("synthetic", DatasetType(None, EMOTIONS, lambda spec: _synthetic(spec),
+                                           {"train": 200, "val": 100, "test": 100},
+                                           "generated faces, into ~/.cache/ablate on first use"))
+DATASETS.register("aihub", DatasetType(aihub.read, EMOTIONS, summary="AI-HUB's Korean emotion photos"))
+DATASETS.register("fer2013", DatasetType(fer2013.read, EMOTIONS, summary="the FER2013 CSV"))
+DATASETS.register("rafdb", DatasetType(rafdb.read, EMOTIONS, summary="RAF-DB basic"))
+DATASETS.register("folder", DatasetType(folder.read, None, summary="root/<split>/<class>/<images>"))
 
 # Images are centred around zero with a fixed scale; per-dataset statistics would tie a trained
 # model to one dataset's preprocessing for no gain at these sizes.
@@ -119,8 +137,11 @@ def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
 def read_index(spec: DataSpec) -> Index:
     """The index of a dataset on disk (no image decoded); DataError naming the root if it is not the
     dataset's layout."""
+    read = DATASETS.get(spec.dataset).read
+    if read is None:
+        raise DataError(f"the {spec.dataset} dataset is generated: it has nothing on disk to read")
     try:
-        return READERS.get(spec.dataset)(spec)
+        return read(spec)
     except DataError:
         raise
     except ValueError as err:  # readers say in a ValueError why a root is not their layout
@@ -128,16 +149,16 @@ def read_index(spec: DataSpec) -> Index:
 
 
 def classes_of(spec: DataSpec) -> tuple[str, ...]:
-    """The class names a dataset spec yields; only image folders need a look at the disk."""
-    if spec.dataset == "folder":
-        return read_index(spec).classes
-    return EMOTIONS
+    """The class names a dataset spec yields; only a dataset named by its folders needs a look at the disk."""
+    classes = DATASETS.get(spec.dataset).classes
+    return read_index(spec).classes if classes is None else classes
 
 
 def split_sizes(spec: DataSpec) -> dict[str, int]:
     """Images per split a data spec yields (for generated data, without generating it)."""
-    if spec.dataset == "synthetic":
-        return {split: spec.per_class(split) * len(EMOTIONS) for split in SPLITS}
+    kind = DATASETS.get(spec.dataset)
+    if kind.read is None:
+        return {split: spec.per_class(split) * len(kind.classes) for split in SPLITS}
     index = read_index(spec)
     return {split: len(index.split(split, spec.per_class(split), spec.seed)) for split in SPLITS}
 
@@ -147,7 +168,8 @@ def build_splits(spec: DataSpec, on_progress: Progress | None = None) -> Splits:
 
     `on_progress(done, total)` follows the decoding of a dataset on disk, image by image.
     """
-    return _synthetic(spec) if spec.dataset == "synthetic" else _indexed(spec, on_progress)
+    kind = DATASETS.get(spec.dataset)
+    return kind.generate(spec) if kind.generate else _indexed(spec, on_progress)
 
 
 def check_trainable(spec: DataSpec, splits: Splits) -> None:
@@ -184,5 +206,5 @@ def _why(skipped, before: str = " (", after: str = ")") -> str:
     return before + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) + after
 
 
-__all__ = ["READERS", "ArrayDataset", "DataError", "Splits", "build_splits", "check_trainable", "classes_of",
+__all__ = ["DATASETS", "EMOTIONS", "DatasetType", "ArrayDataset", "DataError", "Splits", "build_splits", "check_trainable", "classes_of",
            "read_index", "split_sizes"]

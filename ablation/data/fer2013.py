@@ -24,6 +24,8 @@ drops it, `{surprise: happy}` keeps Surprise as happy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import csv
 import sys
 import warnings
@@ -31,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spec import DataSpec
 from .records import EMOTIONS, MALFORMED, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
+
+if TYPE_CHECKING:
+    from ..spec import DataSpec
 
 # The source classes of FER2013 and RAF-DB, by their lower-case names -> one of EMOTIONS, or None to drop.
 DEFAULT_MAP: dict[str, str | None] = {

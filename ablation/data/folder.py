@@ -11,12 +11,16 @@ in a split folder as NOT_IN_A_CLASS; hidden files and folders (a leading dot) ar
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import unicodedata
 from pathlib import Path
 
-from ..spec import DataSpec
 from .records import SPLITS, Index, Item, Skipped
+
+if TYPE_CHECKING:
+    from ..spec import DataSpec
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -24,15 +24,19 @@ is skipped counts once, as that line, not again as NO_RECORD.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from ..spec import DataSpec
 from .fer2013 import label_mapping
 from .records import EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
+
+if TYPE_CHECKING:
+    from ..spec import DataSpec
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_DIR = Path("Image") / "aligned"

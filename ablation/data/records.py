@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec import EMOTIONS  # the paper's six classes, in label order; readers map their labels onto these
-
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The paper's six classes, in label order; readers map their datasets' labels onto these.
+EMOTIONS: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral")
 
 # Why an input was not used; readers use these strings so summaries count them together.
 CORRUPT = "corrupt or truncated image"

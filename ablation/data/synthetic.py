@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import cache
-from ..spec import EMOTIONS
+from .records import EMOTIONS
 
 CLASSES: tuple[str, ...] = EMOTIONS
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -5,38 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..registry import Registry
-from ..spec import ATTENTIONS, ModelSpec
-from .cbam import CBAM, SpatialGate
-from .eca import EfficientChannelAttention
+from . import cbam, eca, identity_cbam, se
+from .catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
-from .se import SqueezeExcite
+from .sites import STAGES, Site, format_placement, parse_placement
 
-# Each attention type takes the channels first and keyword options after (timm's convention).
-ATTENTION: Registry = Registry("attention type")
-ATTENTION.register("identity_cbam")(IdentityCBAM)
-ATTENTION.register("se")(SqueezeExcite)
-ATTENTION.register("eca")(EfficientChannelAttention)
+if TYPE_CHECKING:
+    from ..spec import ModelSpec
 
-
-@ATTENTION.register("cbam")
-def official_cbam(channels: int, **options) -> CBAM:
-    """CBAM as the official ResNet-CBAM builds it: the spatial gate's BN starts at zero (gate 0.5)."""
-    module = CBAM(channels, **options)
-    if isinstance(module.spatial_gate, SpatialGate):
-        nn.init.zeros_(module.spatial_gate.bn.weight)
-    return module
+# Attention types by name; each module describes its own (builder, site, options, components).
+ATTENTIONS.register("none", NO_ATTENTION)
+ATTENTIONS.register("identity_cbam", identity_cbam.ATTENTION)
+ATTENTIONS.register("cbam", cbam.ATTENTION)
+ATTENTIONS.register("se", se.ATTENTION)
+ATTENTIONS.register("eca", eca.ATTENTION)
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
     """The network a model spec describes: freshly initialised, or from `spec.pretrained`'s backbone."""
-    kind = ATTENTIONS[spec.attention]
-    modules = {site: _stacked(spec, site.stage) for site in spec.sites}
+    kind = ATTENTIONS.get(spec.attention)
+    modules = {site: _stacked(spec, kind, site.stage) for site in spec.sites}
     model = ResNet(spec.arch, num_classes=num_classes, attention=modules, inside=kind.site == "block")
     if spec.zero_init:
         for module in model.modules():
@@ -47,12 +41,13 @@ def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
     return model
 
 
-def _stacked(spec: ModelSpec, stage: str) -> Callable[[int], nn.Module]:
+def _stacked(spec: ModelSpec, kind: AttentionType, stage: str) -> Callable[[int], nn.Module]:
     """`count_at(stage)` attention modules in a row, built with the stage's options."""
-    options = {name: getattr(spec, name) for name in ATTENTIONS[spec.attention].options}
-    if "reduction" in options:
-        options["reduction"] = spec.reduction_at(stage)
-    make = partial(ATTENTION.get(spec.attention), **options)
+    options = {}
+    for name, info in kind.options.model_fields.items():
+        value = getattr(spec, name)
+        options[name] = value[stage] if per_stage_bounds(info) and isinstance(value, dict) else value
+    make = partial(kind.build, **options)
     return lambda channels: nn.Sequential(*(make(channels) for _ in range(spec.count_at(stage))))
 
 
@@ -99,4 +94,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ATTENTION", "IdentityCBAM", "ResNet", "WeightsError", "build_model", "check_weights", "count_parameters", "load_backbone"]
+__all__ = ["ARCHITECTURES", "ATTENTIONS", "STAGES", "Architecture", "AttentionType", "IdentityCBAM", "Site",
+           "format_placement", "parse_placement", "ResNet", "WeightsError", "build_model", "check_weights", "count_parameters", "load_backbone"]

@@ -18,7 +18,15 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv
 
-from ..spec import ARCHITECTURES, STAGES, Site
+from .catalog import ARCHITECTURES, Architecture
+from .sites import STAGES, Site
+
+# torchvision's ResNet family.
+ARCHITECTURES.register("resnet18", Architecture("basic", (2, 2, 2, 2), 1))
+ARCHITECTURES.register("resnet34", Architecture("basic", (3, 4, 6, 3), 1))
+ARCHITECTURES.register("resnet50", Architecture("bottleneck", (3, 4, 6, 3), 4))
+ARCHITECTURES.register("resnet101", Architecture("bottleneck", (3, 4, 23, 3), 4))
+ARCHITECTURES.register("resnet152", Architecture("bottleneck", (3, 8, 36, 3), 4))
 
 
 class _AttentionSlots:
@@ -62,7 +70,7 @@ class ResNet(tv.ResNet):
         attention: Mapping[Site, Callable[[int], nn.Module]] | None = None,
         inside: bool = False,
     ) -> None:
-        spec = ARCHITECTURES[arch]
+        spec = ARCHITECTURES.get(arch)
         super().__init__(BLOCKS[spec.block], list(spec.layers), num_classes=num_classes)
         # Sites without attention hold nn.Identity, so forward is one straight line.
         after = {stage: nn.Identity() for stage in STAGES}

@@ -1,0 +1,54 @@
+"""Where attention modules go in a ResNet: a whole stage, or one block of it, spelled `layer3` or
+`layer3.2` (0-based), joined by `+` into a placement; `none` and `all` are placements too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+# torchvision's stage names, which its state dicts (and pretrained weights) are keyed by.
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class Site(NamedTuple):
+    stage: str
+    block: int | None = None
+
+    def __str__(self) -> str:
+        return self.stage if self.block is None else f"{self.stage}.{self.block}"
+
+
+def parse_placement(placement: str, layers: Sequence[int] | None = None, arch: str = "") -> tuple[Site, ...]:
+    """`none` -> (), `all` -> every stage, `layer3+layer1.0` -> those sites in network order.
+
+    With `layers` (the blocks of each stage of `arch`), block indices are checked against them.
+    """
+    if placement == "none":
+        return ()
+    if placement == "all":
+        return tuple(Site(s) for s in STAGES)
+    sites = []
+    for item in placement.split("+"):
+        stage, dot, block = item.partition(".")
+        if stage not in STAGES or (dot and not block.isdigit()):
+            raise ValueError(
+                f"{placement!r} is not a placement; expected 'none', 'all' or sites joined by '+': a stage "
+                f"({', '.join(STAGES)}) or one block of it, 0-based (e.g. 'layer1+layer3.2')"
+            )
+        sites.append(Site(stage, int(block) if dot else None))
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"{placement!r} names a site twice")
+    for site in sites if layers is not None else ():
+        blocks = layers[STAGES.index(site.stage)]
+        if site.block is not None and site.block >= blocks:
+            raise ValueError(f"{site}: {arch} {site.stage} has {blocks} blocks, numbered 0 to {blocks - 1}")
+    return tuple(sorted(sites, key=lambda s: (STAGES.index(s.stage), s.block is None, s.block or 0)))
+
+
+def format_placement(sites: tuple[Site, ...]) -> str:
+    """The canonical spelling of a placement, so equal placements get equal trial ids."""
+    if not sites:
+        return "none"
+    if sites == tuple(Site(s) for s in STAGES):
+        return "all"
+    return "+".join(str(s) for s in sites)
