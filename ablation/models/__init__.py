@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from . import cbam, eca, identity_cbam, se
+from . import bam, cbam, eca, identity_cbam, se
 from .catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
@@ -25,6 +25,7 @@ ATTENTIONS.register("identity_cbam", identity_cbam.ATTENTION)
 ATTENTIONS.register("cbam", cbam.ATTENTION)
 ATTENTIONS.register("se", se.ATTENTION)
 ATTENTIONS.register("eca", eca.ATTENTION)
+ATTENTIONS.register("bam", bam.ATTENTION)
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
