@@ -24,3 +24,14 @@ def test_a_shipped_study_runs_its_first_trial_for_one_epoch(path, tmp_path):
     epochs = []
     final = engine.fit(first.spec, first.seed, on_epoch=lambda metrics, checkpoint: epochs.append(metrics))
     assert len(epochs) == 1 and 0 <= final["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_a_shipped_study_is_priced_by_plan_as_written(path):
+    from ablation.plan import plan_study
+
+    # paper.yaml reads AI-HUB from ./aihub, which is not here; everything else is as shipped.
+    spec = load_spec(path, ["data.dataset=synthetic", "data.root=null"] if path.stem == "paper" else [])
+    plan = plan_study(spec)
+    assert len(plan.trials) == len(spec.trials()) and {a.arm for a in plan.arms} == {t.arm for t in plan.trials}
+    assert all(a.macs > 0 and a.train_macs > 0 for a in plan.arms) and plan.estimated_seconds > 0
