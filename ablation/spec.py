@@ -19,7 +19,8 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from . import data, models
@@ -275,6 +276,22 @@ class TrainSpec(_Section):
     channels_last: bool = Field(True, description="on a GPU: channels-last memory layout, faster with mixed precision")
 
 
+class RaceSpec(_Section):
+    """Seeds go where the answer is still open: every arm starts with `start` seeds, then only the arms
+    not yet decided against the baseline get more, up to all of `search.seeds`."""
+
+    start: int = Field(3, ge=2, description="seeds every arm runs before any is decided")
+    margin: float = Field(gt=0, description="an arm whose sequentially valid interval for its difference from "
+                                            "the baseline lies inside ±margin is practically equivalent to it")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="the chance, over the whole race and all its looks, "
+                                                         "of any wrong decision")
+    mode: Literal["baseline", "best"] = Field(
+        "baseline", description="baseline: each arm is decided against the baseline (better, worse, equivalent); "
+                                "best: arms drop out once worse than the current leader")
+    baseline: str | None = Field(None, description="the arm to compare with, by its label; default: the first arm "
+                                                   "without attention modules")
+
+
 class SearchSpec(_Section):
     method: Literal["grid", "random", "optuna"] = Field(
         "grid", description="grid: every arm of the design, once per seed; random, optuna (TPE): num_samples "
@@ -293,7 +310,27 @@ class SearchSpec(_Section):
     baseline: dict[str, Any] = Field(
         default_factory=dict, description="dotted key -> value: ofat's centre (default: the spec as written), "
                                           "loco's reference arm (default: model.attention=none)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="the seeds each arm runs; with race, {start: 3, max: 20} means seeds 0 to "
+                                         "19, the first 3 for every arm")
+    race: RaceSpec | None = Field(None, description="decide arms as seeds arrive, giving seeds only to open ones")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_budget(cls, tree: Any) -> Any:
+        # `seeds: {start, max}` is the race's budget, spelled where the seeds are: it becomes the seed
+        # list and race.start, so the stored spec reads back as written.
+        if isinstance(tree, dict) and isinstance(tree.get("seeds"), dict):
+            budget = dict(tree["seeds"])
+            unknown = set(budget) - {"start", "max"}
+            if unknown or not isinstance(budget.get("max"), int) or isinstance(budget.get("max"), bool):
+                raise ValueError(f"seeds: expected a list of seeds or {{start: N, max: M}}, got {budget!r}")
+            race = tree.get("race")
+            if not isinstance(race, dict):
+                raise ValueError("seeds: {start, max} is a race's budget; add race: {margin: ...}")
+            tree = {**tree, "seeds": list(range(budget["max"])),
+                    "race": {**race, **({"start": budget["start"]} if "start" in budget else {})}}
+        return tree
 
     @field_validator("design")
     @classmethod
@@ -344,6 +381,22 @@ class SearchSpec(_Section):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
 
+    @field_validator("race")
+    @classmethod
+    def _race_needs_a_budget(cls, race: RaceSpec | None, info: ValidationInfo) -> RaceSpec | None:
+        if race is None:
+            return None
+        if info.data.get("method", "grid") != "grid":
+            raise ValueError(f"race decides the arms of a design; method {info.data['method']} draws its trials")
+        if info.data.get("scheduler", "fifo") != "fifo":
+            raise ValueError("race compares finished seeds; a scheduler that stops trials early leaves none to compare "
+                             "(use scheduler: fifo)")
+        seeds = info.data.get("seeds") or []
+        if race.start > len(seeds):
+            raise ValueError(f"race.start is {race.start} but search.seeds has only {len(seeds)}; "
+                             "give at least start seeds (e.g. seeds: {start: 3, max: 20})")
+        return race
+
 
 def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None) -> list[str]:
     """`{subsets_of: [layer1, layer2, layer3], size: [1, 2]}` -> every placement of that many of those sites."""
@@ -386,16 +439,37 @@ class StudySpec(_Section):
                     params[f"{s}.{k}"] = json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
         return params
 
-    def trials(self) -> list[Trial]:
-        """Every arm of the design, times each seed; two arms that build the same trial are an error."""
+    def trials(self, *, every_seed: bool = False) -> list[Trial]:
+        """Every arm of the design, times each seed (a race's first `start`, unless `every_seed`);
+        two arms that build the same trial are an error."""
+        seeds = self.search.seeds if every_seed or not self.search.race else self.search.seeds[:self.search.race.start]
         trials = [Trial.create(self, overrides | {"seed": seed}, arm=arm)
-                  for arm, overrides in self.arms() for seed in self.search.seeds]
+                  for arm, overrides in self.arms() for seed in seeds]
         seen: dict[str, Trial] = {}
         for trial in trials:
             if trial.id in seen:
                 raise SpecError(f"search: arms {seen[trial.id].arm!r} and {trial.arm!r} are the same configuration")
             seen[trial.id] = trial
         return trials
+
+    def trial(self, arm: str, seed: int) -> Trial:
+        """The trial of one arm at one seed (a race adds them one by one)."""
+        overrides = dict(self.arms())[arm]
+        return Trial.create(self, overrides | {"seed": seed}, arm=arm)
+
+    def race_baseline(self) -> str:
+        """The arm a race compares the others with: race.baseline, else the first arm without attention."""
+        arms = dict(self.arms())
+        named = self.search.race.baseline if self.search.race else None
+        if named is not None:
+            if named not in arms:
+                raise SpecError(f"search.race.baseline: {named!r} is not an arm; the arms are {', '.join(arms)}")
+            return named
+        for arm, overrides in arms.items():
+            if not _apply(self, overrides, origin="search").model.sites:
+                return arm
+        raise SpecError("search.race: no arm is without attention modules to compare with; "
+                        "name one with search.race.baseline")
 
     def arms(self) -> list[tuple[str, dict[str, Any]]]:
         """The configurations the design asks for, as (label, overrides of this spec)."""
@@ -663,7 +737,9 @@ def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> 
         given.append((_parts(key), text))
     try:
         spec = StudySpec.model_validate(tree)
-        spec.trials()  # every combination must be valid too (e.g. a reduction for each placement)
+        spec.trials(every_seed=True)  # every combination must be valid too (e.g. a reduction for each placement)
+        if spec.search.race:
+            spec.race_baseline()
     except ValidationError as err:
         raise SpecError(_blame(err, path, file_tree, given)) from None
     except SpecError as err:

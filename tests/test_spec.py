@@ -1,9 +1,19 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ablation.spec import ModelSpec, Site, SpecError, Trial, load_spec, parse_override, parse_placement
+from ablation.spec import (
+    ModelSpec,
+    Site,
+    SpecError,
+    StudySpec,
+    Trial,
+    load_spec,
+    parse_override,
+    parse_placement,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -281,3 +291,33 @@ def test_an_override_key_must_be_a_dotted_path(text):
     with pytest.raises(SpecError) as err:
         parse_override(text)
     assert str(err.value).startswith(f"--set {text}: ") and "train.epochs" in str(err.value)
+
+
+RACE = {"space": {"model.placement": ["layer3", "none", "all"]}, "seeds": {"start": 3, "max": 8},
+        "race": {"margin": 0.01}}
+
+
+def test_a_race_budget_starts_every_arm_with_the_same_seeds_and_keeps_the_rest_in_reserve(tmp_path):
+    spec = load_spec(write(tmp_path, search=RACE))
+    assert spec.search.seeds == list(range(8)) and spec.search.race.start == 3
+    assert sorted({t.seed for t in spec.trials()}) == [0, 1, 2] and len(spec.trials()) == 9
+    assert len(spec.trials(every_seed=True)) == 24
+    assert spec.race_baseline() == "placement=none"  # the first arm without attention
+    assert spec.trial("placement=all", 5).seed == 5
+    # Stored and read back (MLflow's spec.yaml, the study state), it is the same race.
+    again = StudySpec.model_validate(yaml.safe_load(yaml.safe_dump(spec.model_dump(mode="json"))))
+    assert again.search == spec.search
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"method": "optuna"}, "method optuna draws its trials"),
+    ({"scheduler": "asha"}, "use scheduler: fifo"),
+    ({"seeds": [0, 1]}, "race.start is 3 but search.seeds has only 2"),
+    ({"seeds": {"start": 3, "most": 9}}, "expected a list of seeds or {start: N, max: M}"),
+    ({"race": {"margin": 0.01, "baseline": "placement=layer9"}}, "'placement=layer9' is not an arm"),
+    ({"space": {"model.placement": ["layer3", "all"]}}, "no arm is without attention modules"),
+    ({"race": {"margin": 0}}, "search.race.margin"),
+])
+def test_a_race_that_cannot_run_is_refused_naming_the_key(tmp_path, change, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(write(tmp_path, search=RACE | change))
