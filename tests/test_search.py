@@ -74,7 +74,8 @@ def test_a_resumed_search_continues_its_unfinished_draw_and_draws_only_what_is_l
             "data": {"image_size": 32, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
             "train": {"epochs": 1, "batch_size": 16},
             "search": {"method": method, "num_samples": 1, "space": {"model.placement": PLACEMENTS}, "seeds": [0]},
-            "resources": {"cpu": 1}}
+            # One trial at a time: a fresh draw of the same configuration must not run beside the continued one.
+            "resources": {"cpu": 2}}
     path = tmp_path / "drawn.yaml"
     path.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
