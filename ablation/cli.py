@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import views
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distributed ablation studies of attention modules in ResNets (Ray Tune + MLflow).")
 console = Console()
@@ -20,6 +22,21 @@ USAGE_ERROR = 2
 def _fail(message: str) -> typer.Exit:
     errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(USAGE_ERROR)
+
+
+def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool = False,
+          flags: dict[str, str] | None = None):
+    """The spec at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
+    of the defaults without a path); a fault exits 2, naming an override of a key in `flags` as its flag."""
+    from .spec import SpecError, load_model_and_data, load_spec
+
+    try:
+        return load_model_and_data(spec_path, overrides) if model_and_data else load_spec(spec_path, overrides)
+    except SpecError as err:
+        message = str(err)
+        for key, flag in (flags or {}).items():
+            message = message.replace(f"--set: {key}:", f"{flag}:")
+        raise _fail(message) from None
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset on disk, or write a generated one.")
@@ -44,12 +61,7 @@ def run(
     """Run one trial per configuration and seed of SPEC under Ray Tune, logged to MLflow."""
     import yaml
 
-    from .spec import SpecError, load_spec
-
-    try:
-        spec = load_spec(spec_path, overrides)
-    except SpecError as err:
-        raise _fail(str(err)) from None
+    spec = _load(spec_path, overrides)
     trials = spec.trials()
     console.print(f"[bold]{spec.name}[/bold]: {len(trials)} trials "
                   f"({len(trials) // len(spec.search.seeds)} configurations x {len(spec.search.seeds)} seeds), "
@@ -107,10 +119,12 @@ def resume(
 
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
     """The ranking, then what did not go well, with the exit status that says so."""
+    from .tracking import Tag
+
     _print_ranking(spec, outcome)
     if outcome.stopped_early:
         console.print(f"{len(outcome.stopped_early)} trials were stopped early by {spec.search.scheduler} "
-                      "(tagged ablate.stopped_early, with ablate.stopped_at_epoch)")
+                      f"(tagged {Tag.STOPPED_EARLY}, with {Tag.STOPPED_AT_EPOCH})")
     for name in outcome.diverged:
         errors.print(f"[yellow]trial {escape(name)} diverged[/yellow] (its loss blew up; recorded, not retried)",
                      highlight=False)
@@ -135,12 +149,7 @@ def inspect(
     """Parameters, MACs and CPU latency of the model a spec describes, at its input size."""
     import json
 
-    from .spec import SpecError, load_model_and_data
-
-    try:
-        m, data = load_model_and_data(spec_path, overrides)
-    except SpecError as err:
-        raise _fail(str(err)) from None
+    m, data = _load(spec_path, overrides, model_and_data=True)
 
     from .accounting import model_costs
     from .data import classes_of
@@ -174,14 +183,7 @@ def plan(
     import dataclasses
     import json
 
-    from rich.table import Table
-
-    from .spec import SpecError, load_spec
-
-    try:
-        spec = load_spec(spec_path, overrides)
-    except SpecError as err:
-        raise _fail(str(err)) from None
+    spec = _load(spec_path, overrides)
 
     from .plan import plan_study
 
@@ -195,40 +197,7 @@ def plan(
             "estimated_seconds": p.estimated_seconds,
         }))
         return
-    trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
-                         f"design {spec.search.design}, {spec.train.epochs} epochs each)")
-    for column in ("trial id", "arm", "seed"):
-        trials.add_column(column, overflow="fold")
-    for t in p.trials:
-        trials.add_row(t.id, t.arm, str(t.seed))
-    console.print(trials)
-    arms = Table(title=f"cost of each arm at {spec.data.image_size} px")
-    for column in ("arm", "params", "added", "MACs / image", "compute / trial"):
-        arms.add_column(column, justify="left" if column == "arm" else "right", overflow="fold")
-    for a in p.arms:
-        arms.add_row(a.arm, f"{a.params_total / 1e6:.2f}M", f"{a.params_added / 1e6:+.3f}M", _macs(a.macs),
-                     _macs(a.train_macs))
-    console.print(arms)
-    console.print(f"Training compute: {_macs(p.total_macs)} in all. This machine trains about "
-                  f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with {max(1, int(spec.resources.cpu))} CPU threads "
-                  f"and runs {p.concurrent} trial(s) at once: an estimated {_duration(p.estimated_seconds)} here on CPU.")
-
-
-def _macs(n: float) -> str:
-    for unit, scale in (("PMAC", 1e15), ("TMAC", 1e12), ("GMAC", 1e9)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n / 1e6:.2f} MMAC"
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{seconds:.0f} s"
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes / 60
-    return f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.0f} days"
+    views.plan(console, spec, p)
 
 
 @data_app.command("summary")
@@ -244,17 +213,10 @@ def data_summary(
     import json
     from dataclasses import replace
 
-    from rich.table import Table
-
-    from .spec import SpecError, load_model_and_data
-
-    try:
-        # JSON strings are YAML strings, so a path is never read as a number or a date.
-        given = [f"data.dataset={json.dumps(dataset)}", f"data.root={json.dumps(str(root))}"]
-        _, spec = load_model_and_data(None, [*given, *overrides])
-    except SpecError as err:
-        message = str(err).replace("--set: data.dataset:", "--dataset:").replace("--set: data.root:", "--root:")
-        raise _fail(message) from None
+    # JSON strings are YAML strings, so a path is never read as a number or a date.
+    given = [f"data.dataset={json.dumps(dataset)}", f"data.root={json.dumps(str(root))}"]
+    _, spec = _load(None, [*given, *overrides], model_and_data=True,
+                    flags={"data.dataset": "--dataset", "data.root": "--root"})
     if spec.dataset == "synthetic":
         raise _fail("--dataset: the generated dataset has nothing on disk to summarise; "
                     "expected aihub, fer2013, rafdb or folder")
@@ -278,34 +240,12 @@ def data_summary(
         # A study skips these when it decodes them, so they are counted as skipped, not in their class.
         unusable = {s.path for s in undecodable}
         index = replace(index, items=[item for item in index.items if item.source not in unusable])
-    counts, subjects = index.counts(), index.subjects()
     if as_json:
         print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),
-                          "counts": counts, "subjects": subjects, "verified": verify,
+                          "counts": index.counts(), "subjects": index.subjects(), "verified": verify,
                           "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
         return
-    table = Table(title=f"{spec.dataset} at {spec.root}")
-    table.add_column("class")
-    for split in counts:
-        table.add_column(split, justify="right")
-    for name in index.classes:
-        table.add_row(name, *(f"{counts[split][name]:,}" for split in counts))
-    table.add_row("[bold]all", *(f"[bold]{sum(c.values()):,}" for c in counts.values()))
-    if subjects is not None:
-        table.add_row("[dim]subjects", *(f"[dim]{subjects[split]:,}" for split in counts))
-    console.print(table)
-    if not skipped:
-        console.print("Nothing skipped." + ("" if verify else " (Images were not decoded; --verify decodes them.)"))
-        return
-    from collections import Counter
-
-    reasons = Counter(s.reason.split(":")[0] for s in skipped)
-    console.print(f"{len(skipped):,} skipped: " + ", ".join(f"{n:,} {r}" for r, n in reasons.most_common()),
-                  highlight=False)
-    for s in skipped[:50]:
-        console.print(f"  {escape(s.path)}: {escape(s.reason)}", highlight=False, soft_wrap=True)
-    if len(skipped) > 50:
-        console.print(f"  ... and {len(skipped) - 50:,} more (--json lists them all)")
+    views.dataset(console, spec, index, skipped, verified=verify)
 
 
 @data_app.command("generate")
@@ -326,7 +266,7 @@ def data_generate(
 
     from .data import aihub_layout
 
-    with console.status(f"writing {7 * (per_class + valid_per_class):,} photos to {root}"):
+    with console.status(f"writing {aihub_layout.photo_count(per_class, valid_per_class):,} photos to {root}"):
         aihub_layout.write(root, per_class=per_class, valid_per_class=valid_per_class, image_size=(width, height),
                            face_size=min(256, width, height), seed=seed)
     console.print(f"Wrote the AI-HUB layout to {root}; look at it with "
@@ -343,10 +283,8 @@ def report(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
 ) -> None:
     """Seed statistics of a study: which differences survive seed noise, at what cost, with pictures."""
-    from rich.table import Table
-
     from .report import make_report
-    from .tracking import StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
+    from .tracking import REPORT_ARTIFACTS, StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     folder = out or Path("reports") / study
@@ -355,15 +293,7 @@ def report(
         made, written, not_logged = make_report(uri, study, folder, baseline=baseline)
     except (StoreNotFound, StoreUnusable, StudyNotFound, ValueError) as err:
         raise _fail(str(err)) from None
-    for table in made.tables(compact=True):
-        shown = Table(title=table.title, title_justify="left")
-        for column in table.header:
-            shown.add_column(column, overflow="fold")
-        for row in table.rows:
-            shown.add_row(*row)
-        console.print(shown)
-    for note in made.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    views.report(console, made)
     if not_logged:
         console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}).", highlight=False,
                       soft_wrap=True)
@@ -372,7 +302,8 @@ def report(
                      highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"Wrote {len(written)} files to {folder} (open {folder / 'report.html'}); "
-                  "also logged as the artifacts report/ of the study's parent run.", highlight=False, soft_wrap=True)
+                  f"also logged as the artifacts {REPORT_ARTIFACTS}/ of the study's parent run.", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -390,52 +321,24 @@ def explain(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
 ) -> None:
     """Guided Backprop, Grad-CAM and Guided Grad-CAM of trained runs, side by side, per image."""
-    import json
-
     if (images is None) == (from_split is None):
         raise _fail("give exactly one of --images PATH and --from-split SPLIT")
     if from_split is not None and from_split not in ("train", "val", "test"):
         raise _fail(f"--from-split {from_split}: expected train, val or test")
 
-    from .explain import ExplainError, explain as explain_run, images_from_path, images_from_split, load_trained, render
-    from .explain import score as score_maps
-    from .tracking import RunNotFound, StoreNotFound, StoreUnusable, check_store, log_metrics, resolve_uri
+    from .explain import ExplainError, explain_runs
+    from .tracking import RunNotFound, StoreNotFound, StoreUnusable, resolve_uri
 
-    uri = resolve_uri(tracking_uri)
     try:
-        check_store(uri, writing=False)
-        trained = [load_trained(uri, run_id, layer) for run_id in run_ids]
-        first = trained[0].spec.data
-        if images is not None:
-            shown = images_from_path(images, first.image_size, trained[0].classes, n)
-        else:
-            shown = images_from_split(first, from_split, n)
-        with console.status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
-            explained = [explain_run(t, shown) for t in trained]
-        scores = {e.trained.run_id: score_maps(e, shown) for e in explained} if score else {}
+        made = explain_runs(resolve_uri(tracking_uri), run_ids, out=out, images=images, split=from_split, n=n,
+                            layer=layer, scoring=score, status=console.status)
     except (RunNotFound, StoreNotFound, StoreUnusable, ExplainError) as err:
         raise _fail(str(err)) from None
-    for skipped in shown.skipped:
+    for skipped in made.images.skipped:
         errors.print(f"[yellow]skipped[/yellow] {escape(skipped)}", highlight=False, soft_wrap=True)
-    written = render(explained, shown, out)
-    if scores:
-        from rich.table import Table
-
-        table = Table(title="Grad-CAM (true class) against the cue masks")
-        for column in ("run", "cue energy", "pointing game", "occluded: energy", "pointing", "unoccluded: energy", "pointing"):
-            table.add_column(column, overflow="fold")
-        for e in explained:
-            s = scores[e.trained.run_id]
-            table.add_row(e.trained.name, *[f"{s[k]:.3f}" if k in s else "-" for k in (
-                "cue_energy_all", "pointing_game_all", "cue_energy_occluded", "pointing_game_occluded",
-                "cue_energy_unoccluded", "pointing_game_unoccluded")])
-            log_metrics(uri, e.trained.run_id, {f"explain_{k}": v for k, v in s.items()})
-        table.caption = (f"an evenly spread map would score {next(iter(scores.values()))['cue_area_all']:.3f} "
-                         "cue energy (the cues' share of the image)")
-        console.print(table)
-        (out / "scores.json").write_text(json.dumps({e.trained.name: scores[e.trained.run_id] for e in explained},
-                                                    indent=1))
-    console.print(f"Wrote {len(written)} figure(s) to {out}", highlight=False, soft_wrap=True)
+    if made.scores:
+        views.cue_scores(console, made)
+    console.print(f"Wrote {len(made.figures)} figure(s) to {out}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -464,32 +367,12 @@ def ui(
 
 
 def _print_ranking(spec, outcome) -> None:
-    from rich.table import Table
-
     from .report import rank
     from .tracking import study_trials, ui_command
 
-    axes = spec.axes()
     records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     console.print()
-    table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
-    table.add_column("#", justify="right")
-    short = len({a.split(".", 1)[-1] for a in axes}) == len(axes)  # names without the section suffice unless they clash
-    for axis in axes:
-        table.add_column(axis.split(".", 1)[-1] if short else axis, overflow="fold")
-    for column in ("seeds", spec.metric, "sd", "test acc", "test F1", "params"):
-        table.add_column(column, justify="right")
-
-    def fmt(value: float | None, digits: int = 4) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    for i, s in enumerate(rank(records, axes, spec.metric, spec.mode), 1):
-        lost = ", ".join(f"{n} {what}" for n, what in ((s.failed, "failed"), (s.killed, "killed")) if n)
-        seeds = f"{s.seeds}" + (f" ({lost})" if lost else "")
-        params = "-" if s.params_total is None else f"{s.params_total / 1e6:.2f}M"
-        table.add_row(str(i), *s.config.values(), seeds, fmt(s.mean), fmt(s.std), fmt(s.test_accuracy),
-                      fmt(s.test_macro_f1), params)
-    console.print(table)
+    views.ranking(console, spec, rank(records, spec.axes(), spec.metric, spec.mode))
     console.print(f"MLflow: experiment [bold]{spec.name}[/bold], parent run {outcome.parent_run_id}")
     console.print(f"Open the UI:  {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
     console.print(f"Trial files and checkpoints: {outcome.storage}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ checkpoint is a plain dict of tensors and numbers that `torch.load(weights_only=
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class Setup:
     generator: torch.Generator  # drives shuffling and augmentation, so it is checkpointed
     device: torch.device
     precision: Precision
+    # One for the whole fit, checkpointed: its scale adapts over many steps, and a new one each epoch
+    # would start again from a scale that overflows. fp16 needs it against underflow; bf16 and fp32 do not.
+    scaler: torch.amp.GradScaler
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Set
     lone_last = len(splits.train) % t.batch_size == 1
     loader = DataLoader(splits.train, batch_size=t.batch_size, shuffle=True, generator=generator, drop_last=lone_last,
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-    return Setup(model, optimizer, scheduler, splits, loader, generator, device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
+    return Setup(model, optimizer, scheduler, splits, loader, generator, device, precision, scaler)
 
 
 def loader_workers(spec: StudySpec, device: torch.device) -> int:
@@ -115,21 +120,25 @@ EXPLODED = 1e3
 def train_one_epoch(s: Setup) -> dict[str, float]:
     s.model.train()
     criterion = nn.CrossEntropyLoss()
-    total, seen = 0.0, 0
-    # fp16 needs its gradients scaled against underflow; bf16 and fp32 do not.
-    scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision.dtype == torch.float16)
+    # Kept on the device and read once, after the epoch: reading a loss each batch waits for the GPU.
+    # So a diverged epoch runs to its end before it is caught; its weights are thrown away anyway.
+    total, worst = torch.zeros((), device=s.device), torch.zeros((), device=s.device)
+    seen = 0
     for images, labels in s.train_loader:
         images, labels = s.precision.inputs(images.to(s.device, non_blocking=True)), labels.to(s.device)
         with s.precision.autocast(s.device):
             loss = criterion(s.model(images), labels)
-        if not torch.isfinite(loss) or loss.item() > EXPLODED:
-            raise Diverged(f"the training loss reached {loss.item():.4g}")
         s.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(s.optimizer)
-        scaler.update()
-        total += loss.item() * len(labels)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        loss = loss.detach().float()
+        total += loss * len(labels)
+        worst = torch.maximum(worst, loss)  # a nan stays nan
         seen += len(labels)
+    total, worst = torch.stack([total, worst]).tolist()
+    if not math.isfinite(worst) or worst > EXPLODED:
+        raise Diverged(f"the training loss reached {worst:.4g}")
     s.scheduler.step()
     return {"train_loss": total / seen}
 
@@ -147,15 +156,15 @@ def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, d
             "f1": MulticlassF1Score(n, average=None),
         }
     ).to(device)
-    total = 0.0
+    total = torch.zeros((), device=device)  # read once, at the end, as the metrics are
     for images, labels in DataLoader(dataset, batch_size=batch_size):
         images, labels = precision.inputs(images.to(device)), labels.to(device)
         with precision.autocast(device):
             logits = model(images).float()
-        total += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        total += nn.functional.cross_entropy(logits, labels, reduction="sum")
         metrics.update(logits, labels)
     values = metrics.compute()
-    out = {f"{prefix}_loss": total / len(dataset), f"{prefix}_accuracy": values["accuracy"].item(),
+    out = {f"{prefix}_loss": total.item() / len(dataset), f"{prefix}_accuracy": values["accuracy"].item(),
            f"{prefix}_macro_f1": values["macro_f1"].item()}
     out |= {f"{prefix}_f1_{name.lower()}": f.item() for name, f in zip(classes, values["f1"])}
     return out
@@ -185,6 +194,8 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
         s.model.load_state_dict(resume["model"])
         s.optimizer.load_state_dict(resume["optimizer"])
         s.scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler"):  # empty from a scaler that was off (CPU, bf16), and absent from older checkpoints
+            s.scaler.load_state_dict(resume["scaler"])
         s.generator.set_state(resume["rng"]["loader"])
         torch.set_rng_state(resume["rng"]["torch"])
         best = dict(resume["best"])
@@ -218,6 +229,7 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
             "model": s.model.state_dict(),
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(),
+            "scaler": s.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "loader": s.generator.get_state()},
             "best": best if best["epoch"] == epoch else best | {"model": best_weights},
         }

@@ -9,6 +9,9 @@ the trial's spec), so this reads MLflow only and works against a remote server.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from .data.pipeline import preprocess
 from .data.records import Item
 from .models import build_model
 from .spec import DataSpec, StudySpec
-from .tracking import read_artifact, trial_record
+from .tracking import check_store, log_explanation, read_artifact, trial_record
 
 METHODS = ("guided_backprop", "grad_cam", "guided_grad_cam")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -171,6 +174,42 @@ def score(explained: Explained, images: Images) -> dict[str, float]:
             # What a map spread evenly would score: the cues' share of the image.
             out[f"cue_area_{group}"] = float(masks[chosen].mean())
     return out
+
+
+@dataclass
+class Explanation:
+    """What `explain_runs` made: each run's maps of the same images, the figures, and the cue scores."""
+
+    explained: list[Explained]
+    images: Images
+    figures: list[Path]
+    scores: dict[str, dict[str, float]]  # run id -> `score`'s figures; empty unless scored
+
+
+def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None = None, split: str | None = None,
+                 n: int = 8, layer: str = "layer4", scoring: bool = False,
+                 status: Callable[[str], AbstractContextManager] = nullcontext) -> Explanation:
+    """The maps of trained runs on the same images (from `images`, else the first `n` of a `split` of the
+    first run's data), one figure per image in `out`. With `scoring`, each run's Grad-CAM is scored
+    against the cue masks (generated faces only), logged to its run and written to `out`/scores.json.
+    `status(message)` wraps the slow part, to say what is going on."""
+    check_store(uri, writing=False)
+    trained = [load_trained(uri, run_id, layer) for run_id in run_ids]
+    first = trained[0]
+    if images is not None:
+        shown = images_from_path(images, first.spec.data.image_size, first.classes, n)
+    else:
+        shown = images_from_split(first.spec.data, split, n)
+    with status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
+        explained = [explain(t, shown) for t in trained]
+    scores = {e.trained.run_id: score(e, shown) for e in explained} if scoring else {}
+    figures = render(explained, shown, out)
+    for run_id, found in scores.items():
+        log_explanation(uri, run_id, found)
+    if scores:
+        named = {e.trained.name: scores[e.trained.run_id] for e in explained}
+        (out / "scores.json").write_text(json.dumps(named, indent=1))
+    return Explanation(explained, shown, figures, scores)
 
 
 def _normalized(a: np.ndarray) -> np.ndarray:

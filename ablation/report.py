@@ -19,8 +19,10 @@ from pydantic import ValidationError
 
 from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
 from .spec import EMOTIONS, STAGES, SpecError, StudySpec, _describe, parse_placement
-from .tracking import (RunNotFound, StoreUnusable, StudyRecord, TrialRecord, as_param, find_study, metric_history,
-                       read_artifact, study_trials)
+from .tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, REPORT_ARTIFACTS, SPEC_ARTIFACT,
+                       TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound, StoreUnusable, StudyRecord, TrialRecord,
+                       as_param, best, explanation, f1_class, find_study, is_score, metric_history, read_artifact,
+                       study_trials, test_f1)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
     """Group trials by configuration and order the groups by the mean best-epoch `metric`."""
     summaries = []
     for arm in collect(records, axes).values():
-        values = [r.metrics[f"best_{metric}"] for r in arm.finished if f"best_{metric}" in r.metrics]
-        params = arm.costs.get("params_total")
+        values = [r.metrics[best(metric)] for r in arm.finished if best(metric) in r.metrics]
+        params = arm.costs.get(PARAMS_TOTAL)
         summaries.append(ConfigSummary(
             config=arm.levels,
             seeds=len(values),
@@ -55,8 +57,8 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
             killed=len(arm.unfinished),
             mean=_mean(values),
             std=statistics.stdev(values) if len(values) > 1 else None,
-            test_accuracy=_mean([r.metrics["test_accuracy"] for r in arm.finished]),
-            test_macro_f1=_mean([r.metrics["test_macro_f1"] for r in arm.finished]),
+            test_accuracy=_mean([r.metrics[TEST_ACCURACY] for r in arm.finished]),
+            test_macro_f1=_mean([r.metrics[TEST_MACRO_F1] for r in arm.finished]),
             params_total=None if params is None else int(params),
         ))
     sign = -1 if mode == "max" else 1
@@ -65,8 +67,7 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
 
 # --- The study report: `ablate report` -------------------------------------------------------------
 
-SCORES = ("test_accuracy", "test_macro_f1")
-COSTS = ("params_total", "params_added", "macs", "latency_ms")
+SCORES = (TEST_ACCURACY, TEST_MACRO_F1)
 
 
 @dataclass
@@ -108,21 +109,16 @@ def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
         name = arm_name(r.params, axes)
         arm = arms.setdefault(name, Arm(name, {axis: r.params.get(axis, "") for axis in axes}))
         arm.costs |= {k: r.metrics[k] for k in COSTS if k in r.metrics}
-        if r.tags.get("ablate.stopped_early") == "true":
-            arm.stopped.append(r.name)
-        elif r.status == "FINISHED" and "test_accuracy" in r.metrics:
+        outcome = r.outcome
+        if outcome == Outcome.FINISHED:
             arm.finished.append(r)
             seed = int(r.params.get("seed", len(arm.finished)))
             for key, value in r.metrics.items():
-                if (key.startswith("test_") and not key.endswith("_loss") and key != "test_time_s") or (
-                        key.startswith("explain_") and not key.startswith(("explain_images", "explain_cue_area"))):
+                if is_score(key):
                     arm.scores.setdefault(key, {})[seed] = value
-        elif r.tags.get("ablate.failure") == "divergence":
-            arm.diverged.append(r.name)
-        elif r.status == "FAILED":
-            arm.failed.append(r.name)
         else:
-            arm.unfinished.append(r.name)
+            {Outcome.STOPPED_EARLY: arm.stopped, Outcome.DIVERGED: arm.diverged, Outcome.FAILED: arm.failed,
+             Outcome.UNFINISHED: arm.unfinished}[outcome].append(r.name)
     return arms
 
 
@@ -156,7 +152,7 @@ def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | Non
     """The study's plan, or None and why there is none to show (None when a search draws its trials,
     since then there is no fixed plan to fall short of)."""
     try:
-        text = read_artifact(uri, study.run.run_id, "spec.yaml")
+        text = read_artifact(uri, study.run.run_id, SPEC_ARTIFACT)
     except RunNotFound:
         return None, "The study's parent run has no spec.yaml, so configurations that never started are not listed."
     try:
@@ -184,7 +180,7 @@ def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | Non
 
 
 def class_names(arms: dict[str, Arm]) -> list[str]:
-    found = {key.removeprefix("test_f1_") for arm in arms.values() for key in arm.scores if key.startswith("test_f1_")}
+    found = {f1_class(key) for arm in arms.values() for key in arm.scores} - {None}
     return [c for c in EMOTIONS if c in found] + sorted(found - set(EMOTIONS))
 
 
@@ -235,7 +231,7 @@ class StudyReport:
 
     def ranked(self) -> list[Arm]:
         def key(arm: Arm):
-            interval = arm.interval("test_macro_f1")
+            interval = arm.interval(TEST_MACRO_F1)
             return (interval is None, -(interval.mean if interval else 0))
         return sorted(self.arms.values(), key=key)
 
@@ -248,14 +244,14 @@ class StudyReport:
             "Configurations (mean ± 95% CI half-width over seeds; test split at the best validation epoch)",
             ["configuration", "seeds", "test accuracy", "test macro-F1", *[f"F1 {c}" for c in classes],
              "params", "added", "MACs", *([] if compact else ["latency ms"]), "lost"],
-            [[a.name, f"{a.seeds}{planned}", _ci(a.interval("test_accuracy")), _ci(a.interval("test_macro_f1")),
-              *[_ci(a.interval(f"test_f1_{c}")) for c in classes],
-              *[_count(a.costs.get(k)) for k in ("params_total", "params_added", "macs")],
-              *([] if compact else [f"{a.costs['latency_ms']:.2f}" if "latency_ms" in a.costs else "-"]), _lost(a)]
+            [[a.name, f"{a.seeds}{planned}", _ci(a.interval(TEST_ACCURACY)), _ci(a.interval(TEST_MACRO_F1)),
+              *[_ci(a.interval(test_f1(c))) for c in classes],
+              *[_count(a.costs.get(k)) for k in (PARAMS_TOTAL, PARAMS_ADDED, MACS)],
+              *([] if compact else [f"{a.costs[LATENCY_MS]:.2f}" if LATENCY_MS in a.costs else "-"]), _lost(a)]
              for a in self.ranked()])
         tables = [configs]
         for score, found in self.comparisons.items():
-            if compact and score != "test_macro_f1":
+            if compact and score != TEST_MACRO_F1:
                 continue
             tables.append(Table(
                 f"{score} against the baseline ({self.baseline}), paired by seed",
@@ -270,11 +266,12 @@ class StudyReport:
                      "joins from 6 pairs. 'seeds for a decision': for a difference not yet significant, the "
                      "pairs a paired t-test needs for 80% power at the observed mean difference and spread, "
                      "at 0.05 divided by the configurations compared (Holm's strictest step)."))
-        if not compact and any(k.startswith("explain_") for a in self.arms.values() for k in a.scores):
-            keys = [f"explain_{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
+        cue_scores = [f"{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
+        keys = [explanation(score) for score in cue_scores]
+        if not compact and any(k in keys for a in self.arms.values() for k in a.scores):
             tables.append(Table(
                 "Grad-CAM on the class cues (ablate explain --score; mean over the seeds scored)",
-                ["configuration", *[k.removeprefix("explain_").replace("_", " ") for k in keys]],
+                ["configuration", *[score.replace("_", " ") for score in cue_scores]],
                 [[a.name, *[f"{a.interval(k).mean:.3f}" if a.scores.get(k) else "-" for k in keys]]
                  for a in self.ranked() if any(a.scores.get(k) for k in keys)],
                 note="Cue energy: the share of the true class's Grad-CAM inside the generated face's cue mask "
@@ -324,7 +321,7 @@ def _verdict(c: Comparison) -> str:
 def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyReport:
     """Read `study` from the store at `uri` and work out its statistics."""
     found = find_study(uri, study)
-    axes = [a for a in found.tags.get("ablate.axes", "").split(",") if a]
+    axes = found.axes
     records = study_trials(uri, found.experiment_id, found.run.run_id)
     logged = collect(records, axes)
     plan, why = read_plan(uri, found, axes)
@@ -364,9 +361,9 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     marginals = {}
     real_axes = [a for a in axes if a != "arm"]
     if len(real_axes) >= 2:
-        means = {a.name: a.interval("test_macro_f1").mean for a in arms.values() if a.scores.get("test_macro_f1")}
+        means = {a.name: a.interval(TEST_MACRO_F1).mean for a in arms.values() if a.scores.get(TEST_MACRO_F1)}
         marginals = {axis: marginal_means(means, {n: arms[n].levels for n in means}, axis) for axis in real_axes}
-    metric = found.tags.get("ablate.metric", "val_macro_f1")
+    metric = found.metric
     curves = {}
     for arm in arms.values():
         histories = [metric_history(uri, r.run_id, metric) for r in arm.finished]
@@ -402,10 +399,10 @@ def paper_tables(report: StudyReport) -> list[Table]:
 
     f1 = Table("Table 1, F1 per class: published / measured here (mean over seeds)",
                ["class", *PAPER_COLUMNS],
-               [[c, *[f"{p:.3g} / {ours(measured[col], 'test_macro_f1' if c == 'average' else f'test_f1_{c}')}"
+               [[c, *[f"{p:.3g} / {ours(measured[col], TEST_MACRO_F1 if c == 'average' else test_f1(c))}"
                       for col, p in zip(PAPER_COLUMNS, published)]] for c, published in PAPER_F1.items()])
     accuracy = Table("Table 2, accuracy (%): published / measured here", list(PAPER_COLUMNS),
-                     [[f"{p:.2f} / {ours(measured[col], 'test_accuracy', 100)}"
+                     [[f"{p:.2f} / {ours(measured[col], TEST_ACCURACY, 100)}"
                        for col, p in zip(PAPER_COLUMNS, PAPER_ACCURACY)]])
     return [f1, accuracy]
 
@@ -414,24 +411,24 @@ def draw(report: StudyReport, out: Path) -> list[Path]:
     """The report's PNGs in `out`."""
     from . import figures
 
-    arms = [a for a in report.ranked() if a.scores.get("test_macro_f1")]
+    arms = [a for a in report.ranked() if a.scores.get(TEST_MACRO_F1)]
     if not arms:
         return []
-    means = {a.name: a.interval("test_macro_f1").mean for a in arms}
+    means = {a.name: a.interval(TEST_MACRO_F1).mean for a in arms}
     drawn = [_heatmap(report, arms, means, out)]
-    points = {a.name: {"test_accuracy": a.interval("test_accuracy").mean, **a.costs} for a in arms
-              if all(k in a.costs for k in ("macs", "params_total"))}
+    costs = [MACS, PARAMS_TOTAL]
+    points = {a.name: {TEST_ACCURACY: a.interval(TEST_ACCURACY).mean, **a.costs} for a in arms
+              if all(k in a.costs for k in costs)}
     if points:
-        costs = ["macs", "params_total"]
-        fronts = {c: pareto_front({n: (p[c], p["test_accuracy"]) for n, p in points.items()}) for c in costs}
-        drawn.append(figures.cost_scatter(points, score="test_accuracy", costs=costs, fronts=fronts,
+        fronts = {c: pareto_front({n: (p[c], p[TEST_ACCURACY]) for n, p in points.items()}) for c in costs}
+        drawn.append(figures.cost_scatter(points, score=TEST_ACCURACY, costs=costs, fronts=fronts,
                                           path=out / "accuracy_vs_cost.png"))
     shown = [a for a in arms[:3] if a.name != report.baseline]
     if report.baseline in report.arms and report.arms[report.baseline].scores:
         shown.append(report.arms[report.baseline])
     classes = class_names(report.arms)
     per_class = {a.name + (" (baseline)" if a.name == report.baseline else ""):
-                 {c: a.interval(f"test_f1_{c}").mean for c in classes if a.scores.get(f"test_f1_{c}")} for a in shown}
+                 {c: a.interval(test_f1(c)).mean for c in classes if a.scores.get(test_f1(c))} for a in shown}
     drawn.append(figures.class_bars(per_class, classes, title="per-class test F1, top configurations",
                                     path=out / "per_class_f1.png"))
     curves = {name: curve for name, curve in report.curves.items() if curve}
@@ -514,7 +511,7 @@ def make_report(uri: str, study: str, out: Path, *,
     report = build_report(uri, study, baseline=baseline)
     written = write(report, out)
     try:
-        find_study(uri, study).run.log_folder(out, "report")
+        find_study(uri, study).run.log_folder(out, REPORT_ARTIFACTS)
     except StoreUnusable as err:
         return report, written, str(err)
     return report, written, None

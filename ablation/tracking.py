@@ -1,13 +1,17 @@
 """MLflow: where a study's runs go, what they are named, and reading them back.
 
-Layout: one experiment per study name, one parent run per `ablate run`, one nested child run per
-trial (tag `mlflow.parentRunId`, so the UI groups them). Params are the spec's dotted keys; metrics
-are logged per epoch with `step=epoch`. Everything here takes an explicit, absolute tracking URI:
-a trial that fell back to MLflow's default would log into Ray's temp directory and be lost.
+The run contract lives here and nowhere else: the tag names (`Tag`), the metric names read back, the
+artifacts, and how a trial ended (`Outcome`, with its `Failure` kind). Layout: one experiment per
+study name, one parent run per `ablate run`, one nested child run per trial (tag
+`mlflow.parentRunId`, so the UI groups them). Params are the spec's dotted keys; metrics are the
+engine's and the accounting's own keys, logged per epoch with `step=epoch`. Everything here takes an
+explicit, absolute tracking URI: a trial that fell back to MLflow's default would log into Ray's
+temp directory and be lost.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -15,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,114 @@ from mlflow.tracking import MlflowClient
 DEFAULT_STORE = Path("mlruns")
 # MLflow draws a progress bar for every artifact it downloads, into the middle of ablate's own output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-PARENT_TAG = "mlflow.parentRunId"
+
+
+class Tag(StrEnum):
+    """Every tag ablate writes or reads."""
+
+    PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under it
+    KIND = "ablate.kind"  # a `Kind`
+    TRIAL_ID = "ablate.trial_id"
+    LEASE = "ablate.lease"  # on the experiment, on a server: the driver that holds the study
+    # A study's parent run: what the report reads back, and how many trials did not finish.
+    AXES = "ablate.axes"  # comma-separated
+    DESIGN = "ablate.design"
+    METRIC = "ablate.metric"
+    MODE = "ablate.mode"
+    STORAGE = "ablate.storage"
+    DATA_SKIPPED = "ablate.data_skipped"
+    TRIALS_FAILED = "ablate.trials_failed"
+    TRIALS_DIVERGED = "ablate.trials_diverged"
+    TRIALS_UNFINISHED = "ablate.trials_unfinished"
+    # A trial's run: where its latest attempt ran, and how the run ended.
+    NODE_ID = "ablate.node_id"
+    PID = "ablate.pid"
+    DEVICE = "ablate.device"
+    GPU_IDS = "ablate.gpu_ids"
+    ATTEMPTS = "ablate.attempts"
+    RESUMED_FROM_EPOCH = "ablate.resumed_from_epoch"
+    FAILURE = "ablate.failure"  # a `Failure`; dropped when a later attempt goes on
+    ERROR = "ablate.error"
+    LAST_FAILURE = "ablate.last_failure"  # an earlier attempt's, when it died without recording one
+    STOPPED_EARLY = "ablate.stopped_early"
+    STOPPED_AT_EPOCH = "ablate.stopped_at_epoch"
+
+
+class Kind(StrEnum):
+    """What a run is, by its `Tag.KIND`."""
+
+    STUDY = "study"  # the parent run
+    TRIAL = "trial"
+
+
+class Status(StrEnum):
+    """MLflow's run statuses."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class Failure(StrEnum):
+    """Why a trial's run did not finish."""
+
+    DIVERGENCE = "divergence"  # a result: its loss blew up, and a retry would repeat it
+    OUT_OF_MEMORY = "out_of_memory"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"  # the study was stopped
+    LOST_WORKER = "lost_worker"  # its worker or node died, so it recorded nothing itself
+
+
+class Outcome(StrEnum):
+    """How a trial ended, as a report counts it."""
+
+    FINISHED = "finished"
+    STOPPED_EARLY = "stopped_early"  # by the scheduler: a result of the search
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"  # killed, or still running
+
+
+# Metrics a trial logs under the engine's and the accounting's own keys; these are the ones read back.
+TRAIN_LOSS = "train_loss"  # logged every epoch, so its steps are the epochs a run has logged
+TEST_ACCURACY, TEST_MACRO_F1 = "test_accuracy", "test_macro_f1"
+PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS = "params_total", "params_added", "macs", "latency_ms"
+COSTS = (PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS)
+DEFAULT_METRIC = "val_macro_f1"  # the ranking metric of a study whose parent run does not name one
+_TEST_F1, _EXPLAIN = "test_f1_", "explain_"
+
+
+def best(metric: str) -> str:
+    """The best-epoch value of a study's ranking metric, logged at a trial's last epoch."""
+    return f"best_{metric}"
+
+
+def test_f1(class_name: str) -> str:
+    return f"{_TEST_F1}{class_name}"
+
+
+def f1_class(key: str) -> str | None:
+    """The class a per-class test F1 metric is of, or None for any other metric."""
+    return key.removeprefix(_TEST_F1) if key.startswith(_TEST_F1) else None
+
+
+def explanation(score: str) -> str:
+    """The metric an `ablate explain --score` score is logged as."""
+    return f"{_EXPLAIN}{score}"
+
+
+def is_score(key: str) -> bool:
+    """Whether a metric is a score to compare over seeds: a test figure of the chosen epoch (not its loss
+    or time), or an explanation score (not how many images it saw, nor the cues' share of them)."""
+    return (key.startswith("test_") and not key.endswith("_loss") and key != "test_time_s") or (
+        key.startswith(_EXPLAIN) and not key.startswith((explanation("images"), explanation("cue_area"))))
+
+
+SPEC_ARTIFACT = "spec.yaml"  # the parent run's: the study's spec as run
+SKIPPED_ARTIFACT = "data_skipped.json"  # the parent run's: the inputs the data left out, and why
+REPORT_ARTIFACTS = "report"  # the parent run's folder of `ablate report` files
+_TAG_LIMIT = 5000  # characters of an error kept in its tag: older MLflow stores refuse longer values
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -60,7 +172,7 @@ def check_store(uri: str, *, writing: bool) -> None:
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT)
         except requests.RequestException as err:
-            reason = "no answer within {:.0f} s".format(PROBE_TIMEOUT) if isinstance(err, requests.Timeout) \
+            reason = f"no answer within {PROBE_TIMEOUT:.0f} s" if isinstance(err, requests.Timeout) \
                 else "connection refused or host unreachable"
             raise StoreUnusable(f"--tracking-uri {uri}: no MLflow server answers there ({reason}); start one "
                                 "(mlflow server --host 127.0.0.1 ...) or check the address") from None
@@ -101,9 +213,6 @@ def _locks(db: Path) -> Path:
     return db.parent / f"{db.name}.locks"
 
 
-LEASE_TAG = "ablate.lease"
-
-
 @contextmanager
 def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[None]:
     """Hold the study's lease for the duration (see lease.py); `StudyBusy` names the driver that has it.
@@ -119,9 +228,9 @@ def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[Non
         experiment_id = _experiment(client, uri, name)
         lease = HeartbeatLease(
             name, uri, ttl=ttl or DEFAULT_TTL,
-            read=lambda: client.get_experiment(experiment_id).tags.get(LEASE_TAG),
-            write=lambda text: client.set_experiment_tag(experiment_id, LEASE_TAG, text),
-            delete=lambda: client.delete_experiment_tag(experiment_id, LEASE_TAG))
+            read=lambda: client.get_experiment(experiment_id).tags.get(Tag.LEASE),
+            write=lambda text: client.set_experiment_tag(experiment_id, Tag.LEASE, text),
+            delete=lambda: client.delete_experiment_tag(experiment_id, Tag.LEASE))
     lease.acquire()
     try:
         yield
@@ -162,8 +271,13 @@ def server_command(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> li
 
 
 def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Add metrics to a finished run (explanation scores)."""
+    """Add metrics to a finished run."""
     TrackedRun(MlflowClient(uri), run_id).log_metrics(metrics)
+
+
+def log_explanation(uri: str, run_id: str, scores: Mapping[str, float]) -> None:
+    """Add `ablate explain --score`'s scores to a trial's run, each as `explanation(score)`."""
+    log_metrics(uri, run_id, {explanation(k): v for k, v in scores.items()})
 
 
 def ui_command(uri: str) -> str:
@@ -219,16 +333,13 @@ class TrackedRun:
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = Status.FINISHED) -> None:
         self.client.set_terminated(self.run_id, status)
-
-
-STUDY_TAG, TRIAL_TAG = "ablate.kind", "ablate.trial_id"
 
 
 def _latest_parent(client: MlflowClient, experiment_id: str):
     """The study's most recent parent run, or None."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'study'",
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{Tag.KIND}` = '{Kind.STUDY}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
@@ -241,22 +352,38 @@ def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str
     earlier = _latest_parent(client, experiment_id)
     if earlier:
         parent = TrackedRun(client, earlier.info.run_id)
-        client.update_run(parent.run_id, status="RUNNING")
+        client.update_run(parent.run_id, status=Status.RUNNING)
         # MLflow params never change; a re-run with more seeds or arms keeps the first values.
         params = {k: v for k, v in params.items() if k not in earlier.data.params}
     else:
-        run = client.create_run(experiment_id, run_name=name, tags={STUDY_TAG: "study"})
+        run = client.create_run(experiment_id, run_name=name, tags={Tag.KIND: Kind.STUDY})
         parent = TrackedRun(client, run.info.run_id)
     parent.log_params(params)
-    parent.log_text(spec_yaml, "spec.yaml")
+    parent.log_text(spec_yaml, SPEC_ARTIFACT)
     return experiment_id, parent
 
 
 def reopen_study(uri: str, parent_run_id: str) -> TrackedRun:
     """A study's parent run, marked RUNNING again (to resume it)."""
     client = MlflowClient(uri)
-    client.update_run(parent_run_id, status="RUNNING")
+    client.update_run(parent_run_id, status=Status.RUNNING)
     return TrackedRun(client, parent_run_id)
+
+
+def describe_study(parent: TrackedRun, *, axes: list[str], design: str, metric: str, mode: str, storage: str,
+                   skipped: list[dict[str, str]]) -> None:
+    """Tag a study's parent run with what its report reads back, and list the inputs its data skipped."""
+    if skipped:
+        parent.log_text(json.dumps(skipped, indent=1), SKIPPED_ARTIFACT)
+    parent.set_tags({Tag.DATA_SKIPPED: len(skipped), Tag.AXES: ",".join(axes), Tag.DESIGN: design,
+                     Tag.METRIC: metric, Tag.MODE: mode, Tag.STORAGE: storage})
+
+
+def finish_study(parent: TrackedRun, *, failed: int, diverged: int, unfinished: int) -> None:
+    """Count the trials that did not finish on the parent run and end it: KILLED while any is left to
+    run (a resume continues it), FAILED if any failed or diverged."""
+    parent.set_tags({Tag.TRIALS_FAILED: failed, Tag.TRIALS_DIVERGED: diverged, Tag.TRIALS_UNFINISHED: unfinished})
+    parent.finish(Status.KILLED if unfinished else Status.FAILED if failed or diverged else Status.FINISHED)
 
 
 def find_parent(uri: str, experiment_id: str, parent_run_id: str) -> None:
@@ -267,22 +394,17 @@ def find_parent(uri: str, experiment_id: str, parent_run_id: str) -> None:
         run = _reading(uri).get_run(parent_run_id)
     except MlflowException:
         run = None
-    if run is None or run.info.experiment_id != experiment_id or run.data.tags.get(STUDY_TAG) != "study":
+    if run is None or run.info.experiment_id != experiment_id or run.data.tags.get(Tag.KIND) != Kind.STUDY:
         raise StudyNotFound(f"{uri} has no study run {parent_run_id} (the parent run the study's folder names); "
                             "expected the store the study ran against: pass it with --tracking-uri")
-
-
-def ended(record: TrialRecord) -> bool:
-    """Whether a trial's run has nothing left to do: it finished, or it diverged (which a retry repeats)."""
-    return record.status == "FINISHED" or record.tags.get("ablate.failure") == "divergence"
 
 
 def finished_trials(uri: str, experiment_id: str, parent_run_id: str) -> set[str]:
     """Ids of the study's trials that already have a FINISHED run."""
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id], max_results=50_000, filter_string=(
-        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'"))
-    return {r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags}
+        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and attributes.status = '{Status.FINISHED}'"))
+    return {r.data.tags[Tag.TRIAL_ID] for r in runs if Tag.TRIAL_ID in r.data.tags}
 
 
 @dataclass
@@ -293,15 +415,32 @@ class TrialRun:
     lost: bool = False  # the earlier attempt died without closing its run: its worker or node was lost
     finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
 
+    def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int) -> None:
+        """Record where this attempt runs, which attempt it is, and that the one before was lost."""
+        tags = {Tag.NODE_ID: node_id, Tag.PID: pid, Tag.DEVICE: device, Tag.GPU_IDS: ",".join(map(str, gpu_ids)),
+                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch}
+        if self.lost:
+            tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
+        self.run.set_tags(tags)
+
+    def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> None:
+        if epoch not in self.logged_epochs:  # an earlier attempt may have logged it before dying
+            self.run.log_metrics(metrics, step=epoch)
+
+    def fail(self, failure: Failure, error: str) -> None:
+        """End the run as failed, saying how: KILLED if the study was interrupted, else FAILED."""
+        self.run.set_tags({Tag.FAILURE: failure, Tag.ERROR: error[:_TAG_LIMIT]})
+        self.run.finish(Status.KILLED if failure == Failure.INTERRUPTED else Status.FAILED)
+
 
 def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
     return client.search_runs([experiment_id], filter_string=(
-        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
+        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.TRIAL_ID}` = '{trial_id}'"))
 
 
 def _clear_failure(client: MlflowClient, run) -> None:
     """Drop an earlier attempt's failure tags from a run that goes on."""
-    for stale in ("ablate.error", "ablate.failure"):
+    for stale in (Tag.ERROR, Tag.FAILURE):
         if stale in run.data.tags:
             client.delete_tag(run.info.run_id, stale)
 
@@ -312,21 +451,21 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     (a retry continues it, so each trial has one run and each epoch is logged once), else a new one."""
     client = MlflowClient(uri)
     earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
-    done = [r for r in earlier if r.info.status == "FINISHED"]
+    done = [r for r in earlier if r.info.status == Status.FINISHED]
     if done:  # Tune restarted a trial that had finished before its driver could record it
         return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True)
     if not earlier:
         run = client.create_run(experiment_id, run_name=name,
-                                tags={PARENT_TAG: parent_run_id, STUDY_TAG: "trial", TRIAL_TAG: trial_id})
+                                tags={Tag.PARENT: parent_run_id, Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id})
         trial = TrackedRun(client, run.info.run_id)
         trial.log_params(params)
         return TrialRun(trial, set(), 0)
     run = earlier[0]
-    lost = run.info.status == "RUNNING"
-    client.update_run(run.info.run_id, status="RUNNING")
+    lost = run.info.status == Status.RUNNING
+    client.update_run(run.info.run_id, status=Status.RUNNING)
     _clear_failure(client, run)  # the earlier attempt's; this one may succeed
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
-    attempts = int(run.data.tags.get("ablate.attempts", "1"))
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, TRAIN_LOSS)}
+    attempts = int(run.data.tags.get(Tag.ATTEMPTS, "1"))
     return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost)
 
 
@@ -334,17 +473,18 @@ def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_i
     """Record that the scheduler stopped a trial after `epoch`: a finished run, tagged as stopped early."""
     client = MlflowClient(uri)
     for run in _trial_runs(client, experiment_id, parent_run_id, trial_id):
-        client.set_tag(run.info.run_id, "ablate.stopped_early", "true")
-        client.set_tag(run.info.run_id, "ablate.stopped_at_epoch", str(epoch))
+        client.set_tag(run.info.run_id, Tag.STOPPED_EARLY, "true")
+        client.set_tag(run.info.run_id, Tag.STOPPED_AT_EPOCH, str(epoch))
         _clear_failure(client, run)
-        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_terminated(run.info.run_id, Status.FINISHED)
 
 
-def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> None:
+def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = Status.KILLED) -> None:
     """Mark the study's child runs that are still RUNNING (their trial was killed) as `status`."""
     client = MlflowClient(uri)
     for run in client.search_runs(
-        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        [experiment_id],
+        filter_string=f"tags.`{Tag.PARENT}` = '{parent_run_id}' and attributes.status = '{Status.RUNNING}'",
     ):
         client.set_terminated(run.info.run_id, status)
 
@@ -363,11 +503,37 @@ class TrialRecord:
         return cls(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params),
                    dict(run.data.metrics), dict(run.data.tags))
 
+    @property
+    def trial_id(self) -> str | None:
+        return self.tags.get(Tag.TRIAL_ID)
+
+    @property
+    def failure(self) -> str | None:
+        """The `Failure` the run ended with, if it failed."""
+        return self.tags.get(Tag.FAILURE)
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.tags.get(Tag.STOPPED_EARLY) == "true":
+            return Outcome.STOPPED_EARLY
+        if self.status == Status.FINISHED and TEST_ACCURACY in self.metrics:
+            return Outcome.FINISHED
+        if self.failure == Failure.DIVERGENCE:
+            return Outcome.DIVERGED
+        if self.status == Status.FAILED:
+            return Outcome.FAILED
+        return Outcome.UNFINISHED
+
+    @property
+    def ended(self) -> bool:
+        """Whether the trial has nothing left to do: it finished, or it diverged (which a retry repeats)."""
+        return self.status == Status.FINISHED or self.failure == Failure.DIVERGENCE
+
 
 def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
     """Every child run of a study's parent run, as logged."""
     client = MlflowClient(uri)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{Tag.PARENT}` = '{parent_run_id}'",
                               max_results=50_000)
     return [TrialRecord.of(r) for r in runs]
 
@@ -396,6 +562,14 @@ class StudyRecord:
     run: TrackedRun
     params: dict[str, str]
     tags: dict[str, str]
+
+    @property
+    def axes(self) -> list[str]:
+        return [a for a in self.tags.get(Tag.AXES, "").split(",") if a]
+
+    @property
+    def metric(self) -> str:
+        return self.tags.get(Tag.METRIC, DEFAULT_METRIC)
 
 
 def find_study(uri: str, name: str) -> StudyRecord:

@@ -82,3 +82,36 @@ def test_the_mixed_precision_path_trains_and_evaluates(spec):
 
 def load_spec_with(spec, **train):
     return spec.model_copy(update={"train": spec.train.model_copy(update=train)})
+
+
+def test_the_fp16_grad_scaler_lives_through_the_fit_and_resumes_from_the_checkpoint(spec, monkeypatch, tmp_path):
+    import dataclasses
+
+    # The scaler fp16 on CUDA gets, on float32 here: float16 convolutions on a CPU take minutes.
+    built = engine.setup
+    monkeypatch.setattr(engine, "setup", lambda *args: dataclasses.replace(built(*args),
+                                                                           scaler=torch.amp.GradScaler("cpu")))
+    straight = []
+    engine.fit(spec, seed=5, on_epoch=lambda m, c: straight.append(c["scaler"]))
+    # Its growth tracker counts the unskipped steps of the whole fit, not of one epoch.
+    assert straight[1]["_growth_tracker"] > straight[0]["_growth_tracker"] > 0
+
+    store = CheckpointStore(str(tmp_path / "checkpoint.pt"))
+
+    def stop_after_first(metrics, checkpoint):
+        store.save(checkpoint)
+        raise Stop
+
+    with pytest.raises(Stop):
+        engine.fit(spec, seed=5, on_epoch=stop_after_first)
+    store.close()
+    resumed = []
+    engine.fit(spec, seed=5, on_epoch=lambda m, c: resumed.append(c["scaler"]),
+               resume=CheckpointStore(str(tmp_path / "checkpoint.pt")).load())
+    assert resumed == [straight[1]]
+
+
+def test_a_loss_that_blows_up_is_a_divergence(spec):
+    wild = load_spec_with(spec, lr=1e9, momentum=0.99)
+    with pytest.raises(engine.Diverged, match="the training loss reached"):
+        engine.fit(wild, seed=0, on_epoch=lambda m, c: None)

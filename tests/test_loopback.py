@@ -4,6 +4,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+import pytest
 import ray
 
 from ablation.study import connect
@@ -60,6 +61,21 @@ def test_the_private_ray_listens_on_loopback_only():
     assert addresses, "found no listening sockets to check"
     loopback = {"127.0.0.1", "::1"}
     assert addresses <= loopback, f"Ray listens on {addresses - loopback}"
+
+
+@pytest.mark.parametrize("moved", ["a Ray it was not tried with", "the switch gone"])
+def test_a_ray_whose_loopback_switch_is_not_known_is_refused_before_it_starts(monkeypatch, moved):
+    from ray._private import ray_constants
+
+    if moved == "the switch gone":
+        monkeypatch.delattr(ray_constants, "ENABLE_RAY_CLUSTER")
+        expected = "has no ray._private.ray_constants.ENABLE_RAY_CLUSTER"
+    else:
+        monkeypatch.setattr(ray, "__version__", "3.0.0")
+        expected = "ray 3.0.0"
+    with pytest.raises(RuntimeError, match=expected) as refused:
+        connect(None)
+    assert "--address" in str(refused.value) and not ray.is_initialized()
 
 
 def test_ablate_ui_serves_the_store_on_loopback_and_says_where(tmp_path):

@@ -51,7 +51,7 @@ def test_images_are_drawn_faces_not_blank():
 def test_cue_masks_are_non_empty_and_lie_inside_the_face():
     for label in range(len(CLASSES)):
         rng = np.random.default_rng(label)
-        _, cues, face, _ = synthetic._render_face(rng, label, 32)
+        _, cues, face, _ = synthetic.render_face(rng, label, 32)
         assert cues.sum() > 10
         assert not (cues & (1 - face)).any()  # no cue pixel outside the face
         assert cues.sum() < 0.5 * face.sum()

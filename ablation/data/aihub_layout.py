@@ -11,7 +11,7 @@ data (which needs an AI-HUB account):
 
 for the six emotions of the paper and, with `include_embarrassed`, 당황 (which readers drop).
 Each image is a JPEG of `image_size` (width, height): a smooth, grainy background with one face of
-`face_size` pixels from `synthetic._render_face` (당황 uses the unrest face) pasted at a random
+`face_size` pixels from `synthetic.render_face` (당황 uses the unrest face) pasted at a random
 position. Each JSON file is a list of records with `filename`, `gender`, `age`, `isProf`,
 `faceExp_uploader`, `bg_uploader` and three annotators `annot_A/B/C`, each
 `{"boxes": {"minX", "minY", "maxX", "maxY"}, "faceExp", "bg"}`: integer boxes around the pasted
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .synthetic import _render_face
+from .synthetic import render_face
 
 # Korean folder word -> the class index of its face (당황 is drawn as unrest, and dropped by readers).
 FACES: dict[str, int] = {"기쁨": 0, "분노": 1, "불안": 2, "상처": 3, "슬픔": 4, "중립": 5, "당황": 2}
@@ -63,6 +63,16 @@ def label_file(word: str, emotion: str) -> str:
     return f"img_emotion_{word}_data({emotion}).json"
 
 
+def emotions_written(include_embarrassed: bool = True) -> list[str]:
+    """The emotion folders `write` lays out, in order."""
+    return [e for e in FACES if include_embarrassed or e != "당황"]
+
+
+def photo_count(per_class: int, valid_per_class: int, *, include_embarrassed: bool = True) -> int:
+    """How many photos `write` writes (one face each)."""
+    return len(emotions_written(include_embarrassed)) * (per_class + valid_per_class)
+
+
 def write(root: Path, *, per_class: int, valid_per_class: int, image_size: tuple[int, int] = (1280, 960),
           face_size: int = 256, seed: int = 0, include_embarrassed: bool = True,
           disagreement: float = 0.15) -> None:
@@ -77,7 +87,7 @@ def write(root: Path, *, per_class: int, valid_per_class: int, image_size: tuple
         raise ValueError(f"disagreement must be a probability, got {disagreement}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    emotions = [e for e in FACES if include_embarrassed or e != "당황"]
+    emotions = emotions_written(include_embarrassed)
     confused = {e: tuple(c for c in _CONFUSED_WITH[e] if c in emotions) for e in emotions}
     root = Path(root)
     # One grain texture for the whole call; each image takes a window of it at a random offset.
@@ -125,7 +135,7 @@ def _subjects(seed: int, part_index: int, slots: list[tuple[str, int]]) -> dict[
 def _compose(rng: np.random.Generator, label: int, width: int, height: int, face_size: int,
              grain: np.ndarray) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """A background with one face pasted in it, and the face's tight box (min_x, min_y, max_x, max_y)."""
-    face, _, face_mask, _ = _render_face(rng, label, face_size)
+    face, _, face_mask, _ = render_face(rng, label, face_size)
     # A smooth colour field with grain, made at half size (a tiny random image upscaled, plus a
     # window of the shared grain) and doubled: a quarter of the work of a full-size background.
     half = (-(-width // 2), -(-height // 2))

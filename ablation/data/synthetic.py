@@ -176,8 +176,9 @@ def _skin(rng: np.random.Generator) -> np.ndarray:
     return np.clip(light + t * (dark - light) + rng.normal(0, 8, 3), 0, 255)
 
 
-def _render_face(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """One face of a class: (image uint8 HxWx3, cue mask uint8 HxW, face mask uint8 HxW, occluded)."""
+def render_face(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """One face of a class: (image uint8 HxWx3, cue mask uint8 HxW, face mask uint8 HxW, occluded). Its random
+    numbers come from `rng` alone, so one generator state draws one face (the AI-HUB layout pastes these)."""
     ss = max(2, -(-_MIN_CANVAS // size))  # supersampling factor
     canvas = size * ss
     pose = _Pose(cx=canvas * (0.5 + rng.uniform(-0.06, 0.06)), cy=canvas * (0.5 + rng.uniform(-0.05, 0.05)),
@@ -244,7 +245,7 @@ def generate(n_per_class: int, image_size: int, seed: int) -> SplitArrays:
     masks = np.empty((len(labels), image_size, image_size), dtype=np.uint8)
     occluded = np.empty(len(labels), dtype=bool)
     for i, (label, child) in enumerate(zip(labels, children)):
-        images[i], masks[i], _, occluded[i] = _render_face(np.random.default_rng(child), int(label), image_size)
+        images[i], masks[i], _, occluded[i] = render_face(np.random.default_rng(child), int(label), image_size)
     return SplitArrays(images=images, labels=labels, masks=masks, occluded=occluded)
 
 

@@ -1,0 +1,108 @@
+"""The Ray a study runs on: a cluster it joins, or a private one on this machine that listens on
+loopback only; and whether a trial fits in it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import ray
+import torch
+
+from .spec import StudySpec
+
+# The Ray versions whose private clusters switch `_loopback_only` turns off is known to be there and
+# read (test_loopback.py checks it): [lowest, first untried). Widen it only after that test passes.
+LOOPBACK_RAY = ((2, 60), (3, 0))
+_SWITCH = ("ENABLE_RAY_CLUSTER", "ENABLE_RAY_CLUSTERS_ENV_VAR")
+
+
+class ResourceError(ValueError):
+    """The study asks for more than the Ray cluster has, or cannot run where it is asked to; nothing was started."""
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address`, or start a private Ray on this machine, on loopback only."""
+    if ray.is_initialized():  # a caller (a notebook, the tests) already chose the cluster
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+    if address:
+        # The package travels with the job, so workers need only its dependencies (the image), not ablate.
+        package = Path(__file__).resolve().parent
+        # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`) must be
+        # joined from loopback too, or Ray looks for it at the machine's outward address.
+        local = address.split(":")[0] in ("127.0.0.1", "localhost")
+        ray.init(address=address, runtime_env={"py_modules": [str(package)]},
+                 **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
+        return
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with _loopback_only():
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            # Ray's defaults assume a large machine; trials hold their data in process memory, not here.
+            object_store_memory=min(2 * 2**30, memory // 10),
+            **quiet,
+        )
+
+
+def _ray_constants():
+    """Ray's private constants, once checked to hold the clusters switch where `_loopback_only` expects it:
+    on a Ray it was not tried with, or without the switch, Ray's servers would listen on every interface."""
+    from ray._private import ray_constants
+
+    version = tuple(int(part) for part in ray.__version__.split(".")[:2])
+    (low, high), missing = LOOPBACK_RAY, [name for name in _SWITCH if not hasattr(ray_constants, name)]
+    if missing or not low <= version < high:
+        found = f"it has no ray._private.ray_constants.{missing[0]}" if missing else "it was not tried with it"
+        raise RuntimeError(
+            f"ray {ray.__version__}: ablate keeps its private Ray on loopback by a private switch of Ray "
+            f"{low[0]}.{low[1]} up to {high[0]}.{high[1]} (exclusive), and {found}; install a Ray in that range, "
+            "or start Ray yourself and pass --address")
+    return ray_constants
+
+
+@contextmanager
+def _loopback_only():
+    """Keep a private Ray on 127.0.0.1. Given that address, Ray still swaps in the machine's outward one
+    and its servers then listen on every interface, unless its clusters switch is off: an environment
+    variable its processes read at start-up, and a constant this process read when it imported Ray."""
+    ray_constants = _ray_constants()
+    saved = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:  # a later --address in this process must find the outward address again
+        if saved[0] is None:
+            del os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR]
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
+def check_resources(spec: StudySpec) -> None:
+    have = ray.cluster_resources()
+    for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
+        wanted, available = getattr(spec.resources, key), have.get(name, 0.0)
+        if wanted > available:
+            raise ResourceError(
+                f"resources.{key}: a trial asks for {wanted} but the Ray cluster has {available:g} {name}s"
+            )
+
+
+def check_local_resources(spec: StudySpec) -> None:
+    """What a private Ray on this machine will have, known before starting it; a Ray this process
+    already joined (a notebook's, the tests' fake GPUs) is checked once connected instead."""
+    if ray.is_initialized():
+        return
+    have = {"cpu": os.cpu_count() or 1, "gpu": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
+        wanted = getattr(spec.resources, key)
+        if wanted > have[key]:
+            raise ResourceError(f"resources.{key}: a trial asks for {wanted} but this machine has {have[key]:g} "
+                                f"{name}s (pass --address to run on a Ray cluster)")

@@ -1,0 +1,92 @@
+"""A study's folder and what it keeps there: the context its trials share, and the state `ablate resume`
+continues it from; and what running a study came to."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from .cluster import ResourceError
+from .spec import StudySpec
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial of a study shares, shipped once through Ray's object store."""
+
+    spec: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage: str  # the study's folder or URI: trials keep their checkpoints under it
+    # Each model's costs, measured by the driver before any trial starts: once per arm rather than per
+    # seed, one arm after another so every latency is timed on an otherwise idle machine.
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class StudyOutcome:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage: str  # the study's folder or URI
+    errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
+    diverged: list[str] = field(default_factory=list)  # trials whose loss blew up (recorded, not retried)
+    stopped_early: dict[str, int] = field(default_factory=dict)  # trial name -> the epoch the scheduler stopped it at
+    unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
+    already_finished: int = 0  # trials an earlier run of the study finished, not run again
+
+
+STATE_FILE = "ablate_study.json"
+
+
+def storage_location(storage: str | None) -> str:
+    """Where Tune keeps a study's trials: a `scheme://` URI as given (s3://, gs://: any pyarrow file
+    system), else a local folder made absolute (Tune requires it); default ./ablate_runs."""
+    if storage and "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage or "ablate_runs").resolve())
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """What `ablate resume` needs to continue a study whose driver died; kept in the study's folder."""
+
+    context: StudyContext
+    trials: list[str]  # ids of the trials this run of the study started
+
+    def save(self, folder: str) -> None:
+        fs, path = pafs.FileSystem.from_uri(folder)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{STATE_FILE}") as out:
+            out.write(json.dumps({**asdict(self.context), "trials": self.trials}, indent=1).encode())
+
+    @classmethod
+    def load(cls, folder: str) -> StudyState:
+        fs, path = pafs.FileSystem.from_uri(folder)
+        try:
+            with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
+                saved = json.loads(stream.read())
+            trials = saved.pop("trials")
+            return cls(StudyContext(**saved), trials)
+        except FileNotFoundError:
+            raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
+                                "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ResourceError(f"{folder}/{STATE_FILE} is damaged ({type(err).__name__}: {err}); expected the JSON "
+                                "that `ablate run` writes. Run the study's spec again with `ablate run`: finished "
+                                "trials are kept") from None
+
+    def spec(self, folder: str) -> StudySpec:
+        """The study's spec as saved (it was valid when the study started)."""
+        from pydantic import ValidationError
+
+        try:
+            return StudySpec.model_validate(self.context.spec)
+        except ValidationError as err:
+            raise ResourceError(f"{folder}/{STATE_FILE}: its spec no longer validates ({err.error_count()} "
+                                "error(s)); run the study's spec again with `ablate run`") from None
