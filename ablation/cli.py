@@ -200,6 +200,17 @@ def plan(
     views.plan(console, spec, p)
 
 
+@app.command()
+def schema() -> None:
+    """The study spec's JSON Schema, for an editor to check and complete specs (every key, its
+    choices, default and description, including each attention type's options)."""
+    import json
+
+    from .spec import json_schema
+
+    print(json.dumps(json_schema(), indent=1))
+
+
 @data_app.command("summary")
 def data_summary(
     dataset: Annotated[str, typer.Option(help="aihub, fer2013, rafdb or folder")],

@@ -119,7 +119,8 @@ COMPONENTS = tuple(dict.fromkeys(c for _, kind in ATTENTIONS.items() for c in ki
 
 class _ModelCore(_Section):
     arch: Literal[ARCHITECTURES.names()] = "resnet50"  # type: ignore[valid-type]
-    attention: Literal[ATTENTIONS.names()] = "identity_cbam"  # type: ignore[valid-type]
+    attention: Literal[ATTENTIONS.names()] = Field(  # type: ignore[valid-type]
+        "identity_cbam", description="; ".join(f"{name}: {kind.summary}" for name, kind in ATTENTIONS.items()))
     placement: str = Field("all", description="none, all, or sites joined by '+': stages (layer3) or blocks (layer3.2)")
     count: int | dict[str, int] = catalog.per_stage(1, low=0, high=4,
                                                     description="modules stacked at each site (0-4), or {stage: count}")
@@ -509,6 +510,11 @@ class StudySpec(_Section):
         if stage and isinstance(value, dict):
             return value.get(stage[0])
         return value
+
+
+def json_schema() -> dict[str, Any]:
+    """The study spec as a JSON Schema, read from the same registries as its validation."""
+    return StudySpec.model_json_schema(mode="validation")
 
 
 def label(point: dict[str, Any]) -> str:

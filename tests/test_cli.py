@@ -92,3 +92,15 @@ def test_plan_prices_a_study_without_running_it(tiny_spec, tmp_path):
     cached = json.loads((Path(os.environ["ABLATE_CACHE_DIR"]) / "calibration.json").read_text())
     assert list(cached.values()) == [plan["macs_per_second"]]
     assert not list(Path().glob("mlruns*")) and not list(Path().glob("ablate_runs*"))
+
+
+def test_the_schema_an_editor_reads_lists_every_registered_type_and_its_options():
+    from ablation.models import ATTENTIONS
+
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0, result.output
+    model = json.loads(result.output)["$defs"]["ModelSpec"]["properties"]
+    assert model["attention"]["enum"] == list(ATTENTIONS.names())
+    for name, kind in ATTENTIONS.items():
+        for option in kind.options.model_fields:
+            assert name in model[option]["description"], (name, option)
