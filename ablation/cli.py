@@ -122,6 +122,11 @@ def _conclude(spec, outcome, *, resume_hint: str) -> None:
     from .tracking import Tag
 
     _print_ranking(spec, outcome)
+    if outcome.race:
+        from .tracking import study_trials
+
+        views.race(console, spec, outcome.race, fixed_trials=len(spec.trials(every_seed=True)),
+                   trials=len(study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)))
     if outcome.stopped_early:
         console.print(f"{len(outcome.stopped_early)} trials were stopped early by {spec.search.scheduler} "
                       f"(tagged {Tag.STOPPED_EARLY}, with {Tag.STOPPED_AT_EPOCH})")

@@ -106,3 +106,15 @@ def check_local_resources(spec: StudySpec) -> None:
         if wanted > have[key]:
             raise ResourceError(f"resources.{key}: a trial asks for {wanted} but this machine has {have[key]:g} "
                                 f"{name}s (pass --address to run on a Ray cluster)")
+
+
+# Tune's own console output would fight the live view: the legacy reporter at verbose=0 is silent.
+# Checkpoint-sync warnings fire on every small fast trial and say nothing actionable here.
+_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def quiet_tune() -> None:
+    for key, value in _TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    # After an interruption Tune warns once per trial that never started; the summary says it once.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

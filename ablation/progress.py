@@ -30,6 +30,7 @@ class StudyProgress:
     def __init__(self, console: Console, *, trials: int, epochs: int, metric: str) -> None:
         self.metric, self.epochs = metric, epochs
         self.rows: dict[str, _Row] = {}
+        self.arms: list[tuple[str, int, int, str]] = []  # a race's, when the study is one
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("epochs"), TimeElapsedColumn(), console=console,
@@ -59,7 +60,13 @@ class StudyProgress:
             self.bar.advance(self.task, self.epochs - row.epoch)
         row.status = "done" if ok else "error"
 
-    def _table(self) -> Table:
+    def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None:
+        """A race's arms (arm, seeds done, seeds running, state); the bar grows as the race adds trials."""
+        self.arms = rows
+        total = max(self.bar.tasks[0].total or 0, started * self.epochs)
+        self.bar.update(self.task, total=total, description=f"{max(started, 1)} trials so far")
+
+    def _table(self) -> Table | Group:
         table = Table(box=None, pad_edge=False, header_style="dim")
         for column in ("trial", "status", "epoch", self.metric):
             table.add_column(column)
@@ -70,4 +77,11 @@ class StudyProgress:
             table.add_row(row.name, f"[{colour[row.status]}]{row.status}", f"{row.epoch}/{self.epochs}", value)
         if len(rows) > _ROWS:
             table.add_row(f"... {len(rows) - _ROWS} more", "", "", "")
-        return table
+        if not self.arms:
+            return table
+        race = Table(box=None, pad_edge=False, header_style="dim")
+        for column in ("arm", "seeds done", "running", "state"):
+            race.add_column(column)
+        for arm, done, running, state in self.arms:
+            race.add_row(arm, str(done), str(running), state)
+        return Group(race, table)

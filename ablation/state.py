@@ -39,6 +39,7 @@ class StudyOutcome:
     stopped_early: dict[str, int] = field(default_factory=dict)  # trial name -> the epoch the scheduler stopped it at
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started
     already_finished: int = 0  # trials an earlier run of the study finished, not run again
+    race: dict = field(default_factory=dict)  # a race's decisions, arm -> racing.Decision
 
 
 STATE_FILE = "ablate_study.json"

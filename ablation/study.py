@@ -9,7 +9,6 @@ on Ray's result files.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import replace
 from typing import Any
@@ -20,20 +19,17 @@ from ray import tune
 
 from . import engine, tracking
 from .checkpoints import MODEL_FILE, Background, CheckpointStore, pack_model
-from .cluster import ResourceError, check_local_resources, check_resources, connect
+from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
 from .data import classes_of
 from .models import check_weights
 from .prepare import costs_key, costs_of, measure_costs, prepare_data
 from .progress import StudyProgress
+from .race import RaceSearcher
 from .spec import StudySpec, Trial, label
 from .state import StudyContext, StudyOutcome, StudyState, storage_location
 
 _STEP_KEY = "epoch"
 _DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan
-
-# Tune's own console output would fight the live view: the legacy reporter at verbose=0 is silent.
-# Checkpoint-sync warnings fire on every small fast trial and say nothing actionable here.
-_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 def _failure(err: BaseException) -> tracking.Failure:
@@ -213,13 +209,6 @@ class _ProgressCallback(tune.Callback):
             self.view.trial_finished(trial.trial_id, ok=False)
 
 
-def _quiet_tune() -> None:
-    for key, value in _TUNE_ENV.items():
-        os.environ.setdefault(key, value)
-    # After an interruption Tune warns once per trial that never started; the summary says it once.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-
-
 def _trainable_for(spec: StudySpec, context: StudyContext):
     return tune.with_resources(tune.with_parameters(_trainable, context=context),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -245,7 +234,7 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     if not address:
         check_local_resources(spec)  # before the lease creates the store
     with tracking.hold_study(uri, spec.name):
-        _quiet_tune()
+        quiet_tune()
         connect(address)
         check_resources(spec)
         pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
@@ -263,20 +252,24 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         pending = [t for t in trials if t.id not in done]
         outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
                                already_finished=len(trials) - len(pending))
-        if not pending:
+        if not pending and not spec.search.race:  # a race may still want seeds beyond its start
             parent.finish()
             return outcome
-        costs = costs_of(pending, console) if spec.search.method == "grid" else {}
+        costs = costs_of(trials if spec.search.race else pending, console) if spec.search.method == "grid" else {}
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage, costs)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return _fit(_tuner(spec, context, pending), spec, pending, parent, outcome, console)
+        return _fit(spec, context, pending, parent, outcome, console)
 
 
-def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *,
-           redo: list[dict[str, Any]] = (), samples: int | None = None) -> tune.Tuner:
+def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
+           samples: int | None = None, race: RaceSearcher | None = None) -> tune.Tuner:
     """A Tuner over the pending trials (a grid), or drawing `samples` trials (default the spec's), the
-    configurations in `redo` first (sampled trials a resumed study continues)."""
-    space, settings = _search(spec, pending, redo=redo, samples=samples)
+    configurations in `redo` first (sampled trials a resumed study continues), or running a race."""
+    if race is not None:  # it suggests every trial, from MLflow's finished runs
+        space, settings = {}, {"search_alg": race, "num_samples": -1, "trial_name_creator": _trial_id,
+                               "trial_dirname_creator": _trial_id}
+    else:
+        space, settings = _search(spec, pending, redo=redo, samples=samples)
     storage, _, name = context.storage.rpartition("/")
     return tune.Tuner(
         _trainable_for(spec, context),
@@ -318,17 +311,16 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
             redo = [_config_of(spec, r) for r in records if not r.ended]
             samples = max(0, spec.search.num_samples - sum(r.ended for r in records))
             pending = []
-        prepare_data(pending if spec.search.method == "grid" else spec.trials(), console)
+        prepare_data(pending if spec.search.method == "grid" and not spec.search.race else spec.trials(), console)
         outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
         parent = tracking.reopen_study(uri, context.parent_run_id)
-        if not pending and not samples:
+        if not pending and not samples and not spec.search.race:
             parent.finish()
             return spec, outcome
-        _quiet_tune()
+        quiet_tune()
         connect(address)
         check_resources(spec)
-        tuner = _tuner(spec, context, pending, redo=redo[:samples], samples=samples)
-        return spec, _fit(tuner, spec, pending, parent, outcome, console, samples=samples)
+        return spec, _fit(spec, context, pending, parent, outcome, console, redo=redo[:samples], samples=samples)
 
 
 def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
@@ -341,12 +333,16 @@ def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
     return {"axes": axes, "seed": int(record.params["seed"])}
 
 
-def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracking.TrackedRun,
-         outcome: StudyOutcome, console, *, samples: int | None = None) -> StudyOutcome:
+def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
+         outcome: StudyOutcome, console, *, redo: list[dict[str, Any]] = (), samples: int | None = None
+         ) -> StudyOutcome:
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric)
     _ProgressCallback.view = view
+    race = RaceSearcher(spec, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
+                        on_change=view.race) if spec.search.race else None
+    tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race)
     try:
         with view:
             results = tuner.fit()
@@ -381,7 +377,11 @@ def _fit(tuner: tune.Tuner, spec: StudySpec, trials: list[Trial], parent: tracki
         ended = sum(1 for r in results if r.config and _trial_name(r.config) in settled)
         outcome.unfinished = ["(a drawn trial)"] * (count - ended)
     else:
-        outcome.unfinished = [t.name for t in trials if t.name not in settled]
+        outcome.unfinished = [t.name for t in (race.started if race else trials) if t.name not in settled]
+    if race is not None:
+        race.refresh()
+        outcome.race = race.decisions
+        tracking.log_race(parent, race.baseline, race.decisions)
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     tracking.finish_study(parent, failed=len(outcome.errors), diverged=len(outcome.diverged),

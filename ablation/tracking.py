@@ -48,6 +48,8 @@ class Tag(StrEnum):
     TRIALS_FAILED = "ablate.trials_failed"
     TRIALS_DIVERGED = "ablate.trials_diverged"
     TRIALS_UNFINISHED = "ablate.trials_unfinished"
+    RACE_BASELINE = "ablate.race.baseline"  # a race's: the arm the others were decided against
+    RACE_DECIDED = "ablate.race.decided"  # "4 of 5 arms"; then one tag per state listing its arms
     # A trial's run: where its latest attempt ran, and how the run ended.
     NODE_ID = "ablate.node_id"
     PID = "ablate.pid"
@@ -377,6 +379,26 @@ def describe_study(parent: TrackedRun, *, axes: list[str], design: str, metric: 
         parent.log_text(json.dumps(skipped, indent=1), SKIPPED_ARTIFACT)
     parent.set_tags({Tag.DATA_SKIPPED: len(skipped), Tag.AXES: ",".join(axes), Tag.DESIGN: design,
                      Tag.METRIC: metric, Tag.MODE: mode, Tag.STORAGE: storage})
+
+
+RACE_ARTIFACT = "race.json"  # the parent run's: each arm's decision, as the race reached it
+
+
+def log_race(parent: TrackedRun, baseline: str, decisions: Mapping[str, Any]) -> None:
+    """A race's decisions on its parent run: tags the UI lists (the arms in each state) and race.json."""
+    import dataclasses
+    import json
+    import math
+
+    by_state: dict[str, list[str]] = {}
+    for arm, decision in decisions.items():
+        by_state.setdefault(decision.state, []).append(arm)
+    decided = sum(d.decided for d in decisions.values())
+    parent.set_tags({Tag.RACE_BASELINE: baseline, Tag.RACE_DECIDED: f"{decided} of {len(decisions)} arms",
+                     **{f"ablate.race.{state.replace(' ', '_')}": "; ".join(arms) for state, arms in by_state.items()}})
+    rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in dataclasses.asdict(d).items()} for d in decisions.values()]
+    parent.log_text(json.dumps({"baseline": baseline, "decisions": rows}, indent=1), RACE_ARTIFACT)
 
 
 def finish_study(parent: TrackedRun, *, failed: int, diverged: int, unfinished: int) -> None:

@@ -71,6 +71,20 @@ def ranking(console: Console, spec, summaries) -> None:
     console.print(table)
 
 
+def race(console: Console, spec, decisions, *, fixed_trials: int, trials: int) -> None:
+    """A race's decisions: each arm against the baseline, when it was decided, its interval."""
+    table = Table(title=f"{spec.name}: the race against {spec.race_baseline()} on best-epoch {spec.metric} "
+                        f"(family-wise error <= {spec.search.race.alpha:g} over every look)")
+    for column in ("arm", "decision", "seeds to decide", "difference", "interval"):
+        table.add_column(column, overflow="fold", justify="left" if column in ("arm", "decision") else "right")
+    for d in decisions.values():
+        at = "-" if d.decided_at is None else str(d.decided_at)
+        table.add_row(d.arm, d.state, at, f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]")
+    console.print(table)
+    console.print(f"{trials} trials where the fixed design runs {fixed_trials}: {1 - trials / fixed_trials:.0%} "
+                  f"saved. Equivalent means inside ±{spec.search.race.margin:g}.", highlight=False)
+
+
 def report(console: Console, made) -> None:
     """A report's tables in their compact form, and its notes."""
     for table in made.tables(compact=True):

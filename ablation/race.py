@@ -1,0 +1,113 @@
+"""A race on Ray Tune: a searcher that hands each freed slot the next trial whose result can still
+change an answer, and decides the arms (`racing.py`) from MLflow's finished runs after every result.
+
+Every arm runs the race's first `start` seeds; an arm still open gets its next seed (and at most one
+more while that one runs, so slots do not idle), the baseline runs every seed an open arm runs, and
+decided arms get none. Nothing is kept that MLflow does not hold: a re-run or a resumed race starts
+from the finished runs, continues unfinished ones from their checkpoints (their trial ids are the
+same), and gains no seed once every arm is decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from . import racing, tracking
+from .spec import StudySpec, Trial
+
+# Per arm, for the live view: (arm, seeds finished, seeds running, state).
+RaceRows = list[tuple[str, int, int, str]]
+
+
+class RaceSearcher(Searcher):
+    def __init__(self, spec: StudySpec, *, where: tuple[str, str, str],
+                 on_change: Callable[[RaceRows, int], None] | None = None) -> None:
+        """`where`: the tracking URI, experiment id and parent run id of the study."""
+        super().__init__(metric=tracking.best(spec.metric), mode=spec.mode)
+        self.spec, self.race = spec, spec.search.race
+        self.where = where
+        self.baseline = spec.race_baseline()
+        self.arms = [arm for arm, _ in spec.arms()]
+        self.seeds = spec.search.seeds
+        self.on_change = on_change
+        self.running: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arm, seed)
+        self.failed: set[tuple[str, int]] = set()  # seeds that failed for good: never a result
+        self.started: list[Trial] = []  # trials this driver handed to Tune
+        self.finished: dict[str, dict[int, float]] = {}
+        self.decisions: dict[str, racing.Decision] = {}
+        self.refresh()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its searcher with the experiment state; the live view stays with this driver.
+        return {**self.__dict__, "on_change": None}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the race knows its metric and its trials; Tune's space is empty
+
+    def refresh(self) -> None:
+        """Re-read the finished seeds from MLflow and decide again (the same data, the same decisions)."""
+        key = tracking.best(self.spec.metric)
+        finished: dict[str, dict[int, float]] = {arm: {} for arm in self.arms}
+        for record in tracking.study_trials(*self.where):
+            arm = record.params.get("arm")
+            if arm in finished and record.outcome == tracking.Outcome.FINISHED and key in record.metrics:
+                finished[arm][int(record.params["seed"])] = record.metrics[key]
+        self.finished = finished
+        family = [a for a in self.arms if a != self.baseline] if self.race.mode == "baseline" else self.arms
+        self.decisions = racing.decide(
+            finished, self.baseline, self.seeds, margin=self.race.margin, alpha=self.race.alpha,
+            max_seeds=len(self.seeds), start=self.race.start, mode=self.race.mode,
+            higher_is_better=self.spec.mode == "max", arms=family)
+        if self.on_change:
+            self.on_change(self.rows(), len(self.started))
+
+    def _open(self) -> list[str]:
+        """The arms that still race (an arm with a seed that failed for good stops: its pairs end there)."""
+        stuck = {arm for arm, _ in self.failed}
+        if self.baseline in stuck:  # every pair ends at the baseline's failed seed
+            stuck |= set(self.arms)
+        return [a for a, d in self.decisions.items() if not d.decided and a not in stuck]
+
+    def wanted(self) -> list[tuple[str, int]]:
+        """The trials worth starting now, lowest seeds first, each seed's baseline before its arms."""
+        busy = {pair for pair in self.running.values()}
+        limits = {}
+        for arm in self._open():
+            pairs = self.decisions[arm].seeds
+            limits[arm] = min(len(self.seeds), max(self.race.start, pairs + 2))
+        wanted = []
+        for i, seed in enumerate(self.seeds):
+            arms = [a for a, limit in limits.items() if i < limit]
+            if arms and self.race.mode == "baseline":
+                arms = [self.baseline, *arms]
+            wanted += [(a, seed) for a in dict.fromkeys(arms)
+                       if seed not in self.finished.get(a, {}) and (a, seed) not in busy | self.failed]
+        return wanted
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        wanted = self.wanted()
+        if not wanted:
+            return None if self.running else Searcher.FINISHED
+        arm, seed = wanted[0]
+        trial = self.spec.trial(arm, seed)
+        self.running[trial_id] = (arm, seed)
+        self.started.append(trial)
+        if self.on_change:
+            self.on_change(self.rows(), len(self.started))
+        return {"trial": {"id": trial.id, "name": trial.name, "arm": trial.arm, "overrides": trial.overrides}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        arm_seed = self.running.pop(trial_id, None)
+        if arm_seed is None:
+            return
+        if error:  # retried by Tune up to max_failures already: it will not become a result
+            self.failed.add(arm_seed)
+        self.refresh()
+
+    def rows(self) -> RaceRows:
+        running = list(self.running.values())
+        return [(arm, len(self.finished.get(arm, {})), sum(1 for a, _ in running if a == arm),
+                 "baseline" if arm not in self.decisions else self.decisions[arm].state) for arm in self.arms]

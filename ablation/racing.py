@@ -1,0 +1,742 @@
+"""Racing seeds: which arms are decided, with a family-wise error guarantee that survives looking after
+every seed.
+
+A study compares K arms with a baseline, paired by seed. Every arm runs the first `start` seeds of the
+study's seed order; an arm that is still undecided gets the next seed, up to `max_seeds`. After any new
+result the decisions are recomputed from the finished trials alone: pure functions of numbers keyed by
+arm and seed, with no Ray, MLflow or torch.
+
+The method (chosen by simulation, benchmarks/race.py; its results in benchmarks/results/race.md):
+
+* Each arm's sample is the paired differences (arm - baseline) on the longest PREFIX of the seed order
+  on which both have finished. Looks therefore fall at n = start, start+1, ..., max_seeds pairs whatever
+  the order in which trials finish, so the look schedule is fixed in advance.
+* Better/worse: a group-sequential paired t-test with Lan-DeMets alpha spending of the O'Brien-Fleming
+  type over those looks (information fraction n / max_seeds). Its boundaries are EXACT for the t
+  statistic with unknown variance, not the usual normal approximation (which, measured here, exceeds
+  its level by 10-30 % with 3-20 seeds): under "no difference" the t statistics t_n of a Gaussian sample
+  form a Markov chain whose law does not depend on the variance (the direction of the data vector is
+  uniform on the sphere, independent of its length; t_n is a function of the angle between the first n
+  coordinates and the ones vector, and the next coordinate divided by the current length is a scaled
+  Student t variable independent of that angle). `boundary` integrates that chain numerically, look by
+  look, so that the probability of first crossing at each look is exactly the alpha spent there. A
+  two-sided test at level a uses the one-sided boundary at a/2 on each side.
+  Each arm's sequential p-value (the smallest level whose boundary its path has crossed) is valid at any
+  look, so Holm's step-down over the arms, applied at every look, keeps the family-wise error at alpha:
+  the first false rejection needs min over the m0 true nulls of their (running minimum) p-values to be
+  <= alpha / m0, which each does with probability <= alpha / m0.
+* Equivalent: the arm's repeated confidence interval (the running intersection of x_n +- c_n s_n/sqrt n
+  over the looks so far, with Pocock-type spending, which spends early because the seeds saved come from
+  arms that are equal) lies inside +-margin. That is a sequential TOST: both one-sided tests of
+  |difference| >= margin reject at level e. Holm's step-down runs over these equivalence p-values too,
+  with the same argument.
+* An arm that reaches `max_seeds` undecided ends "undecided at max".
+
+The guarantee (Gaussian paired differences, any variance, any number of arms, any order of finishing):
+P(some arm whose true mean difference is 0 is ever declared better or worse) <= alpha, and
+P(some arm whose true mean difference is at least the margin in size is ever declared equivalent)
+<= alpha. Mode "best" has its own (see `decide`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import special, stats
+
+RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED = "racing", "better", "worse", "equivalent", "undecided at max"
+STATES = (RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED)
+MODES = ("baseline", "best")
+TEST_SPENDING = "obf"  # better/worse: O'Brien-Fleming type, close to the fixed design's power at max
+EQUIVALENCE_SPENDING = "pocock"  # equivalence: Pocock type, spends early, where the savings are
+SPENDINGS = ("obf", "pocock", "linear", "power<rho>")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one arm stands in the race."""
+
+    arm: str
+    state: str  # one of STATES
+    seeds: int  # paired seeds finished: the longest prefix of the seed order (capped at max_seeds)
+    decided_at: int | None  # the arm's seeds when the decision was reached; max_seeds when undecided at max
+    low: float  # the sequentially valid interval of the mean difference (arm - `against`) at `confidence`:
+    high: float  # the test's for better/worse, the equivalence one otherwise (nan before `start` seeds)
+    mean: float  # mean difference at decided_at (or at `seeds` while racing)
+    p_value: float  # anytime-valid p-value of "no difference", Holm-adjusted across the arms
+    confidence: float = math.nan  # the interval's confidence level
+    against: str = ""  # the baseline, or in mode "best" the arm it was compared with (the leader)
+
+    @property
+    def decided(self) -> bool:
+        return self.state != RACING
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alpha spending
+
+
+def spent(kind: str, level: float, fraction):
+    """One-sided alpha spent by information `fraction` (0..1] under a Lan-DeMets spending function for a
+    total of `level`: "obf" (O'Brien-Fleming type, 2 - 2 Phi(z_{1-level/2} / sqrt t)), "pocock" (level
+    ln(1 + (e - 1) t)), "linear" (level t) or "power<rho>" (Kim-DeMets, level t^rho, e.g. "power3")."""
+    t = np.asarray(fraction, dtype=float)
+    if kind == "obf":
+        return 2 * stats.norm.sf(stats.norm.isf(level / 2) / np.sqrt(t))
+    if kind == "pocock":
+        return level * np.log1p((math.e - 1) * t)
+    if kind == "linear":
+        return level * t
+    if kind.startswith("power") and kind[5:].replace(".", "", 1).isdigit():  # Kim-DeMets: level t^rho
+        return level * t ** float(kind[5:])
+    raise ValueError(f"unknown spending function {kind!r} (known: {', '.join(SPENDINGS)})")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The null law of the t statistic over looks
+#
+# State after k observations: rho_k = sum(x) / (sqrt(k) |x|) in [-1, 1], the cosine of the angle between
+# the data and the ones vector; t_k = sqrt(k - 1) rho_k / sqrt(1 - rho_k^2). With v = x_{k+1} / |x_{1..k}|,
+# rho_{k+1} = (sqrt(k) rho_k + v) / (sqrt(k + 1) sqrt(1 + v^2)), and under "mean 0" (any sigma) sqrt(k) v is
+# Student t with k degrees of freedom, independent of rho_1..rho_k. Writing v = tan(phi),
+# rho_{k+1} = R sin(phi + psi) / sqrt(k + 1) with R = sqrt(k rho^2 + 1), psi = atan(sqrt(k) rho).
+
+_BINS = 320  # bins of the state, uniform in the angle (finer near rho = +-1, where |t| is large)
+_THETA = np.linspace(math.pi, 0.0, _BINS + 1)
+_EDGES = np.cos(_THETA)
+_EDGES[0], _EDGES[-1] = -1.0, 1.0
+_CENTERS = np.cos((_THETA[:-1] + _THETA[1:]) / 2)
+_PHI = np.linspace(-math.pi / 2, math.pi / 2, 2**16 + 1)  # table of the law of phi, per k
+
+
+@lru_cache(maxsize=None)
+def _phi_table(k: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        table = special.stdtr(k, math.sqrt(k) * np.tan(_PHI))
+    table[0], table[-1] = 0.0, 1.0
+    return table
+
+
+def _phi_cdf(phi: np.ndarray, k: int) -> np.ndarray:
+    return np.interp(phi, _PHI, _phi_table(k))
+
+
+def next_cdf(y, rho, k: int) -> np.ndarray:
+    """P(rho_{k+1} <= y | rho_k = rho) under "mean 0"; y and rho broadcast."""
+    y, rho = np.asarray(y, dtype=float), np.asarray(rho, dtype=float)
+    radius = np.sqrt(k * rho * rho + 1.0)
+    psi = np.arctan(math.sqrt(k) * rho)
+    s = y * math.sqrt(k + 1) / radius
+    beta = np.arcsin(np.clip(s, -1.0, 1.0))
+    half = math.pi / 2
+
+    def mass(lo, hi):  # P(lo < phi <= hi)
+        lo, hi = np.maximum(lo, -half), np.minimum(hi, half)
+        return np.where(hi > lo, _phi_cdf(hi, k) - _phi_cdf(lo, k), 0.0)
+
+    # sin(w) <= s on (-pi, pi) is w in [-pi - beta, beta] U [pi - beta, pi); w = phi + psi.
+    p = mass(-math.pi - beta - psi, beta - psi) + mass(math.pi - beta - psi, np.full_like(beta, half))
+    return np.where(s >= 1, 1.0, np.where(s <= -1, 0.0, p))
+
+
+@lru_cache(maxsize=None)
+def _transition(k: int) -> np.ndarray:
+    """Bin-to-bin transition probabilities from k to k + 1 observations (from bin centres)."""
+    cdf = next_cdf(_EDGES[None, :], _CENTERS[:, None], k)
+    cdf[:, 0], cdf[:, -1] = 0.0, 1.0
+    return np.diff(cdf, axis=1)
+
+
+def _rho(t: float, n: int) -> float:
+    return 1.0 if t == math.inf else -1.0 if t == -math.inf else t / math.sqrt(n - 1 + t * t)
+
+
+def _t(y: float, n: int) -> float:
+    if y >= 1.0:
+        return math.inf
+    if y <= -1.0:
+        return -math.inf
+    return math.sqrt(n - 1) * y / math.sqrt(1.0 - y * y)
+
+
+@lru_cache(maxsize=256)
+def _boundaries(start: int, max_seeds: int, levels: tuple[float, ...], kind: str) -> np.ndarray:
+    """One-sided upper boundaries on t, one row per level, one column per look n = start..max_seeds."""
+    ns = np.arange(start, max_seeds + 1)
+    cum = spent(kind, np.asarray(levels)[:, None], ns[None, :] / max_seeds)
+    inc = np.diff(cum, axis=1, prepend=0.0)
+    out = np.empty((len(levels), len(ns)))
+    # first look: t_start is Student t with start - 1 degrees of freedom
+    with np.errstate(divide="ignore"):
+        t_edges = math.sqrt(start - 1) * _EDGES / np.sqrt(1.0 - _EDGES**2)
+    cdf_edges = special.stdtr(start - 1, t_edges)
+    masses = np.empty((len(levels), _BINS))
+    for a, spend in enumerate(inc[:, 0]):
+        c = stats.t.isf(spend, start - 1) if spend > 0 else math.inf
+        out[a, 0] = c
+        masses[a] = np.diff(np.minimum(cdf_edges, special.stdtr(start - 1, c)))
+    for i in range(1, len(ns)):
+        k = int(ns[i]) - 1  # observations before this look
+        moved = masses @ _transition(k)
+        above = np.cumsum(moved[:, ::-1], axis=1)[:, ::-1]  # crossing if the boundary sat at a lower edge
+        spend = inc[:, i]
+        none = ~(spend > 1e-300)  # nothing spent: no boundary
+        everything = ~none & (spend >= above[:, 0])  # cannot happen at sane levels
+        live = np.nonzero(~none & ~everything)[0]
+        out[none, i], out[everything, i] = math.inf, -math.inf
+        masses[everything] = 0.0
+        masses[none] = moved[none]
+        if not len(live):
+            continue
+        # the bin whose edges bracket the spend, then regula falsi (Illinois) inside it, all levels at once
+        j = np.array([int(np.searchsorted(-above[a], -spend[a], side="right")) - 1 for a in live])
+        j = np.minimum(j, _BINS - 1)
+        lo, hi = _EDGES[j].copy(), _EDGES[j + 1].copy()
+        f_lo, f_hi = above[live, j] - spend[live], np.where(j + 1 < _BINS, above[live, np.minimum(j + 1, _BINS - 1)], 0.0)
+        f_hi = np.where(j + 1 < _BINS, f_hi, 0.0) - spend[live]
+        source = masses[live]
+
+        def excess(y):
+            return np.einsum("am,am->a", source, 1.0 - next_cdf(y[:, None], _CENTERS[None, :], k)) - spend[live]
+
+        side = np.zeros(len(live))
+        for _ in range(30):
+            y = np.where(f_lo == f_hi, (lo + hi) / 2, hi - f_hi * (hi - lo) / (f_hi - f_lo))
+            y = np.clip(y, lo, hi)
+            f = excess(y)
+            done = (np.abs(f) <= 1e-13 * spend[live]) | (hi - lo < 1e-15)
+            if done.all():
+                break
+            left = f > 0  # still too much crossing: the boundary is higher
+            f_hi = np.where(~left, f, np.where(side > 0, f_hi / 2, f_hi))
+            f_lo = np.where(left, f, np.where(side < 0, f_lo / 2, f_lo))
+            hi = np.where(~left, y, hi)
+            lo = np.where(left, y, lo)
+            side = np.where(left, 1.0, -1.0)
+        n = int(ns[i])
+        out[live, i] = [_t(v, n) for v in y]
+        cut = next_cdf(y[:, None], _CENTERS[None, :], k) - next_cdf(_EDGES[j][:, None], _CENTERS[None, :], k)
+        below = moved[live].copy()
+        for row, (jj, mass) in enumerate(zip(j, np.einsum("am,am->a", source, cut))):
+            below[row, jj + 1:] = 0.0
+            below[row, jj] = mass
+        masses[live] = below
+    out.setflags(write=False)
+    return out
+
+
+def boundary(start: int, max_seeds: int, level: float, spending: str = TEST_SPENDING) -> np.ndarray:
+    """The one-sided upper boundary c_n on the t statistic for looks n = start..max_seeds: under "mean 0",
+    P(t_n >= c_n for some look n) = level, and the probability of first crossing at look n is the alpha
+    `spending` spends between the previous look and n (inf where it spends nothing)."""
+    _check_design(start, max_seeds)
+    return _boundaries(start, max_seeds, (float(level),), spending)[0]
+
+
+def _check_design(start: int, max_seeds: int) -> None:
+    if start < 2:
+        raise ValueError(f"start must be at least 2 seeds (a t statistic needs two), not {start}")
+    if max_seeds < start:
+        raise ValueError(f"max_seeds ({max_seeds}) must be at least start ({start})")
+
+
+# ---------------------------------------------------------------------------------------------------
+# One arm's path
+
+
+@dataclass(frozen=True)
+class _Path:
+    """Prefix statistics of one sample of differences, per look n = start..max (nan beyond the data)."""
+
+    n: int  # observations
+    mean: np.ndarray
+    se: np.ndarray  # nan where the spread is zero (a degenerate look counts as no look)
+
+    def t(self, shift: float = 0.0) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.mean - shift) / self.se
+
+
+def _path(diffs: Sequence[float], start: int, max_seeds: int) -> _Path:
+    x = np.asarray(diffs, dtype=float)[:max_seeds]
+    looks = max_seeds - start + 1
+    mean, se = np.full(looks, np.nan), np.full(looks, np.nan)
+    if len(x) >= start:
+        n = np.arange(1, len(x) + 1)
+        centre = x.mean()  # centred sums: exact for identical values, stable for small spreads
+        cs, cq = np.cumsum(x - centre), np.cumsum((x - centre) ** 2)
+        m = cs / n
+        var = np.maximum(cq - n * m * m, 0.0) / np.maximum(n - 1, 1)
+        sd = np.sqrt(var)
+        scale = np.maximum(np.abs(m + centre), np.sqrt(np.cumsum(x * x) / n))
+        sd = np.where(sd <= 1e-12 * np.maximum(scale, 1e-300), np.nan, sd)
+        used = len(x) - start + 1
+        mean[:used] = (m + centre)[start - 1:]
+        se[:used] = (sd / np.sqrt(n))[start - 1:]
+    return _Path(len(x), mean, se)
+
+
+def _crossed(t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per level (row) and look (column): has t crossed the level's upper boundary by that look?"""
+    with np.errstate(invalid="ignore"):
+        hit = t[None, :] >= bounds
+    return np.logical_or.accumulate(hit, axis=1)
+
+
+def _running_interval(path: _Path, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The repeated confidence interval per level (row) and look (column): the running intersection of
+    mean +- c se over the looks so far (one-sided level each side)."""
+    with np.errstate(invalid="ignore"):
+        half = bounds * path.se[None, :]
+        high = np.where(np.isnan(half), np.inf, path.mean[None, :] + half)
+        low = np.where(np.isnan(half), -np.inf, path.mean[None, :] - half)
+    return np.maximum.accumulate(low, axis=1), np.minimum.accumulate(high, axis=1)
+
+
+def _strictest(hit: np.ndarray, none: int) -> np.ndarray:
+    """Per look: the first row (strictest level) hit, or `none`."""
+    return np.where(hit.any(axis=0), hit.argmax(axis=0), none)
+
+
+def _holm(ranks: np.ndarray) -> np.ndarray:
+    """Holm's step-down from ranks (rank r = the arm's p-value is <= alpha / (K - r); K = none): which
+    arms it rejects. Sorted ascending, it rejects while the i-th smallest rank is <= i."""
+    order = np.sort(ranks)
+    failing = order > np.arange(len(ranks))
+    count = int(failing.argmax()) if failing.any() else len(ranks)
+    return ranks < count
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, capped at 1), in the order given."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+# p-values come from boundaries on a grid of levels that contains the decision levels exactly, so that
+# "adjusted p <= alpha" and the decision agree; between grid levels, log p is interpolated linearly in log t.
+_GRID = tuple(0.5 * 10 ** (-i / 4) for i in range(29))  # 0.5 down to 5e-8
+
+
+def _levels(exact: Sequence[float]) -> tuple[float, ...]:
+    return tuple(sorted({float(a) for a in exact} | set(_GRID)))
+
+
+def _sequential_p(t: np.ndarray, levels: tuple[float, ...], bounds: np.ndarray, looks: int) -> float:
+    """The smallest one-sided level whose boundary the path t crossed within its first `looks` looks."""
+    best = 1.0
+    log_levels = np.log(levels)
+    for i in range(looks):
+        ti = t[i]
+        if not np.isfinite(ti):
+            if ti == math.inf:
+                return levels[0]
+            continue
+        c = bounds[:, i]
+        ok = np.nonzero(c <= ti)[0]
+        if not len(ok):
+            continue
+        j = int(ok[0])
+        if j == 0:
+            p = levels[0]
+        elif not np.isfinite(c[j - 1]):
+            p = levels[j]
+        else:
+            # log p is close to linear in log t in a t tail (p ~ t^-df): interpolate there
+            if c[j] > 0 and ti > 0:
+                w = (math.log(c[j - 1]) - math.log(ti)) / (math.log(c[j - 1]) - math.log(c[j]))
+            else:
+                w = (c[j - 1] - ti) / (c[j - 1] - c[j])
+            p = math.exp(log_levels[j - 1] + w * (log_levels[j] - log_levels[j - 1]))
+        best = min(best, p)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decisions
+
+
+def _paired(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str, seeds: Sequence[Hashable],
+            sign: float) -> list[float]:
+    """sign * (arm - other) over the longest prefix of `seeds` on which both have finished."""
+    mine, theirs = values.get(arm, {}), values.get(other, {})
+    out = []
+    for seed in seeds:
+        if seed not in mine or seed not in theirs:
+            break
+        a, b = float(mine[seed]), float(theirs[seed])
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(f"seed {seed!r}: {arm} = {a}, {other} = {b}; finished trials need finite values")
+        out.append(sign * (a - b))
+    return out
+
+
+def _check(alpha: float, margin: float, mode: str, seeds: Sequence[Hashable], max_seeds: int, start: int) -> None:
+    _check_design(start, max_seeds)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), not {alpha}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, not {margin}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if len(seeds) < max_seeds:
+        raise ValueError(f"the seed order lists {len(seeds)} seeds, fewer than max_seeds ({max_seeds})")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("the seed order repeats a seed")
+
+
+def decide(values: Mapping[str, Mapping[Hashable, float]], baseline: str, seeds: Sequence[Hashable], *,
+           margin: float, alpha: float = 0.05, max_seeds: int, start: int = 3, mode: str = "baseline",
+           higher_is_better: bool = True, arms: Sequence[str] | None = None,
+           test_spending: str = TEST_SPENDING,
+           equivalence_spending: str = EQUIVALENCE_SPENDING) -> dict[str, Decision]:
+    """Each arm's state in the race, recomputed from scratch from the finished trials.
+
+    `values`: arm -> seed -> metric of FINISHED trials only (the baseline's among them). `seeds`: the
+    study's seed order (at least `max_seeds` long); every arm runs the first `start`. `arms`: the whole
+    family of arms compared (default: every key of `values` but the baseline); pass it whenever some arm
+    may have no finished trial yet, since Holm's correction must count it. `margin` is in the metric's
+    units; `higher_is_better` says which sign is "better".
+
+    The same data always give the same decisions, and more data never undo one: the race is evaluated at
+    looks n = start..max_seeds, each arm using its first min(n, its seeds) pairs, and an arm's decision is
+    the first look at which a rule fired for it. (A later result of another arm can move an arm's decision
+    to an earlier look, or make an arm that stopped as equivalent "better" or "worse" instead, through
+    Holm's step-down; it cannot make a decided arm undecided.)
+
+    mode "baseline": every arm against the baseline (module docstring). The baseline gets no Decision.
+    mode "best": which arm (baseline included) is best. An arm is dropped ("worse") once another arm is
+    significantly better than it; the last arm standing is "better" (the best); the arms standing are all
+    "equivalent" once every pair of them is within +-margin. Every pair uses the group-sequential t-test
+    (`test_spending`) and the equivalence interval (`equivalence_spending`), each one-sided at
+    alpha / (2 (A - 1)) for A arms, with no Holm step. Guarantee: P(the best arm is dropped, or the race
+    ends with the arms standing declared within the margin of each other while one of them is `margin` or
+    more below the best) <= alpha, whichever arm leads when (a union bound over the A - 1 pairs that
+    contain the best arm, both sides). It does not bound how often an arm that is not the best is dropped
+    by another that is not better than it.
+    """
+    _check(alpha, margin, mode, seeds, max_seeds, start)
+    family = [a for a in (arms if arms is not None else values) if a != baseline]
+    if len(set(family)) != len(family):
+        raise ValueError("an arm is listed twice")
+    order = list(seeds)[:max_seeds]
+    sign = 1.0 if higher_is_better else -1.0
+    if mode == "best":
+        return _decide_best(values, [baseline, *family], order, margin, alpha, max_seeds, start, sign,
+                            test_spending, equivalence_spending)
+    return _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, start, sign,
+                            test_spending, equivalence_spending)
+
+
+def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, start, sign, test_spending,
+                     equivalence_spending) -> dict[str, Decision]:
+    K = len(family)
+    if K == 0:
+        return {}
+    looks = max_seeds - start + 1
+    holm_levels = [alpha / (K - r) for r in range(K)]  # rank r: the (r+1)-th step of Holm's step-down
+    test_levels = _levels([a / 2 for a in holm_levels])
+    test_bounds = _boundaries(start, max_seeds, test_levels, test_spending)
+    test_rows = [test_levels.index(float(a / 2)) for a in holm_levels]
+    eq_bounds = _boundaries(start, max_seeds, tuple(float(a) for a in holm_levels), equivalence_spending)
+
+    paths, test_rank, eq_rank, up_first = [], np.full((K, looks), K), np.full((K, looks), K), []
+    for j, arm in enumerate(family):
+        path = _path(_paired(values, arm, baseline, order, sign), start, max_seeds)
+        paths.append(path)
+        t = path.t()
+        up = _crossed(t, test_bounds[test_rows])
+        down = _crossed(-t, test_bounds[test_rows])
+        r_up, r_down = _strictest(up, K), _strictest(down, K)
+        test_rank[j] = np.minimum(r_up, r_down)
+        up_first.append(r_up <= r_down)
+        low, high = _running_interval(path, eq_bounds)
+        eq_rank[j] = _strictest((low > -margin) & (high < margin), K)
+
+    fired = _first_fire(test_rank, eq_rank, up_first, [p.n for p in paths], start, looks, K)
+
+    # p-values at everyone's full data, Holm-adjusted (consistent with the decisions: see `decide`)
+    raw = []
+    for j, path in enumerate(paths):
+        used = max(0, min(path.n, max_seeds) - start + 1)
+        t = path.t()
+        one = min(_sequential_p(t, test_levels, test_bounds, used), _sequential_p(-t, test_levels, test_bounds, used))
+        raw.append(min(1.0, 2 * one))
+    adjusted = holm_adjust(raw)
+
+    out = {}
+    for j, (arm, path) in enumerate(zip(family, paths)):
+        seeds_done = min(path.n, max_seeds)
+        if fired[j] is not None:
+            look, state, rank = fired[j]
+            decided_at = start + look
+        else:
+            look, rank = seeds_done - start, None
+            state = UNDECIDED if seeds_done >= max_seeds else RACING
+            decided_at = max_seeds if state == UNDECIDED else None
+        mean, low, high, confidence = math.nan, math.nan, math.nan, math.nan
+        if look >= 0:
+            mean = float(path.mean[look]) * sign
+            if state in (BETTER, WORSE):
+                level = holm_levels[rank]
+                lo, hi = _running_interval(path, test_bounds[[test_rows[rank]]])
+                confidence = 1 - level
+            else:
+                level = holm_levels[rank] if state == EQUIVALENT else alpha / K
+                lo, hi = _running_interval(path, eq_bounds[[holm_levels.index(level)]])
+                confidence = 1 - 2 * level
+            low, high = float(lo[0, look]), float(hi[0, look])
+            if sign < 0:
+                low, high = -high, -low
+        out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, adjusted[j], confidence, baseline)
+    return out
+
+
+def _first_fire(test_rank: np.ndarray, eq_rank: np.ndarray, up_first: Sequence[np.ndarray], counts: Sequence[int],
+                start: int, looks: int, K: int) -> list[tuple[int, str, int] | None]:
+    """Looks n = start..max in turn, each arm at its own look min(n, its pairs): Holm's step-down over the
+    test ranks and over the equivalence ranks; an arm's decision is the first look that decides it.
+    Returns per arm (its look index, state, Holm rank) or None."""
+    fired: list[tuple[int, str, int] | None] = [None] * K
+    for i in range(looks):
+        at = [min(i, n - start) for n in counts]  # negative: not yet at start
+        tr = np.array([test_rank[j, a] if a >= 0 else K for j, a in enumerate(at)])
+        er = np.array([eq_rank[j, a] if a >= 0 else K for j, a in enumerate(at)])
+        rejected, equivalent = _holm(tr), _holm(er)
+        for j in range(K):
+            if fired[j] is not None or at[j] < 0:
+                continue
+            if rejected[j]:  # the differences are signed: "up" is better
+                fired[j] = (at[j], BETTER if up_first[j][at[j]] else WORSE, int(tr[j]))
+            elif equivalent[j]:
+                fired[j] = (at[j], EQUIVALENT, int(er[j]))
+    return fired
+
+
+def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, test_spending,
+                 equivalence_spending) -> dict[str, Decision]:
+    A = len(arms)
+    if A < 2:
+        return {}
+    looks = max_seeds - start + 1
+    level = alpha / (2 * (A - 1))
+    test_levels = _levels([level])
+    test_bounds = _boundaries(start, max_seeds, test_levels, test_spending)
+    row = test_levels.index(float(level))
+    eq_bounds = _boundaries(start, max_seeds, (float(level),), equivalence_spending)
+    own = []
+    for arm in arms:
+        done = values.get(arm, {})
+        count = 0
+        for seed in order:
+            if seed not in done:
+                break
+            count += 1
+        own.append(count)
+
+    # pair (i, j), i < j: differences i - j (signed so that positive means i is better)
+    beats = np.full((A, A), looks, dtype=int)  # beats[i, j]: first look index at which i is shown better than j
+    within = np.zeros((A, A, looks), dtype=bool)  # running equivalence interval of the pair inside +-margin
+    paths = {}
+    for i in range(A):
+        for j in range(i + 1, A):
+            path = _path(_paired(values, arms[i], arms[j], order, sign), start, max_seeds)
+            paths[i, j] = path
+            t = path.t()
+            for a, b, tt in ((i, j, t), (j, i, -t)):
+                hit = _crossed(tt, test_bounds[[row]])[0]
+                if hit.any():
+                    beats[a, b] = int(hit.argmax())
+            lo, hi = _running_interval(path, eq_bounds)
+            within[i, j] = within[j, i] = (lo[0] > -margin) & (hi[0] < margin)
+    dropped_at = [looks] * A
+    by = [None] * A
+    for j in range(A):
+        for i in range(A):
+            if i != j and beats[i, j] < dropped_at[j]:
+                dropped_at[j], by[j] = int(beats[i, j]), i
+
+    states: list[tuple[int, str] | None] = [None] * A
+    for j in range(A):
+        if dropped_at[j] < looks:
+            states[j] = (dropped_at[j], WORSE)
+    for i in range(looks):
+        standing = [j for j in range(A) if dropped_at[j] > i]
+        if len(standing) == 1:
+            states[standing[0]] = (i, BETTER)
+            break
+        if all(own[a] >= start for a in standing) and all(
+                within[a, b, i] for a in standing for b in standing if a < b):
+            for a in standing:
+                states[a] = (i, EQUIVALENT)
+            break
+
+    # the p-value that an arm is the best: Bonferroni over its A - 1 rivals, both directions of the pair
+    raw = []
+    for j in range(A):
+        best = 1.0
+        for i in range(A):
+            if i == j:
+                continue
+            path = paths[min(i, j), max(i, j)]
+            t = path.t() if i < j else -path.t()
+            used = max(0, min(path.n, max_seeds) - start + 1)
+            best = min(best, _sequential_p(t, test_levels, test_bounds, used))
+        raw.append(min(1.0, 2 * (A - 1) * best))
+    out = {}
+    for j, arm in enumerate(arms):
+        seeds_done = min(own[j], max_seeds)
+        if states[j] is not None:
+            look, state = states[j]
+            look = min(look, seeds_done - start)
+        else:
+            look = seeds_done - start
+            state = UNDECIDED if seeds_done >= max_seeds else RACING
+        decided_at = start + look if state not in (RACING, UNDECIDED) else (max_seeds if state == UNDECIDED else None)
+        # compared with: whoever dropped it, else the arm ahead of it by the most at its look (for the
+        # leader: the runner-up)
+        rival = by[j] if state == WORSE else None
+        if rival is None and look >= 0:
+            ahead = {}
+            for i in range(A):
+                if i == j:
+                    continue
+                path = paths[min(i, j), max(i, j)]
+                if path.n >= start:
+                    ahead[i] = path.mean[min(look, path.n - start)] * (1.0 if i < j else -1.0)
+            if ahead:
+                rival = max(ahead, key=lambda i: (ahead[i], -i))
+        p = raw[j] if state != BETTER else max(raw[i] for i in range(A) if i != j)
+        mean = low = high = confidence = math.nan
+        if rival is not None and look >= 0:
+            path = paths[min(rival, j), max(rival, j)]
+            at = min(look, path.n - start)
+            flip = 1.0 if j < rival else -1.0  # paths hold (lower index - higher index)
+            bounds = test_bounds[[row]] if state == WORSE else eq_bounds
+            lo, hi = _running_interval(path, bounds)
+            lo, hi = float(lo[0, at]), float(hi[0, at])
+            m = float(path.mean[at])
+            if flip < 0:
+                lo, hi, m = -hi, -lo, -m
+            if sign < 0:
+                lo, hi, m = -hi, -lo, -m
+            mean, low, high = m, lo, hi
+            confidence = 1 - 2 * level
+        out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, p, confidence,
+                            arms[rival] if rival is not None else "")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the race is compared with
+
+
+def _fixed_ranks(path: _Path, start: int, K: int, alpha: float, margin: float, holm: bool):
+    """Per look, from the fixed-sample paired t-test and t-based TOST at that look alone (no allowance for
+    other looks): the test rank, the equivalence rank (as in `_holm`), whether the difference is positive,
+    and the test's p-value. Without `holm` the only levels are alpha: rank 0 passes, K fails."""
+    looks = len(path.mean)
+    levels = [alpha / (K - r) for r in range(K)] if holm else [alpha]
+    test, eq = np.full(looks, K), np.full(looks, K)
+    up, p_values = np.zeros(looks, dtype=bool), np.ones(looks)
+    for i in range(looks):
+        se, mean = path.se[i], path.mean[i]
+        if not (np.isfinite(se) and np.isfinite(mean)):
+            continue
+        n = start + i
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+        up[i], p_values[i] = t > 0, p
+        for r, a in enumerate(levels):
+            if (p <= a) if holm else (p < a):
+                test[i] = r
+                break
+        for r, a in enumerate(levels):
+            c = stats.t.isf(a, n - 1)
+            if mean - c * se > -margin and mean + c * se < margin:
+                eq[i] = r
+                break
+    return test, eq, up, p_values
+
+
+def _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, higher_is_better, arms, holm,
+                     only_last) -> dict[str, Decision]:
+    _check(alpha, margin, "baseline", seeds, max_seeds, start)
+    family = [a for a in (arms if arms is not None else values) if a != baseline]
+    K = len(family)
+    if K == 0:
+        return {}
+    order, sign = list(seeds)[:max_seeds], (1.0 if higher_is_better else -1.0)
+    looks = max_seeds - start + 1
+    paths = [_path(_paired(values, arm, baseline, order, sign), start, max_seeds) for arm in family]
+    ranks = [_fixed_ranks(path, start, K, alpha, margin, holm) for path in paths]
+    test = np.array([r[0] for r in ranks]).reshape(K, looks)
+    eq = np.array([r[1] for r in ranks]).reshape(K, looks)
+    if only_last:  # the fixed design: one look, at max_seeds
+        test[:, :-1], eq[:, :-1] = K, K
+    fired = _first_fire(test, eq, [r[2] for r in ranks], [p.n for p in paths], start, looks, K)
+    out = {}
+    for j, (arm, path) in enumerate(zip(family, paths)):
+        done = min(path.n, max_seeds)
+        if fired[j] is not None:
+            look, state, rank = fired[j]
+            decided_at = start + look
+        else:
+            look, rank = done - start, None
+            state = UNDECIDED if done >= max_seeds else RACING
+            decided_at = max_seeds if state == UNDECIDED else None
+        out[arm] = (look, state, rank, decided_at, done)
+    raw = [float(ranks[j][3][out[a][0]]) if out[a][0] >= 0 else 1.0 for j, a in enumerate(family)]
+    adjusted = holm_adjust(raw) if holm else raw
+    decisions = {}
+    for j, (arm, path) in enumerate(zip(family, paths)):
+        look, state, rank, decided_at, done = out[arm]
+        mean = low = high = confidence = math.nan
+        if look >= 0 and np.isfinite(path.se[look]):
+            n = start + look
+            if state in (BETTER, WORSE):
+                two_sided = alpha / (K - rank) if holm else alpha
+                level = two_sided / 2
+            else:
+                level = (alpha / (K - rank) if holm else alpha) if state == EQUIVALENT else (alpha / K if holm else alpha)
+            c = float(stats.t.isf(level, n - 1))
+            mean = float(path.mean[look])
+            low, high = mean - c * float(path.se[look]), mean + c * float(path.se[look])
+            confidence = 1 - 2 * level
+            if sign < 0:
+                mean, low, high = -mean, -high, -low
+        decisions[arm] = Decision(arm, state, done, decided_at, low, high, mean, adjusted[j], confidence, baseline)
+    return decisions
+
+
+def naive_decide(values: Mapping[str, Mapping[Hashable, float]], baseline: str, seeds: Sequence[Hashable], *,
+                 margin: float, alpha: float = 0.05, max_seeds: int, start: int = 3, higher_is_better: bool = True,
+                 arms: Sequence[str] | None = None, holm: bool = False) -> dict[str, Decision]:
+    """The naive race, for comparison only: after every seed, the fixed-sample paired t-test (an arm stops
+    at the first p < alpha) and the fixed-sample TOST (t interval at 1 - 2 alpha inside +-margin), as if
+    each look were the only one. With `holm`, Holm's correction across the arms at each look (levels
+    alpha / (K - r)), which fixes the multiplicity across arms but not across looks. Same prefix rule,
+    look loop and first-decision rule as `decide`."""
+    return _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, higher_is_better, arms, holm,
+                            only_last=False)
+
+
+def fixed_decide(values: Mapping[str, Mapping[Hashable, float]], baseline: str, seeds: Sequence[Hashable], *,
+                 margin: float, alpha: float = 0.05, max_seeds: int, start: int = 3, higher_is_better: bool = True,
+                 arms: Sequence[str] | None = None) -> dict[str, Decision]:
+    """The fixed design the race saves against: every arm runs max_seeds seeds, then one paired t-test per
+    arm, Holm-corrected across the arms (better/worse), and one t-based TOST per arm, Holm-corrected
+    (equivalent); otherwise "undecided at max". Arms short of max_seeds are "racing"."""
+    return _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, higher_is_better, arms, True,
+                            only_last=True)
