@@ -1,9 +1,9 @@
 """A race on Ray Tune: a searcher that hands each freed slot the next trial whose result can still
 change an answer, and decides the arms (`racing.py`) from MLflow's finished runs after every result.
 
-Every arm runs the race's first `start` seeds; an arm still open gets its next seed (and at most one
-more while that one runs, so slots do not idle), the baseline runs every seed an open arm runs, and
-decided arms get none. Nothing is kept that MLflow does not hold: a re-run or a resumed race starts
+Every arm runs the race's first `start` seeds; an arm still open gets its next seed once its seeds so
+far are paired and it is still open (a seed started sooner could be wasted on an arm about to be
+decided), the baseline runs every seed an open arm runs, and decided arms get none. Nothing is kept that MLflow does not hold: a re-run or a resumed race starts
 from the finished runs, continues unfinished ones from their checkpoints (their trial ids are the
 same), and gains no seed once every arm is decided.
 """
@@ -44,6 +44,12 @@ class RaceSearcher(Searcher):
         # Tune pickles its searcher with the experiment state; the live view stays with this driver.
         return {**self.__dict__, "on_change": None}
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: a race is recomputed from MLflow, never restored from Tune's files."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`."""
+
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the race knows its metric and its trials; Tune's space is empty
 
@@ -77,7 +83,7 @@ class RaceSearcher(Searcher):
         limits = {}
         for arm in self._open():
             pairs = self.decisions[arm].seeds
-            limits[arm] = min(len(self.seeds), max(self.race.start, pairs + 2))
+            limits[arm] = min(len(self.seeds), max(self.race.start, pairs + 1))
         wanted = []
         for i, seed in enumerate(self.seeds):
             arms = [a for a, limit in limits.items() if i < limit]

@@ -49,7 +49,7 @@ class Tag(StrEnum):
     TRIALS_DIVERGED = "ablate.trials_diverged"
     TRIALS_UNFINISHED = "ablate.trials_unfinished"
     RACE_BASELINE = "ablate.race.baseline"  # a race's: the arm the others were decided against
-    RACE_DECIDED = "ablate.race.decided"  # "4 of 5 arms"; then one tag per state listing its arms
+    RACE_DECIDED = "ablate.race.decided"  # "4 of 5 arms" better, worse or equivalent; then a tag per state
     # A trial's run: where its latest attempt ran, and how the run ended.
     NODE_ID = "ablate.node_id"
     PID = "ablate.pid"
@@ -393,7 +393,9 @@ def log_race(parent: TrackedRun, baseline: str, decisions: Mapping[str, Any]) ->
     by_state: dict[str, list[str]] = {}
     for arm, decision in decisions.items():
         by_state.setdefault(decision.state, []).append(arm)
-    decided = sum(d.decided for d in decisions.values())
+    from .racing import BETTER, EQUIVALENT, WORSE
+
+    decided = sum(d.state in (BETTER, WORSE, EQUIVALENT) for d in decisions.values())
     parent.set_tags({Tag.RACE_BASELINE: baseline, Tag.RACE_DECIDED: f"{decided} of {len(decisions)} arms",
                      **{f"ablate.race.{state.replace(' ', '_')}": "; ".join(arms) for state, arms in by_state.items()}})
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)

@@ -1,0 +1,99 @@
+"""Races on real Ray and MLflow: arms that are decided stop, open ones get more seeds, a race run again
+gains none, and a race whose driver is killed is finished by resume with each seed of each arm once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ablation.cli import app
+
+ABLATE = [sys.executable, "-m", "ablation.cli"]
+BASELINE = "augment.flip=true,lr=1e-12"  # learns nothing: its validation loss is the untrained model's
+EQUIVALENT = "augment.flip=false,lr=1e-12"  # the same but for the flips: within 0.003 of it on every seed
+OPEN = ("augment.flip=true,lr=0.01", "augment.flip=false,lr=0.01")  # trained: 0.05 to 0.9 off, so undecided
+
+
+@pytest.fixture
+def no_ray_left():
+    yield
+    ray.shutdown()
+
+
+def race_spec(tmp_path: Path, name: str) -> Path:
+    spec = {"name": name, "model": {"arch": "resnet18", "attention": "none", "placement": "none"},
+            "data": {"image_size": 32, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": 1, "batch_size": 16},
+            "search": {"space": {"train.lr": [1e-12, 0.01], "data.augment.flip": [True, False]},
+                       "seeds": {"start": 3, "max": 4}, "race": {"margin": 0.05, "baseline": BASELINE}},
+            "resources": {"cpu": 1}, "metric": "val_loss", "mode": "min"}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def seeds_run(uri: str, study: str) -> dict[str, list[int]]:
+    client = MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name(study).experiment_id])
+            if r.data.tags.get("ablate.kind") == "trial"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.data.params["arm"], []).append(int(r.data.params["seed"]))
+    return {arm: sorted(s) for arm, s in seeds.items()}
+
+
+def test_a_race_stops_the_decided_arm_gives_the_open_ones_more_seeds_and_gains_none_when_run_again(
+        tmp_path, no_ray_left):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["run", str(race_spec(tmp_path, "race")), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert seeds_run(uri, "race") == {BASELINE: [0, 1, 2, 3], EQUIVALENT: [0, 1, 2], OPEN[0]: [0, 1, 2, 3],
+                                      OPEN[1]: [0, 1, 2, 3]}
+    text = " ".join(result.output.split())
+    assert "equivalent" in text and "undecided at max" in text and "15 trials where the fixed design runs 16" in text
+    parent = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("race").experiment_id], "tags.`ablate.kind` = 'study'")[0]
+    assert parent.data.tags["ablate.race.equivalent"] == EQUIVALENT
+    assert parent.data.tags["ablate.race.decided"] == "1 of 3 arms"
+
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert sum(map(len, seeds_run(uri, "race").values())) == 15
+
+
+def test_a_race_whose_driver_was_killed_is_finished_by_resume_with_each_seed_once(tmp_path, no_ray_left):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen([*ABLATE, "run", str(race_spec(tmp_path, "killed_race")), "--tracking-uri", uri,
+                               "--storage", str(tmp_path / "runs")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = tmp_path / "runs" / "killed_race" / "ablate_study.json"
+    try:
+        deadline = time.monotonic() + 180
+        while not (state.exists() and _finished(uri, "killed_race") >= 4):
+            assert driver.poll() is None and time.monotonic() < deadline, "the race ended or stalled first"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+
+    result = CliRunner().invoke(app, ["resume", str(state.parent)])
+    assert result.exit_code == 0, result.output
+    assert seeds_run(uri, "killed_race") == {BASELINE: [0, 1, 2, 3], EQUIVALENT: [0, 1, 2],
+                                             OPEN[0]: [0, 1, 2, 3], OPEN[1]: [0, 1, 2, 3]}
+
+
+def _finished(uri: str, study: str) -> int:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study)
+    return 0 if experiment is None else len(client.search_runs(
+        [experiment.experiment_id], "tags.`ablate.kind` = 'trial' and attributes.status = 'FINISHED'"))
