@@ -199,7 +199,7 @@ def plan(
             "trials": [{"id": t.id, "arm": t.arm, "seed": t.seed, "overrides": t.overrides} for t in p.trials],
             "arms": [dataclasses.asdict(a) for a in p.arms],
             "total_macs": p.total_macs, "macs_per_second": p.macs_per_second, "concurrent": p.concurrent,
-            "estimated_seconds": p.estimated_seconds,
+            "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))
         return
     views.plan(console, spec, p)

@@ -95,3 +95,29 @@ def learning_curves(curves: Mapping[str, Mapping[int, float]], *, metric: str, p
     if len(curves) <= 16:
         ax.legend(fontsize=7, ncol=2)
     return _save(figure, path)
+
+
+def race_intervals(paths: Mapping[str, Mapping[int, tuple[float, float]]], *, margin: float, baseline: str,
+                   metric: str, path: Path) -> Path:
+    """Each arm's sequentially valid interval for its difference from the baseline, seed by seed, with the
+    band of practical equivalence (±margin): how a race narrows the question until it is answered."""
+    figure, ax = plt.subplots(figsize=(7.5, 3.2 + 0.15 * len(paths)))
+    ax.axhspan(-margin, margin, color="0.9", label=f"equivalent (±{margin:g})")
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    offsets = np.linspace(-0.25, 0.25, max(1, len(paths)))
+    for offset, (arm, by_seeds) in zip(offsets, paths.items()):
+        seeds = sorted(n for n, (low, high) in by_seeds.items() if np.isfinite(low) and np.isfinite(high))
+        if not seeds:
+            continue
+        lows, highs = [by_seeds[n][0] for n in seeds], [by_seeds[n][1] for n in seeds]
+        middle = [(lo + hi) / 2 for lo, hi in zip(lows, highs)]
+        ax.errorbar([n + offset for n in seeds], middle, yerr=[np.subtract(middle, lows), np.subtract(highs, middle)],
+                    fmt="o-", markersize=3, capsize=3, label=arm)
+    every = sorted({n for by_seeds in paths.values() for n in by_seeds})
+    if every:
+        ax.set_xticks(range(every[0], every[-1] + 1))
+    ax.set_xlabel("seeds (pairs with the baseline)")
+    ax.set_ylabel(f"{metric}: arm - {baseline}")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title("race: each arm's sequentially valid interval as its seeds arrive", fontsize=10)
+    return _save(figure, path)

@@ -44,6 +44,9 @@ class StudyPlan:
     macs_per_second: float  # this machine's measured training throughput per trial
     concurrent: int  # trials this machine runs at once
     estimated_seconds: float
+    # A race's greatest cost, every arm running every seed (its least is the above: the start seeds).
+    most_macs: int | None = None
+    most_seconds: float | None = None
 
 
 def trial_macs(forward_macs: int, images: dict[str, int], epochs: int) -> int:
@@ -69,7 +72,9 @@ def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
     threads = max(1, int(spec.resources.cpu))
     throughput = calibrate(threads)
     concurrent = max(1, min(len(trials), (cpus or os.cpu_count() or 1) // threads))
-    return StudyPlan(trials, arms, total, throughput, concurrent, total / throughput / concurrent)
+    most = sum(per_arm[t.arm] for t in spec.trials(every_seed=True)) if spec.search.race else None
+    return StudyPlan(trials, arms, total, throughput, concurrent, total / throughput / concurrent,
+                     most, None if most is None else most / throughput / concurrent)
 
 
 def calibrate(threads: int) -> float:

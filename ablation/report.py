@@ -11,6 +11,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from html import escape
 from pathlib import Path
 
@@ -137,6 +138,7 @@ class Plan:
     arms: dict[str, dict[str, str]]  # arm -> axis -> value, named and spelled as its trials log them
     baseline: str | None  # the first arm without attention sites
     seeds: int
+    spec: StudySpec | None = None
 
 
 def _reference(uri: str, study: StudyRecord) -> str | None:
@@ -176,7 +178,9 @@ def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | Non
         arms.setdefault(name, {axis: params.get(axis, "") for axis in axes})
         if baseline is None and not trial.spec.model.sites:
             baseline = name
-    return Plan(arms, baseline, len(spec.search.seeds)), None
+    if spec.search.race:  # the arm the race compared with, which the report compares with too
+        baseline = spec.race_baseline()
+    return Plan(arms, baseline, len(spec.search.seeds), spec), None
 
 
 def class_names(arms: dict[str, Arm]) -> list[str]:
@@ -228,6 +232,7 @@ class StudyReport:
     curves: dict[str, dict[int, float]]  # arm -> epoch -> mean of `metric` over its seeds
     notes: list[str] = field(default_factory=list)
     reference: str | None = None  # published results to print beside the study's (the spec's `reference`)
+    race: Race | None = None  # a race's decisions, when the study is one
 
     def ranked(self) -> list[Arm]:
         def key(arm: Arm):
@@ -282,9 +287,25 @@ class StudyReport:
                                 ["rank", axis, "mean test macro-F1"],
                                 [[str(i), value, f"{mean:.4f}"] for i, (value, mean) in
                                  enumerate(sorted(means.items(), key=lambda kv: -kv[1]), 1)]))
+        if self.race is not None:
+            tables.append(_race_table(self.race, self.metric))
         if self.reference == "paper" and not compact:
             tables += paper_tables(self)
         return tables
+
+
+def _race_table(race: Race, metric: str) -> Table:
+    run = sum(race.seeds_run.values())
+    fixed = race.max_seeds * len(race.seeds_run)
+    rows = [[d.arm, d.state, "-" if d.decided_at is None else str(d.decided_at), str(race.seeds_run.get(d.arm, 0)),
+             f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]", str(race.max_seeds - race.seeds_run.get(d.arm, 0))]
+            for d in race.decisions.values()]
+    return Table(f"The race against {race.baseline} on best-epoch {metric}",
+                 ["arm", "decision", "decided at (seeds)", "seeds run", "difference", "interval", "seeds saved"], rows,
+                 note=f"Sequentially valid intervals: every decision holds with family-wise error at most "
+                      f"{race.alpha:g} over all the looks the race took. Equivalent: the interval lies inside "
+                      f"±{race.margin:g}. The race ran {run} trials where the fixed design runs {fixed} "
+                      f"({1 - run / fixed:.0%} saved), the baseline's included.")
 
 
 def _count(value: float | None) -> str:
@@ -353,7 +374,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         elif not comparisons:
             notes.append(f"No configuration shares two or more seeds with the baseline ({chosen}), so nothing is "
                          "compared; add seeds (e.g. --set \"search.seeds=[0, 1, 2]\" and run the study again).")
-    if planned:
+    race = _race(plan.spec, arms, found.metric) if plan and plan.spec and plan.spec.search.race else None
+    if planned and race is None:  # a race gives seeds only to the arms still open, by design
         short = [a.name for a in arms.values() if a.seeds < planned]
         if short:
             notes.append(f"{len(short)} configuration(s) have fewer finished seeds than the {planned} planned: "
@@ -370,7 +392,43 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         epochs = sorted({e for h in histories for e in h})
         curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
-                       reference=_reference(uri, found))
+                       reference=_reference(uri, found), race=race)
+
+
+@dataclass(frozen=True)
+class Race:
+    """A race as its finished runs decide it (the same rule the driver used, recomputed here)."""
+
+    baseline: str
+    margin: float
+    alpha: float
+    max_seeds: int
+    decisions: dict[str, Any]  # arm -> racing.Decision
+    seeds_run: dict[str, int]  # arm -> finished seeds
+    paths: dict[str, dict[int, tuple[float, float]]]  # arm -> seeds -> its interval then
+
+
+def _race(spec: StudySpec, arms: dict[str, Arm], metric: str) -> Race:
+    from . import racing
+
+    r, key, order = spec.search.race, best(metric), spec.search.seeds
+    values = {name: {int(t.params["seed"]): t.metrics[key] for t in arm.finished if key in t.metrics}
+              for name, arm in arms.items()}
+    baseline = spec.race_baseline()
+    family = [a for a in arms if a != baseline] if r.mode == "baseline" else list(arms)
+
+    def decide(upto: int) -> dict[str, Any]:
+        seen = {arm: {s: v for s, v in by_seed.items() if s in order[:upto]} for arm, by_seed in values.items()}
+        return racing.decide(seen, baseline, order, margin=r.margin, alpha=r.alpha, max_seeds=len(order),
+                             start=r.start, mode=r.mode, higher_is_better=spec.mode == "max", arms=family)
+
+    paths: dict[str, dict[int, tuple[float, float]]] = {arm: {} for arm in family}
+    for n in range(r.start, len(order) + 1):
+        for arm, d in decide(n).items():
+            if d.seeds == n or n == r.start:
+                paths.setdefault(arm, {})[d.seeds] = (d.low, d.high)
+    return Race(baseline, r.margin, r.alpha, len(order), decide(len(order)),
+                {arm: len(v) for arm, v in values.items()}, paths)
 
 
 # The paper's published figures (Oh et al.; ../shared/paper.md): single runs on AI-HUB at 256 px.
@@ -434,6 +492,9 @@ def draw(report: StudyReport, out: Path) -> list[Path]:
     curves = {name: curve for name, curve in report.curves.items() if curve}
     if curves:
         drawn.append(figures.learning_curves(curves, metric=report.metric, path=out / "learning_curves.png"))
+    if report.race is not None:
+        drawn.append(figures.race_intervals(report.race.paths, margin=report.race.margin, baseline=report.race.baseline,
+                                            metric=report.metric, path=out / "race.png"))
     return drawn
 
 

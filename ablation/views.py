@@ -29,6 +29,11 @@ def plan(console: Console, spec, p) -> None:
     console.print(f"Training compute: {_macs(p.total_macs)} in all. This machine trains about "
                   f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with {max(1, int(spec.resources.cpu))} CPU threads "
                   f"and runs {p.concurrent} trial(s) at once: an estimated {_duration(p.estimated_seconds)} here on CPU.")
+    if p.most_macs is not None:
+        race = spec.search.race
+        console.print(f"A race: that is its least cost, every arm decided at its first {race.start} seeds. At most "
+                      f"every arm runs all {len(spec.search.seeds)} seeds: {_macs(p.most_macs)}, an estimated "
+                      f"{_duration(p.most_seconds)}.")
 
 
 def _macs(n: float) -> str:

@@ -70,6 +70,15 @@ def test_a_race_stops_the_decided_arm_gives_the_open_ones_more_seeds_and_gains_n
     assert again.exit_code == 0, again.output
     assert sum(map(len, seeds_run(uri, "race").values())) == 15
 
+    # The report recomputes the decisions from MLflow alone, and draws the intervals narrowing.
+    made = CliRunner().invoke(app, ["report", "race", "--tracking-uri", uri, "--out", str(tmp_path / "report")])
+    assert made.exit_code == 0, made.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {EQUIVALENT} | equivalent | 3 | 3 |" in markdown
+    assert f"| {OPEN[0]} | undecided at max | 4 | 4 |" in markdown
+    assert "15 trials where the fixed design runs 16" in " ".join(markdown.split())
+    assert (tmp_path / "report" / "race.png").stat().st_size > 10_000
+
 
 def test_a_race_whose_driver_was_killed_is_finished_by_resume_with_each_seed_once(tmp_path, no_ray_left):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
