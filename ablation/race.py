@@ -26,7 +26,7 @@ class RaceSearcher(Searcher):
     def __init__(self, spec: StudySpec, *, where: tuple[str, str, str],
                  on_change: Callable[[RaceRows, int], None] | None = None) -> None:
         """`where`: the tracking URI, experiment id and parent run id of the study."""
-        super().__init__(metric=tracking.best(spec.metric), mode=spec.mode)
+        super().__init__()  # no metric for Tune to demand of every epoch's result: the race reads MLflow
         self.spec, self.race = spec, spec.search.race
         self.where = where
         self.baseline = spec.race_baseline()
