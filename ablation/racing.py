@@ -476,13 +476,7 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
     out = {}
     for j, (arm, path) in enumerate(zip(family, paths)):
         seeds_done = min(path.n, max_seeds)
-        if fired[j] is not None:
-            look, state, rank = fired[j]
-            decided_at = start + look
-        else:
-            look, rank = seeds_done - start, None
-            state = UNDECIDED if seeds_done >= max_seeds else RACING
-            decided_at = max_seeds if state == UNDECIDED else None
+        look, state, rank, decided_at = _standing(fired[j], seeds_done, start, max_seeds)
         mean, low, high, confidence = math.nan, math.nan, math.nan, math.nan
         if look >= 0:
             mean = float(path.mean[look]) * sign
@@ -499,6 +493,15 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
                 low, high = -high, -low
         out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, adjusted[j], confidence, baseline)
     return out
+
+
+def _standing(fired, seeds_done: int, start: int, max_seeds: int) -> tuple[int, str, int | None, int | None]:
+    """(look, state, Holm rank, decided_at) of an arm: where a rule fired for it, or where it stands."""
+    if fired is not None:
+        look, state, rank = fired
+        return look, state, rank, start + look
+    state = UNDECIDED if seeds_done >= max_seeds else RACING
+    return seeds_done - start, state, None, (max_seeds if state == UNDECIDED else None)
 
 
 def _first_fire(test_rank: np.ndarray, eq_rank: np.ndarray, up_first: Sequence[np.ndarray], counts: Sequence[int],
@@ -687,14 +690,7 @@ def _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, h
     out = {}
     for j, (arm, path) in enumerate(zip(family, paths)):
         done = min(path.n, max_seeds)
-        if fired[j] is not None:
-            look, state, rank = fired[j]
-            decided_at = start + look
-        else:
-            look, rank = done - start, None
-            state = UNDECIDED if done >= max_seeds else RACING
-            decided_at = max_seeds if state == UNDECIDED else None
-        out[arm] = (look, state, rank, decided_at, done)
+        out[arm] = (*_standing(fired[j], done, start, max_seeds), done)
     raw = [float(ranks[j][3][out[a][0]]) if out[a][0] >= 0 else 1.0 for j, a in enumerate(family)]
     adjusted = holm_adjust(raw) if holm else raw
     decisions = {}
