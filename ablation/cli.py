@@ -62,10 +62,7 @@ def run(
     import yaml
 
     spec = _load(spec_path, overrides)
-    trials = spec.trials()
-    console.print(f"[bold]{spec.name}[/bold]: {len(trials)} trials "
-                  f"({len(trials) // len(spec.search.seeds)} configurations x {len(spec.search.seeds)} seeds), "
-                  f"{spec.train.epochs} epochs each")
+    views.header(console, spec)
 
     from .data.records import DataError
     from .lease import StudyBusy
@@ -89,7 +86,7 @@ def run(
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{spec.name}")
         raise typer.Exit(130) from None
     if outcome.already_finished:
-        console.print(f"{outcome.already_finished} of {len(trials)} trials had finished in an earlier run of "
+        console.print(f"{outcome.already_finished} of {len(spec.trials())} trials had finished in an earlier run of "
                       "this study and were not run again.")
     _conclude(spec, outcome, resume_hint=f"ablate resume {outcome.storage}")
 

@@ -10,6 +10,17 @@ from rich.markup import escape
 from rich.table import Table
 
 
+def header(console: Console, spec) -> None:
+    """What `ablate run` is about to run."""
+    arms, seeds, race = len(spec.arms()), len(spec.search.seeds), spec.search.race
+    if race:
+        console.print(f"[bold]{spec.name}[/bold]: a race of {arms} arms, {race.start} to {seeds} seeds each "
+                      f"({arms * race.start} to {arms * seeds} trials), {spec.train.epochs} epochs each")
+        return
+    console.print(f"[bold]{spec.name}[/bold]: {len(spec.trials())} trials ({arms} configurations x {seeds} seeds), "
+                  f"{spec.train.epochs} epochs each")
+
+
 def plan(console: Console, spec, p) -> None:
     """A plan's trials, each arm's size and compute, and what the study costs on this machine."""
     trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
