@@ -141,21 +141,27 @@ class Plan:
     spec: StudySpec | None = None
 
 
-def _reference(uri: str, study: StudyRecord) -> str | None:
+def _spec_text(uri: str, study: StudyRecord) -> bytes | None:
+    """The study's spec as its parent run stored it (`spec.yaml`), or None if it has none."""
+    try:
+        return read_artifact(uri, study.run.run_id, SPEC_ARTIFACT)
+    except RunNotFound:
+        return None
+
+
+def _reference(text: bytes | None) -> str | None:
     """The published results the study's spec asks to be printed beside its own, if any."""
     try:
-        tree = yaml.safe_load(read_artifact(uri, study.run.run_id, "spec.yaml").decode("utf-8"))
-    except (RunNotFound, UnicodeDecodeError, yaml.YAMLError):
+        tree = yaml.safe_load(text.decode("utf-8")) if text else None
+    except (UnicodeDecodeError, yaml.YAMLError):
         return None
     return tree.get("reference") if isinstance(tree, dict) else None
 
 
-def read_plan(uri: str, study: StudyRecord, axes: list[str]) -> tuple[Plan | None, str | None]:
-    """The study's plan, or None and why there is none to show (None when a search draws its trials,
-    since then there is no fixed plan to fall short of)."""
-    try:
-        text = read_artifact(uri, study.run.run_id, SPEC_ARTIFACT)
-    except RunNotFound:
+def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | None]:
+    """The plan in a study's `spec.yaml` text, or None and why there is none to show (None when a search
+    draws its trials, since then there is no fixed plan to fall short of)."""
+    if text is None:
         return None, "The study's parent run has no spec.yaml, so configurations that never started are not listed."
     try:
         tree = yaml.safe_load(text.decode("utf-8"))
@@ -345,7 +351,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     axes = found.axes
     records = study_trials(uri, found.experiment_id, found.run.run_id)
     logged = collect(records, axes)
-    plan, why = read_plan(uri, found, axes)
+    spec_text = _spec_text(uri, found)
+    plan, why = read_plan(spec_text, axes)
     notes = [why] if why else []
     # An interrupted study has planned arms without a single run; they are listed, in the plan's order.
     arms = logged if plan is None else (
@@ -392,7 +399,7 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         epochs = sorted({e for h in histories for e in h})
         curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
-                       reference=_reference(uri, found), race=race)
+                       reference=_reference(spec_text), race=race)
 
 
 @dataclass(frozen=True)
