@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -16,8 +16,21 @@ from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
 from .sites import STAGES, Site, format_placement, parse_placement
 
-if TYPE_CHECKING:
-    from ..spec import ModelSpec
+
+class ModelSettings(Protocol):
+    """What building a network reads of the spec's model section (`spec.ModelSpec` has it all, plus
+    each attention type's options as attributes); the models never import the spec."""
+
+    arch: str
+    attention: str
+    zero_init: bool
+    pretrained: Path | None
+
+    @property
+    def sites(self) -> tuple[Site, ...]: ...
+
+    def count_at(self, stage: str) -> int: ...
+
 
 # Attention types by name; each module describes its own (builder, site, options, components).
 ATTENTIONS.register("none", NO_ATTENTION)
@@ -28,7 +41,7 @@ ATTENTIONS.register("eca", eca.ATTENTION)
 ATTENTIONS.register("bam", bam.ATTENTION)
 
 
-def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
+def build_model(spec: ModelSettings, num_classes: int) -> ResNet:
     """The network a model spec describes: freshly initialised, or from `spec.pretrained`'s backbone."""
     kind = ATTENTIONS.get(spec.attention)
     modules = {site: _stacked(spec, kind, site.stage) for site in spec.sites}
@@ -42,7 +55,7 @@ def build_model(spec: ModelSpec, num_classes: int) -> ResNet:
     return model
 
 
-def _stacked(spec: ModelSpec, kind: AttentionType, stage: str) -> Callable[[int], nn.Module]:
+def _stacked(spec: ModelSettings, kind: AttentionType, stage: str) -> Callable[[int], nn.Module]:
     """`count_at(stage)` attention modules in a row, built with the stage's options."""
     options = {}
     for name, info in kind.options.model_fields.items():
