@@ -34,7 +34,7 @@ class RaceSearcher(Searcher):
         self.seeds = spec.search.seeds
         self.on_change = on_change
         self.running: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arm, seed)
-        self.failed: set[tuple[str, int]] = set()  # seeds that failed for good: never a result
+        self.failed: set[tuple[str, int]] = set()  # seeds that failed for good or diverged: never a result
         self.started: list[Trial] = []  # trials this driver handed to Tune
         self.finished: dict[str, dict[int, float]] = {}
         self.decisions: dict[str, racing.Decision] = {}
@@ -59,8 +59,12 @@ class RaceSearcher(Searcher):
         finished: dict[str, dict[int, float]] = {arm: {} for arm in self.arms}
         for record in tracking.study_trials(*self.where):
             arm = record.params.get("arm")
-            if arm in finished and record.outcome == tracking.Outcome.FINISHED and key in record.metrics:
+            if arm not in finished:
+                continue
+            if record.outcome == tracking.Outcome.FINISHED and key in record.metrics:
                 finished[arm][int(record.params["seed"])] = record.metrics[key]
+            elif record.outcome == tracking.Outcome.DIVERGED:  # a retry would diverge again
+                self.failed.add((arm, int(record.params["seed"])))
         self.finished = finished
         family = [a for a in self.arms if a != self.baseline] if self.race.mode == "baseline" else self.arms
         self.decisions = racing.decide(
@@ -79,7 +83,7 @@ class RaceSearcher(Searcher):
 
     def wanted(self) -> list[tuple[str, int]]:
         """The trials worth starting now, lowest seeds first, each seed's baseline before its arms."""
-        busy = {pair for pair in self.running.values()}
+        busy = set(self.running.values())
         limits = {}
         for arm in self._open():
             pairs = self.decisions[arm].seeds

@@ -107,3 +107,28 @@ def _finished(uri: str, study: str) -> int:
     experiment = client.get_experiment_by_name(study)
     return 0 if experiment is None else len(client.search_runs(
         [experiment.experiment_id], "tags.`ablate.kind` = 'trial' and attributes.status = 'FINISHED'"))
+
+
+def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tmp_path):
+    """A divergence is a result of the configuration, not a crash: retrying it would diverge again."""
+    from ablation import tracking
+    from ablation.race import RaceSearcher
+    from ablation.spec import StudySpec
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = StudySpec.model_validate({"name": "diverging", "model": {"attention": "none", "placement": "none"},
+                                     "search": {"space": {"train.lr": [0.01, 1e9]}, "seeds": {"start": 3, "max": 6},
+                                                "race": {"margin": 0.01, "baseline": "lr=0.01"}}})
+    experiment_id, parent = tracking.open_study(uri, spec.name, params={}, spec_yaml="")
+    for trial in spec.trials():
+        opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                     params=trial.params())
+        if trial.arm == "lr=1000000000.0" and trial.seed == 1:
+            opened.fail(tracking.Failure.DIVERGENCE, "Diverged: loss is nan")
+            continue
+        opened.run.log_metrics({"best_val_macro_f1": 0.5 + 0.01 * trial.seed, "test_accuracy": 0.5})
+        opened.run.finish()
+    race = RaceSearcher(spec, where=(uri, experiment_id, parent.run_id))
+    assert [arm for arm, _ in spec.arms()] == ["lr=0.01", "lr=1000000000.0"]
+    assert race.wanted() == []  # neither the diverged seed again, nor a seed past it
+    assert race.suggest("t1") == RaceSearcher.FINISHED
