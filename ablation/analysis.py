@@ -32,6 +32,7 @@ class Interval:
     low: float
     high: float
     n: int
+    clipped: bool = False  # a bound was moved to the edge of the metric's range
 
     @property
     def half_width(self) -> float:
@@ -48,6 +49,15 @@ def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> Interval:
         return Interval(mean, mean, mean, n)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return Interval(mean, float(low), float(high), n)
+
+
+def clip(interval: Interval, low: float = -math.inf, high: float = math.inf) -> Interval:
+    """`interval` with its bounds inside [low, high], marked `clipped` if either moved. A t interval on
+    few seeds runs past what a metric can take (an accuracy above 1); the clipped bounds are what the
+    data allow, and the mark tells a reader the interval was wider than the range."""
+    if math.isnan(interval.low) or (low <= interval.low and interval.high <= high):
+        return interval
+    return Interval(interval.mean, max(low, interval.low), min(high, interval.high), interval.n, clipped=True)
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,17 @@ def marginal_means(config_means: Mapping[str, float], levels: Mapping[str, Mappi
     return {value: statistics.fmean(means) for value, means in groups.items()}
 
 
-def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
-    """The arms no other arm beats on both counts: (cost, lower is better; score, higher is better)."""
+def pareto_front(points: Mapping[str, tuple[float, float]], *, higher_is_better: bool = True) -> list[str]:
+    """The arms no other arm beats on both counts: (cost, lower is better; score, higher is better unless
+    `higher_is_better` is false, as for a loss)."""
+    sign = 1 if higher_is_better else -1
     return [arm for arm, (cost, score) in points.items()
-            if not any(c <= cost and s >= score and (c, s) != (cost, score) for c, s in points.values())]
+            if not any(c <= cost and sign * s >= sign * score and (c, s) != (cost, score)
+                       for c, s in points.values())]
+
+
+def order(means: Mapping[str, float], mode: str) -> list[str]:
+    """The keys of `means`, best first: descending for mode "max", ascending for "min"."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode {mode!r} is not one of: max, min")
+    return sorted(means, key=lambda k: -means[k] if mode == "max" else means[k])

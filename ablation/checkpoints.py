@@ -54,6 +54,8 @@ class CheckpointStore:
         self._background = Background()
 
     def save(self, checkpoint: dict[str, Any]) -> None:
+        # The previous write ends, and frees its copy, before the next copy is made: one per trial at most.
+        self._background.wait()
         self._background.submit(self._write, copy.deepcopy(checkpoint))
 
     def wait(self) -> None:
@@ -85,9 +87,6 @@ class CheckpointStore:
 
     def close(self) -> None:
         self._background.close()
-
-
-MODEL_FILE = "best_model.pt"  # a finished trial's artifact: what `ablate explain` loads
 
 
 def pack_model(trial_spec: str, classes: list[str], epoch: int, weights: dict[str, torch.Tensor]) -> bytes:

@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import views
+from . import cli_help, views
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=cli_help.Group,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Distributed ablation studies of attention modules in ResNets (Ray Tune + MLflow).")
 console = Console()
 errors = Console(stderr=True)
@@ -39,16 +40,16 @@ def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool 
         raise _fail(message) from None
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset on disk, or write a generated one.")
+data_app = typer.Typer(no_args_is_help=True, cls=cli_help.Group, help="Look at a dataset on disk, or write a generated one.")
 app.add_typer(data_app, name="data")
 
 
 @app.callback()
-def main() -> None:
+def main(version: cli_help.Version = False) -> None:
     """Write a study spec (see search_spaces/), then `ablate run SPEC`."""
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
@@ -57,6 +58,7 @@ def run(
     storage: Annotated[Optional[str], typer.Option(help="where Ray keeps trial results and checkpoints: a folder "
                                                    "(shared, on a cluster) or an s3:// or gs:// URI")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
+    verbose: cli_help.Verbose = False,
 ) -> None:
     """Run one trial per configuration and seed of SPEC under Ray Tune, logged to MLflow."""
     import yaml
@@ -70,18 +72,16 @@ def run(
     from .study import ResourceError, run_study, storage_location
     from .tracking import StoreUnusable
 
+    cli_help.quiet_libraries(verbose)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     try:
         outcome = run_study(spec, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
                             console=console)
-    except ResourceError as err:
-        raise _fail(f"{spec_path}: {err}") from None
-    except DataError as err:
-        raise _fail(f"{spec_path}: data: {err}") from None
+    except (ResourceError, DataError, WeightsError) as err:
+        where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
+        raise _fail(f"{spec_path}: {where}{err}") from None
     except (StoreUnusable, StudyBusy) as err:
         raise _fail(str(err)) from None
-    except WeightsError as err:
-        raise _fail(f"{spec_path}: model.pretrained: {err}") from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{spec.name}")
         raise typer.Exit(130) from None
@@ -91,12 +91,13 @@ def run(
     _conclude(spec, outcome, resume_hint=f"ablate resume {outcome.storage}")
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def resume(
     study_dir: Annotated[str, typer.Argument(metavar="STUDY_DIR", help="the study's folder, ./ablate_runs/<study> "
                                                                      "(or its s3:// or gs:// URI)")],
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default: the study's own")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT)")] = None,
+    verbose: cli_help.Verbose = False,
 ) -> None:
     """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
     from .data.records import DataError
@@ -104,6 +105,7 @@ def resume(
     from .study import ResourceError, resume_study
     from .tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
+    cli_help.quiet_libraries(verbose)
     try:
         spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
     except (ResourceError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound) as err:
@@ -115,7 +117,7 @@ def resume(
 
 
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
-    """The ranking, then what did not go well, with the exit status that says so."""
+    """The ranking, then what did not go well, with the exit status that says so, and the next step."""
     from .tracking import Tag
 
     _print_ranking(spec, outcome)
@@ -136,13 +138,14 @@ def _conclude(spec, outcome, *, resume_hint: str) -> None:
         raise typer.Exit(130)
     for name, error in outcome.errors.items():
         errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
+    console.print(cli_help.next_step(spec.name, outcome.tracking_uri), highlight=False, soft_wrap=True)
     if outcome.errors or outcome.diverged:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def inspect(
-    spec_path: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="study spec; default: the defaults")] = None,
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="SPEC", help="study spec; default: the defaults")] = None,
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
     classes: Annotated[Optional[int], typer.Option("--classes", min=1, help="classifier outputs; default: the "
                                                    "dataset's classes (1000 reproduces ImageNet figures)")] = None,
@@ -168,14 +171,10 @@ def inspect(
     if as_json:
         print(json.dumps(figures))
         return
-    console.print(f"{m.arch} + {m.attention} at {m.placement} (count {m.count}, reduction {m.reduction}), "
-                  f"{figures['input_size']} px, {num_classes} classes")
-    console.print(f"  parameters  {figures['params_total']:,} ({figures['params_added']:+,} over vanilla)")
-    console.print(f"  MACs        {figures['macs'] / 1e9:.3f} G")
-    console.print(f"  latency     {figures['latency_ms']:.1f} ms per image on this machine")
+    views.costs(console, m, figures)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
@@ -185,27 +184,31 @@ def plan(
     import dataclasses
     import json
 
-    spec = _load(spec_path, overrides)
-
     from .plan import plan_study
+    from .spec import data_elsewhere
 
-    with console.status("pricing each arm (and, once per machine, measuring its speed)"):
-        p = plan_study(spec)
+    with data_elsewhere():  # a dataset kept on another machine is priced from the spec's sizes
+        spec = _load(spec_path, overrides)
+    with console.status("pricing each arm (and timing this machine's speed, until it is cached)"):
+        try:
+            p = plan_study(spec)
+        except ValueError as err:
+            raise _fail(f"{spec_path}: {err}") from None
     if as_json:
         print(json.dumps({
             "trials": [{"id": t.id, "arm": t.arm, "seed": t.seed, "overrides": t.overrides} for t in p.trials],
             "arms": [dataclasses.asdict(a) for a in p.arms],
-            "total_macs": p.total_macs, "macs_per_second": p.macs_per_second, "concurrent": p.concurrent,
+            "total_macs": p.total_macs, "speed": dataclasses.asdict(p.speed), "concurrent": p.concurrent,
+            "data_note": p.data_note,
             "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))
         return
     views.plan(console, spec, p)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def schema() -> None:
-    """The study spec's JSON Schema, for an editor to check and complete specs (every key, its
-    choices, default and description, including each attention type's options)."""
+    """The study spec's JSON Schema, for an editor to check and complete specs (every key and option, its choices)."""
     import json
 
     from .spec import json_schema
@@ -213,7 +216,7 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=1))
 
 
-@data_app.command("summary")
+@data_app.command("summary", cls=cli_help.Command)
 def data_summary(
     dataset: Annotated[str, typer.Option(help="aihub, fer2013, rafdb or folder")],
     root: Annotated[Path, typer.Option(help="the dataset as extracted")],
@@ -222,7 +225,7 @@ def data_summary(
     verify: Annotated[bool, typer.Option(help="also decode every image, to find corrupt ones")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Images per split and class, subjects per split, and every file skipped with its reason."""
+    """Images per split and class, subjects per split, and what was skipped, by reason (--json lists every file)."""
     import json
     from dataclasses import replace
 
@@ -261,7 +264,7 @@ def data_summary(
     views.dataset(console, spec, index, skipped, verified=verify)
 
 
-@data_app.command("generate")
+@data_app.command("generate", cls=cli_help.Command)
 def data_generate(
     root: Annotated[Path, typer.Option(help="an empty or new folder to write into")],
     layout: Annotated[str, typer.Option(help="the on-disk layout to imitate: aihub")] = "aihub",
@@ -282,11 +285,10 @@ def data_generate(
     with console.status(f"writing {aihub_layout.photo_count(per_class, valid_per_class):,} photos to {root}"):
         aihub_layout.write(root, per_class=per_class, valid_per_class=valid_per_class, image_size=(width, height),
                            face_size=min(256, width, height), seed=seed)
-    console.print(f"Wrote the AI-HUB layout to {root}; look at it with "
-                  f"`ablate data summary --dataset aihub --root {root}`", highlight=False, soft_wrap=True)
+    views.generated(console, root, per_class=per_class, valid_per_class=valid_per_class)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def report(
     study: Annotated[str, typer.Argument(metavar="STUDY", help="the study's name (its MLflow experiment)")],
     baseline: Annotated[Optional[str], typer.Option(help="the configuration to compare against, as the report "
@@ -319,7 +321,7 @@ def report(
                   soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def explain(
     run_ids: Annotated[list[str], typer.Argument(metavar="RUN_ID...", help="MLflow run ids of finished trials")],
     images: Annotated[Optional[Path], typer.Option(help="an image, or a folder of them (a folder named after a "
@@ -347,14 +349,14 @@ def explain(
                             layer=layer, scoring=score, status=console.status)
     except (RunNotFound, StoreNotFound, StoreUnusable, ExplainError) as err:
         raise _fail(str(err)) from None
-    for skipped in made.images.skipped:
-        errors.print(f"[yellow]skipped[/yellow] {escape(skipped)}", highlight=False, soft_wrap=True)
+    for warning in made.warnings:  # files it could not read; a layer too coarse at this image size
+        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if made.scores:
         views.cue_scores(console, made)
     console.print(f"Wrote {len(made.figures)} figure(s) to {out}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=cli_help.Command)
 def ui(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
     host: Annotated[str, typer.Option(help="address to listen on; anything but loopback exposes the runs")] = "127.0.0.1",

@@ -24,7 +24,7 @@ from .data import Splits, build_splits, check_trainable
 from .models import build_model
 from .spec import StudySpec
 
-EpochCallback = Callable[[dict[str, float], dict[str, Any]], None]
+EpochCallback = Callable[[dict[str, float], dict[str, Any] | None], None]
 BestCallback = Callable[[dict[str, torch.Tensor], int], None]
 
 
@@ -177,7 +177,8 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCallback | None = None,
         resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
     """Train for `spec.train.epochs`, validating each epoch; the last epoch reports the test metrics of
-    the epoch validation chose.
+    the epoch validation chose. `on_epoch` gets each epoch's checkpoint, except the last's (None):
+    nothing resumes from it, so a one-epoch trial writes no checkpoint at all.
 
     `on_best(weights, epoch)` receives a copy of the weights each time validation improves (and the
     best so far on resuming), before that epoch's test evaluation, so the caller can store them
@@ -224,7 +225,7 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
             best = {"epoch": epoch, "value": metrics[spec.metric], "test": test}
         if epoch == spec.train.epochs:
             metrics |= best["test"] | {"best_epoch": best["epoch"], f"best_{spec.metric}": best["value"]}
-        checkpoint = {
+        on_epoch(metrics, None if epoch == spec.train.epochs else {
             "epoch": epoch,
             "model": s.model.state_dict(),
             "optimizer": s.optimizer.state_dict(),
@@ -232,7 +233,6 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
             "scaler": s.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "loader": s.generator.get_state()},
             "best": best if best["epoch"] == epoch else best | {"model": best_weights},
-        }
-        on_epoch(metrics, checkpoint)
+        })
     return metrics
 

@@ -10,9 +10,10 @@ the trial's spec), so this reads MLflow only and works against a remote server.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,19 @@ from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGr
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from .checkpoints import MODEL_FILE, unpack_model
+from .checkpoints import unpack_model
 from .data import ArrayDataset
 from .data.pipeline import preprocess
 from .data.records import Item
 from .models import build_model
 from .spec import DataSpec, StudySpec
-from .tracking import check_store, log_explanation, read_artifact, trial_record
+from .tracking import (MODEL_FILE, ModelKept, Tag, check_store, log_explanation, models_of_arm, read_artifact,
+                       trial_record)
 
 METHODS = ("guided_backprop", "grad_cam", "guided_grad_cam")
+# Grad-CAM's map has the looked-at layer's resolution: at 2x2 or less it can only point at a quadrant;
+# from 6x6 up it can tell the eyes from the mouth.
+COARSE_MAP, USEFUL_MAP = 2, 6
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -49,6 +54,13 @@ class TrainedModel:
 
 def load_trained(uri: str, run_id: str, layer: str = "layer4") -> TrainedModel:
     record = trial_record(uri, run_id)
+    if record.tags.get(Tag.MODEL) in (ModelKept.NOT_KEPT, ModelKept.SUPERSEDED):
+        kept = models_of_arm(uri, run_id)
+        raise ExplainError(f"run {run_id} ({record.name}) kept no weights: the study's keep_models policy "
+                           f"keeps {'those of' if kept else 'none of'} its arm's best seeds"
+                           + ("; runs of its arm that have them: "
+                              + ", ".join(f"{r.run_id} ({r.name})" for r in kept) if kept else
+                              "; set keep_models: all (or a number) in the spec to keep more"))
     packed = unpack_model(read_artifact(uri, run_id, MODEL_FILE))
     spec = StudySpec.model_validate_json(packed["spec"])
     model = build_model(spec.model.model_copy(update={"pretrained": None}), num_classes=len(packed["classes"]))
@@ -121,11 +133,43 @@ def images_from_path(path: Path, size: int, classes: list[str], n: int) -> Image
     return Images(np.stack(pixels), labels, names, skipped=tuple(skipped))
 
 
+def map_sizes(model: nn.Module, names: Sequence[str], size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """The (height, width) of each named module's output for an input of `size`: one forward pass, hooked."""
+    modules = dict(model.named_modules())
+    found: dict[str, tuple[int, int]] = {}
+    hooks = [modules[name].register_forward_hook(
+        lambda module, inputs, output, name=name: found.__setitem__(name, tuple(output.shape[-2:]))) for name in names]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def coarse_layer_warning(trained: TrainedModel, layer: str, size: tuple[int, int]) -> str | None:
+    """Why `layer`'s Grad-CAM says little at this input size, and which stage says more; None if it is fine."""
+    stages = [name for name, _ in trained.model.named_children() if name.startswith("layer")]
+    sizes = map_sizes(trained.model, [layer, *stages], size)
+    if layer not in sizes or max(sizes[layer]) > COARSE_MAP:  # (a module forward never calls has no map)
+        return None
+    height, width = sizes[layer]
+    fine = [stage for stage in stages if min(sizes[stage]) >= USEFUL_MAP]
+    better = (f"--layer {fine[-1]} gives {sizes[fine[-1]][0]}x{sizes[fine[-1]][1]}" if fine else
+              f"no stage gives {USEFUL_MAP}x{USEFUL_MAP} at this size (train at a larger data.image_size)")
+    return (f"--layer {layer}: its map is {height}x{width} at {size[0]}x{size[1]} px, too coarse for Grad-CAM "
+            f"to show which part of the face counts; {better}")
+
+
 def attributions(trained: TrainedModel, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each method's map for `target`, at the input's resolution: (N, H, W), Grad-CAM non-negative."""
     model, layer = trained.model, trained.layer
     size = tuple(x.shape[-2:])
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        # captum's guided methods warn, each call, "Setting backward hooks on ReLU activations" (a UserWarning):
+        # that is how they work, and they remove the hooks when done.
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
         guided = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=target)
         cam = LayerGradCam(model, layer).attribute(x.clone().requires_grad_(), target=target, relu_attributions=True)
         guided_cam = GuidedGradCam(model, layer).attribute(x.clone().requires_grad_(), target=target,
@@ -149,7 +193,8 @@ def explain(trained: TrainedModel, images: Images) -> Explained:
         probabilities = trained.model(x).softmax(1)
     confidence, predicted = probabilities.max(1)
     true = torch.tensor([label if label is not None else int(p) for label, p in zip(images.labels, predicted)])
-    maps = {"predicted": attributions(trained, x, predicted), "true": attributions(trained, x, true)}
+    maps = {"predicted": attributions(trained, x, predicted)}
+    maps["true"] = maps["predicted"] if torch.equal(true, predicted) else attributions(trained, x, true)
     return Explained(trained, predicted, confidence, maps)
 
 
@@ -184,6 +229,7 @@ class Explanation:
     images: Images
     figures: list[Path]
     scores: dict[str, dict[str, float]]  # run id -> `score`'s figures; empty unless scored
+    warnings: list[str] = field(default_factory=list)  # what the user should know: skipped files, a coarse layer
 
 
 def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None = None, split: str | None = None,
@@ -200,6 +246,9 @@ def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None
         shown = images_from_path(images, first.spec.data.image_size, first.classes, n)
     else:
         shown = images_from_split(first.spec.data, split, n)
+    size = shown.pixels.shape[1:3]
+    said = [f"skipped {name}" for name in shown.skipped]
+    said += dict.fromkeys(w for t in trained if (w := coarse_layer_warning(t, layer, size)) is not None)
     with status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
         explained = [explain(t, shown) for t in trained]
     scores = {e.trained.run_id: score(e, shown) for e in explained} if scoring else {}
@@ -209,7 +258,7 @@ def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None
     if scores:
         named = {e.trained.name: scores[e.trained.run_id] for e in explained}
         (out / "scores.json").write_text(json.dumps(named, indent=1))
-    return Explanation(explained, shown, figures, scores)
+    return Explanation(explained, shown, figures, scores, said)
 
 
 def _normalized(a: np.ndarray) -> np.ndarray:
@@ -217,41 +266,61 @@ def _normalized(a: np.ndarray) -> np.ndarray:
     return np.clip((a - low) / max(high - low, 1e-12), 0, 1)
 
 
+def _rows(explained: list[Explained], label: int | None, i: int) -> list[tuple[str, str, str]]:
+    """Image i's rows of maps: (which class's maps, method, what the row is of). One row per method when every
+    run predicts the true class, or the true class is unknown: the maps of both would be the same."""
+    if label is None or all(int(e.predicted[i]) == label for e in explained):
+        return [("predicted", method, "predicted class" if label is None else "predicted = true class")
+                for method in METHODS]
+    return [(which, method, f"{which} class") for which in ("predicted", "true") for method in METHODS]
+
+
 def render(explained: list[Explained], images: Images, out: Path) -> list[Path]:
-    """One PNG per image: a column per run, its prediction on the input on top, then the three maps
-    for the predicted class and for the true one (six rows)."""
+    """One PNG per image: a column per run, its prediction on the input on top, then the three maps for the
+    predicted class and, where a run mistook the image, for the true one; each row with its colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = [(which, method) for which in ("predicted", "true") for method in METHODS]
     classes = explained[0].trained.classes
     written = []
     for i, name in enumerate(images.names):
-        figure, axes = plt.subplots(len(rows) + 1, len(explained) + 1, squeeze=False,
-                                    figsize=(1.9 * (len(explained) + 1), 1.75 * (len(rows) + 1)))
         pixels, label = images.pixels[i], images.labels[i]
-        for ax in axes.flat:
+        rows = _rows(explained, label, i)
+        # The last, narrow column holds each row's colour bar, so the maps stay under their input.
+        figure, axes = plt.subplots(len(rows) + 1, len(explained) + 2, squeeze=False, layout="constrained",
+                                    width_ratios=[1] * (len(explained) + 1) + [0.08],
+                                    figsize=(1.9 * (len(explained) + 1) + 0.7, 1.75 * (len(rows) + 1)))
+        for ax in [*axes[:, :-1].flat, axes[0, -1]]:
             ax.axis("off")
-        axes[0][0].text(0.5, 0.5, f"{name}\ntrue class:\n{classes[label] if label is not None else 'unknown'}",
-                        ha="center", va="center", fontsize=8, transform=axes[0][0].transAxes)
-        for r, (which, method) in enumerate(rows, 1):
-            axes[r][0].text(0.5, 0.5, f"{method.replace('_', ' ')}\n({which} class)", ha="center", va="center",
-                            fontsize=8, transform=axes[r][0].transAxes)
+        axes[0, 0].text(0.5, 0.5, f"{name}\ntrue class:\n{classes[label] if label is not None else 'unknown'}",
+                        ha="center", va="center", fontsize=8, transform=axes[0, 0].transAxes)
+        for r, (_, method, of) in enumerate(rows, 1):
+            axes[r, 0].text(0.5, 0.5, f"{method.replace('_', ' ')}\n({of})", ha="center", va="center", fontsize=8,
+                            transform=axes[r, 0].transAxes)
+            colours = ScalarMappable(Normalize(0, 1), cmap="jet" if method == "grad_cam" else "gray")
+            bar = figure.colorbar(colours, cax=axes[r, -1], ticks=[0, 1])
+            bar.ax.set_yticklabels(["low", "high"], fontsize=6)
         for c, e in enumerate(explained, 1):
-            axes[0][c].imshow(pixels)
-            axes[0][c].set_title(f"{e.trained.name}\npred: {classes[int(e.predicted[i])]} "
+            axes[0, c].imshow(pixels)
+            axes[0, c].set_title(f"{e.trained.name}\npred: {classes[int(e.predicted[i])]} "
                                  f"({float(e.confidence[i]):.2f})", fontsize=7)
-            for r, (which, method) in enumerate(rows, 1):
+            for r, (which, method, _) in enumerate(rows, 1):
+                if which == "true" and int(e.predicted[i]) == label:
+                    axes[r, c].text(0.5, 0.5, "predicted\nthe true class:\nmaps above", ha="center", va="center",
+                                    fontsize=7, color="0.4", transform=axes[r, c].transAxes)
+                    continue
                 heat = _normalized(e.maps[which][method][i].numpy())
                 if method == "grad_cam":
-                    axes[r][c].imshow(pixels)
-                    axes[r][c].imshow(heat, cmap="jet", alpha=0.45)
+                    axes[r, c].imshow(pixels)
+                    axes[r, c].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                 else:
-                    axes[r][c].imshow(heat, cmap="gray")
-        figure.tight_layout()
+                    axes[r, c].imshow(heat, cmap="gray", vmin=0, vmax=1)
+        figure.supxlabel("each map scaled from its own 1st to its 99.5th percentile", fontsize=6)
         path = out / f"explain_{i:02d}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)

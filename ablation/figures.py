@@ -1,7 +1,8 @@
 """The report's pictures, drawn with matplotlib from plain numbers (no MLflow here).
 
 Each function writes one PNG and returns its path. Matplotlib runs headless (Agg): reports are
-made on clusters and in CI, where there is no display.
+made on clusters and in CI, where there is no display. Legends sit outside the axes, so they cover
+no data; a score's interval is given as (mean, low, high), low and high nan for a single seed.
 """
 
 from __future__ import annotations
@@ -14,23 +15,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # "tight" grows the canvas to hold what lies outside the axes: the legends placed there.
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 
 
+def _whiskers(intervals: Sequence[tuple[float, float, float]]) -> np.ndarray:
+    """Matplotlib's asymmetric error bars (2 x N) from (mean, low, high); none for a single seed."""
+    below = [mean - low if np.isfinite(low) else 0.0 for mean, low, _ in intervals]
+    above = [high - mean if np.isfinite(high) else 0.0 for mean, _, high in intervals]
+    return np.array([below, above])
+
+
 def heatmap(values: Mapping[tuple[str, str], float], rows: Sequence[str], columns: Sequence[str], *,
-            row_label: str, column_label: str, title: str, path: Path) -> Path:
-    """A grid of `values[(row, column)]`; cells without a value stay blank."""
+            row_label: str, column_label: str, title: str, path: Path, higher_is_better: bool = True) -> Path:
+    """A grid of `values[(row, column)]`, the better values bright; cells without a value stay blank."""
     grid = np.full((len(rows), len(columns)), np.nan)
     for (row, column), value in values.items():
         grid[rows.index(row), columns.index(column)] = value
     figure, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.42 * len(rows)))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    image = ax.imshow(grid, cmap="viridis" if higher_is_better else "viridis_r", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(column_label)
@@ -39,61 +49,77 @@ def heatmap(values: Mapping[tuple[str, str], float], rows: Sequence[str], column
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
+            bright = value > middle if higher_is_better else value < middle
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
-                    color="black" if value > middle else "white")
+                    color="black" if bright else "white")
     figure.colorbar(image, ax=ax, shrink=0.8)
     ax.set_title(title)
     return _save(figure, path)
 
 
-def cost_scatter(points: Mapping[str, Mapping[str, float]], *, score: str, costs: Sequence[str],
-                 fronts: Mapping[str, Sequence[str]], path: Path) -> Path:
-    """`score` against each of `costs`, one panel each, the Pareto front (`fronts[cost]`) joined."""
-    figure, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.2), squeeze=False)
-    for ax, cost in zip(axes[0], costs):
-        for arm, figures in points.items():
-            on_front = arm in fronts[cost]
-            ax.scatter(figures[cost], figures[score], s=36 if on_front else 18,
-                       color="tab:red" if on_front else "tab:blue", zorder=3)
-            ax.annotate(arm, (figures[cost], figures[score]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = sorted((points[arm][cost], points[arm][score]) for arm in fronts[cost])
-        if front:
-            ax.plot(*zip(*front), color="tab:red", linewidth=1, label="Pareto front")
-            ax.legend(loc="best", fontsize=8)
-        ax.set_xlabel(cost)
-        ax.set_ylabel(score)
+def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mapping[str, Mapping[str, float]], *,
+                 score_label: str, fronts: Mapping[str, Sequence[str]], path: Path) -> Path:
+    """The score (`scores[arm]`: mean, low, high) against each cost (`costs[axis label][arm]`), one panel
+    each, with error bars for the intervals; `fronts[axis label]`, the Pareto front, joined in red when
+    it holds two or more arms (a single point is no front)."""
+    figure, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 4.0), squeeze=False)
+    for ax, (axis, spent) in zip(axes[0], costs.items()):
+        arms = [a for a in scores if a in spent]
+        x = [spent[a] for a in arms]
+        ax.errorbar(x, [scores[a][0] for a in arms], yerr=_whiskers([scores[a] for a in arms]), fmt="o",
+                    markersize=4, capsize=3, color="tab:blue", ecolor="0.55", zorder=3,
+                    label="configuration: mean and 95% interval over seeds")
+        for arm, cost in zip(arms, x):
+            ax.annotate(arm, (cost, scores[arm][0]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = sorted((spent[a], scores[a][0]) for a in fronts.get(axis, ()) if a in spent)
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="tab:red", linewidth=1.2, marker="o", markersize=5, zorder=4,
+                    label="Pareto front")
+        ax.set_xlabel(axis)
+        ax.set_ylabel(score_label)
         ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # the front may be drawn in another panel only
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles, labels = [*handles, handle], [*labels, text]
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8,
+                  frameon=False)
     return _save(figure, path)
 
 
-def class_bars(per_class: Mapping[str, Mapping[str, float]], classes: Sequence[str], *, title: str,
-               path: Path) -> Path:
-    """Grouped bars: per class, one bar per configuration (`per_class[config][class]`)."""
+def class_bars(per_class: Mapping[str, Mapping[str, tuple[float, float, float]]], classes: Sequence[str], *,
+               title: str, path: Path) -> Path:
+    """Grouped bars: per class, one bar per configuration (`per_class[config][class]`: mean, low, high),
+    whiskers for the intervals."""
     figure, ax = plt.subplots(figsize=(1.2 + 1.3 * len(classes), 4))
     width = 0.8 / max(1, len(per_class))
     x = np.arange(len(classes))
     for i, (config, scores) in enumerate(per_class.items()):
-        ax.bar(x + i * width - 0.4 + width / 2, [scores.get(c, np.nan) for c in classes], width, label=config)
+        found = [scores.get(c, (np.nan, np.nan, np.nan)) for c in classes]
+        ax.bar(x + i * width - 0.4 + width / 2, [f[0] for f in found], width, label=config,
+               yerr=_whiskers(found), capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "0.25"})
     ax.set_xticks(x, classes)
     ax.set_ylabel("test F1")
     ax.set_ylim(0, 1)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(figure, path)
 
 
 def learning_curves(curves: Mapping[str, Mapping[int, float]], *, metric: str, path: Path) -> Path:
-    """The mean over seeds of `metric` per epoch, one line per configuration."""
+    """The mean over seeds of `metric` (a label for people) per epoch, one line per configuration."""
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     for config, by_epoch in curves.items():
         epochs = sorted(by_epoch)
         ax.plot(epochs, [by_epoch[e] for e in epochs], marker="o", markersize=3, linewidth=1, label=config)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.5
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     if len(curves) <= 16:
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, path)
 
 

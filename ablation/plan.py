@@ -3,9 +3,12 @@ of its wall time on this machine.
 
 Training compute per trial is counted as 3x the forward MACs per training image (backward costs
 about twice the forward) plus 1x per validation and test image. The wall-time estimate divides it
-by this machine's measured training throughput (MACs per second through a ResNet-18 step with the
-threads a trial gets), measured once and cached, and by how many trials run at once. It is an
-estimate: real throughput varies by architecture and image size by a factor of about two.
+by this machine's training throughput (MACs per second through a ResNet-18 step with the threads a
+trial gets) and by how many trials run at once, and adds the study's fixed costs: its start-up and
+each trial's own overhead, as `benchmarks/scale.py` measured them. The throughput is timed until
+it is steady, and cached only when it was timed on a quiet machine, so a plan made under load says
+so instead of remembering a figure that is off. It is an estimate: real throughput varies by
+architecture and image size by a factor of about two.
 """
 
 from __future__ import annotations
@@ -16,15 +19,22 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import torch
 from torch import nn
 
-from .accounting import arm_costs, count_macs
+from .accounting import BUSY, OthersBusy, count_macs, static_costs
 from .cache import cache_dir
-from .data import classes_of, split_sizes
+from .data import DATASETS, classes_of, split_sizes
+from .data.records import SPLITS
 from .models import build_model
-from .spec import ModelSpec, StudySpec, Trial
+from .spec import DataSpec, ModelSpec, StudySpec, Trial, data_elsewhere
+
+# A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
+# first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.
+STARTUP_SECONDS = 15.0
+TRIAL_OVERHEAD_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -37,16 +47,36 @@ class ArmPlan:
 
 
 @dataclass(frozen=True)
+class Speed:
+    """This machine's training throughput per trial, and how far to trust it."""
+
+    macs_per_second: float
+    spread: float  # relative interquartile range of the timed steps
+    busy: float  # the share of the CPU other processes used while it was timed
+    measured: str  # when (ISO date), and whether it came from the cache
+    cached: bool
+
+    @property
+    def under_load(self) -> bool:
+        return self.busy > BUSY
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     trials: list[Trial]
     arms: list[ArmPlan]
     total_macs: int  # every trial
-    macs_per_second: float  # this machine's measured training throughput per trial
+    speed: Speed
     concurrent: int  # trials this machine runs at once
-    estimated_seconds: float
+    estimated_seconds: float  # training, plus the study's start-up and each trial's overhead
     # A race's greatest cost, every arm running every seed (its least is the above: the start seeds).
     most_macs: int | None = None
     most_seconds: float | None = None
+    data_note: str | None = None  # how the split sizes were found when the dataset is not on this machine
+
+    @property
+    def macs_per_second(self) -> float:
+        return self.speed.macs_per_second
 
 
 def trial_macs(forward_macs: int, images: dict[str, int], epochs: int) -> int:
@@ -56,43 +86,82 @@ def trial_macs(forward_macs: int, images: dict[str, int], epochs: int) -> int:
 
 
 def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
-    """Expand `spec` and price each arm; no Ray, no MLflow."""
-    trials = spec.trials()
+    """Expand `spec` and price each arm; no Ray, no MLflow. A dataset that is not on this machine is
+    priced from the spec's split sizes and the dataset's registered classes."""
+    with data_elsewhere():
+        trials = spec.trials()
+        every = spec.trials(every_seed=True) if spec.search.race else trials
     first: dict[str, Trial] = {}
     for trial in trials:
         first.setdefault(trial.arm, trial)
-    arms = []
+    arms, notes = [], set()
     for arm, trial in first.items():
         t = trial.spec
-        costs = arm_costs(t.model, num_classes=len(classes_of(t.data)), image_size=t.data.image_size, timed=False)
+        sizes, note = _sizes(t.data)
+        notes.add(note)
+        costs = static_costs(t.model, num_classes=len(_classes(t.data)), image_size=t.data.image_size)
         arms.append(ArmPlan(arm, costs["params_total"], costs["params_added"], costs["macs"],
-                            trial_macs(costs["macs"], split_sizes(t.data), t.train.epochs)))
+                            trial_macs(costs["macs"], sizes, t.train.epochs)))
     per_arm = {a.arm: a.train_macs for a in arms}
-    total = sum(per_arm[t.arm] for t in trials)
     threads = max(1, int(spec.resources.cpu))
-    throughput = calibrate(threads)
+    speed = calibrate(threads)
     concurrent = max(1, min(len(trials), (cpus or os.cpu_count() or 1) // threads))
-    most = sum(per_arm[t.arm] for t in spec.trials(every_seed=True)) if spec.search.race else None
-    return StudyPlan(trials, arms, total, throughput, concurrent, total / throughput / concurrent,
-                     most, None if most is None else most / throughput / concurrent)
+
+    def seconds(planned: list[Trial]) -> float:
+        training = sum(per_arm[t.arm] for t in planned) / speed.macs_per_second
+        return STARTUP_SECONDS + (training + len(planned) * TRIAL_OVERHEAD_SECONDS) / concurrent
+
+    most = sum(per_arm[t.arm] for t in every) if spec.search.race else None
+    return StudyPlan(trials, arms, sum(per_arm[t.arm] for t in trials), speed, concurrent, seconds(trials),
+                     most, None if most is None else seconds(every), next((n for n in notes if n), None))
 
 
-def calibrate(threads: int) -> float:
-    """Training MACs per second on this machine's CPU with `threads` threads, measured once and cached."""
+def _classes(data: DataSpec) -> tuple[str, ...]:
+    if data.root is not None and not data.root.exists() and DATASETS.get(data.dataset).classes is None:
+        raise ValueError(f"data.root: no such folder: {data.root}, and the {data.dataset} dataset takes its "
+                         "classes from its folders, so it cannot be priced without them")
+    return classes_of(data)
+
+
+def _sizes(data: DataSpec) -> tuple[dict[str, int], str | None]:
+    """Images per split, and a note when they come from the spec rather than the data on disk."""
+    if data.root is None or data.root.exists():
+        return split_sizes(data), None
+    missing = [f"data.{split}_per_class" for split in SPLITS if data.per_class(split) is None]
+    if missing:
+        raise ValueError(f"data.root: no such file or folder: {data.root}; without the dataset, the plan needs "
+                         f"{', '.join(missing)} to count its images")
+    classes = len(_classes(data))
+    return ({split: data.per_class(split) * classes for split in SPLITS},
+            f"{data.root} is not on this machine: the splits were priced at the spec's per-class sizes times "
+            f"{data.dataset}'s {classes} classes, so a class with fewer images costs less")
+
+
+def calibrate(threads: int) -> Speed:
+    """Training MACs per second on this machine's CPU with `threads` threads: from the cache if it was
+    timed there on a quiet machine, else timed now (and cached, if the machine is quiet now)."""
     path = cache_dir() / "calibration.json"
     key = f"torch-{torch.__version__}/{platform.machine()}/{os.cpu_count()}cpu/{threads}threads"
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        known[key] = _measure(threads)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known, indent=2))
-    return known[key]
+    if isinstance(known.get(key), dict):  # an earlier version cached bare numbers, whatever the load
+        return Speed(**known[key], cached=True)
+    speed = _measure(threads)
+    if not speed.under_load and speed.spread <= 0.1:
+        known[key] = {"macs_per_second": speed.macs_per_second, "spread": speed.spread, "busy": speed.busy,
+                      "measured": speed.measured}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(known, indent=2))
+        except OSError:
+            pass  # a read-only cache: timed again next time
+    return speed
 
 
-def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int = 3) -> float:
+def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int = 5, budget: float = 10.0) -> Speed:
+    """Time training steps until the last `steps` agree within 10% (or `budget` seconds pass)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -102,13 +171,27 @@ def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int 
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         x, y = torch.randn(batch, 3, image_size, image_size), torch.zeros(batch, dtype=torch.long)
-        times = []
-        for _ in range(steps + 1):  # the first step warms up the allocator and kernels
-            began = time.perf_counter()
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            times.append(time.perf_counter() - began)
-        return 3 * macs * batch / statistics.median(times[1:])
+        times: list[float] = []
+        began = time.perf_counter()
+        with OthersBusy() as load:
+            while True:
+                start = time.perf_counter()
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                times.append(time.perf_counter() - start)
+                recent = times[1:][-steps:]  # the first step warms up the allocator and kernels
+                if len(recent) == steps and _spread(recent) <= 0.1 or time.perf_counter() - began > budget:
+                    break
+        recent = times[1:][-steps:] or times
+        return Speed(3 * macs * batch / statistics.median(recent), _spread(recent), load.share,
+                     datetime.now(timezone.utc).date().isoformat(), cached=False)
     finally:
         torch.set_num_threads(before)
+
+
+def _spread(times: list[float]) -> float:
+    if len(times) < 2:
+        return 0.0
+    quartiles = statistics.quantiles(times, n=4)
+    return (quartiles[2] - quartiles[0]) / statistics.median(times)

@@ -1,11 +1,12 @@
-"""A study's work before Ray starts: each dataset made ready once, and each arm's costs measured once
-(a drawn trial's by the trial itself, since a searcher's draws are not known in advance)."""
+"""A study's work on the driver around its trials: each dataset made ready once, before Ray starts, and
+each model's latency timed once, after the trials, when nothing else runs on the machine. (A trial
+counts its own model's parameters and MACs: they depend on shapes only, and are cached per model.)"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterable
 
-from .accounting import arm_costs
+from .accounting import Latency, arm_latency, static_costs
 from .data import build_splits, check_trainable, classes_of
 from .data.records import Skipped
 from .spec import StudySpec, Trial
@@ -17,23 +18,26 @@ def costs_key(trial: StudySpec) -> str:
     return trial.model.model_dump_json() + trial.data.model_dump_json()
 
 
-def measure_costs(trial: StudySpec) -> dict[str, float]:
-    """`params_total`, `params_added`, `macs` and `latency_ms` (CPU, one image) of a trial's model."""
-    return arm_costs(trial.model, num_classes=len(classes_of(trial.data)), image_size=trial.data.image_size)
+def model_costs(trial: StudySpec) -> dict[str, int]:
+    """`params_total`, `params_added` and `macs` of a trial's model (cached per model)."""
+    return static_costs(trial.model, num_classes=len(classes_of(trial.data)), image_size=trial.data.image_size)
 
 
-def costs_of(trials: list[Trial], console) -> dict[str, dict[str, float]]:
-    """Each arm's costs by `costs_key`, one arm after another so every latency is timed on an idle machine."""
+def latencies(trials: Iterable[Trial], console) -> dict[str, Latency]:
+    """Each model's CPU latency by `costs_key`, timed one model after another in this process."""
     from rich.progress import Progress
 
     arms = {costs_key(t.spec): t.spec for t in trials}
+    timed: dict[str, Latency] = {}
+    if not arms:
+        return timed
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("measuring each arm's cost", total=len(arms))
-        costs = {}
+        task = bar.add_task("timing each model's latency", total=len(arms))
         for key, trial in arms.items():
-            costs[key] = measure_costs(trial)
+            timed[key] = arm_latency(trial.model, num_classes=len(classes_of(trial.data)),
+                                     image_size=trial.data.image_size)
             bar.advance(task)
-    return costs
+    return timed
 
 
 def prepare_data(trials: list[Trial], console) -> list[Skipped]:
@@ -51,8 +55,13 @@ def prepare_data(trials: list[Trial], console) -> list[Skipped]:
             check_trainable(data, splits)
             skipped += splits.skipped
     if skipped:
-        reasons = Counter(s.reason.split(":")[0] for s in skipped)
-        console.print(f"[yellow]{len(skipped)} input(s) skipped[/yellow] ("
-                      + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-                      + f"); the list is the study run's artifact {SKIPPED_ARTIFACT}", highlight=False)
+        from rich.markup import escape
+
+        from .data.records import describe_skipped
+
+        # A count per reason and a few files each: a real AI-HUB tree skips thousands (its 당황 photos).
+        console.print(f"[yellow]{len(skipped):,} input(s) skipped[/yellow], by reason; the study's parent run "
+                      f"lists every one in its artifact {SKIPPED_ARTIFACT}:", highlight=False, soft_wrap=True)
+        for line in describe_skipped(skipped):
+            console.print(escape(line), highlight=False, soft_wrap=True)
     return skipped

@@ -1,43 +1,81 @@
-"""The live view of a running study: one bar over all epochs of all trials, and the trials in flight.
+"""The live view of a running study: one bar over all epochs of all trials with the study's ETA, and
+its trials, running (with their elapsed time and, within an epoch, batches done), pending and done.
 
-Plain rich; `study.py` feeds it from Ray Tune's callbacks, so it knows nothing of Ray.
+Plain rich; `study.py` feeds it from Ray Tune's callbacks, so it knows nothing of Ray. A trial's start
+and its epochs suffice for elapsed times and the ETA; `batches` (fed from the trainable, through
+`BatchRelay`) moves the bar within an epoch.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .views import Name
+
 _ROWS = 12  # trials shown at once; a 48-trial study should not scroll the bar away
-_ORDER = {"running": 0, "error": 1, "done": 2, "pending": 3}
+_ORDER = {"running": 0, "error": 1, "pending": 2, "done": 3}
+_COLOUR = {"running": "cyan", "done": "green", "error": "red", "pending": "dim"}
+FIRST_EPOCH = "ETA: after the first epoch"
 
 
 @dataclass
 class _Row:
     name: str
     status: str = "pending"
-    epoch: int = 0
+    epoch: int = 0  # epochs finished
     value: float | None = None
+    batches: tuple[int, int] | None = None  # (done, total) of the epoch under way
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def partial(self) -> float:
+        """The share of its epoch under way that a running trial has done, below 1."""
+        if self.status != "running" or not self.batches or not self.batches[1]:
+            return 0.0
+        return min(self.batches[0] / self.batches[1], 0.99)
+
+
+def clock(seconds: float) -> str:
+    """`1:02:03`, as rich's elapsed column spells it."""
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class StudyProgress:
-    """Call `trial_started/epoch/trial_finished` from any thread; the view redraws itself."""
+    """Call `trial_started/epoch/batches/trial_finished` from any thread; the view redraws itself.
 
-    def __init__(self, console: Console, *, trials: int, epochs: int, metric: str) -> None:
-        self.metric, self.epochs = metric, epochs
+    `pending` names the trials known before they start (a grid's), listed until they do; the others
+    are counted. The ETA is the epochs left at the pace of the epochs this run has finished so far
+    (all trials together, so it counts how many run at once).
+    """
+
+    def __init__(self, console: Console, *, trials: int, epochs: int, metric: str, pending: Sequence[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.metric, self.epochs, self.trials, self.clock = metric, epochs, trials, clock
         self.rows: dict[str, _Row] = {}
+        self.pending = list(pending)
         self.arms: list[tuple[str, int, int, str]] = []  # a race's, when the study is one
+        self.lock = threading.RLock()
+        self.finished = 0.0  # epochs ended: trained, or never to run (a trial that stopped)
+        self.trained = 0  # epochs trained in this run, the pace of the ETA
+        self.began: float | None = None  # when the first trial of this run started
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("epochs"), TimeElapsedColumn(), console=console,
+            # The bar moves with batches; the count says whole epochs, as the ETA's "first epoch" does.
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), TextColumn("{task.fields[epochs]}"),
+            TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+            console=console, get_time=clock,
         )
-        self.task = self.bar.add_task(f"{trials} trials", total=trials * epochs)
-        self.live = Live(Group(self.bar, self._table()), console=console, refresh_per_second=4,
-                         get_renderable=lambda: Group(self.bar, self._table()))
+        self.task = self.bar.add_task(f"{trials} trials", total=trials * epochs, eta=FIRST_EPOCH, epochs="")
+        self.live = Live(console=console, refresh_per_second=4, get_renderable=self.render)
 
     def __enter__(self) -> StudyProgress:
         self.live.__enter__()
@@ -47,41 +85,120 @@ class StudyProgress:
         self.live.__exit__(*exc)
 
     def trial_started(self, key: str, name: str) -> None:
-        self.rows.setdefault(key, _Row(name)).status = "running"
+        with self.lock:
+            now = self.clock()
+            self.began = now if self.began is None else self.began
+            row = self.rows.setdefault(key, _Row(name))
+            row.status, row.started, row.ended = "running", row.started or now, None
+            if name in self.pending:
+                self.pending.remove(name)
 
     def epoch(self, key: str, epoch: int, value: float) -> None:
-        row = self.rows[key]
-        row.epoch, row.value = epoch, value
-        self.bar.advance(self.task)
+        with self.lock:
+            row = self.rows[key]
+            # A trial resumed from a checkpoint reports its first epoch after the ones it had done.
+            self.finished += max(1, epoch - row.epoch)
+            self.trained += 1
+            row.epoch, row.value, row.batches = epoch, value, None
+            self._advance()
+
+    def batches(self, key: str, done: int, total: int) -> None:
+        """Batches done of the epoch a trial is training (only a started trial's are shown)."""
+        with self.lock:
+            row = self.rows.get(key)
+            if row is not None and row.status == "running" and row.epoch < self.epochs:
+                row.batches = (done, total)
+                self._advance()
 
     def trial_finished(self, key: str, ok: bool) -> None:
-        row = self.rows[key]
-        if not ok:  # epochs it never ran still count, so the bar reaches its end
-            self.bar.advance(self.task, self.epochs - row.epoch)
-        row.status = "done" if ok else "error"
+        with self.lock:
+            row = self.rows[key]
+            # Epochs it will never run still count (it failed, or a scheduler stopped it), so the bar ends.
+            self.finished += max(0, self.epochs - row.epoch)
+            row.status, row.ended, row.batches = "done" if ok else "error", self.clock(), None
+            self._advance()
 
     def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None:
         """A race's arms (arm, seeds done, seeds running, state); the bar grows as the race adds trials."""
-        self.arms = rows
-        total = max(self.bar.tasks[0].total or 0, started * self.epochs)
-        self.bar.update(self.task, total=total, description=f"{max(started, 1)} trials so far")
+        with self.lock:
+            self.arms = rows
+            self.trials = max(self.trials, started)
+            total = max(self.bar.tasks[0].total or 0, started * self.epochs)
+            self.bar.update(self.task, total=total, description=f"{max(started, 1)} trials so far")
 
-    def _table(self) -> Table | Group:
+    def eta(self) -> str:
+        """What is left at the pace so far: the trained epochs, and the running ones' batches done."""
+        with self.lock:
+            done = self.trained + sum(row.partial for row in self.rows.values())
+            left = (self.bar.tasks[0].total or 0) - self.finished - sum(row.partial for row in self.rows.values())
+            if not self.trained or self.began is None:
+                return FIRST_EPOCH
+            spent = self.clock() - self.began
+            return f"ETA {clock(max(0.0, left) * spent / done)}"
+
+    def _advance(self) -> None:
+        self.bar.update(self.task, completed=self.finished + sum(row.partial for row in self.rows.values()))
+
+    def render(self) -> Group:
+        with self.lock:
+            total = self.bar.tasks[0].total or 0
+            self.bar.update(self.task, eta=self.eta(), epochs=f"[green]{int(self.finished)}/{total:g}[/] epochs")
+            return Group(self.bar, *self._tables())
+
+    def _tables(self) -> list[Table]:
         table = Table(box=None, pad_edge=False, header_style="dim")
-        for column in ("trial", "status", "epoch", self.metric):
-            table.add_column(column)
-        rows = sorted(self.rows.values(), key=lambda r: _ORDER[r.status])
-        colour = {"running": "cyan", "done": "green", "error": "red", "pending": "dim"}
+        table.add_column("trial")
+        for column in ("status", "epoch", "batch", self.metric, "time"):
+            table.add_column(column, no_wrap=True, justify="left" if column == "status" else "right")
+        now = self.clock()
+        rows = sorted([*self.rows.values(), *map(_Row, self.pending)], key=lambda r: _ORDER[r.status])
         for row in rows[:_ROWS]:
             value = "" if row.value is None else f"{row.value:.4f}"
-            table.add_row(row.name, f"[{colour[row.status]}]{row.status}", f"{row.epoch}/{self.epochs}", value)
-        if len(rows) > _ROWS:
-            table.add_row(f"... {len(rows) - _ROWS} more", "", "", "")
+            batch = f"{row.batches[0]}/{row.batches[1]}" if row.partial else ""
+            took = "" if row.started is None else clock((row.ended or now) - row.started)
+            table.add_row(Name(row.name), f"[{_COLOUR[row.status]}]{row.status}", f"{row.epoch}/{self.epochs}",
+                          batch, value, took)
+        unnamed = max(0, self.trials - len(self.rows) - len(self.pending))  # a search's draws to come
+        hidden = rows[_ROWS:]
+        if hidden or unnamed:
+            counts = {s: sum(r.status == s for r in hidden) for s in _ORDER}
+            counts["pending"] += unnamed
+            more = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+            table.add_row(f"[dim]... {len(hidden) + unnamed} more ({more})", "", "", "", "", "")
         if not self.arms:
-            return table
+            return [table]
         race = Table(box=None, pad_edge=False, header_style="dim")
         for column in ("arm", "seeds done", "running", "state"):
             race.add_column(column)
         for arm, done, running, state in self.arms:
-            race.add_row(arm, str(done), str(running), state)
-        return Group(race, table)
+            race.add_row(Name(arm), str(done), str(running), state)
+        return [race, table]
+
+
+class BatchRelay:
+    """The latest batch count of each trial, from the trials to the driver: `study.py` hosts one as a
+    Ray actor that trials `put` to and the driver `take`s from, to call `StudyProgress.batches`."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[int, int]] = {}
+
+    def put(self, key: str, done: int, total: int) -> None:
+        self.latest[key] = (done, total)
+
+    def take(self) -> dict[str, tuple[int, int]]:
+        latest, self.latest = self.latest, {}
+        return latest
+
+
+def every(seconds: float, send: Callable[[int, int], None], clock: Callable[[], float] = time.monotonic
+          ) -> Callable[[int, int], None]:
+    """`send(done, total)` at most once per `seconds`: what a trial calls after every batch."""
+    last = -float("inf")
+
+    def on_batch(done: int, total: int) -> None:
+        nonlocal last
+        if clock() - last >= seconds:
+            last = clock()
+            send(done, total)
+
+    return on_batch

@@ -1,15 +1,13 @@
 """Summaries of a study read back from MLflow (never from Ray's files, so a remote server works too):
 the ranking `ablate run` prints, and the full report `ablate report` writes (tables with seed
-statistics, the paper's tables beside ours, pictures; as Markdown, CSV and one HTML file)."""
+statistics, the paper's tables beside ours, pictures, the setup and provenance; as Markdown, a tidy
+CSV, LaTeX tables and one HTML file)."""
 
 from __future__ import annotations
 
-import base64
-import csv
 import json
 import math
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from html import escape
@@ -18,12 +16,13 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .analysis import Comparison, Interval, compare_all, marginal_means, mean_ci, pareto_front
-from .spec import EMOTIONS, STAGES, SpecError, StudySpec, _describe, parse_placement
-from .tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, REPORT_ARTIFACTS, SPEC_ARTIFACT,
-                       TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound, StoreUnusable, StudyRecord, TrialRecord,
-                       as_param, best, explanation, f1_class, find_study, is_score, metric_history, read_artifact,
-                       study_trials, test_f1)
+from .analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
+from .provenance import setup_rows
+from .spec import EMOTIONS, SpecError, StudySpec, _describe
+from .tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
+                       REPORT_ARTIFACTS, SPEC_ARTIFACT, TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound,
+                       StoreUnusable, StudyRecord, Tag, TrialRecord, as_param, best, explanation, f1_class, find_study,
+                       is_score, metric_history, read_artifact, study_trials, test_f1)
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,48 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
 # --- The study report: `ablate report` -------------------------------------------------------------
 
 SCORES = (TEST_ACCURACY, TEST_MACRO_F1)
+FEW_SEEDS = 3  # below this a 95% t interval is too wide to tell configurations apart (t = 12.7 at two)
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """What a metric can take, so that an interval is never printed beyond it: accuracies, F1 scores
+    and the cue scores are shares, a loss is not negative."""
+    if key.endswith("_loss"):
+        return 0.0, math.inf
+    if is_score(key) or key.startswith(("best_val_", "val_")):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def ranking_metric(metric: str, records: list[TrialRecord]) -> str:
+    """The metric a report ranks configurations by, given the study's own `metric`.
+
+    The study's metric is a validation one (val_macro_f1): it picks each trial's epoch, so on the
+    validation split every configuration is flattered by that choice. Configurations are ranked
+    instead on its test counterpart at the chosen epoch (val_macro_f1 -> test_macro_f1, val_loss ->
+    test_loss), in the study's mode. A metric whose test counterpart no run logged is ranked by its
+    best-epoch value, as `ablate run` ranks."""
+    counterpart = f"test_{metric.removeprefix('val_')}" if metric.startswith("val_") else metric
+    if any(counterpart in r.metrics for r in records) or not any(best(metric) in r.metrics for r in records):
+        return counterpart
+    return best(metric)
+
+
+def label(metric: str) -> str:
+    """A metric's name for people: `test_macro_f1` -> test macro-F1, `macs` -> GMACs."""
+    named = {MACS: "GMACs", PARAMS_TOTAL: "parameters (M)", PARAMS_ADDED: "parameters added (M)",
+             LATENCY_MS: "latency (ms)"}
+    if metric in named:
+        return named[metric]
+    if (c := f1_class(metric)) is not None:
+        return f"test F1 ({c})"
+    words = metric.removeprefix("best_")
+    for old, new in (("val_", "validation "), ("test_", "test "), ("macro_f1", "macro-F1"), ("_", " ")):
+        words = words.replace(old, new)
+    return ("best " if metric.startswith("best_") else "") + words
+
+
+COST_SCALE = {MACS: 1e-9, PARAMS_TOTAL: 1e-6, PARAMS_ADDED: 1e-6, LATENCY_MS: 1.0}  # to the units of `label`
 
 
 @dataclass
@@ -90,8 +131,9 @@ class Arm:
         return len(self.finished)
 
     def interval(self, metric: str) -> Interval | None:
+        """The mean of `metric` over seeds with its 95% interval, clipped to the metric's range."""
         values = list(self.scores.get(metric, {}).values())
-        return mean_ci(values) if values else None
+        return clip(mean_ci(values), *metric_range(metric)) if values else None
 
     def setting(self, key: str) -> str | None:
         """A spec key's value as its finished trials logged it (None without one)."""
@@ -103,19 +145,21 @@ def arm_name(params: dict[str, str], axes: list[str]) -> str:
     return params.get("arm") or ",".join(f"{a}={params.get(a, '')}" for a in axes)
 
 
-def collect(records: list[TrialRecord], axes: list[str]) -> dict[str, Arm]:
-    """Trials grouped by arm, each sorted into finished, failed, diverged, stopped early or unfinished."""
+def collect(records: list[TrialRecord], axes: list[str], keep: tuple[str, ...] = ()) -> dict[str, Arm]:
+    """Trials grouped by arm, each sorted into finished, failed, diverged, stopped early or unfinished;
+    the scores of finished ones kept by seed, with the metrics in `keep` (a loss to rank by, say)."""
     arms: dict[str, Arm] = {}
     for r in records:
         name = arm_name(r.params, axes)
         arm = arms.setdefault(name, Arm(name, {axis: r.params.get(axis, "") for axis in axes}))
-        arm.costs |= {k: r.metrics[k] for k in COSTS if k in r.metrics}
+        # The latency's companions (its spread, the load it was timed under) come with it.
+        arm.costs |= {k: v for k, v in r.metrics.items() if k in COSTS or k.startswith("latency_")}
         outcome = r.outcome
         if outcome == Outcome.FINISHED:
             arm.finished.append(r)
             seed = int(r.params.get("seed", len(arm.finished)))
             for key, value in r.metrics.items():
-                if is_score(key):
+                if is_score(key) or key in keep:
                     arm.scores.setdefault(key, {})[seed] = value
         else:
             {Outcome.STOPPED_EARLY: arm.stopped, Outcome.DIVERGED: arm.diverged, Outcome.FAILED: arm.failed,
@@ -149,13 +193,14 @@ def _spec_text(uri: str, study: StudyRecord) -> bytes | None:
         return None
 
 
-def _reference(text: bytes | None) -> str | None:
-    """The published results the study's spec asks to be printed beside its own, if any."""
+def _tree(text: bytes | None) -> dict[str, Any] | None:
+    """The study's spec.yaml as a plain tree, unvalidated: its settings are shown even where its data.root
+    does not exist on the machine that reports."""
     try:
         tree = yaml.safe_load(text.decode("utf-8")) if text else None
     except (UnicodeDecodeError, yaml.YAMLError):
         return None
-    return tree.get("reference") if isinstance(tree, dict) else None
+    return tree if isinstance(tree, dict) else None
 
 
 def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | None]:
@@ -199,19 +244,26 @@ class Table:
     title: str
     header: list[str]
     rows: list[list[str]]
-    note: str = ""
+    note: str = ""  # how to read the table
+    footnote: str = ""  # what a mark in its cells means; the terminal shows it too
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
                  "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + (["", self.note] if self.note else []))
+        return "\n".join(lines + [f"\n{text}" for text in (self.footnote, self.note) if text])
 
-    def html(self) -> str:
+    def html(self, css_class: str = "") -> str:
         cells = "".join(f"<th>{escape(h)}</th>" for h in self.header)
         body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
-        note = f"<p>{escape(self.note)}</p>" if self.note else ""
-        return f"<h3>{escape(self.title)}</h3><table><tr>{cells}</tr>{body}</table>{note}"
+        notes = "".join(f"<p>{escape(text)}</p>" for text in (self.footnote, self.note) if text)
+        kind = f' class="{css_class}"' if css_class else ""
+        return f"<h3>{escape(self.title)}</h3><table{kind}><tr>{cells}</tr>{body}</table>{notes}"
+
+
+CLIPPED = "†"
+CLIPPED_NOTE = (f"{CLIPPED} interval clipped to the metric's range ([0, 1] for accuracy and F1): the 95% t "
+                "interval of so few seeds runs past what the metric can take.")
 
 
 def _ci(interval: Interval | None, scale: float = 1.0) -> str:
@@ -219,6 +271,8 @@ def _ci(interval: Interval | None, scale: float = 1.0) -> str:
         return "-"
     if math.isnan(interval.low):
         return f"{interval.mean * scale:.4g} (one seed)"
+    if interval.clipped:  # no longer symmetric about the mean, so its bounds rather than a half-width
+        return f"{interval.mean * scale:.4g} [{interval.low * scale:.3g}, {interval.high * scale:.3g}]{CLIPPED}"
     return f"{interval.mean * scale:.4g} ± {interval.half_width * scale:.2g}"
 
 
@@ -234,49 +288,61 @@ class StudyReport:
     baseline: str | None
     planned_seeds: int | None
     comparisons: dict[str, list[Comparison]]  # score -> arms against the baseline
-    marginals: dict[str, dict[str, float]]  # axis -> value -> marginal mean test macro-F1
+    marginals: dict[str, dict[str, float]]  # axis -> value -> marginal mean of `rank_by`
     curves: dict[str, dict[int, float]]  # arm -> epoch -> mean of `metric` over its seeds
     notes: list[str] = field(default_factory=list)
     reference: str | None = None  # published results to print beside the study's (the spec's `reference`)
     race: Race | None = None  # a race's decisions, when the study is one
+    rank_by: str = TEST_MACRO_F1  # what configurations are ranked by (`ranking_metric`)
+    mode: str = "max"  # the study's: whether more of `rank_by` is better
+    warnings: list[str] = field(default_factory=list)  # what makes the figures less than they look
+    setup: list[tuple[str, str]] = field(default_factory=list)  # (label, value): `provenance.setup_rows`
 
     def ranked(self) -> list[Arm]:
-        def key(arm: Arm):
-            interval = arm.interval(TEST_MACRO_F1)
-            return (interval is None, -(interval.mean if interval else 0))
-        return sorted(self.arms.values(), key=key)
+        """Configurations best first by `rank_by` in the study's mode; those without it last."""
+        means = {a.name: a.interval(self.rank_by).mean for a in self.arms.values() if a.scores.get(self.rank_by)}
+        return [self.arms[n] for n in order(means, self.mode)] + [a for a in self.arms.values() if a.name not in means]
+
+    def lower_is_better(self, score: str) -> bool:
+        return score == self.rank_by and self.mode == "min"
 
     def tables(self, compact: bool = False) -> list[Table]:
         """The report's tables; `compact` (for a terminal) leaves out per-class F1 and latency, and
-        compares on test macro-F1 only."""
+        compares on the ranking metric only."""
         classes = [] if compact else class_names(self.arms)
         planned = f" of {self.planned_seeds}" if self.planned_seeds else ""
+        extra = [] if self.rank_by in SCORES else [self.rank_by]
+        ranked = self.ranked()
+        intervals = {a.name: [a.interval(k) for k in (*SCORES, *extra, *map(test_f1, classes))] for a in ranked}
+        direction = "lower" if self.mode == "min" else "higher"
         configs = Table(
-            "Configurations (mean ± 95% CI half-width over seeds; test split at the best validation epoch)",
-            ["configuration", "seeds", "test accuracy", "test macro-F1", *[f"F1 {c}" for c in classes],
-             "params", "added", "MACs", *([] if compact else ["latency ms"]), "lost"],
-            [[a.name, f"{a.seeds}{planned}", _ci(a.interval(TEST_ACCURACY)), _ci(a.interval(TEST_MACRO_F1)),
-              *[_ci(a.interval(test_f1(c))) for c in classes],
+            f"Configurations, best first by {label(self.rank_by)} ({direction} is better): mean ± 95% CI "
+            "half-width over seeds, test split at the best validation epoch",
+            ["configuration", "seeds", "test accuracy", "test macro-F1", *map(label, extra),
+             *[f"F1 {c}" for c in classes], "params", "added", "MACs", *([] if compact else ["latency ms (median)"]),
+             "lost"],
+            [[a.name, f"{a.seeds}{planned}", *map(_ci, intervals[a.name]),
               *[_count(a.costs.get(k)) for k in (PARAMS_TOTAL, PARAMS_ADDED, MACS)],
-              *([] if compact else [f"{a.costs[LATENCY_MS]:.2f}" if LATENCY_MS in a.costs else "-"]), _lost(a)]
-             for a in self.ranked()])
+              *([] if compact else [_latency(a.costs)]), _lost(a)]
+             for a in ranked],
+            footnote=" ".join(
+                [CLIPPED_NOTE] * any(i and i.clipped for row in intervals.values() for i in row)
+                + [LOADED_NOTE] * (not compact and any(_latency(a.costs).endswith(LOADED) for a in ranked))))
         tables = [configs]
-        for score, found in self.comparisons.items():
-            if compact and score != TEST_MACRO_F1:
-                continue
+        compared = [(score, found) for score, found in self.comparisons.items()
+                    if not compact or score == self.rank_by]
+        for i, (score, found) in enumerate(compared, 1):
+            # The method is the same for every score, so it is said once, under the last of them.
             tables.append(Table(
-                f"{score} against the baseline ({self.baseline}), paired by seed",
+                f"{label(score)} against the baseline ({self.baseline}), paired by seed",
                 ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
                  "verdict", "seeds for a decision"],
                 [[c.arm, str(c.difference.n),
                   f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
-                  _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c),
+                  _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, self.lower_is_better(score)),
                   _needed(c)]
                  for c in sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))],
-                note="Holm's correction runs over every configuration compared here. Wilcoxon's test "
-                     "joins from 6 pairs. 'seeds for a decision': for a difference not yet significant, the "
-                     "pairs a paired t-test needs for 80% power at the observed mean difference and spread, "
-                     "at 0.05 divided by the configurations compared (Holm's strictest step)."))
+                note=METHOD if i == len(compared) else ""))
         cue_scores = [f"{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
         keys = [explanation(score) for score in cue_scores]
         if not compact and any(k in keys for a in self.arms.values() for k in a.scores):
@@ -284,20 +350,33 @@ class StudyReport:
                 "Grad-CAM on the class cues (ablate explain --score; mean over the seeds scored)",
                 ["configuration", *[score.replace("_", " ") for score in cue_scores]],
                 [[a.name, *[f"{a.interval(k).mean:.3f}" if a.scores.get(k) else "-" for k in keys]]
-                 for a in self.ranked() if any(a.scores.get(k) for k in keys)],
+                 for a in ranked if any(a.scores.get(k) for k in keys)],
                 note="Cue energy: the share of the true class's Grad-CAM inside the generated face's cue mask "
                      "(brows, eyes, mouth). Pointing game: how often its peak falls on a cue. Occluded faces "
                      "wear glasses, a hand or hair over a cue."))
         for axis, means in self.marginals.items():
-            tables.append(Table(f"Marginal effect of {axis} on test macro-F1 (mean over the other axes)",
-                                ["rank", axis, "mean test macro-F1"],
-                                [[str(i), value, f"{mean:.4f}"] for i, (value, mean) in
-                                 enumerate(sorted(means.items(), key=lambda kv: -kv[1]), 1)]))
+            tables.append(Table(f"Marginal effect of {axis} on {label(self.rank_by)} (mean over the other axes)",
+                                ["rank", axis, f"mean {label(self.rank_by)}"],
+                                [[str(i), value, f"{means[value]:.4f}"] for i, value in
+                                 enumerate(order(means, self.mode), 1)]))
         if self.race is not None:
             tables.append(_race_table(self.race, self.metric))
         if self.reference == "paper" and not compact:
-            tables += paper_tables(self)
+            from .paper_tables import published
+
+            tables += published(self)
         return tables
+
+    def setup_table(self) -> Table:
+        return Table("Setup and provenance", ["setting", "value"], [list(row) for row in self.setup],
+                     note="Read from the study's runs in MLflow (their params and tags) and its spec.yaml; "
+                          "'not recorded' where none of them carries the value.")
+
+
+METHOD = ("Holm's correction runs over every configuration compared in a table. Wilcoxon's test joins from 6 "
+          "pairs. 'seeds for a decision': for a difference not yet significant, the pairs a paired t-test needs "
+          "for 80% power at the observed mean difference and spread, at 0.05 divided by the configurations "
+          "compared (Holm's strictest step).")
 
 
 def _race_table(race: Race, metric: str) -> Table:
@@ -312,6 +391,21 @@ def _race_table(race: Race, metric: str) -> Table:
                       f"{race.alpha:g} over all the looks the race took. Equivalent: the interval lies inside "
                       f"±{race.margin:g}. The race ran {run} trials where the fixed design runs {fixed} "
                       f"({1 - run / fixed:.0%} saved), the baseline's included.")
+
+
+LOADED = "*"
+UNDER_LOAD = 0.15  # accounting.BUSY, not imported from there: accounting imports torch, a report must not
+LOADED_NOTE = (f"{LOADED} latency timed while other processes kept more than {UNDER_LOAD:.0%} of the machine busy: "
+               "not a figure to quote.")
+
+
+def _latency(costs: dict[str, float]) -> str:
+    """The median latency with its interquartile range, marked if timed under load."""
+    if LATENCY_MS not in costs:
+        return "-"
+    spread = costs.get(LATENCY_IQR_MS)
+    shown = f"{costs[LATENCY_MS]:.2f}" + (" (no spread logged)" if spread is None else f" (IQR {spread:.2g})")
+    return shown + (LOADED if costs.get(LATENCY_BUSY, 0.0) > UNDER_LOAD else "")
 
 
 def _count(value: float | None) -> str:
@@ -337,20 +431,21 @@ def _needed(c: Comparison) -> str:
     return str(c.seeds_needed) if c.seeds_needed else "> 1000"
 
 
-def _verdict(c: Comparison) -> str:
+def _verdict(c: Comparison, lower_is_better: bool = False) -> str:
     if math.isnan(c.p_holm):
         return "no spread to test"
     if c.significant:
-        return "better" if c.difference.mean > 0 else "worse"
+        return "better" if (c.difference.mean < 0) == lower_is_better else "worse"
     return "within seed noise"
 
 
 def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyReport:
     """Read `study` from the store at `uri` and work out its statistics."""
     found = find_study(uri, study)
-    axes = found.axes
+    axes, metric, mode = found.axes, found.metric, found.tags.get(Tag.MODE, "max")
     records = study_trials(uri, found.experiment_id, found.run.run_id)
-    logged = collect(records, axes)
+    rank_by = ranking_metric(metric, records)
+    logged = collect(records, axes, keep=(rank_by,))
     spec_text = _spec_text(uri, found)
     plan, why = read_plan(spec_text, axes)
     notes = [why] if why else []
@@ -366,22 +461,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     elif "search.seeds" in found.params:
         planned = len(json.loads(found.params["search.seeds"]))
     chosen = baseline or (plan.baseline if plan and plan.baseline else default_baseline(arms))
-    if chosen is None:
-        notes.append("No configuration without attention was found, so nothing is compared; "
-                     "name one with --baseline.")
-    comparisons = {}
-    if chosen is not None:
-        for score in SCORES:
-            values = {a.name: a.scores.get(score, {}) for a in arms.values() if a.scores.get(score)}
-            if chosen in values and (compared := compare_all(values, chosen)):
-                comparisons[score] = compared
-        if not comparisons and not arms[chosen].seeds:
-            notes.append(f"The baseline ({chosen}) has 0{f' of {planned}' if planned else ''} seeds finished, so "
-                         "nothing is compared; finish the study (ablate resume, or ablate run again).")
-        elif not comparisons:
-            notes.append(f"No configuration shares two or more seeds with the baseline ({chosen}), so nothing is "
-                         "compared; add seeds (e.g. --set \"search.seeds=[0, 1, 2]\" and run the study again).")
-    race = _race(plan.spec, arms, found.metric) if plan and plan.spec and plan.spec.search.race else None
+    comparisons = _comparisons(arms, chosen, tuple(dict.fromkeys((*SCORES, rank_by))), planned, notes)
+    race = _race(plan.spec, arms, metric) if plan and plan.spec and plan.spec.search.race else None
     if planned and race is None:  # a race gives seeds only to the arms still open, by design
         short = [a.name for a in arms.values() if a.seeds < planned]
         if short:
@@ -390,16 +471,56 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     marginals = {}
     real_axes = [a for a in axes if a != "arm"]
     if len(real_axes) >= 2:
-        means = {a.name: a.interval(TEST_MACRO_F1).mean for a in arms.values() if a.scores.get(TEST_MACRO_F1)}
+        means = {a.name: a.interval(rank_by).mean for a in arms.values() if a.scores.get(rank_by)}
         marginals = {axis: marginal_means(means, {n: arms[n].levels for n in means}, axis) for axis in real_axes}
-    metric = found.metric
     curves = {}
     for arm in arms.values():
         histories = [metric_history(uri, r.run_id, metric) for r in arm.finished]
         epochs = sorted({e for h in histories for e in h})
         curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
+    tree = _tree(spec_text)
+    parent = found.run.client.get_run(found.run.run_id)
+    first = next((r for r in records if r.outcome == Outcome.FINISHED), None)
+    setup = setup_rows(records, axes=axes, parent_params=found.params, parent_tags=found.tags, tree=tree,
+                       metric=metric, mode=mode, rank_by=rank_by,
+                       runs=[parent, *([found.run.client.get_run(first.run_id)] if first else [])],
+                       started=parent.info.start_time, ended=parent.info.end_time)
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
-                       reference=_reference(spec_text), race=race)
+                       reference=tree.get("reference") if tree else None, race=race, rank_by=rank_by, mode=mode,
+                       warnings=_warnings(arms), setup=setup)
+
+
+def _comparisons(arms: dict[str, Arm], chosen: str | None, scores: tuple[str, ...], planned: int | None,
+                 notes: list[str]) -> dict[str, list[Comparison]]:
+    """Each score's comparisons with the baseline `chosen`; what stops them is added to `notes`."""
+    if chosen is None:
+        notes.append("No configuration without attention was found, so nothing is compared; "
+                     "name one with --baseline.")
+        return {}
+    comparisons = {}
+    for score in scores:
+        values = {a.name: a.scores.get(score, {}) for a in arms.values() if a.scores.get(score)}
+        if chosen in values and (compared := compare_all(values, chosen)):
+            comparisons[score] = compared
+    if not comparisons and not arms[chosen].seeds:
+        notes.append(f"The baseline ({chosen}) has 0{f' of {planned}' if planned else ''} seeds finished, so "
+                     "nothing is compared; finish the study (ablate resume, or ablate run again).")
+    elif not comparisons:
+        notes.append(f"No configuration shares two or more seeds with the baseline ({chosen}), so nothing is "
+                     "compared; add seeds (e.g. --set \"search.seeds=[0, 1, 2]\" and run the study again).")
+    return comparisons
+
+
+def _warnings(arms: dict[str, Arm]) -> list[str]:
+    few = [a for a in arms.values() if 0 < a.seeds < FEW_SEEDS]
+    if not few:
+        return []
+    counts = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}"
+                       for k in range(1, FEW_SEEDS) if (n := sum(a.seeds == k for a in few)))
+    return [f"Fewer than {FEW_SEEDS} seeds: {len(few)} of {len(arms)} configurations ({counts}). Their intervals "
+            "are uninformative: a 95% t interval on two seeds is 12.7 standard errors wide on each side, and one "
+            "seed gives none. Differences between configurations cannot be told from seed noise; run at least "
+            f"{FEW_SEEDS} seeds (e.g. --set \"search.seeds=[0, 1, 2]\")."]
 
 
 @dataclass(frozen=True)
@@ -438,144 +559,13 @@ def _race(spec: StudySpec, arms: dict[str, Arm], metric: str) -> Race:
                 {arm: len(v) for arm, v in values.items()}, paths)
 
 
-# The paper's published figures (Oh et al.; ../shared/paper.md): single runs on AI-HUB at 256 px.
-PAPER_COLUMNS = {  # column -> (model.arch, model.attention)
-    "ResNet50": ("resnet50", "none"), "ResNet101": ("resnet101", "none"),
-    "ResNet50 + Identity-CBAM": ("resnet50", "identity_cbam"), "ResNet101 + Identity-CBAM": ("resnet101", "identity_cbam"),
-}
-PAPER_F1 = {  # Table 1, F1 per class, in PAPER_COLUMNS order
-    "happy": (0.97, 0.98, 0.98, 0.98), "anger": (0.85, 0.85, 0.87, 0.87), "unrest": (0.69, 0.71, 0.73, 0.72),
-    "wound": (0.61, 0.64, 0.69, 0.66), "sad": (0.79, 0.80, 0.81, 0.78), "neutral": (0.93, 0.92, 0.92, 0.91),
-    "average": (0.806, 0.816, 0.833, 0.82),
-}
-PAPER_ACCURACY = (81.2, 81.99, 83.23, 82.17)  # Table 2, %
-
-
-def paper_tables(report: StudyReport) -> list[Table]:
-    """Tables 1 and 2 as published, beside the measured means of the same four models."""
-    measured: dict[str, Arm | None] = {}
-    for column, (arch, attention) in PAPER_COLUMNS.items():
-        measured[column] = next((a for a in report.arms.values()
-                                 if (a.setting("model.arch"), a.setting("model.attention")) == (arch, attention)), None)
-
-    def ours(arm: Arm | None, key: str, scale: float = 1.0) -> str:
-        interval = arm.interval(key) if arm else None
-        return "-" if interval is None else f"{interval.mean * scale:.3f}"
-
-    f1 = Table("Table 1, F1 per class: published / measured here (mean over seeds)",
-               ["class", *PAPER_COLUMNS],
-               [[c, *[f"{p:.3g} / {ours(measured[col], TEST_MACRO_F1 if c == 'average' else test_f1(c))}"
-                      for col, p in zip(PAPER_COLUMNS, published)]] for c, published in PAPER_F1.items()])
-    accuracy = Table("Table 2, accuracy (%): published / measured here", list(PAPER_COLUMNS),
-                     [[f"{p:.2f} / {ours(measured[col], TEST_ACCURACY, 100)}"
-                       for col, p in zip(PAPER_COLUMNS, PAPER_ACCURACY)]])
-    return [f1, accuracy]
-
-
-def draw(report: StudyReport, out: Path) -> list[Path]:
-    """The report's PNGs in `out`."""
-    from . import figures
-
-    arms = [a for a in report.ranked() if a.scores.get(TEST_MACRO_F1)]
-    if not arms:
-        return []
-    means = {a.name: a.interval(TEST_MACRO_F1).mean for a in arms}
-    drawn = [_heatmap(report, arms, means, out)]
-    costs = [MACS, PARAMS_TOTAL]
-    points = {a.name: {TEST_ACCURACY: a.interval(TEST_ACCURACY).mean, **a.costs} for a in arms
-              if all(k in a.costs for k in costs)}
-    if points:
-        fronts = {c: pareto_front({n: (p[c], p[TEST_ACCURACY]) for n, p in points.items()}) for c in costs}
-        drawn.append(figures.cost_scatter(points, score=TEST_ACCURACY, costs=costs, fronts=fronts,
-                                          path=out / "accuracy_vs_cost.png"))
-    shown = [a for a in arms[:3] if a.name != report.baseline]
-    if report.baseline in report.arms and report.arms[report.baseline].scores:
-        shown.append(report.arms[report.baseline])
-    classes = class_names(report.arms)
-    per_class = {a.name + (" (baseline)" if a.name == report.baseline else ""):
-                 {c: a.interval(test_f1(c)).mean for c in classes if a.scores.get(test_f1(c))} for a in shown}
-    drawn.append(figures.class_bars(per_class, classes, title="per-class test F1, top configurations",
-                                    path=out / "per_class_f1.png"))
-    curves = {name: curve for name, curve in report.curves.items() if curve}
-    if curves:
-        drawn.append(figures.learning_curves(curves, metric=report.metric, path=out / "learning_curves.png"))
-    if report.race is not None:
-        drawn.append(figures.race_intervals(report.race.paths, margin=report.race.margin, baseline=report.race.baseline,
-                                            metric=report.metric, path=out / "race.png"))
-    return drawn
-
-
-def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Path:
-    from . import figures
-
-    axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
-    placements = {a.name: a.levels.get("model.placement") or a.setting("model.placement") or ""
-                  for a in arms}
-    title = "test macro-F1, mean over seeds"
-    if axes == ["model.placement"] or (not axes and any(placements.values())):
-        # Which stages the good placements use: a row per placement, its score in each stage it covers.
-        values = {}
-        for arm in arms:
-            placed = placements[arm.name]
-            try:  # a block site (layer3.2) puts a module in its stage too
-                held = {site.stage for site in parse_placement(placed)} if placed else set()
-            except ValueError:
-                held = set()
-            stages = [s for s in STAGES if s in held]
-            for stage in stages:
-                values[(arm.name, stage)] = means[arm.name]
-            if placed == "none":
-                values[(arm.name, "none")] = means[arm.name]
-        columns = [*STAGES, *(["none"] if any(c == "none" for _, c in values) else [])]
-        return figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
-                               column_label="stage holding a module", title=title, path=out / "heatmap.png")
-    if len(axes) >= 2:
-        rows = sorted({a.levels[axes[0]] for a in arms})
-        columns = sorted({a.levels[axes[1]] for a in arms})
-        cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for arm in arms:
-            cells[(arm.levels[axes[0]], arm.levels[axes[1]])].append(means[arm.name])
-        values = {cell: statistics.fmean(v) for cell, v in cells.items()}
-        return figures.heatmap(values, rows, columns, row_label=axes[0], column_label=axes[1],
-                               title=title + (" and the other axes" if len(axes) > 2 else ""), path=out / "heatmap.png")
-    names = [a.name for a in arms]
-    return figures.heatmap({(n, "test macro-F1"): means[n] for n in names}, names, ["test macro-F1"],
-                           row_label="configuration", column_label="", title=title, path=out / "heatmap.png")
-
-
-def write(report: StudyReport, out: Path) -> list[Path]:
-    """report.md, report.csv, report.html (self-contained: the PNGs embedded) and the PNGs, in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    pictures = draw(report, out)
-    tables = report.tables()
-    notes = report.notes + [f"Baseline: {report.baseline}." if report.baseline else ""]
-    md = [f"# Report: {report.study}", "", *[n for n in notes if n], ""]
-    for table in tables:
-        md += [table.markdown(), ""]
-    md += [f"![{p.stem}]({p.name})" for p in pictures]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    with open(out / "report.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(tables[0].header)
-        writer.writerows(tables[0].rows)
-    images = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-                     f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
-                     for p in pictures)
-    body = "".join(f"<p>{escape(n)}</p>" for n in notes if n) + "".join(t.html() for t in tables) + images
-    (out / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(report.study)}</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
-        "td:first-child{text-align:left}img{max-width:100%}</style></head>"
-        f"<body><h1>Report: {escape(report.study)}</h1>{body}</body></html>")
-    return [out / "report.md", out / "report.csv", out / "report.html", *pictures]
-
-
 def make_report(uri: str, study: str, out: Path, *,
                 baseline: str | None = None) -> tuple[StudyReport, list[Path], str | None]:
     """Build the report of `study`, write it to `out`, and log it as the artifacts `report/` of the
     study's parent run, so the MLflow UI shows it beside the runs. Returns the report, the files
     written, and why the store did not take them (None when it did): the files are kept either way."""
+    from .report_files import write
+
     report = build_report(uri, study, baseline=baseline)
     written = write(report, out)
     try:

@@ -13,14 +13,17 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from . import data, models
@@ -34,6 +37,20 @@ ATTENTIONS = models.ATTENTIONS
 DATASETS = data.DATASETS
 EMOTIONS = data.EMOTIONS
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
+
+# Off while a spec is only priced (`ablate plan`): a dataset on another machine need not be on this one.
+_DATA_ON_DISK: ContextVar[bool] = ContextVar("data_on_disk", default=True)
+
+
+@contextmanager
+def data_elsewhere() -> Iterator[None]:
+    """Within this block, a spec's `data.root` need not exist here."""
+    token = _DATA_ON_DISK.set(False)
+    try:
+        yield
+    finally:
+        _DATA_ON_DISK.reset(token)
+
 
 class SpecError(ValueError):
     """A study spec that cannot run; the message names the file and the key."""
@@ -247,6 +264,8 @@ class DataSpec(_Section):
                 raise ValueError(f"dataset {info.data['dataset']} needs data.root: the folder it was extracted to")
             return None
         if not root.exists():
+            if not _DATA_ON_DISK.get():
+                return root.absolute()
             raise ValueError(f"no such file or folder: {root}")
         return root.resolve()  # trials run in their own working directories
 
@@ -427,6 +446,14 @@ class StudySpec(_Section):
         None, description="published results the report prints beside the study's (paper: Oh et al.'s Tables 1 and 2)")
     metric: Literal[METRICS] = "val_macro_f1"  # type: ignore[valid-type]
     mode: Literal["max", "min"] = "max"
+    keep_models: Literal["best", "all", "none"] | Annotated[StrictInt, Field(ge=1)] = Field(
+        "best", description="whose trained weights each run keeps for `ablate explain`: best (the best seed of "
+                                  "each arm, by `metric`), all, none, or a number k (the k best seeds of each arm)")
+
+    @property
+    def models_kept_per_arm(self) -> int | None:
+        """How many seeds of each arm keep their weights; None for all."""
+        return {"best": 1, "all": None, "none": 0}.get(self.keep_models, self.keep_models)
 
     def params(self) -> dict[str, Any]:
         """The trainable settings as flat dotted keys (`model.placement`, `train.lr`, ...), each a scalar."""

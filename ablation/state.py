@@ -23,9 +23,6 @@ class StudyContext:
     experiment_id: str
     parent_run_id: str
     storage: str  # the study's folder or URI: trials keep their checkpoints under it
-    # Each model's costs, measured by the driver before any trial starts: once per arm rather than per
-    # seed, one arm after another so every latency is timed on an otherwise idle machine.
-    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +70,7 @@ class StudyState:
             with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
                 saved = json.loads(stream.read())
             trials = saved.pop("trials")
+            saved.pop("costs", None)  # what earlier versions measured before the trials; trials count it now
             return cls(StudyContext(**saved), trials)
         except FileNotFoundError:
             raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "

@@ -9,7 +9,9 @@ on Ray's result files.
 from __future__ import annotations
 
 import json
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -18,11 +20,11 @@ import torch
 from ray import tune
 
 from . import engine, tracking
-from .checkpoints import MODEL_FILE, Background, CheckpointStore, pack_model
+from .checkpoints import CheckpointStore, pack_model
 from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
 from .data import classes_of
 from .models import check_weights
-from .prepare import costs_key, costs_of, measure_costs, prepare_data
+from .prepare import costs_key, latencies, model_costs, prepare_data
 from .progress import StudyProgress
 from .race import RaceSearcher
 from .spec import StudySpec, Trial, label
@@ -58,12 +60,11 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
         tune.report(opened.run.latest_metrics() | {_STEP_KEY: study.train.epochs})
         opened.run.finish()
         return
-    device = _start(opened, context, trial, resume)
-    epochs = _Epochs(study, trial, opened, store, resume)
+    device = _start(opened, trial, resume)
+    epochs = _Epochs(study, opened, store, resume)
     try:
-        engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
-                   device=device)
-        epochs.publisher.wait()
+        final = engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
+                           device=device)
     except engine.Diverged as err:
         # A result, not a crash: recorded and not retried (retrying would diverge again).
         opened.fail(tracking.Failure.DIVERGENCE, str(err))
@@ -78,45 +79,60 @@ def _trainable(config: dict[str, Any], context: StudyContext) -> None:
         raise
     finally:
         store.close()
-        epochs.publisher.close()
+    _keep_model(context, study, trial, opened, epochs.best, final.get(tracking.best(study.metric), math.nan))
     opened.run.finish()
     store.delete()  # a finished trial is never resumed
 
 
-def _start(opened: tracking.TrialRun, context: StudyContext, trial: Trial, resume: dict[str, Any] | None) -> str:
-    """Record this attempt on the trial's run, and on the first the model's costs; returns its device."""
+def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | None) -> str:
+    """Record this attempt on the trial's run, and on the first its model's size; returns its device."""
     gpus = ray.get_gpu_ids()
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    # Latency is timed by the driver after the trials, when they no longer share the machine.
     opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
-                 resumed_from_epoch=resume["epoch"] if resume else 0)
-    if not opened.attempts:
-        # A searcher's draws are not known in advance, so their costs are measured here.
-        opened.run.log_metrics(context.costs.get(costs_key(trial.spec)) or measure_costs(trial.spec))
+                 resumed_from_epoch=resume["epoch"] if resume else 0,
+                 costs={} if opened.attempts else model_costs(trial.spec))
     return device
 
 
 class _Epochs:
     """What `engine.fit` calls back: each epoch logged to MLflow once, checkpointed and reported to
-    Tune; the best weights stored as the run's model."""
+    Tune; the best weights held for the end, when the study's policy decides whether they are kept."""
 
-    def __init__(self, study: StudySpec, trial: Trial, opened: tracking.TrialRun, store: CheckpointStore,
+    def __init__(self, study: StudySpec, opened: tracking.TrialRun, store: CheckpointStore,
                  resume: dict[str, Any] | None) -> None:
-        self.study, self.trial, self.opened, self.store = study, trial, opened, store
+        self.study, self.opened, self.store = study, opened, store
         self.last = resume["epoch"] if resume else 0
-        self.publisher, self.classes = Background(), classes_of(trial.spec.data)
+        self.best: tuple[dict[str, torch.Tensor], int] | None = None
 
-    def on_epoch(self, metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
+    def on_epoch(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
         epoch = self.last = int(metrics[_STEP_KEY])
         self.store.wait()  # so an epoch in MLflow means the one before it is checkpointed
         self.opened.log_epoch({k: v for k, v in metrics.items() if k != _STEP_KEY}, epoch)
-        if epoch < self.study.train.epochs:  # nothing resumes from the last epoch
+        if checkpoint is not None:  # none after the last epoch: nothing resumes from it
             self.store.save(checkpoint)
         tune.report(metrics)
 
     def on_best(self, weights: dict[str, torch.Tensor], epoch: int) -> None:
-        # What `ablate explain` loads, stored while the next epoch trains rather than at the end.
-        spec, run = self.trial.spec.model_dump_json(), self.opened.run
-        self.publisher.submit(lambda: run.log_bytes(pack_model(spec, self.classes, epoch, weights), MODEL_FILE))
+        self.best = (weights, epoch)
+
+
+def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: tracking.TrialRun,
+                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> None:
+    """Store the trial's best weights as its run's model if the study keeps them: always, never, or
+    while this seed is among the k best of its arm so far (the driver removes the weights of seeds a
+    better one supersedes once the trials end, so an arm ends with its k best)."""
+    k = study.models_kept_per_arm
+    if k is not None and k > 0:
+        kept = tracking.kept_models(context.tracking_uri, context.experiment_id, context.parent_run_id, trial.arm,
+                                    study.metric)
+        as_good = [v for _, v in kept if (v >= score if study.mode == "max" else v <= score)]
+        k = 0 if len(as_good) >= k else k
+    if best is None or k == 0:
+        opened.drop_model()
+        return
+    weights, epoch = best
+    opened.keep_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
 
 
 def _checkpoints(storage: str, trial_id: str) -> CheckpointStore:
@@ -233,10 +249,15 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
     skipped = prepare_data(trials, console)
     if not address:
         check_local_resources(spec)  # before the lease creates the store
-    with tracking.hold_study(uri, spec.name):
+    with tracking.hold_study(uri, spec.name), ThreadPoolExecutor(1) as background:
+        # A new store's tables take seconds to create, and so does Ray: side by side, on a local Ray
+        # (whose resources were checked above, so no store is made for a study that cannot start).
+        store = None if address else background.submit(tracking.create_store, uri)
         quiet_tune()
         connect(address)
         check_resources(spec)
+        if store:
+            store.result()
         pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
         for arch, weights in pretrained:
             check_weights(arch, weights)
@@ -255,8 +276,7 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         if not pending and not spec.search.race:  # a race may still want seeds beyond its start
             parent.finish()
             return outcome
-        costs = costs_of(trials if spec.search.race else pending, console) if spec.search.method == "grid" else {}
-        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage, costs)
+        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
         return _fit(spec, context, pending, parent, outcome, console)
 
@@ -323,6 +343,20 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         return spec, _fit(spec, context, pending, parent, outcome, console, redo=redo[:samples], samples=samples)
 
 
+def _time_latencies(spec: StudySpec, outcome: StudyOutcome, console) -> None:
+    """Time each model the study trained that has no latency yet, one after another now that no trial
+    shares the machine, and log it to every run of that model."""
+    records = [r for r in tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+               if tracking.LATENCY_MS not in r.metrics]
+    if spec.search.method == "grid":
+        planned = {t.id: t for t in spec.trials(every_seed=True)}
+        trials = {r.run_id: planned[r.trial_id] for r in records if r.trial_id in planned}
+    else:
+        trials = {r.run_id: _trial_of(spec, _config_of(spec, r)) for r in records}
+    timed = latencies(trials.values(), console)
+    tracking.log_latencies(outcome.tracking_uri, {run: timed[costs_key(t.spec)].metrics() for run, t in trials.items()})
+
+
 def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
     """The Tune config of a drawn trial, from its logged params (values matched to the space's own)."""
     axes = {}
@@ -382,6 +416,9 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
         race.refresh()
         outcome.race = race.decisions
         tracking.log_race(parent, race.baseline, race.decisions)
+    tracking.drop_superseded(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
+                             keep=spec.models_kept_per_arm, metric=spec.metric, mode=spec.mode)
+    _time_latencies(spec, outcome, console)
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     tracking.finish_study(parent, failed=len(outcome.errors), diverged=len(outcome.diverged),

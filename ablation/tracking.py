@@ -62,6 +62,7 @@ class Tag(StrEnum):
     LAST_FAILURE = "ablate.last_failure"  # an earlier attempt's, when it died without recording one
     STOPPED_EARLY = "ablate.stopped_early"
     STOPPED_AT_EPOCH = "ablate.stopped_at_epoch"
+    MODEL = "ablate.model"  # a `ModelKept`: whether the run's trained weights are kept as its artifact
 
 
 class Kind(StrEnum):
@@ -90,6 +91,14 @@ class Failure(StrEnum):
     LOST_WORKER = "lost_worker"  # its worker or node died, so it recorded nothing itself
 
 
+class ModelKept(StrEnum):
+    """What became of a trial's trained weights, under the study's `keep_models` policy."""
+
+    KEPT = "kept"  # the run has MODEL_FILE
+    NOT_KEPT = "not kept"  # the policy did not keep them: better seeds of its arm were kept, or none are
+    SUPERSEDED = "superseded"  # kept, then removed when better seeds of its arm came
+
+
 class Outcome(StrEnum):
     """How a trial ended, as a report counts it."""
 
@@ -104,6 +113,7 @@ class Outcome(StrEnum):
 TRAIN_LOSS = "train_loss"  # logged every epoch, so its steps are the epochs a run has logged
 TEST_ACCURACY, TEST_MACRO_F1 = "test_accuracy", "test_macro_f1"
 PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS = "params_total", "params_added", "macs", "latency_ms"
+LATENCY_IQR_MS, LATENCY_BUSY = "latency_iqr_ms", "latency_busy"  # its spread, and the load it was timed under
 COSTS = (PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS)
 DEFAULT_METRIC = "val_macro_f1"  # the ranking metric of a study whose parent run does not name one
 _TEST_F1, _EXPLAIN = "test_f1_", "explain_"
@@ -136,6 +146,7 @@ def is_score(key: str) -> bool:
 
 
 SPEC_ARTIFACT = "spec.yaml"  # the parent run's: the study's spec as run
+MODEL_FILE = "best_model.pt"  # a trial's kept weights (see `ModelKept`): what `ablate explain` loads
 SKIPPED_ARTIFACT = "data_skipped.json"  # the parent run's: the inputs the data left out, and why
 REPORT_ARTIFACTS = "report"  # the parent run's folder of `ablate report` files
 _TAG_LIMIT = 5000  # characters of an error kept in its tag: older MLflow stores refuse longer values
@@ -203,6 +214,11 @@ def _create_store(db: Path) -> None:
         lock.release()
 
 
+def create_store(uri: str) -> None:
+    """Create a new local store's tables now (seconds of work), rather than at its first write."""
+    _writing(uri)
+
+
 def _writing(uri: str) -> MlflowClient:
     """A client for a store a study writes to, created first if it is a new local one."""
     db = _sqlite_path(uri)
@@ -218,12 +234,11 @@ def _locks(db: Path) -> Path:
 @contextmanager
 def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[None]:
     """Hold the study's lease for the duration (see lease.py); `StudyBusy` names the driver that has it.
-    Creates the store (serialised) and, on a server, the study's experiment, where the lease is a tag."""
+    On a server, creates the study's experiment, where the lease is a tag."""
     from .lease import DEFAULT_TTL, FileLease, HeartbeatLease
 
     db = _sqlite_path(uri)
-    if db is not None:
-        _writing(uri)
+    if db is not None:  # the lease needs no store: `create_store` makes one, while Ray starts
         lease = FileLease(_locks(db) / f"study-{name}.lock", name)
     else:
         client = MlflowClient(uri)
@@ -314,6 +329,21 @@ class TrackedRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log(self, *, params: Mapping[str, Any] = {}, tags: Mapping[str, Any] = {},
+            metrics: Mapping[str, float] = {}) -> None:
+        """Params, tags and metrics in as few writes as MLflow's batch limits allow (one, for a trial's
+        start): each write to a SQLite store is a transaction, which dominates a short trial's cost."""
+        ts = _now_ms()
+        params_ = [Param(k, as_param(v)) for k, v in params.items()]
+        tags_ = [RunTag(k, str(v)) for k, v in tags.items()]
+        metrics_ = [Metric(k, float(v), ts, 0) for k, v in metrics.items()]
+        while params_ or tags_ or metrics_:  # MLflow's limits: 100 params, 100 tags, 1000 entities in all
+            batch_params, params_ = params_[:100], params_[100:]
+            batch_tags, tags_ = tags_[:100], tags_[100:]
+            room = 1000 - len(batch_params) - len(batch_tags)
+            batch_metrics, metrics_ = metrics_[:room], metrics_[room:]
+            self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
@@ -438,14 +468,24 @@ class TrialRun:
     attempts: int  # how many times this trial started before
     lost: bool = False  # the earlier attempt died without closing its run: its worker or node was lost
     finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
+    params: Mapping[str, Any] = field(default_factory=dict)  # a new run's, logged with its start
 
-    def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int) -> None:
-        """Record where this attempt runs, which attempt it is, and that the one before was lost."""
+    def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int,
+              costs: Mapping[str, float] = {}) -> None:
+        """Record where this attempt runs, which attempt it is, and that the one before was lost; and
+        a new run's params and its model's `costs`, all in one write."""
         tags = {Tag.NODE_ID: node_id, Tag.PID: pid, Tag.DEVICE: device, Tag.GPU_IDS: ",".join(map(str, gpu_ids)),
                 Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch}
         if self.lost:
             tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
-        self.run.set_tags(tags)
+        self.run.log(params=self.params, tags=tags, metrics=costs)
+
+    def keep_model(self, data: bytes) -> None:
+        self.run.log_bytes(data, MODEL_FILE)
+        self.run.set_tags({Tag.MODEL: ModelKept.KEPT})
+
+    def drop_model(self) -> None:
+        self.run.set_tags({Tag.MODEL: ModelKept.NOT_KEPT})
 
     def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> None:
         if epoch not in self.logged_epochs:  # an earlier attempt may have logged it before dying
@@ -481,9 +521,7 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     if not earlier:
         run = client.create_run(experiment_id, run_name=name,
                                 tags={Tag.PARENT: parent_run_id, Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id})
-        trial = TrackedRun(client, run.info.run_id)
-        trial.log_params(params)
-        return TrialRun(trial, set(), 0)
+        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params)
     run = earlier[0]
     lost = run.info.status == Status.RUNNING
     client.update_run(run.info.run_id, status=Status.RUNNING)
@@ -501,6 +539,64 @@ def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_i
         client.set_tag(run.info.run_id, Tag.STOPPED_AT_EPOCH, str(epoch))
         _clear_failure(client, run)
         client.set_terminated(run.info.run_id, Status.FINISHED)
+
+
+def kept_models(uri: str, experiment_id: str, parent_run_id: str, arm: str, metric: str) -> list[tuple[str, float]]:
+    """The runs of one arm of a study that keep their weights, as (run id, `best(metric)`)."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}' "
+        f"and params.arm = '{arm}'"))
+    return [(r.info.run_id, r.data.metrics.get(best(metric), float("nan"))) for r in runs]
+
+
+def drop_superseded(uri: str, experiment_id: str, parent_run_id: str, *, keep: int | None, metric: str,
+                    mode: str) -> int:
+    """Remove the weights of every run beyond the `keep` best of its arm (by `best(metric)`, in `mode`)
+    that kept them, and say so on the run; returns how many were removed. `keep=None` keeps all."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if keep is None:
+        return 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], max_results=50_000, filter_string=(
+        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}'"))
+    by_arm: dict[str, list] = {}
+    for run in runs:
+        by_arm.setdefault(run.data.params.get("arm", ""), []).append(run)
+    dropped = 0
+    for arm_runs in by_arm.values():
+        arm_runs.sort(key=lambda r: _rank(r.data.metrics.get(best(metric)), mode))
+        for run in arm_runs[keep:]:
+            get_artifact_repository(run.info.artifact_uri, tracking_uri=uri).delete_artifacts(MODEL_FILE)
+            client.set_tag(run.info.run_id, Tag.MODEL, ModelKept.SUPERSEDED)
+            dropped += 1
+    return dropped
+
+
+def _rank(value: float | None, mode: str) -> float:
+    """A sort key that puts the best value first and a missing or nan one last."""
+    if value is None or value != value:
+        return float("inf")
+    return -value if mode == "max" else value
+
+
+def models_of_arm(uri: str, run_id: str) -> list[TrialRecord]:
+    """The runs of the same study and arm as run `run_id` that keep their weights."""
+    client = _reading(uri)
+    run = client.get_run(run_id)
+    parent, arm = run.data.tags.get(Tag.PARENT), run.data.params.get("arm")
+    if parent is None or arm is None:
+        return []
+    return [TrialRecord.of(r) for r in client.search_runs([run.info.experiment_id], filter_string=(
+        f"tags.`{Tag.PARENT}` = '{parent}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}' and params.arm = '{arm}'"))]
+
+
+def log_latencies(uri: str, latencies: Mapping[str, Mapping[str, float]]) -> None:
+    """Each run's model latency metrics, run id -> metrics."""
+    client = MlflowClient(uri)
+    for run_id, metrics in latencies.items():
+        TrackedRun(client, run_id).log_metrics(metrics)
 
 
 def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = Status.KILLED) -> None:

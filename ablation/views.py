@@ -3,11 +3,58 @@ drawn with rich from what the API returns. Only rich is imported here, so `ablat
 
 from __future__ import annotations
 
-from collections import Counter
+import re
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
+
+
+class Name:
+    """A cell for a name such as `placement=layer1+layer2,seed=0`: in a narrow column it wraps after a `,`
+    or `+` (or at a space), never inside a key or value, so `placement=none` cannot become `placemen` /
+    `t=none`. Only a single part wider than the column is folded, as a last resort."""
+
+    def __init__(self, text: str, style: str = "") -> None:
+        self.text, self.style = str(text), style
+        self.parts = re.split(r"(?<=[,+\s])(?=\S)", self.text)  # each ends where a line may end
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        return Measurement(max(cell_len(p.rstrip()) for p in self.parts), cell_len(self.text)).clamp(
+            max_width=options.max_width)
+
+    def __rich_console__(self, console, options):
+        lines, line = [], ""
+        for part in self.parts:
+            if line and cell_len(line + part.rstrip()) > options.max_width:
+                lines.append(line.rstrip())
+                line = part.lstrip()
+            else:
+                line += part
+        lines.append(line.rstrip())
+        yield Text("\n".join(lines), style=self.style, overflow="fold")
+
+
+# Rules under the header only, and one space between columns: what a wide table needs to fit in 80 columns.
+LIGHT = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+
+
+def numbers(table: Table, *headers: str) -> None:
+    """Columns of short figures, each kept on one line: in a narrow terminal the name columns wrap instead."""
+    for header in headers:
+        table.add_column(header, justify="right", no_wrap=True)
+
+
+def _print(console: Console, title: str, table: Table, note: str = "") -> None:
+    """A table between its title and note, which span the terminal rather than wrap to a narrow table's width."""
+    console.print(escape(title), style="table.title", highlight=False)
+    console.print(table)
+    if note:
+        console.print(escape(note), style="table.caption", highlight=False)
 
 
 def header(console: Console, spec) -> None:
@@ -21,25 +68,47 @@ def header(console: Console, spec) -> None:
                   f"{spec.train.epochs} epochs each")
 
 
+def costs(console: Console, m, figures: dict) -> None:
+    """`ablate inspect`: a model's size, compute and latency, with the latency's spread and load."""
+    console.print(f"{m.arch} + {m.attention} at {m.placement} (count {m.count}, reduction {m.reduction}), "
+                  f"{figures['input_size']} px, {figures['num_classes']} classes")
+    console.print(f"  parameters  {figures['params_total']:,} ({figures['params_added']:+,} over vanilla)")
+    console.print(f"  MACs        {figures['macs'] / 1e9:.3f} G")
+    loaded = (f"; other processes kept {figures['latency_busy']:.0%} of the CPU busy meanwhile, so it is slower "
+              "than on a quiet machine" if figures["latency_under_load"] else "")
+    console.print(f"  latency     {figures['latency_ms']:.1f} ms per image on this machine (median; interquartile "
+                  f"range {figures['latency_iqr_ms']:.1f} ms{loaded})")
+
+
 def plan(console: Console, spec, p) -> None:
     """A plan's trials, each arm's size and compute, and what the study costs on this machine."""
     trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
                          f"design {spec.search.design}, {spec.train.epochs} epochs each)")
-    for column in ("trial id", "arm", "seed"):
-        trials.add_column(column, overflow="fold")
+    trials.add_column("trial id", no_wrap=True)
+    trials.add_column("arm")
+    numbers(trials, "seed")
     for t in p.trials:
-        trials.add_row(t.id, t.arm, str(t.seed))
+        trials.add_row(t.id, Name(t.arm), str(t.seed))
     console.print(trials)
     arms = Table(title=f"cost of each arm at {spec.data.image_size} px")
-    for column in ("arm", "params", "added", "MACs / image", "compute / trial"):
-        arms.add_column(column, justify="left" if column == "arm" else "right", overflow="fold")
+    arms.add_column("arm")
+    numbers(arms, "params", "added", "MACs / image", "compute / trial")
     for a in p.arms:
-        arms.add_row(a.arm, f"{a.params_total / 1e6:.2f}M", f"{a.params_added / 1e6:+.3f}M", _macs(a.macs),
+        arms.add_row(Name(a.arm), f"{a.params_total / 1e6:.2f}M", f"{a.params_added / 1e6:+.3f}M", _macs(a.macs),
                      _macs(a.train_macs))
     console.print(arms)
+    if p.data_note:
+        console.print(f"[yellow]Note:[/yellow] {p.data_note}.")
+    speed = p.speed
+    timed = (f"timed {speed.measured} on a quiet machine" if speed.cached else
+             f"timed just now while other processes kept {speed.busy:.0%} of the CPU busy, so not cached, and the "
+             "estimate may be off by more than usual" if speed.under_load else "timed just now on a quiet machine")
     console.print(f"Training compute: {_macs(p.total_macs)} in all. This machine trains about "
                   f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with {max(1, int(spec.resources.cpu))} CPU threads "
-                  f"and runs {p.concurrent} trial(s) at once: an estimated {_duration(p.estimated_seconds)} here on CPU.")
+                  f"({timed}; steps varied ±{speed.spread / 2:.0%}) and runs {p.concurrent} trial(s) at once: an "
+                  f"estimated {_duration(p.estimated_seconds)} here on CPU, with the study's start-up and each "
+                  "trial's overhead. Trust it to within a factor of about two: throughput varies with the "
+                  "architecture and the image size.")
     if p.most_macs is not None:
         race = spec.search.race
         console.print(f"A race: that is its least cost, every arm decided at its first {race.start} seeds. At most "
@@ -67,42 +136,49 @@ def _duration(seconds: float) -> str:
 def ranking(console: Console, spec, summaries) -> None:
     """The configurations of a study (`report.rank`'s summaries), best first."""
     axes = spec.axes()
-    table = Table(title=f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})")
+    # One column for mean ± sd, so two axes (paper.yaml's) still fit in 80 columns.
+    title = f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})"
+    table = Table(**LIGHT)
     table.add_column("#", justify="right")
     short = len({a.split(".", 1)[-1] for a in axes}) == len(axes)  # names without the section suffice unless they clash
     for axis in axes:
-        table.add_column(axis.split(".", 1)[-1] if short else axis, overflow="fold")
-    for column in ("seeds", spec.metric, "sd", "test acc", "test F1", "params"):
-        table.add_column(column, justify="right")
+        table.add_column(axis.split(".", 1)[-1] if short else axis)
+    spread = "\n± sd" if any(s.std is not None for s in summaries) else ""
+    numbers(table, "seeds", spec.metric + spread, "test acc", "test F1", "params")
 
     def fmt(value: float | None, digits: int = 4) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     for i, s in enumerate(summaries, 1):
-        lost = ", ".join(f"{n} {what}" for n, what in ((s.failed, "failed"), (s.killed, "killed")) if n)
-        seeds = f"{s.seeds}" + (f" ({lost})" if lost else "")
+        ran = s.seeds + s.failed + s.killed
         params = "-" if s.params_total is None else f"{s.params_total / 1e6:.2f}M"
-        table.add_row(str(i), *s.config.values(), seeds, fmt(s.mean), fmt(s.std), fmt(s.test_accuracy),
-                      fmt(s.test_macro_f1), params)
-    console.print(table)
+        mean = fmt(s.mean) + ("" if s.std is None else f" ± {s.std:.4f}")
+        table.add_row(str(i), *map(Name, s.config.values()), f"{s.seeds}" + (f"/{ran}" if ran > s.seeds else ""),
+                      mean, fmt(s.test_accuracy), fmt(s.test_macro_f1), params)
+    lost = any(s.failed or s.killed for s in summaries)
+    _print(console, title, table, "seeds n/m: n of the m seeds run finished; the others failed, diverged or were "
+                                  "killed" if lost else "")
 
 
 def race(console: Console, spec, decisions, *, fixed_trials: int, trials: int) -> None:
     """A race's decisions: each arm against the baseline, when it was decided, its interval."""
-    table = Table(title=f"{spec.name}: the race against {spec.race_baseline()} on best-epoch {spec.metric} "
-                        f"(family-wise error <= {spec.search.race.alpha:g} over every look)")
-    for column in ("arm", "decision", "seeds to decide", "difference", "interval"):
-        table.add_column(column, overflow="fold", justify="left" if column in ("arm", "decision") else "right")
+    title = (f"{spec.name}: the race against {spec.race_baseline()} on best-epoch {spec.metric} "
+             f"(family-wise error <= {spec.search.race.alpha:g} over every look)")
+    table = Table(**LIGHT)
+    table.add_column("arm")
+    table.add_column("decision")
+    numbers(table, "seeds to\ndecide", "difference", "interval")
     for d in decisions.values():
         at = "-" if d.decided_at is None else str(d.decided_at)
-        table.add_row(d.arm, d.state, at, f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]")
-    console.print(table)
+        table.add_row(Name(d.arm), d.state, at, f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]")
+    _print(console, title, table)
     console.print(f"{trials} trials where the fixed design runs {fixed_trials}: {1 - trials / fixed_trials:.0%} "
                   f"saved. Equivalent means inside ±{spec.search.race.margin:g}.", highlight=False)
 
 
 def report(console: Console, made) -> None:
-    """A report's tables in their compact form, and its notes."""
+    """A report's tables in their compact form, what their marks mean, its notes and its warnings (last,
+    where the eye lands)."""
     for table in made.tables(compact=True):
         shown = Table(title=table.title, title_justify="left")
         for column in table.header:
@@ -110,8 +186,12 @@ def report(console: Console, made) -> None:
         for row in table.rows:
             shown.add_row(*row)
         console.print(shown)
+        if table.footnote:
+            console.print(escape(table.footnote), style="dim", highlight=False, soft_wrap=True)
     for note in made.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    for warning in made.warnings:
+        console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def dataset(console: Console, spec, index, skipped: list, *, verified: bool) -> None:
@@ -130,25 +210,38 @@ def dataset(console: Console, spec, index, skipped: list, *, verified: bool) -> 
     if not skipped:
         console.print("Nothing skipped." + ("" if verified else " (Images were not decoded; --verify decodes them.)"))
         return
-    reasons = Counter(s.reason.split(":")[0] for s in skipped)
-    console.print(f"{len(skipped):,} skipped: " + ", ".join(f"{n:,} {r}" for r, n in reasons.most_common()),
-                  highlight=False)
-    for s in skipped[:50]:
-        console.print(f"  {escape(s.path)}: {escape(s.reason)}", highlight=False, soft_wrap=True)
-    if len(skipped) > 50:
-        console.print(f"  ... and {len(skipped) - 50:,} more (--json lists them all)")
+    skipped_by_reason(console, skipped, f"{len(skipped):,} skipped, by reason (--json lists every file):")
+
+
+def skipped_by_reason(console: Console, skipped: list, title: str) -> None:
+    """Skipped inputs under `title`: a count per reason and a few files of each (`records.describe_skipped`)."""
+    from .data.records import describe_skipped  # here, not above, so `ablate --help` stays fast
+
+    console.print(title, highlight=False, soft_wrap=True)
+    for line in describe_skipped(skipped):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def generated(console: Console, root, *, per_class: int, valid_per_class: int) -> None:
+    """What `ablate data generate` wrote: exactly these counts per emotion, whichever label rule reads them."""
+    root = escape(str(root))
+    console.print(f"Wrote {per_class} training and {valid_per_class} validation photos (val and test, split by "
+                  f"person) of each emotion to {root}, and of 당황, which readers leave out; look at them with "
+                  f"`ablate data summary --dataset aihub --root {root}`", highlight=False, soft_wrap=True)
 
 
 def cue_scores(console: Console, made) -> None:
     """Each run's Grad-CAM scores against the cue masks (`explain.explain_runs` with scoring)."""
     table = Table(title="Grad-CAM (true class) against the cue masks")
-    for column in ("run", "cue energy", "pointing game", "occluded: energy", "pointing", "unoccluded: energy", "pointing"):
-        table.add_column(column, overflow="fold")
+    table.add_column("run")
+    table.add_column("faces")  # one row per group keeps the table inside 80 columns
+    numbers(table, "cue energy", "pointing game")
     for e in made.explained:
         s = made.scores[e.trained.run_id]
-        table.add_row(e.trained.name, *[f"{s[k]:.3f}" if k in s else "-" for k in (
-            "cue_energy_all", "pointing_game_all", "cue_energy_occluded", "pointing_game_occluded",
-            "cue_energy_unoccluded", "pointing_game_unoccluded")])
+        for i, group in enumerate(("all", "occluded", "unoccluded")):
+            table.add_row(Name(e.trained.name) if i == 0 else "", group,
+                          *[f"{s[k]:.3f}" if k in s else "-" for k in (f"cue_energy_{group}", f"pointing_game_{group}")],
+                          end_section=group == "unoccluded")
     table.caption = (f"an evenly spread map would score {next(iter(made.scores.values()))['cue_area_all']:.3f} "
                      "cue energy (the cues' share of the image)")
     console.print(table)

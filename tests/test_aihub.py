@@ -349,6 +349,37 @@ def test_the_writers_annotators_sometimes_disagree(tmp_path):
     assert 0 < sum(u != a for u, a in said) < len(said) / 3
 
 
+def test_the_writer_yields_exactly_per_class_images_of_each_class_however_often_annotators_disagree(tmp_path):
+    # Readers label a face by the annotators' majority: two votes for one other class used to move it.
+    aihub_layout.write(tmp_path, per_class=10, valid_per_class=4, image_size=(64, 64), face_size=32, seed=0,
+                       disagreement=0.9)
+    for label_from in ("majority", "uploader"):
+        index = read(tmp_path, label_from=label_from)
+        counts = index.counts()
+        assert counts["train"] == dict.fromkeys(EMOTIONS, 10)
+        assert all(counts["val"][c] + counts["test"][c] == 4 for c in EMOTIONS), counts
+        assert index.skipped_by_reason() == {UNUSED_CLASS: 14}  # 당황, 10 + 4
+    said = [rec[a]["faceExp"] != rec["faceExp_uploader"] for emotion in KOREAN.values()
+            for rec in records(tmp_path, "Training", emotion) for a in ("annot_A", "annot_B", "annot_C")]
+    assert sum(said) > len(said) / 3  # they disagree often, yet never two of them on one other class
+
+
+def test_data_generate_writes_the_number_per_class_that_data_summary_counts(tmp_path):
+    from typer.testing import CliRunner
+
+    from ablation.cli import app
+
+    root = tmp_path / "aihub"
+    written = CliRunner().invoke(app, ["data", "generate", "--root", str(root), "--per-class", "10",
+                                       "--valid-per-class", "4", "--width", "64", "--height", "64"])
+    assert written.exit_code == 0, written.output
+    assert "10 training and 4 validation photos" in " ".join(written.output.split())
+    summary = CliRunner().invoke(app, ["data", "summary", "--dataset", "aihub", "--root", str(root), "--json"])
+    counts = json.loads(summary.output)["counts"]
+    assert counts["train"] == dict.fromkeys(EMOTIONS, 10)
+    assert all(counts["val"][c] + counts["test"][c] == 4 for c in EMOTIONS), counts
+
+
 # --- scale ---------------------------------------------------------------------------------------
 # How fast is benchmarks/aihub_index.py's to say: a timed assertion here failed on a busy machine.
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ablation.analysis import compare_all, holm, marginal_means, mean_ci, pareto_front, seeds_needed
+from ablation.analysis import (Interval, clip, compare_all, holm, marginal_means, mean_ci, order, pareto_front,
+                               seeds_needed)
 
 
 def test_a_mean_comes_with_the_t_interval_scipy_gives():
@@ -76,6 +77,29 @@ def test_a_marginal_mean_weights_each_configuration_once():
 def test_the_pareto_front_keeps_what_nothing_beats_on_both_cost_and_score():
     points = {"cheap": (1.0, 0.80), "better": (2.0, 0.85), "worse": (2.0, 0.79), "costly": (3.0, 0.85)}
     assert pareto_front(points) == ["cheap", "better"]
+
+
+def test_a_front_of_a_score_to_minimise_keeps_the_lowest():
+    points = {"cheap": (1.0, 0.50), "better": (2.0, 0.40), "worse": (2.0, 0.60)}
+    assert pareto_front(points, higher_is_better=False) == ["cheap", "better"]
+
+
+def test_an_interval_is_clipped_to_the_range_and_says_so():
+    two_seeds = mean_ci([0.80, 0.95])
+    assert two_seeds.low < 0 and two_seeds.high > 1  # two seeds: t = 12.7 standard errors either side
+    clipped = clip(two_seeds, 0.0, 1.0)
+    assert (clipped.mean, clipped.low, clipped.high, clipped.clipped) == (two_seeds.mean, 0.0, 1.0, True)
+    inside = mean_ci([0.80, 0.81, 0.82])
+    assert clip(inside, 0.0, 1.0) == inside and not inside.clipped
+    assert not clip(mean_ci([0.9]), 0.0, 1.0).clipped  # one seed: no interval to clip
+    assert clip(Interval(0.1, -0.2, 0.4, 2), 0.0).low == 0.0  # a loss: bounded below only
+
+
+def test_order_puts_the_best_first_in_either_mode():
+    means = {"a": 0.7, "b": 0.9, "c": 0.8}
+    assert order(means, "max") == ["b", "c", "a"] and order(means, "min") == ["a", "c", "b"]
+    with pytest.raises(ValueError, match="'best'"):
+        order(means, "best")
 
 
 def test_identical_differences_on_every_seed_leave_the_test_undefined_not_significant():

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from ablation import engine
 from ablation.cli import app
 from ablation.data import aihub_layout
-from ablation.data.records import CORRUPT, DataError
+from ablation.data.records import CORRUPT, MALFORMED, MISSING_FILE, UNUSED_CLASS, DataError, Skipped, describe_skipped
+from ablation.prepare import prepare_data
 from ablation.spec import load_spec
 
 runner = CliRunner()
@@ -177,6 +178,57 @@ def _row(table: str, name: str) -> list[str]:
         if cells and cells[0] == name:
             return cells[1:]
     raise AssertionError(f"no row {name!r} in\n{table}")
+
+
+# ---------------------------------------------------------------- skipped files at real scale
+
+
+def test_skipped_files_are_counted_by_reason_with_a_few_listed_and_an_unused_class_only_counted():
+    skipped = ([Skipped(f"/aihub/당황/{i}.jpg", f"{UNUSED_CLASS}: 당황") for i in range(4000)]
+               + [Skipped(f"/aihub/기쁨/{i}.jpg", MISSING_FILE) for i in range(5)]
+               + [Skipped("/aihub/x.json", f"{MALFORMED}: /aihub/x.json: Expecting value")])
+    lines = describe_skipped(skipped)
+    assert lines == [f"  5 {MISSING_FILE}:", "    /aihub/기쁨/0.jpg", "    /aihub/기쁨/1.jpg", "    /aihub/기쁨/2.jpg",
+                     "    ... and 2 more",
+                     f"  1 {MALFORMED}:", "    /aihub/x.json (Expecting value)",
+                     f"  4,000 {UNUSED_CLASS}: 당황 (left out on purpose: counted, not listed)"]
+
+
+@pytest.fixture
+def aihub_with_faults(tmp_path):
+    """A generated AI-HUB tree (with its 당황 photos) where five records have lost their photos."""
+    root = tmp_path / "aihub"
+    aihub_layout.write(root, per_class=4, valid_per_class=4, image_size=(96, 72), face_size=32, seed=0)
+    for photo in [p for p in sorted(root.rglob("*.jpg")) if "당황" not in p.name][:5]:
+        photo.unlink()
+    return root
+
+
+def test_data_summary_groups_skipped_files_by_reason_and_lists_every_one_only_in_json(aihub_with_faults):
+    base = ["data", "summary", "--dataset", "aihub", "--root", str(aihub_with_faults)]
+    result = runner.invoke(app, base)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "13 skipped, by reason (--json lists every file):" in text
+    assert "5 record without its image file:" in text and "... and 2 more" in text
+    assert "8 class not used: 당황 (left out on purpose: counted, not listed)" in text
+    assert "당황_" not in result.output  # no 당황 photo is named
+    listed = json.loads(runner.invoke(app, [*base, "--json"]).output)["skipped"]
+    assert len(listed) == 13 and sum("당황_" in s["path"] for s in listed) == 8
+
+
+def test_a_study_prints_what_its_data_skipped_grouped_by_reason(aihub_with_faults, tiny_spec):
+    from rich.console import Console
+
+    spec = load_spec(tiny_spec, ["data.dataset=aihub", f"data.root={aihub_with_faults}"])
+    console = Console(record=True, width=100)
+    skipped = prepare_data(spec.trials(), console)
+    assert len(skipped) == 13
+    text = " ".join(console.export_text().split())
+    assert "13 input(s) skipped, by reason; the study's parent run lists every one in its artifact " \
+           "data_skipped.json:" in text
+    assert "5 record without its image file:" in text and "... and 2 more" in text
+    assert "8 class not used: 당황 (left out on purpose" in text and "당황_" not in text
 
 
 # ---------------------------------------------------------------- the last training batch

@@ -95,7 +95,8 @@ def test_a_study_on_the_papers_dataset_logs_what_it_skipped(tiny_spec, tmp_path)
     finally:
         ray.shutdown()
     assert result.exit_code == 0, result.output
-    assert "skipped (9 class not used)" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "9 input(s) skipped" in said and "9 class not used: 당황 (left out on purpose" in said
     client = MlflowClient(uri)
     parent = next(r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
                   if "mlflow.parentRunId" not in r.data.tags)

@@ -49,6 +49,15 @@ def test_a_checkpoint_loads_with_weights_only_and_resumes_exactly_where_training
         assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-6), key
 
 
+def test_no_checkpoint_follows_the_last_epoch_so_a_one_epoch_trial_writes_none(spec):
+    checkpoints = []
+    engine.fit(spec, seed=0, on_epoch=lambda m, c: checkpoints.append(c))
+    assert checkpoints[0]["epoch"] == 1 and checkpoints[1] is None
+    one = []
+    engine.fit(load_spec_with(spec, epochs=1), seed=0, on_epoch=lambda m, c: one.append(c))
+    assert one == [None]
+
+
 def test_seeds_change_the_training_but_not_the_data(spec):
     runs = {}
     for seed in (0, 1):
@@ -91,8 +100,9 @@ def test_the_fp16_grad_scaler_lives_through_the_fit_and_resumes_from_the_checkpo
     built = engine.setup
     monkeypatch.setattr(engine, "setup", lambda *args: dataclasses.replace(built(*args),
                                                                            scaler=torch.amp.GradScaler("cpu")))
+    spec = load_spec_with(spec, epochs=3)  # two checkpoints: none is written after the last epoch
     straight = []
-    engine.fit(spec, seed=5, on_epoch=lambda m, c: straight.append(c["scaler"]))
+    engine.fit(spec, seed=5, on_epoch=lambda m, c: straight.append(c and c["scaler"]))
     # Its growth tracker counts the unskipped steps of the whole fit, not of one epoch.
     assert straight[1]["_growth_tracker"] > straight[0]["_growth_tracker"] > 0
 
@@ -106,9 +116,9 @@ def test_the_fp16_grad_scaler_lives_through_the_fit_and_resumes_from_the_checkpo
         engine.fit(spec, seed=5, on_epoch=stop_after_first)
     store.close()
     resumed = []
-    engine.fit(spec, seed=5, on_epoch=lambda m, c: resumed.append(c["scaler"]),
+    engine.fit(spec, seed=5, on_epoch=lambda m, c: resumed.append(c and c["scaler"]),
                resume=CheckpointStore(str(tmp_path / "checkpoint.pt")).load())
-    assert resumed == [straight[1]]
+    assert resumed == straight[1:]
 
 
 def test_a_loss_that_blows_up_is_a_divergence(spec):

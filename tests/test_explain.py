@@ -5,11 +5,16 @@ import json
 import numpy as np
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
 from ablation.cli import app
+from ablation.data.records import EMOTIONS
+from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, render
+from ablation.models import build_model
+from ablation.spec import ModelSpec
 
 runner = CliRunner()
 
@@ -36,8 +41,11 @@ def test_explain_draws_every_method_for_each_run_and_scores_grad_cam_against_the
     pictures = sorted(out.glob("explain_*.png"))
     assert len(pictures) == 3
     with Image.open(pictures[0]) as image:
-        # the input column plus one per run, six rows of maps
+        # the input column plus one per run, three or six rows of maps
         assert image.width > image.height / 6 * 2 and np.asarray(image.convert("L")).std() > 10
+    # 32 px: layer4 is 1x1; layer1 (8x8) is the deepest stage that shows where on the face
+    assert "--layer layer4: its map is 1x1" in result.output and "--layer layer1 gives 8x8" in result.output
+    assert "UserWarning" not in result.output
     scores = json.loads((out / "scores.json").read_text())
     assert len(scores) == 2
     for figures in scores.values():
@@ -81,3 +89,56 @@ def test_explain_of_a_run_that_does_not_exist_names_it(tmp_path):
 def test_explain_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp_path):
     result = runner.invoke(app, ["explain", "f" * 32, "--from-split", "test", "--tracking-uri", str(tmp_path / "x")])
     assert result.exit_code == 2 and "no MLflow store" in result.output and not (tmp_path / "x").exists()
+
+
+# --- the figures, on an untrained model (seconds, no study) ------------------------------------
+
+def _untrained(**model) -> TrainedModel:
+    torch.manual_seed(0)
+    net = build_model(ModelSpec(**model), num_classes=len(EMOTIONS)).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    return TrainedModel("0" * 32, "untrained", net, net.layer4, list(EMOTIONS), spec=None)
+
+
+def _faces(n: int = 2, size: int = 48) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_a_layer_whose_map_is_2x2_or_smaller_is_warned_about_naming_one_that_gives_6x6():
+    trained = _untrained()
+    warning = coarse_layer_warning(trained, "layer4", (48, 48))
+    assert "--layer layer4: its map is 2x2 at 48x48 px" in warning and "--layer layer2 gives 6x6" in warning
+    block = coarse_layer_warning(trained, "layer3.1", (24, 24))
+    assert "--layer layer3.1: its map is 2x2" in block and "--layer layer1 gives 6x6" in block
+    assert coarse_layer_warning(trained, "layer3", (48, 48)) is None  # 3x3: coarse, but not a quadrant
+    assert coarse_layer_warning(trained, "layer4", (224, 224)) is None  # 7x7
+    assert "no stage gives 6x6" in coarse_layer_warning(trained, "layer4", (16, 16))
+
+
+def _rendered(tmp_path, explained, labels, name):
+    with Image.open(render(explained, Images(_faces(), labels, ["a", "b"]), tmp_path / name)[0]) as figure:
+        return np.asarray(figure.convert("RGB")).astype(int)
+
+
+@pytest.mark.filterwarnings("error")  # neither captum nor matplotlib may warn
+def test_a_figure_has_one_row_per_method_when_the_prediction_is_the_truth_and_colour_bars(tmp_path):
+    trained = _untrained(placement="layer4")
+    pixels = _faces()
+    predicted = [int(p) for p in explain(trained, Images(pixels, [None, None], ["a", "b"])).predicted]
+    right = explain(trained, Images(pixels, predicted, ["a", "b"]))
+    assert right.maps["true"] is right.maps["predicted"]  # attributed once
+    wrong_labels = [(p + 1) % len(EMOTIONS) for p in predicted]
+    wrong = explain(trained, Images(pixels, wrong_labels, ["a", "b"]))
+    assert set(wrong.maps["true"]) == set(METHODS)
+
+    one_row_each = _rendered(tmp_path, [right], predicted, "right")
+    unknown = _rendered(tmp_path, [right], [None, None], "unknown")
+    two_rows_each = _rendered(tmp_path, [wrong], wrong_labels, "wrong")
+    # the input row and three rows of maps, against the input and six
+    assert one_row_each.shape == unknown.shape
+    assert 1.6 < two_rows_each.shape[0] / one_row_each.shape[0] < 1.9
+    # the colour bars, in a strip right of the maps: Grad-CAM's jet runs from deep blue to deep red
+    bars = one_row_each[:, -one_row_each.shape[1] // 8:]
+    assert ((bars[..., 0] - bars[..., 2]) > 150).any() and ((bars[..., 2] - bars[..., 0]) > 150).any()

@@ -57,17 +57,25 @@ KNOWN = {
 }
 
 
+def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
+               params: dict) -> tracking.TrackedRun:
+    """A trial's run with its params logged, as a started trial has them (a trial logs its params when
+    it starts on its worker, so a run only opened has none yet)."""
+    run = tracking.open_trial(uri, experiment_id, parent_run_id, name=name, trial_id=trial_id, params=params).run
+    run.log_params(params)
+    return run
+
+
 def log_known_study(uri: str) -> None:
     experiment_id, parent = tracking.open_study(
         uri, "known", params={"search.seeds": [0, 1], "trials": 8}, spec_yaml="name: known\n")
     parent.set_tags({"ablate.axes": "model.placement", "ablate.metric": "val_macro_f1"})
     for placement, by_seed in KNOWN.items():
         for seed in (0, 1):
-            opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=f"placement={placement},seed={seed}",
-                                         trial_id=f"{placement}-{seed}", params={
-                                             "arm": f"placement={placement}", "model.placement": placement,
-                                             "model.attention": "identity_cbam", "seed": seed})
-            run = opened.run
+            run = open_trial(uri, experiment_id, parent.run_id, name=f"placement={placement},seed={seed}",
+                             trial_id=f"{placement}-{seed}", params={
+                                 "arm": f"placement={placement}", "model.placement": placement,
+                                 "model.attention": "identity_cbam", "seed": seed})
             if seed not in by_seed:
                 run.set_tags({"ablate.failure": "divergence"})
                 run.finish("FAILED")
@@ -96,7 +104,8 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     assert report.baseline == "placement=none"
     layer4 = report.arms["placement=layer4"].interval("test_macro_f1")
     low, high = stats.t.interval(0.95, 1, loc=0.815, scale=stats.sem([0.80, 0.83]))
-    assert (layer4.mean, layer4.low, layer4.high) == pytest.approx((0.815, low, high))
+    assert high > 1  # two seeds: the t interval runs past what an F1 can be, so it is clipped, and says so
+    assert (layer4.mean, layer4.low, layer4.high, layer4.clipped) == pytest.approx((0.815, low, 1.0, True))
     found = {c.arm: c for c in report.comparisons["test_macro_f1"]}
     assert set(found) == {"placement=layer4", "placement=layer1"}  # layer2 has one seed: nothing to pair
     raw = {arm: stats.ttest_rel(list(KNOWN[arm.split("=")[1]].values()), list(KNOWN["none"].values())).pvalue
@@ -113,18 +122,31 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
 
     md = (out / "report.md").read_text()
     assert "1 diverged" in md and "placement=layer4" in md
+    assert "| placement=layer4 | 2 of 2 | 0.825 [0.634, 1]† | 0.815 [0.624, 1]† |" in md
+    assert "† interval clipped to the metric's range" in md
     html = (out / "report.html").read_text()
     pictures = sorted(out.glob("*.png"))
-    assert {p.name for p in pictures} == {"heatmap.png", "accuracy_vs_cost.png", "per_class_f1.png",
+    assert {p.name for p in pictures} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png",
                                           "learning_curves.png"}
     for picture in pictures:
         with Image.open(picture) as image:
             assert image.width > 100 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
     assert html.count("data:image/png;base64,") == 4
+    # Captions in words, numbered; no file name stands in for one.
+    assert "*Figure 2. Test macro-F1 against GMACs, parameters (M), latency (ms)" in md
+    assert "<figcaption>Figure 1. Test macro-F1 of each placement" in html and "<figcaption>heatmap" not in html
+    # The method is said once, under the last comparison, though two scores are compared.
+    assert len(report.comparisons) == 2
+    for text in (md, html):
+        assert text.count("correction runs over every configuration") == 1
+    # Two seeds make intervals uninformative: said where it is seen, in each form of the report.
+    assert "> **Warning:** Fewer than 3 seeds: 4 of 4 configurations" in md
+    assert '<p class="warning"><strong>Warning:</strong> Fewer than 3 seeds' in html
+    assert "warning: Fewer than 3 seeds" in " ".join(result.output.split())
     client = tracking.MlflowClient(uri)
     parent = tracking.find_study(uri, "known").run.run_id
     logged = {a.path for a in client.list_artifacts(parent, "report")}
-    assert {"report/report.html", "report/report.csv", "report/heatmap.png"} <= logged
+    assert {"report/report.html", "report/report.csv", "report/report.tex", "report/heatmap.png"} <= logged
 
 
 def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path):
@@ -139,7 +161,8 @@ def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path
 def test_the_report_adds_the_cue_scores_explain_logged(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)
-    from ablation.report import build_report, write
+    from ablation.report import build_report
+    from ablation.report_files import write
 
     report = build_report(uri, "known")
     layer4 = report.arms["placement=layer4"].finished[0]
@@ -156,10 +179,10 @@ def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tm
     parent.set_tags({"ablate.axes": "model.arch,model.attention"})
     for arch in ("resnet50", "resnet101"):
         for attention in ("none", "identity_cbam"):
-            run = tracking.open_trial(uri, experiment_id, parent.run_id, name=f"{arch},{attention}",
+            run = open_trial(uri, experiment_id, parent.run_id, name=f"{arch},{attention}",
                                       trial_id=f"{arch}-{attention}", params={
                                           "arm": f"arch={arch},attention={attention}", "model.arch": arch,
-                                          "model.attention": attention, "seed": 0}).run
+                                          "model.attention": attention, "seed": 0})
             run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.79, "test_f1_happy": 0.95})
             run.finish("FINISHED")
     from ablation.report import build_report
@@ -178,8 +201,8 @@ def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
     experiment_id, parent = tracking.open_study(uri, "single", params={"search.seeds": [0]}, spec_yaml="name: x\n")
     parent.set_tags({"ablate.axes": "model.placement"})
     for placement, value in (("none", 0.7), ("layer4", 0.8)):
-        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=placement, trial_id=placement, params={
-            "arm": f"placement={placement}", "model.placement": placement, "seed": 0}).run
+        run = open_trial(uri, experiment_id, parent.run_id, name=placement, trial_id=placement, params={
+            "arm": f"placement={placement}", "model.placement": placement, "seed": 0})
         run.log_metrics({"test_accuracy": value, "test_macro_f1": value})
         run.finish("FINISHED")
     from ablation.report import build_report
@@ -222,8 +245,8 @@ def log_interrupted_study(uri: str, finished: dict[str, dict[int, float]], kille
         value = finished.get(placement, {}).get(trial.seed)
         if value is None and (placement, trial.seed) not in killed:
             continue  # never started
-        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
-                                  params=trial.params()).run
+        run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                  params=trial.params())
         if value is None:
             run.finish("KILLED")
             continue
@@ -248,11 +271,12 @@ def test_an_interrupted_study_lists_the_configurations_that_never_started_with_0
     assert report.baseline == "placement=none"
     assert {c.arm for c in report.comparisons["test_macro_f1"]} == {"placement=layer4"}
     with open(out / "report.csv") as f:
-        rows = {row["configuration"]: row for row in csv.DictReader(f)}
-    assert rows["placement=layer1"]["seeds"] == "0 of 2" and rows["placement=layer1"]["lost"] == "not started"
-    assert rows["placement=layer2"]["seeds"] == "1 of 2" and rows["placement=layer2"]["lost"] == "1 unfinished"
-    assert rows["placement=none"]["seeds"] == "2 of 2"
-    assert list(rows)[-1] == "placement=layer1"  # nothing finished: ranked last
+        rows = {(row["configuration"], row["metric"]): row for row in csv.DictReader(f)}
+    never = rows[("placement=layer1", "test_macro_f1")]  # a planned configuration keeps a row, with n = 0
+    assert (never["n"], never["mean"], never["rank"]) == ("0", "", "")
+    assert rows[("placement=layer2", "test_macro_f1")]["n"] == "1"
+    assert float(rows[("placement=none", "test_macro_f1")]["mean"]) == pytest.approx(0.72)
+    assert list(rows)[-1][0] == "placement=layer1"  # nothing finished: ranked last
     assert "| placement=layer1 | 0 of 2 |" in (out / "report.md").read_text()
     assert any("placement=layer1 (0)" in n and "placement=layer2 (1)" in n for n in report.notes)
 
@@ -296,11 +320,225 @@ def test_a_sampled_study_lists_only_the_trials_it_drew(tmp_path):
         from ablation.spec import Trial
 
         trial = Trial.create(spec, {"model.placement": placement, "seed": 0})
-        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
-                                  params=trial.params()).run
+        run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                  params=trial.params())
         run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.8})
         run.finish("FINISHED")
     from ablation.report import build_report
 
     report = build_report(uri, "drawn")
     assert set(report.arms) == {"placement=none", "placement=layer4"} and report.baseline == "placement=none"
+
+
+# --- Ranking by the study's own metric and mode; clipped intervals; the tidy CSV and report.tex ------
+
+import math  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ablation.report import Arm, StudyReport, ranking_metric  # noqa: E402
+from ablation.report_files import placement_grid, tidy  # noqa: E402
+
+
+def made_arm(name: str, scores: dict[str, dict[int, float]], costs: dict[str, float] | None = None,
+             levels: dict[str, str] | None = None) -> Arm:
+    """An arm as the report sees it, with a finished trial per seed its scores name."""
+    arm = Arm(name, levels or {"model.placement": name}, scores=scores, costs=costs or {})
+    seeds = sorted({s for by_seed in scores.values() for s in by_seed})
+    arm.finished = [TrialRecord(f"{name}-{s}", f"{name},{s}", "FINISHED", {"seed": str(s)}, {}) for s in seeds]
+    return arm
+
+
+def made_report(*arms: Arm, **kw) -> StudyReport:
+    return StudyReport("unit", "val_macro_f1", {a.name: a for a in arms}, None, None, {}, {}, {}, **kw)
+
+
+def test_a_study_ranks_by_the_test_counterpart_of_its_own_metric_in_its_mode(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, parent = tracking.open_study(uri, "loss", params={"search.seeds": [0, 1, 2]}, spec_yaml="x: 1\n")
+    parent.set_tags({"ablate.axes": "model.placement,model.reduction", "ablate.metric": "val_loss",
+                     "ablate.mode": "min"})
+    losses = {("none", "16"): 0.90, ("none", "8"): 0.80, ("layer4", "16"): 0.50, ("layer4", "8"): 0.70}
+    for (placement, reduction), loss in losses.items():
+        for seed in (0, 1, 2):
+            run = open_trial(uri, experiment_id, parent.run_id, name=f"{placement},{reduction},{seed}",
+                                      trial_id=f"{placement}-{reduction}-{seed}", params={
+                                          "model.placement": placement, "model.reduction": reduction,
+                                          "seed": seed})
+            # Test accuracy would rank the other way round: the ranking must follow the loss.
+            noisy = loss + (0.0, 0.02, 0.01)[seed] * (1.5 if placement == "layer4" else 1.0)
+            run.log_metrics({"best_val_loss": loss, "test_loss": noisy, "test_accuracy": noisy,
+                             "test_macro_f1": noisy})
+            run.finish("FINISHED")
+    from ablation.report import build_report
+
+    report = build_report(uri, "loss", baseline="model.placement=none,model.reduction=16")
+    assert (report.rank_by, report.mode) == ("test_loss", "min")
+    assert [a.name for a in report.ranked()] == [
+        "model.placement=layer4,model.reduction=16", "model.placement=layer4,model.reduction=8",
+        "model.placement=none,model.reduction=8", "model.placement=none,model.reduction=16"]
+    tables = {t.title: t for t in report.tables()}
+    configs = report.tables()[0]
+    assert configs.title.startswith("Configurations, best first by test loss (lower is better)")
+    assert "test loss" in configs.header and not report.warnings  # three seeds each
+    placement = tables["Marginal effect of model.placement on test loss (mean over the other axes)"]
+    assert [row[1] for row in placement.rows] == ["layer4", "none"]  # ascending: 0.61 before 0.86
+    compared = tables["test loss against the baseline (model.placement=none,model.reduction=16), paired by seed"]
+    verdicts = {row[0]: row[6] for row in compared.rows}
+    assert verdicts["model.placement=layer4,model.reduction=16"] == "better"  # a lower loss is better
+    # accuracy keeps "higher is better": the same figures make the same arm worse on it
+    accuracy = tables["test accuracy against the baseline (model.placement=none,model.reduction=16), paired by seed"]
+    assert {row[0]: row[6] for row in accuracy.rows}["model.placement=layer4,model.reduction=16"] == "worse"
+    from ablation.report_files import write
+
+    write(report, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "*Figure 1. Test loss by model.placement and model.reduction, mean over seeds.*" in md
+    assert "configurations ranked on test_loss" in md
+
+
+def test_the_ranking_metric_is_the_test_counterpart_when_logged_else_the_best_epoch_value():
+    tested = [TrialRecord("r", "r", "FINISHED", {}, {"best_val_macro_f1": 0.7, "test_macro_f1": 0.6})]
+    assert ranking_metric("val_macro_f1", tested) == "test_macro_f1"
+    untested = [TrialRecord("r", "r", "FINISHED", {}, {"best_val_loss": 0.7})]
+    assert ranking_metric("val_loss", untested) == "best_val_loss"
+    assert ranking_metric("val_loss", []) == "test_loss"  # nothing logged yet: the rule's own choice
+
+
+def test_intervals_are_clipped_to_the_metric_range_and_marked_and_few_seeds_warn():
+    wide = made_arm("layer4", {"test_macro_f1": {0: 0.80, 1: 0.95}, "test_accuracy": {0: 0.8, 1: 0.81}})
+    report = made_report(wide, made_arm("none", {"test_macro_f1": {0: 0.7, 1: 0.71, 2: 0.72}}))
+    f1 = wide.interval("test_macro_f1")
+    assert f1.clipped and f1.high == 1.0 and f1.low < 0.8
+    assert not wide.interval("test_accuracy").clipped
+    configs = report.tables()[0]
+    assert configs.rows[0][3].endswith("†") and "interval clipped to the metric's range" in configs.footnote
+    from ablation.report import _warnings
+
+    assert "1 of 2 configurations (1 with 2 seeds)" in _warnings(report.arms)[0]
+    assert _warnings({"none": report.arms["none"]}) == []
+
+
+def test_report_csv_is_tidy_one_numeric_row_per_configuration_and_metric():
+    arms = [made_arm("layer3.2+layer4", {"test_macro_f1": {0: 0.80, 1: 0.95}, "test_f1_happy": {0: 0.9}},
+                     costs={"params_total": 11_180_000.0, "macs": 1.82e9, "latency_ms": 12.5}),
+            made_arm("none", {"test_macro_f1": {0: 0.7, 1: 0.71, 2: 0.72}}),
+            Arm("layer1", {"model.placement": "layer1"})]  # planned, never started
+    header, rows = tidy(made_report(*arms))
+    assert header == ["rank", "configuration", "model.placement", "metric", "mean", "low", "high", "n", "clipped"]
+    by = {(r[1], r[3]): dict(zip(header, r)) for r in rows}
+    f1 = by[("layer3.2+layer4", "test_macro_f1")]
+    assert (f1["rank"], float(f1["mean"]), float(f1["high"]), f1["n"], f1["clipped"]) == (1, 0.875, 1.0, 2, True)
+    assert by[("layer3.2+layer4", "test_f1_happy")]["low"] == ""  # one seed: no interval, not a string
+    assert float(by[("layer3.2+layer4", "params_total")]["mean"]) == 11_180_000
+    assert float(by[("layer3.2+layer4", "macs")]["mean"]) == 1.82e9
+    assert by[("layer1", "test_macro_f1")]["n"] == 0
+    for row in rows:
+        for column in ("mean", "low", "high"):
+            value = row[header.index(column)]
+            assert value == "" or math.isfinite(float(value)), row  # numbers only: no "±", no "M"
+
+
+def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):
+    from ablation.paper_tables import escape, latex
+
+    assert escape("cbam_r16 & 5% $x#{y}") == r"cbam\_r16 \& 5\% \$x\#\{y\}"
+    classes = {f"test_f1_{c}": {0: 0.8, 1: 0.9} for c in EMOTIONS}
+    arms = [made_arm("placement=layer3.2+layer4_r&d", {"test_macro_f1": {0: 0.80, 1: 0.82},
+                                                       "test_accuracy": {0: 0.81, 1: 0.83}, **classes},
+                     costs={"params_total": 11_180_000.0, "macs": 1.82e9}),
+            made_arm("placement=none", {"test_macro_f1": {0: 0.7}, "test_accuracy": {0: 0.72}})]
+    tex = latex(made_report(*arms))
+    assert tex.count("\\begin{table}") == 2 and tex.count("\\toprule") == 2 and tex.count("\\bottomrule") == 2
+    assert "placement=layer3.2+layer4\\_r\\&d & 2 &" in tex and "placement=layer3.2+layer4_r&d" not in tex
+    assert "Configuration & $n$ & Happy & Anger & Unrest & Wound & Sad & Neutral & Macro-F1 \\\\" in tex
+    assert "0.810 $\\pm$ 0.127" in tex  # macro-F1: mean and the t interval's half-width on two seeds
+    assert "82.00 $\\pm$ 12.71" in tex  # accuracy, in %
+    assert "0.850\\,[0.215, 1.000]$^{\\dagger}$" in tex and "interval clipped to the metric's range" in tex
+    assert "placement=none & 1 & 72.00 & 0.700 & -- & -- \\\\" in tex  # one seed: its mean; no cost logged
+    assert "11.18 & 1.82" in tex
+    assert tex.count("{") == tex.count("}")
+    compiles(tex, tmp_path)
+
+
+def compiles(tex: str, folder: Path) -> None:
+    """`tex` typeset in a paper's preamble, where a LaTeX is installed (CI's machines may have none)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        return
+    (folder / "report.tex").write_text(tex)
+    (folder / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+                                      "\\input{report.tex}\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=folder,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (folder / "paper.pdf").stat().st_size > 1000
+
+
+def test_the_heatmap_gives_block_sites_a_column_of_their_own():
+    placements = {"a": "layer3.2", "b": "layer3", "c": "layer3.2+layer4", "d": "all", "e": "none"}
+    means = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4, "e": 0.5}
+    values, columns = placement_grid(placements, means)
+    assert columns == ["layer1", "layer2", "layer3", "layer3.2", "layer4", "none"]
+    assert values[("a", "layer3.2")] == 0.1 and ("a", "layer3") not in values
+    assert {c for (arm, c) in values if arm == "c"} == {"layer3.2", "layer4"}
+    assert {c for (arm, c) in values if arm == "d"} == {"layer1", "layer2", "layer3", "layer4"}
+    assert values[("e", "none")] == 0.5
+
+
+def test_the_report_states_the_setup_and_the_provenance_its_runs_carry(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = log_interrupted_study(uri, {"none": {0: 0.70, 1: 0.74}, "layer4": {0: 0.80}})
+    parent = tracking.find_study(uri, "interrupted").run
+    parent.set_tags({"mlflow.source.git.commit": "c95b736", "ablate.version.torch": "2.14.1"})
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    parent.client.log_inputs(parent.run_id, datasets=[DatasetInput(
+        Dataset("synthetic", "d1g35t", "local", "/data", profile='{"images": 1200}'),
+        tags=[InputTag("mlflow.data.context", "train")])])
+    from ablation.report import build_report
+    from ablation.report_files import write
+
+    report = build_report(uri, "interrupted")
+    setup = dict(report.setup)
+    assert setup["epochs"] == str(spec.train.epochs) and setup["batch size"] == str(spec.train.batch_size)
+    assert setup["learning rate"] == str(spec.train.lr) and setup["optimizer"] == spec.train.optimizer
+    assert setup["dataset"] == spec.data.dataset and setup["image size (px)"] == str(spec.data.image_size)
+    assert setup["placement"].startswith("swept: ")
+    assert setup["seeds planned"] == "[0, 1]" and setup["seeds run"] == "0, 1"
+    assert setup["study metric"] == "val_macro_f1 (max); configurations ranked on test_macro_f1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", setup["study started"])
+    assert setup["git commit"] == "c95b736" and setup["ablate.version.torch"] == "2.14.1"
+    assert setup["git branch"] == "not recorded"
+    assert setup["dataset input (train)"] == "synthetic, digest d1g35t (images 1200)"
+    write(report, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "### Setup and provenance" in md and "| git commit | c95b736 |" in md
+
+
+def test_the_html_report_renders_in_a_headless_browser(tmp_path):
+    """The report as a person opens it: headless Chromium draws report.html, and the picture is not blank."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "report_render.py"
+    loaded = importlib.util.spec_from_file_location("report_render", path)
+    render = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(render)
+    browser = render.find_browser()
+    if browser is None:
+        pytest.skip(f"no headless browser on PATH (looked for {', '.join(render.BROWSERS)}); "
+                    "Debian: apt-get install chromium")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_known_study(uri)
+    from ablation.report import make_report
+
+    make_report(uri, "known", tmp_path / "report")
+    figures = render.measure(render.render(tmp_path / "report" / "report.html", tmp_path / "page.png", browser))
+    assert render.blank(figures) is None, figures
+    # The check can fail: the same page with its pictures broken is caught.
+    html = (tmp_path / "report" / "report.html").read_text()
+    (tmp_path / "broken.html").write_text(re.sub(r'base64,[^"]+', "base64,AAAA", html))
+    broken = render.measure(render.render(tmp_path / "broken.html", tmp_path / "broken.png", browser))
+    assert "the plots did not draw" in render.blank(broken), broken

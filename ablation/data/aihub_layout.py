@@ -16,7 +16,10 @@ position. Each JSON file is a list of records with `filename`, `gender`, `age`, 
 `faceExp_uploader`, `bg_uploader` and three annotators `annot_A/B/C`, each
 `{"boxes": {"minX", "minY", "maxX", "maxY"}, "faceExp", "bg"}`: integer boxes around the pasted
 face, each annotator's jittered by a few pixels; the uploader's label is the true class and each
-annotator independently names a class it is often confused with, with probability `disagreement`.
+annotator names a class it is often confused with, with probability `disagreement`, unless another
+annotator already named that class: no other class gets two votes, so the annotators' majority (or,
+without one, the uploader) always names the true class, and a reader finds exactly `per_class`
+training and `valid_per_class` validation images of each class, whichever label rule it follows.
 
 Filenames are `<16 hex chars>_<감정>_<n>.jpg`: the leading hash is the person, and each person has
 2 to 4 images, of any emotions, so a split by subject is meaningful. Names are written in NFC.
@@ -155,10 +158,15 @@ def _record(rng: np.random.Generator, filename: str, subject: dict, emotion: str
     background = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
     record = {"filename": filename, "gender": subject["gender"], "age": subject["age"], "isProf": subject["isProf"],
               "faceExp_uploader": emotion, "bg_uploader": background}
+    votes: list[str] = []
     for annotator in "ABC":
         said = emotion
         if confused and rng.random() < disagreement:
-            said = confused[int(rng.integers(len(confused)))]
+            other = confused[int(rng.integers(len(confused)))]
+            # Readers label a face by the annotators' majority: two votes for one other class would move
+            # the face out of its folder's class, and `per_class` would no longer hold.
+            said = emotion if other in votes else other
+        votes.append(said)
         jitter = rng.integers(-_JITTER, _JITTER + 1, size=4)
         min_x, min_y = max(0, box[0] + int(jitter[0])), max(0, box[1] + int(jitter[1]))
         max_x, max_y = min(width, box[2] + int(jitter[2])), min(height, box[3] + int(jitter[3]))

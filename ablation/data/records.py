@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,30 @@ class Item:
 class Skipped:
     path: str
     reason: str
+
+
+def describe_skipped(skipped: Sequence[Skipped], *, listed: int = 3) -> list[str]:
+    """What was skipped, in lines a person reads at any scale: per reason its count (most first), then
+    its first `listed` files, each with what the reason says of it, and how many more there are. A class
+    left out on purpose (UNUSED_CLASS: AI-HUB's 당황 alone is thousands of photos) is counted per class,
+    not listed, after the rest. Lines are plain text, indented; the caller says where the full list is."""
+    groups: dict[str, list[Skipped]] = defaultdict(list)
+    for s in skipped:
+        kind = s.reason.split(":")[0]
+        groups[s.reason if kind == UNUSED_CLASS else kind].append(s)
+    lines = []
+    for reason, members in sorted(groups.items(), key=lambda g: (g[0].startswith(UNUSED_CLASS), -len(g[1]))):
+        if reason.startswith(UNUSED_CLASS):
+            lines.append(f"  {len(members):,} {reason} (left out on purpose: counted, not listed)")
+            continue
+        lines.append(f"  {len(members):,} {reason}:")
+        for s in members[:listed]:
+            # The detail after the reason, without the path when it repeats it (a label file that does not parse).
+            detail = s.reason[len(reason):].lstrip(": ").removeprefix(f"{s.path}: ")
+            lines.append(f"    {s.path}" + (f" ({detail})" if detail else ""))
+        if len(members) > listed:
+            lines.append(f"    ... and {len(members) - listed:,} more")
+    return lines
 
 
 @dataclass

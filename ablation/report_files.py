@@ -1,0 +1,211 @@
+"""What `ablate report` writes: report.md, a tidy report.csv, report.tex (via paper_tables), one
+self-contained report.html, and the PNGs with captions in words; all from a `StudyReport`, so from
+MLflow alone."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .analysis import pareto_front
+from .report import COST_SCALE, SCORES, Arm, StudyReport, class_names, label
+from .models.sites import Site
+from .spec import STAGES, parse_placement
+from .tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
+
+
+@dataclass(frozen=True)
+class Picture:
+    path: Path
+    caption: str  # in words, for the Markdown and HTML beside it
+
+
+def draw(report: StudyReport, out: Path) -> list[Picture]:
+    """The report's PNGs in `out`, with their captions."""
+    from . import figures
+
+    arms = [a for a in report.ranked() if a.scores.get(report.rank_by)]
+    if not arms:
+        return []
+    means = {a.name: a.interval(report.rank_by).mean for a in arms}
+    drawn = [_heatmap(report, arms, means, out), *_cost_scatter(report, arms, out), *_class_bars(report, arms, out)]
+    curves = {a.name: report.curves[a.name] for a in report.ranked() if report.curves.get(a.name)}
+    if curves:
+        path = figures.learning_curves(curves, metric=label(report.metric), path=out / "learning_curves.png")
+        drawn.append(Picture(path, f"{_upper(label(report.metric))} per epoch, mean over seeds, one line per "
+                                   "configuration."))
+    if report.race is not None:
+        path = figures.race_intervals(report.race.paths, margin=report.race.margin, baseline=report.race.baseline,
+                                      metric=label(report.metric), path=out / "race.png")
+        drawn.append(Picture(path, f"The race: each arm's sequentially valid interval for its difference from "
+                                   f"{report.race.baseline} as its seeds arrived; grey, the band of practical "
+                                   f"equivalence (±{report.race.margin:g})."))
+    return drawn
+
+
+def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
+    from . import figures
+
+    costs = [c for c in (MACS, PARAMS_TOTAL, LATENCY_MS) if all(c in a.costs for a in arms)]
+    if not costs:
+        return []
+    what = label(report.rank_by)
+    scores = {a.name: (i.mean, i.low, i.high) for a in arms if (i := a.interval(report.rank_by))}
+    spent = {label(c): {a.name: a.costs[c] * COST_SCALE[c] for a in arms} for c in costs}
+    fronts = {axis: pareto_front({n: (by_arm[n], scores[n][0]) for n in scores},
+                                 higher_is_better=report.mode == "max") for axis, by_arm in spent.items()}
+    path = figures.cost_scatter(scores, spent, score_label=what, fronts=fronts, path=out / "score_vs_cost.png")
+    joined = any(len(front) > 1 for front in fronts.values())
+    return [Picture(path, f"{_upper(what)} against {', '.join(spent)}: each point is a configuration's mean over "
+                          "seeds, its bar the 95% interval."
+                          + (" Red: the Pareto front, configurations no other one beats on both cost and score."
+                             if joined else ""))]
+
+
+def _class_bars(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
+    from . import figures
+
+    classes = class_names(report.arms)
+    if not classes:
+        return []
+    shown = [a for a in arms[:3] if a.name != report.baseline]
+    if report.baseline in report.arms and report.arms[report.baseline].scores:
+        shown.append(report.arms[report.baseline])
+    per_class = {a.name + (" (baseline)" if a.name == report.baseline else ""):
+                 {c: (i.mean, i.low, i.high) for c in classes if (i := a.interval(test_f1(c)))} for a in shown}
+    what = label(report.rank_by)
+    path = figures.class_bars(per_class, classes, title=f"test F1 per class, the best by {what}",
+                              path=out / "per_class_f1.png")
+    return [Picture(path, f"Test F1 per class of the best configurations by {what}"
+                          + (f" and of the baseline ({report.baseline})" if report.baseline else "")
+                          + ": mean over seeds, the bars' whiskers the 95% intervals.")]
+
+
+def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Picture:
+    from . import figures
+
+    axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
+    placements = {a.name: a.levels.get("model.placement") or a.setting("model.placement") or "" for a in arms}
+    what = label(report.rank_by)
+    title, path, better = f"{_upper(what)}, mean over seeds", out / "heatmap.png", report.mode == "max"
+    if axes == ["model.placement"] or (not axes and any(placements.values())):
+        values, columns = placement_grid(placements, means)
+        figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
+                        column_label="site holding a module", title=title, path=path, higher_is_better=better)
+        return Picture(path, f"{_upper(what)} of each placement (mean over seeds), under each site that holds "
+                             "a module: a whole stage (layer3) or one block of it (layer3.2).")
+    if len(axes) >= 2:
+        rows = sorted({a.levels[axes[0]] for a in arms})
+        columns = sorted({a.levels[axes[1]] for a in arms})
+        cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for arm in arms:
+            cells[(arm.levels[axes[0]], arm.levels[axes[1]])].append(means[arm.name])
+        values = {cell: statistics.fmean(v) for cell, v in cells.items()}
+        others = " and the other axes" if len(axes) > 2 else ""
+        figures.heatmap(values, rows, columns, row_label=axes[0], column_label=axes[1], title=title + others,
+                        path=path, higher_is_better=better)
+        return Picture(path, f"{_upper(what)} by {axes[0]} and {axes[1]}, mean over seeds{others}.")
+    names = [a.name for a in arms]
+    figures.heatmap({(n, what): means[n] for n in names}, names, [what], row_label="configuration",
+                    column_label="", title=title, path=path, higher_is_better=better)
+    return Picture(path, f"{_upper(what)} of each configuration, mean over seeds.")
+
+
+def placement_grid(placements: dict[str, str], means: dict[str, float]) -> tuple[dict[tuple[str, str], float],
+                                                                                  list[str]]:
+    """Which sites the good placements use: (arm, site) -> the arm's mean for each site its placement
+    holds, and the columns: every stage, each single block a placement names (layer3.2) in a column of
+    its own beside its stage, in network order, then `none` for the placement without modules."""
+    values, sites = {}, {Site(stage) for stage in STAGES}  # every stage, so an unused one shows blank
+    for arm, placed in placements.items():
+        try:
+            held = parse_placement(placed) if placed else ()
+        except ValueError:  # not a placement (a label of the arm's own): it has no row of sites
+            held = ()
+        sites |= set(held)
+        values |= {(arm, str(site)): means[arm] for site in held}
+        if placed == "none":
+            values[(arm, "none")] = means[arm]
+    columns = [str(s) for s in sorted(sites, key=lambda s: (STAGES.index(s.stage), s.block is not None, s.block or 0))]
+    return values, columns + (["none"] if any(c == "none" for _, c in values) else [])
+
+
+def _upper(text: str) -> str:
+    """`text` to open a sentence; str.capitalize would lower the rest (macro-f1)."""
+    return text[:1].upper() + text[1:]
+
+
+def tidy(report: StudyReport) -> tuple[list[str], list[list[Any]]]:
+    """report.csv: one row per configuration and metric, numbers only (mean, low, high over n seeds;
+    a cost has its value as the mean); a configuration with nothing finished has one row with n = 0."""
+    axes = list(dict.fromkeys(a for arm in report.arms.values() for a in arm.levels if a != "arm"))
+    header = ["rank", "configuration", *axes, "metric", "mean", "low", "high", "n", "clipped"]
+    classes = class_names(report.arms)
+    first = [*dict.fromkeys((report.rank_by, *SCORES)), *map(test_f1, classes)]
+    rows: list[list[Any]] = []
+    for i, arm in enumerate(report.ranked(), 1):
+        start = [i if arm.scores.get(report.rank_by) else "", arm.name, *[arm.levels.get(a, "") for a in axes]]
+        keys = [k for k in first if k in arm.scores] + sorted(set(arm.scores) - set(first))
+        for key in keys:
+            iv = arm.interval(key)
+            rows.append([*start, key, _number(iv.mean), _number(iv.low), _number(iv.high), iv.n, iv.clipped])
+        rows += [[*start, key, _number(arm.costs[key]), "", "", "", ""] for key in COSTS if key in arm.costs]
+        if not keys:
+            rows.append([*start, report.rank_by, "", "", "", 0, ""])
+    return header, rows
+
+
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else format(value, ".12g")
+
+
+def _caption(i: int, picture: Picture) -> str:
+    return f"Figure {i}. {picture.caption}"
+
+
+def write(report: StudyReport, out: Path) -> list[Path]:
+    """report.md, report.csv, report.tex, report.html (self-contained: the PNGs embedded) and the PNGs,
+    in `out`."""
+    from .paper_tables import latex
+
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = draw(report, out)
+    tables = report.tables()
+    notes = report.notes + [f"Baseline: {report.baseline}." if report.baseline else ""]
+    md = [f"# Report: {report.study}", "", *[f"> **Warning:** {w}\n" for w in report.warnings],
+          *[n for n in notes if n], ""]
+    for table in tables:
+        md += [table.markdown(), ""]
+    for i, p in enumerate(pictures, 1):
+        md += [f"![{p.caption}]({p.path.name})", "", f"*{_caption(i, p)}*", ""]
+    md += [report.setup_table().markdown()]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    with open(out / "report.csv", "w", newline="") as f:
+        header, rows = tidy(report)
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    (out / "report.tex").write_text(latex(report))
+    images = "".join(f'<figure><img alt="{escape(p.caption)}" src="data:image/png;base64,'
+                     f'{base64.b64encode(p.path.read_bytes()).decode()}"><figcaption>{escape(_caption(i, p))}'
+                     "</figcaption></figure>" for i, p in enumerate(pictures, 1))
+    body = ("".join(f'<p class="warning"><strong>Warning:</strong> {escape(w)}</p>' for w in report.warnings)
+            + "".join(f"<p>{escape(n)}</p>" for n in notes if n) + "".join(t.html() for t in tables) + images
+            + report.setup_table().html("text"))
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(report.study)}</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+        "td:first-child{text-align:left}img{max-width:100%}figcaption{font-style:italic;margin:.3em 0 1.5em}"
+        "table.text td{text-align:left}.warning{background:#fff3cd;border:1px solid #e0a800;padding:.6em 1em}"
+        "</style></head>"
+        f"<body><h1>Report: {escape(report.study)}</h1>{body}</body></html>")
+    return [out / name for name in ("report.md", "report.csv", "report.tex", "report.html")] + [
+        p.path for p in pictures]

@@ -1,0 +1,247 @@
+"""What `ablate` costs per trial, at start-up and in storage as a study grows, beside Ray Tune's own
+no-op trials measured in the same run.
+
+Studies of N tiny trials (ResNet-18, Identity-CBAM, 16 px, one image per class, one epoch, one core
+per trial so two run at once on two cores), over 10 arms, N = 10 and 100 (and 1,000 with
+--thousand), each run as `ablate run` in its own process against a fresh SQLite store. Printed:
+- start-up: from launching `ablate run` to the first trial's MLflow run;
+- per-trial overhead beyond `engine.fit`: each worker's gap between the starts of consecutive trial
+  runs, minus the median `engine.fit` of the same trial measured here with two running at once
+  (median and p95), and its ratio to Ray Tune's no-op trial cost (the same gaps, measured for a
+  Tuner of N function trials that only report);
+- the overhead at 1,000 trials over that at 100;
+- the driver's peak RSS; artifact bytes per trial;
+- `ablate report` on the largest study, and `ablate plan search_spaces/placement.yaml`.
+
+    .venv/bin/python benchmarks/scale.py [--thousand] [--sizes 10 100]
+
+Writes benchmarks/results/scale.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from results_file import publish  # benchmarks/, the script's own folder
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ARMS = {"model.placement": ["layer3", "layer4"], "model.reduction": [1, 2, 4, 8, 16]}  # 10 arms
+
+
+def tiny_spec(name: str, trials: int) -> dict:
+    return {
+        "name": name,
+        "model": {"arch": "resnet18", "attention": "identity_cbam", "placement": "layer3"},
+        "data": {"image_size": 16, "train_per_class": 1, "val_per_class": 1, "test_per_class": 1},
+        "train": {"epochs": 1, "batch_size": 8},
+        "search": {"space": ARMS, "seeds": list(range(trials // 10))},
+        "resources": {"cpu": 1},
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def worker_gaps(starts: dict[str, list[float]]) -> list[float]:
+    """Seconds between consecutive trial starts on each worker: one trial's slot."""
+    return [b - a for times in starts.values() for a, b in zip(sorted(times), sorted(times)[1:])]
+
+
+class PeakRss:
+    """The peak resident memory of a process, read from the kernel's high-water mark while it runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kb = pid, 0
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while True:
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            time.sleep(0.2)
+
+    @property
+    def gib(self) -> float:
+        return self.peak_kb / 2**20
+
+
+def _fit_loop(spec_path: str, repeats: int, out) -> None:
+    import torch
+
+    from ablation import engine
+    from ablation.spec import load_spec
+
+    torch.set_num_threads(1)
+    trial = load_spec(Path(spec_path)).trials()[0]
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        engine.fit(trial.spec, trial.seed, on_epoch=lambda m, c: None)
+        times.append(time.perf_counter() - began)
+    out.put(times[1:])  # the first warms up the allocator
+
+
+def fit_seconds(spec_path: Path, repeats: int = 12) -> float:
+    """The median `engine.fit` of one tiny trial, two fitting at once on one thread each, as in a study."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_fit_loop, args=(str(spec_path), repeats, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    times = out.get() + out.get()
+    for p in procs:
+        p.join()
+    return statistics.median(times)
+
+
+def run_ablate(spec_path: Path, tmp: Path, name: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp / name / 'mlflow.db'}"
+    (tmp / name).mkdir()
+    launched = time.time()
+    proc = subprocess.Popen([str(BIN / "ablate"), "run", str(spec_path), "--tracking-uri", uri,
+                             "--storage", str(tmp / name / "runs")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp)
+    rss = PeakRss(proc.pid)
+    _, err = proc.communicate()
+    wall = time.time() - launched
+    if proc.returncode:
+        raise SystemExit(f"ablate run {spec_path.name} failed:\n{err[-3000:]}")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(yaml.safe_load(spec_path.read_text())["name"])
+    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=50_000)
+            if r.data.tags.get("ablate.kind") == "trial"]
+    starts: dict[str, list[float]] = {}
+    for r in runs:
+        starts.setdefault(r.data.tags["ablate.pid"], []).append(r.info.start_time / 1000)
+    artifacts = sum(f.stat().st_size for f in (tmp / name).rglob("*") if f.is_file() and "artifacts" in f.parts)
+    return {"uri": uri, "wall": wall, "trials": len(runs), "rss_gib": rss.gib,
+            "startup": min(r.info.start_time for r in runs) / 1000 - launched,
+            "gaps": worker_gaps(starts), "artifact_bytes_per_trial": artifacts / len(runs)}
+
+
+NOOP = """
+import json, os, sys, time
+import ray
+from ray import tune
+n = int(sys.argv[1])
+began = time.time()
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+starts = {}
+class Starts(tune.Callback):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        starts.setdefault(str(result["pid"]), []).append(result["began"])
+def noop(config):
+    tune.report({"began": time.time(), "pid": os.getpid()})
+tuner = tune.Tuner(tune.with_resources(noop, {"cpu": 1}), param_space={"i": tune.grid_search(list(range(n)))},
+                   tune_config=tune.TuneConfig(reuse_actors=True),
+                   run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0, callbacks=[Starts()]))
+tuner.fit()
+print(json.dumps({"starts": starts, "startup": min(min(v) for v in starts.values()) - began}))
+"""
+
+
+def run_noop(trials: int, tmp: Path) -> dict:
+    import json
+
+    folder = tmp / f"noop-{trials}"
+    launched = time.time()
+    proc = subprocess.Popen([sys.executable, "-c", NOOP, str(trials), str(folder)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp)
+    rss = PeakRss(proc.pid)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"Ray no-op trials failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"wall": time.time() - launched, "rss_gib": rss.gib, "gaps": worker_gaps(result["starts"]),
+            "startup": result["startup"]}
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    began = time.perf_counter()
+    subprocess.run(command, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--thousand", action="store_true", help="also run 1,000 trials (about 10 minutes)")
+    args = parser.parse_args()
+    sizes = sorted(set(args.sizes) | ({1000} if args.thousand else set()))
+
+    met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    result: dict = {"cores": os.cpu_count(), "sizes": {}}
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["ABLATE_CACHE_DIR"] = str(tmp / "cache")
+        probe = tmp / "probe.yaml"
+        probe.write_text(yaml.safe_dump(tiny_spec("probe", 10)))
+        fit = fit_seconds(probe)
+        result["fit_seconds"] = fit
+        lines.append(f"engine.fit of one tiny trial, two at once on one thread each: median {fit * 1000:.0f} ms")
+        for n in sizes:
+            path = tmp / f"scale-{n}.yaml"
+            path.write_text(yaml.safe_dump(tiny_spec(f"scale-{n}", n)))
+            noop = run_noop(n, tmp)
+            study = run_ablate(path, tmp, f"scale-{n}")
+            overheads = [g - fit for g in study["gaps"]]
+            row = {
+                "trials": study["trials"], "wall_seconds": study["wall"], "startup_seconds": study["startup"],
+                "overhead_ms_median": 1000 * statistics.median(overheads),
+                "overhead_ms_p95": 1000 * percentile(overheads, 0.95),
+                "slot_ms_median": 1000 * statistics.median(study["gaps"]),
+                "noop_ms_median": 1000 * statistics.median(noop["gaps"]),
+                "noop_startup_seconds": noop["startup"], "noop_rss_gib": noop["rss_gib"],
+                "driver_rss_gib": study["rss_gib"], "artifact_bytes_per_trial": study["artifact_bytes_per_trial"],
+            }
+            row["overhead_over_noop"] = row["overhead_ms_median"] / row["noop_ms_median"]
+            result["sizes"][n] = row
+            lines.append(
+                f"{n} trials: {study['wall']:.0f} s in all; start-up to the first trial's run {study['startup']:.1f} s "
+                f"(Ray alone {noop['startup']:.1f} s; target <= 10 s: {met(study['startup'] <= 10)}); "
+                f"per-trial overhead median {row['overhead_ms_median']:.0f} ms, p95 {row['overhead_ms_p95']:.0f} ms "
+                f"(target <= 100 ms: {met(row['overhead_ms_median'] <= 100)}); Ray's no-op trial "
+                f"{row['noop_ms_median']:.0f} ms, ratio {row['overhead_over_noop']:.2f} (target <= 2: "
+                f"{met(row['overhead_over_noop'] <= 2)}); driver peak RSS {study['rss_gib']:.2f} GiB (Ray's no-op "
+                f"driver {noop['rss_gib']:.2f} GiB); artifacts {row['artifact_bytes_per_trial'] / 1e6:.2f} MB per trial")
+            largest = study
+        if 100 in result["sizes"] and 1000 in result["sizes"]:
+            growth = result["sizes"][1000]["overhead_ms_median"] / result["sizes"][100]["overhead_ms_median"]
+            result["overhead_1000_over_100"] = growth
+            lines.append(f"overhead at 1,000 trials over that at 100: {growth:.2f} (target <= 1.2: {met(growth <= 1.2)})")
+        name = f"scale-{max(sizes)}"
+        report = timed([str(BIN / "ablate"), "report", name, "--tracking-uri", largest["uri"], "--out",
+                        str(tmp / "report")], tmp)
+        plan = timed([str(BIN / "ablate"), "plan", str(ROOT / "search_spaces" / "placement.yaml")], tmp)
+        result |= {"report_seconds": report, "report_runs": largest["trials"], "plan_seconds": plan}
+        lines.append(f"ablate report on {largest['trials']} runs: {report:.1f} s (target <= 5 s: {met(report <= 5)})")
+        lines.append(f"ablate plan search_spaces/placement.yaml: {plan:.1f} s (target <= 5 s: {met(plan <= 5)})")
+    publish("scale", result, lines)
+
+
+if __name__ == "__main__":
+    main()
