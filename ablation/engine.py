@@ -26,6 +26,7 @@ from .spec import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any] | None], None]
 BestCallback = Callable[[dict[str, torch.Tensor], int], None]
+BatchCallback = Callable[[int, int], None]  # (batches done, batches in the epoch)
 
 
 @dataclass
@@ -117,14 +118,14 @@ class Diverged(RuntimeError):
 EXPLODED = 1e3
 
 
-def train_one_epoch(s: Setup) -> dict[str, float]:
+def train_one_epoch(s: Setup, on_batch: BatchCallback | None = None) -> dict[str, float]:
     s.model.train()
     criterion = nn.CrossEntropyLoss()
     # Kept on the device and read once, after the epoch: reading a loss each batch waits for the GPU.
     # So a diverged epoch runs to its end before it is caught; its weights are thrown away anyway.
     total, worst = torch.zeros((), device=s.device), torch.zeros((), device=s.device)
     seen = 0
-    for images, labels in s.train_loader:
+    for done, (images, labels) in enumerate(s.train_loader, 1):
         images, labels = s.precision.inputs(images.to(s.device, non_blocking=True)), labels.to(s.device)
         with s.precision.autocast(s.device):
             loss = criterion(s.model(images), labels)
@@ -136,6 +137,8 @@ def train_one_epoch(s: Setup) -> dict[str, float]:
         total += loss * len(labels)
         worst = torch.maximum(worst, loss)  # a nan stays nan
         seen += len(labels)
+        if on_batch is not None:
+            on_batch(done, len(s.train_loader))
     total, worst = torch.stack([total, worst]).tolist()
     if not math.isfinite(worst) or worst > EXPLODED:
         raise Diverged(f"the training loss reached {worst:.4g}")
@@ -175,7 +178,8 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCallback | None = None,
-        resume: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
+        resume: dict[str, Any] | None = None, device: torch.device | str = "cpu",
+        on_batch: BatchCallback | None = None) -> dict[str, float]:
     """Train for `spec.train.epochs`, validating each epoch; the last epoch reports the test metrics of
     the epoch validation chose. `on_epoch` gets each epoch's checkpoint, except the last's (None):
     nothing resumes from it, so a one-epoch trial writes no checkpoint at all.
@@ -210,7 +214,7 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
     for epoch in range(start, spec.train.epochs + 1):
         began = time.perf_counter()
         metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
-        metrics |= train_one_epoch(s)
+        metrics |= train_one_epoch(s, on_batch)
         metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began
         if _improved(metrics[spec.metric], best["value"], spec.mode):

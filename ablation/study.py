@@ -1,164 +1,33 @@
-"""Ray Tune glue: the trainable that wraps `engine.fit`, and the driver that runs a study.
+"""The driver of a study under Ray Tune: it prepares the data, holds the study's lease, starts Ray and
+the study's MLflow parent run, hands the trials to Tune, and records what came of them.
 
-With `cluster.py`, the only module that imports Ray. Trials are expanded by the spec (one per grid
-point and seed) and handed to Tune as one grid, so each Tune trial is exactly one `spec.Trial`.
-Every trial logs to MLflow itself through the absolute tracking URI it is given, so nothing depends
-on Ray's result files.
+With `cluster.py` and `trainable.py` (the trial's side), the only modules that import Ray. Trials
+are expanded by the spec (one per grid point and seed) and handed to Tune as one grid, so each Tune
+trial is exactly one `spec.Trial`. Every trial logs to MLflow itself through the absolute tracking
+URI it is given, so nothing depends on Ray's result files.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
-from . import engine, tracking
-from .checkpoints import CheckpointStore, pack_model
+from . import tracking
 from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
-from .data import classes_of
 from .models import check_weights
-from .prepare import costs_key, latencies, model_costs, prepare_data
-from .progress import StudyProgress
+from .prepare import costs_key, latencies, prepare_data
+from .progress import BatchRelay, StudyProgress
 from .race import RaceSearcher
-from .spec import StudySpec, Trial, label
+from .spec import StudySpec, Trial
 from .state import StudyContext, StudyOutcome, StudyState, storage_location
-
-_STEP_KEY = "epoch"
-_DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan
-
-
-def _failure(err: BaseException) -> tracking.Failure:
-    """What kind of failure an exception is (a divergence is none: `_trainable` records it as a result)."""
-    if isinstance(err, (KeyboardInterrupt, SystemExit)):
-        # Tune stops the trials of an interrupted study by raising in them; that is not their failure.
-        return tracking.Failure.INTERRUPTED
-    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
-        return tracking.Failure.OUT_OF_MEMORY
-    return tracking.Failure.ERROR
-
-
-def _trainable(config: dict[str, Any], context: StudyContext) -> None:
-    """One trial: open its run, train with callbacks that log, checkpoint and report each epoch (from
-    its checkpoint if this is a retry), and record how it ended."""
-    study = StudySpec.model_validate(context.spec)
-    trial = _trial_of(study, config)
-    # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
-    torch.set_num_threads(max(1, int(study.resources.cpu)))
-    store = _checkpoints(context.storage, trial.id)
-    resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
-    opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                                 name=trial.name, trial_id=trial.id, params=trial.params())
-    if opened.finished:
-        # Restarted after its last epoch (the driver died before it heard): tell Tune how it ended.
-        tune.report(opened.run.latest_metrics() | {_STEP_KEY: study.train.epochs})
-        opened.run.finish()
-        return
-    device = _start(opened, trial, resume)
-    epochs = _Epochs(study, opened, store, resume)
-    try:
-        final = engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
-                           device=device)
-    except engine.Diverged as err:
-        # A result, not a crash: recorded and not retried (retrying would diverge again).
-        opened.fail(tracking.Failure.DIVERGENCE, str(err))
-        tune.report({_STEP_KEY: -1, _DIVERGED_KEY: 1.0, study.metric: float("nan")})
-        return
-    except BaseException as err:
-        failure = _failure(err)
-        if failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:
-            opened.run.finish()  # stopped as its last report arrived: it had finished
-        else:
-            opened.fail(failure, f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        store.close()
-    _keep_model(context, study, trial, opened, epochs.best, final.get(tracking.best(study.metric), math.nan))
-    opened.run.finish()
-    store.delete()  # a finished trial is never resumed
-
-
-def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | None) -> str:
-    """Record this attempt on the trial's run, and on the first its model's size; returns its device."""
-    gpus = ray.get_gpu_ids()
-    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
-    # Latency is timed by the driver after the trials, when they no longer share the machine.
-    opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
-                 resumed_from_epoch=resume["epoch"] if resume else 0,
-                 costs={} if opened.attempts else model_costs(trial.spec))
-    return device
-
-
-class _Epochs:
-    """What `engine.fit` calls back: each epoch logged to MLflow once, checkpointed and reported to
-    Tune; the best weights held for the end, when the study's policy decides whether they are kept."""
-
-    def __init__(self, study: StudySpec, opened: tracking.TrialRun, store: CheckpointStore,
-                 resume: dict[str, Any] | None) -> None:
-        self.study, self.opened, self.store = study, opened, store
-        self.last = resume["epoch"] if resume else 0
-        self.best: tuple[dict[str, torch.Tensor], int] | None = None
-
-    def on_epoch(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
-        epoch = self.last = int(metrics[_STEP_KEY])
-        self.store.wait()  # so an epoch in MLflow means the one before it is checkpointed
-        self.opened.log_epoch({k: v for k, v in metrics.items() if k != _STEP_KEY}, epoch)
-        if checkpoint is not None:  # none after the last epoch: nothing resumes from it
-            self.store.save(checkpoint)
-        tune.report(metrics)
-
-    def on_best(self, weights: dict[str, torch.Tensor], epoch: int) -> None:
-        self.best = (weights, epoch)
-
-
-def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: tracking.TrialRun,
-                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> None:
-    """Store the trial's best weights as its run's model if the study keeps them: always, never, or
-    while this seed is among the k best of its arm so far (the driver removes the weights of seeds a
-    better one supersedes once the trials end, so an arm ends with its k best)."""
-    k = study.models_kept_per_arm
-    if k is not None and k > 0:
-        kept = tracking.kept_models(context.tracking_uri, context.experiment_id, context.parent_run_id, trial.arm,
-                                    study.metric)
-        as_good = [v for _, v in kept if (v >= score if study.mode == "max" else v <= score)]
-        k = 0 if len(as_good) >= k else k
-    if best is None or k == 0:
-        opened.drop_model()
-        return
-    weights, epoch = best
-    opened.keep_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
-
-
-def _checkpoints(storage: str, trial_id: str) -> CheckpointStore:
-    return CheckpointStore(f"{storage}/checkpoints/{trial_id}.pt")
-
-
-def _trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
-    """The spec trial a Tune config stands for: listed by the driver (grid), or drawn by a searcher,
-    whose values are JSON strings so every searcher's categorical choices accept them."""
-    if "trial" in config:
-        return Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
-    return Trial.create(study, _drawn(config) | {"seed": config["seed"]})
-
-
-def _drawn(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: json.loads(value) for key, value in config["axes"].items()}
-
-
-def _trial_name(config: dict[str, Any]) -> str:
-    if "trial" in config:
-        return config["trial"]["name"]
-    return f"{label(_drawn(config))},seed={config['seed']}"  # as Trial.name spells it
-
-
-def _trial_id(trial) -> str:
-    return trial.config["trial"]["id"]
+from .trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_store, trainable, trial_name, trial_of,
+                        tune_trial_id)
 
 
 def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
@@ -169,15 +38,15 @@ def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]]
     settings: dict[str, Any] = {}
     if s.scheduler == "asha":
         settings["scheduler"] = tune.schedulers.ASHAScheduler(
-            time_attr=_STEP_KEY, max_t=spec.train.epochs, grace_period=s.grace_period,
+            time_attr=STEP_KEY, max_t=spec.train.epochs, grace_period=s.grace_period,
             reduction_factor=s.reduction_factor)
     elif s.scheduler == "hyperband":
         settings["scheduler"] = tune.schedulers.HyperBandScheduler(
-            time_attr=_STEP_KEY, max_t=spec.train.epochs, reduction_factor=s.reduction_factor)
+            time_attr=STEP_KEY, max_t=spec.train.epochs, reduction_factor=s.reduction_factor)
     if s.method == "grid":
         space = {"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
                                             for t in pending])}
-        settings |= {"trial_name_creator": _trial_id, "trial_dirname_creator": _trial_id}
+        settings |= {"trial_name_creator": tune_trial_id, "trial_dirname_creator": tune_trial_id}
         return space, settings
     space = {"axes": {key: tune.choice([json.dumps(v) for v in values]) for key, values in s.space.items()},
              "seed": tune.choice(s.seeds)}
@@ -204,21 +73,30 @@ class _ProgressCallback(tune.Callback):
     """
 
     view: StudyProgress | None = None
+    relay = None  # the BatchRelay actor that trials put their batch counts to
+    drained = 0.0
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        # Tune's loop turns many times a second; the trials' batch counts are fetched once a second.
+        if self.view and self.relay and time.monotonic() - _ProgressCallback.drained >= 1:
+            _ProgressCallback.drained = time.monotonic()
+            for key, (done, total) in ray.get(self.relay.take.remote()).items():
+                self.view.batches(key, done, total)
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if self.view:
-            self.view.trial_started(trial.trial_id, _trial_name(trial.config))
+            self.view.trial_started(trial.trial_id, trial_name(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.view and not result.get(_DIVERGED_KEY):
-            self.view.epoch(trial.trial_id, int(result[_STEP_KEY]), result[self.metric])
+        if self.view and not result.get(DIVERGED_KEY):
+            self.view.epoch(trial.trial_id, int(result[STEP_KEY]), result[self.metric])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if self.view:
-            self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(_DIVERGED_KEY))
+            self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(DIVERGED_KEY))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if self.view:
@@ -226,7 +104,7 @@ class _ProgressCallback(tune.Callback):
 
 
 def _trainable_for(spec: StudySpec, context: StudyContext):
-    return tune.with_resources(tune.with_parameters(_trainable, context=context),
+    return tune.with_resources(tune.with_parameters(trainable, context=context, relay=_ProgressCallback.relay),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -286,8 +164,8 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
     """A Tuner over the pending trials (a grid), or drawing `samples` trials (default the spec's), the
     configurations in `redo` first (sampled trials a resumed study continues), or running a race."""
     if race is not None:  # it suggests every trial, from MLflow's finished runs
-        space, settings = {}, {"search_alg": race, "num_samples": -1, "trial_name_creator": _trial_id,
-                               "trial_dirname_creator": _trial_id}
+        space, settings = {}, {"search_alg": race, "num_samples": -1, "trial_name_creator": tune_trial_id,
+                               "trial_dirname_creator": tune_trial_id}
     else:
         space, settings = _search(spec, pending, redo=redo, samples=samples)
     storage, _, name = context.storage.rpartition("/")
@@ -352,7 +230,7 @@ def _time_latencies(spec: StudySpec, outcome: StudyOutcome, console) -> None:
         planned = {t.id: t for t in spec.trials(every_seed=True)}
         trials = {r.run_id: planned[r.trial_id] for r in records if r.trial_id in planned}
     else:
-        trials = {r.run_id: _trial_of(spec, _config_of(spec, r)) for r in records}
+        trials = {r.run_id: trial_of(spec, _config_of(spec, r)) for r in records}
     timed = latencies(trials.values(), console)
     tracking.log_latencies(outcome.tracking_uri, {run: timed[costs_key(t.spec)].metrics() for run, t in trials.items()})
 
@@ -372,8 +250,10 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
          ) -> StudyOutcome:
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
-    view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric)
+    view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric,
+                         pending=[] if sampled or spec.search.race else [t.name for t in trials])
     _ProgressCallback.view = view
+    _ProgressCallback.relay = ray.remote(num_cpus=0)(BatchRelay).remote()
     race = RaceSearcher(spec, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
     tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race)
@@ -384,31 +264,32 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
         parent.finish(tracking.Status.KILLED)
         raise
     finally:
-        _ProgressCallback.view = None
+        ray.kill(_ProgressCallback.relay)
+        _ProgressCallback.view = _ProgressCallback.relay = None
     early = spec.search.scheduler != "fifo"
     settled: set[str] = set()  # names of the trials that ended one way or another
     for result in results:
         if not result.config:  # never started
             continue
-        name, metrics = _trial_name(result.config), result.metrics or {}
+        name, metrics = trial_name(result.config), result.metrics or {}
         if result.error is not None:
             outcome.errors[name] = str(result.error).strip().splitlines()[-1]
-        elif metrics.get(_DIVERGED_KEY):
+        elif metrics.get(DIVERGED_KEY):
             outcome.diverged.append(name)
-        elif metrics.get(_STEP_KEY) == spec.train.epochs:
+        elif metrics.get(STEP_KEY) == spec.train.epochs:
             pass
-        elif early and metrics.get(_STEP_KEY):
+        elif early and metrics.get(STEP_KEY):
             # The scheduler stopped it: a result of the search, recorded as such, not an interruption.
-            outcome.stopped_early[name] = int(metrics[_STEP_KEY])
-            trial_id = _trial_of(spec, result.config).id
+            outcome.stopped_early[name] = int(metrics[STEP_KEY])
+            trial_id = trial_of(spec, result.config).id
             tracking.mark_stopped_early(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
-                                        trial_id, epoch=int(metrics[_STEP_KEY]))
-            _checkpoints(outcome.storage, trial_id).delete()  # finished, as far as the study goes
+                                        trial_id, epoch=int(metrics[STEP_KEY]))
+            checkpoint_store(outcome.storage, trial_id).delete()  # finished, as far as the study goes
         else:
             continue
         settled.add(name)
     if sampled:  # a searcher may draw one configuration twice; count draws, not names
-        ended = sum(1 for r in results if r.config and _trial_name(r.config) in settled)
+        ended = sum(1 for r in results if r.config and trial_name(r.config) in settled)
         outcome.unfinished = ["(a drawn trial)"] * (count - ended)
     else:
         outcome.unfinished = [t.name for t in (race.started if race else trials) if t.name not in settled]

@@ -1,7 +1,6 @@
 """The command line: bad input is refused with exit status 2 before Ray or MLflow is touched."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +86,7 @@ def test_plan_prices_a_study_without_running_it(tiny_spec, tmp_path):
     none, layer4 = plan["arms"]
     assert none["params_added"] == 0 and layer4["params_added"] > 0 and layer4["macs"] > none["macs"]
     assert plan["total_macs"] == 2 * (none["train_macs"] + layer4["train_macs"])
-    assert plan["estimated_seconds"] > 0
-    # The machine's speed is measured once, then read back.
-    cached = json.loads((Path(os.environ["ABLATE_CACHE_DIR"]) / "calibration.json").read_text())
-    assert list(cached.values()) == [plan["macs_per_second"]]
+    assert plan["estimated_seconds"] > 0 and plan["speed"]["macs_per_second"] > 0
     assert not list(Path().glob("mlruns*")) and not list(Path().glob("ablate_runs*"))
 
 

@@ -1,0 +1,156 @@
+"""One trial under Ray Tune: the function Tune runs, which opens the trial's MLflow run, trains it
+with `engine.fit` (from its checkpoint, on a retry), logs, checkpoints and reports each epoch, keeps
+its weights if the study's policy does, and records how it ended; and the Tune config that names
+the trial, which the driver (`study.py`) writes and reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from . import engine, tracking
+from .checkpoints import CheckpointStore, pack_model
+from .data import classes_of
+from .prepare import model_costs
+from .progress import every
+from .spec import StudySpec, Trial, label
+from .state import StudyContext
+
+STEP_KEY = "epoch"
+DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan
+
+
+def _failure(err: BaseException) -> tracking.Failure:
+    """What kind of failure an exception is (a divergence is none: `trainable` records it as a result)."""
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        # Tune stops the trials of an interrupted study by raising in them; that is not their failure.
+        return tracking.Failure.INTERRUPTED
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return tracking.Failure.OUT_OF_MEMORY
+    return tracking.Failure.ERROR
+
+
+def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.ActorHandle | None = None) -> None:
+    """One trial: open its run, train with callbacks that log, checkpoint and report each epoch (from
+    its checkpoint if this is a retry), and record how it ended."""
+    study = StudySpec.model_validate(context.spec)
+    trial = trial_of(study, config)
+    # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
+    torch.set_num_threads(max(1, int(study.resources.cpu)))
+    store = checkpoint_store(context.storage, trial.id)
+    resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
+    opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                                 name=trial.name, trial_id=trial.id, params=trial.params())
+    if opened.finished:
+        # Restarted after its last epoch (the driver died before it heard): tell Tune how it ended.
+        tune.report(opened.run.latest_metrics() | {STEP_KEY: study.train.epochs})
+        opened.run.finish()
+        return
+    device = _start(opened, trial, resume)
+    epochs = _Epochs(study, opened, store, resume)
+    key = tune.get_context().get_trial_id()
+    on_batch = every(1.0, lambda done, total: relay.put.remote(key, done, total)) if relay else None
+    try:
+        final = engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
+                           device=device, on_batch=on_batch)
+    except engine.Diverged as err:
+        # A result, not a crash: recorded and not retried (retrying would diverge again).
+        opened.fail(tracking.Failure.DIVERGENCE, str(err))
+        tune.report({STEP_KEY: -1, DIVERGED_KEY: 1.0, study.metric: float("nan")})
+        return
+    except BaseException as err:
+        failure = _failure(err)
+        if failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:
+            opened.run.finish()  # stopped as its last report arrived: it had finished
+        else:
+            opened.fail(failure, f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        store.close()
+    _keep_model(context, study, trial, opened, epochs.best, final.get(tracking.best(study.metric), math.nan))
+    opened.run.finish()
+    store.delete()  # a finished trial is never resumed
+
+
+def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | None) -> str:
+    """Record this attempt on the trial's run, and on the first its model's size; returns its device."""
+    gpus = ray.get_gpu_ids()
+    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    # Latency is timed by the driver after the trials, when they no longer share the machine.
+    opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
+                 resumed_from_epoch=resume["epoch"] if resume else 0,
+                 costs={} if opened.attempts else model_costs(trial.spec))
+    return device
+
+
+class _Epochs:
+    """What `engine.fit` calls back: each epoch logged to MLflow once, checkpointed and reported to
+    Tune; the best weights held for the end, when the study's policy decides whether they are kept."""
+
+    def __init__(self, study: StudySpec, opened: tracking.TrialRun, store: CheckpointStore,
+                 resume: dict[str, Any] | None) -> None:
+        self.study, self.opened, self.store = study, opened, store
+        self.last = resume["epoch"] if resume else 0
+        self.best: tuple[dict[str, torch.Tensor], int] | None = None
+
+    def on_epoch(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
+        epoch = self.last = int(metrics[STEP_KEY])
+        self.store.wait()  # so an epoch in MLflow means the one before it is checkpointed
+        self.opened.log_epoch({k: v for k, v in metrics.items() if k != STEP_KEY}, epoch)
+        if checkpoint is not None:  # none after the last epoch: nothing resumes from it
+            self.store.save(checkpoint)
+        tune.report(metrics)
+
+    def on_best(self, weights: dict[str, torch.Tensor], epoch: int) -> None:
+        self.best = (weights, epoch)
+
+
+def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: tracking.TrialRun,
+                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> None:
+    """Store the trial's best weights as its run's model if the study keeps them: always, never, or
+    while this seed is among the k best of its arm so far (the driver removes the weights of seeds a
+    better one supersedes once the trials end, so an arm ends with its k best)."""
+    k = study.models_kept_per_arm
+    if k is not None and k > 0:
+        kept = tracking.kept_models(context.tracking_uri, context.experiment_id, context.parent_run_id, trial.arm,
+                                    study.metric)
+        as_good = [v for _, v in kept if (v >= score if study.mode == "max" else v <= score)]
+        k = 0 if len(as_good) >= k else k
+    if best is None or k == 0:
+        opened.drop_model()
+        return
+    weights, epoch = best
+    opened.keep_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
+
+
+def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:
+    return CheckpointStore(f"{storage}/checkpoints/{trial_id}.pt")
+
+
+def trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
+    """The spec trial a Tune config stands for: listed by the driver (grid), or drawn by a searcher,
+    whose values are JSON strings so every searcher's categorical choices accept them."""
+    if "trial" in config:
+        return Trial.create(study, config["trial"]["overrides"], arm=config["trial"]["arm"])
+    return Trial.create(study, drawn(config) | {"seed": config["seed"]})
+
+
+def drawn(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: json.loads(value) for key, value in config["axes"].items()}
+
+
+def trial_name(config: dict[str, Any]) -> str:
+    if "trial" in config:
+        return config["trial"]["name"]
+    return f"{label(drawn(config))},seed={config['seed']}"  # as Trial.name spells it
+
+
+def tune_trial_id(trial) -> str:
+    return trial.config["trial"]["id"]

@@ -1,0 +1,63 @@
+"""`ablate plan`: a study priced before it runs, with a speed it says how far to trust."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ablation import plan
+from ablation.cli import app
+from ablation.plan import Speed
+
+PAPER = str(Path(__file__).resolve().parents[1] / "search_spaces" / "paper.yaml")
+
+
+def speed(busy: float, spread: float = 0.02) -> Speed:
+    return Speed(2e9, spread, busy, "2026-12-02", cached=False)
+
+
+def test_a_speed_timed_under_load_is_used_once_and_never_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(plan, "_measure", lambda threads: speed(busy=0.6))
+    assert plan.calibrate(1).under_load
+    assert not (tmp_path / "calibration.json").exists()
+
+    monkeypatch.setattr(plan, "_measure", lambda threads: speed(busy=0.01, spread=0.5))  # quiet but unsteady
+    plan.calibrate(1)
+    assert not (tmp_path / "calibration.json").exists()
+
+    monkeypatch.setattr(plan, "_measure", lambda threads: speed(busy=0.01))
+    assert not plan.calibrate(1).cached
+    monkeypatch.setattr(plan, "_measure", lambda threads: pytest.fail("a quiet, steady speed is read back"))
+    again = plan.calibrate(1)
+    assert again.cached and again.macs_per_second == 2e9 and again.busy == 0.01
+
+
+def test_the_measured_speed_says_how_busy_the_machine_was_and_how_steady_the_steps_were():
+    measured = plan._measure(1, batch=2, image_size=32, steps=3, budget=5)
+    assert measured.macs_per_second > 0 and 0 <= measured.busy <= 1 and measured.spread >= 0
+
+
+def test_a_dataset_not_on_this_machine_is_priced_from_the_specs_split_sizes_and_says_so(tmp_path):
+    result = CliRunner().invoke(app, ["plan", PAPER, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    priced = json.loads(result.output)
+    assert "is not on this machine" in priced["data_note"] and len(priced["trials"]) == 12
+    arm = priced["arms"][0]
+    images = {"train": 4160 * 6, "val": 360 * 6, "test": 360 * 6}
+    assert arm["train_macs"] == plan.trial_macs(arm["macs"], images, 30)
+
+
+def test_a_dataset_not_on_this_machine_without_split_sizes_cannot_be_priced_and_says_which_keys(tmp_path):
+    result = CliRunner().invoke(app, ["plan", PAPER, "--set", "data.train_per_class=null"])
+    assert result.exit_code == 2
+    assert "data.train_per_class" in " ".join(result.output.split())
+
+
+def test_the_estimate_includes_the_studys_start_up_and_each_trials_overhead(tiny_spec, monkeypatch):
+    monkeypatch.setattr(plan, "calibrate", lambda threads: Speed(1e30, 0, 0, "today", cached=True))
+    from ablation.spec import load_spec
+
+    priced = plan.plan_study(load_spec(tiny_spec), cpus=2)
+    assert priced.estimated_seconds == pytest.approx(plan.STARTUP_SECONDS + 2 * plan.TRIAL_OVERHEAD_SECONDS / 2)
