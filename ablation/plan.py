@@ -37,6 +37,20 @@ STARTUP_SECONDS = 15.0
 TRIAL_OVERHEAD_SECONDS = 0.1
 
 
+# Published peak dense tensor-core throughput at fp16/bf16, in FLOPs per second (a MAC is two): NVIDIA's
+# data sheets for the T4, V100 (SXM2), A10, L4, A100 and H100 (SXM). Mixed precision is what trials use
+# on a GPU (`train.precision: auto`).
+GPUS = {"t4": 65e12, "v100": 125e12, "a10": 125e12, "l4": 121e12, "a100": 312e12, "h100": 989e12}
+# A CNN at these image sizes keeps a GPU's tensor cores far from their peak; 30% is a common figure
+# for ResNet training and is said beside every estimate, to be replaced by what a real run shows.
+GPU_UTILISATION = 0.3
+
+
+def gpu_hours(total_macs: int, gpu: str, utilisation: float = GPU_UTILISATION) -> float:
+    """GPU-hours to train `total_macs` on one `gpu` (a GPUS name) at `utilisation` of its peak."""
+    return 2 * total_macs / (GPUS[gpu] * utilisation) / 3600
+
+
 @dataclass(frozen=True)
 class ArmPlan:
     arm: str

@@ -9,7 +9,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from html import escape
 from pathlib import Path
 
@@ -17,12 +17,15 @@ import yaml
 from pydantic import ValidationError
 
 from .analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
+from .emotions import EMOTIONS
 from .provenance import setup_rows
-from .spec import EMOTIONS, SpecError, StudySpec, _describe
 from .tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
                        REPORT_ARTIFACTS, SPEC_ARTIFACT, TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound,
                        StoreUnusable, StudyRecord, Tag, TrialRecord, as_param, best, explanation, f1_class, find_study,
                        is_score, metric_history, read_artifact, study_trials, test_f1)
+
+if TYPE_CHECKING:
+    from .spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | N
         search = tree.get("search") if isinstance(tree, dict) else None
         if isinstance(search, dict) and search.get("method", "grid") != "grid":
             return None, None
+        from .spec import SpecError, StudySpec, _describe  # torch comes with it: only a plan needs it
+
         spec = StudySpec.model_validate(tree)
         trials = spec.trials()
     except (UnicodeDecodeError, yaml.YAMLError, SpecError, ValidationError) as err:
@@ -439,6 +444,25 @@ def _verdict(c: Comparison, lower_is_better: bool = False) -> str:
     return "within seed noise"
 
 
+CURVE_SEEDS = 10  # seeds per configuration a learning curve averages: one history read per run
+
+
+def _curves(uri: str, arms, metric: str) -> dict[str, dict[int, float]]:
+    """Each configuration's mean learning curve of `metric` over its first `CURVE_SEEDS` finished seeds,
+    read side by side: a study of a thousand runs would otherwise wait on a thousand reads in a row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = {arm.name: sorted(arm.finished, key=lambda r: int(r.params.get("seed", 0)))[:CURVE_SEEDS] for arm in arms}
+    with ThreadPoolExecutor(4) as pool:
+        histories = {name: list(pool.map(lambda r: metric_history(uri, r.run_id, metric), chosen))
+                     for name, chosen in runs.items()}
+    curves = {}
+    for name, read in histories.items():
+        epochs = sorted({e for h in read for e in h})
+        curves[name] = {e: statistics.fmean(h[e] for h in read if e in h) for e in epochs}
+    return curves
+
+
 def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyReport:
     """Read `study` from the store at `uri` and work out its statistics."""
     found = find_study(uri, study)
@@ -447,7 +471,12 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     rank_by = ranking_metric(metric, records)
     logged = collect(records, axes, keep=(rank_by,))
     spec_text = _spec_text(uri, found)
-    plan, why = read_plan(spec_text, axes)
+    # A study that ran all it planned needs no plan to list what never started, and reading one brings
+    # in the spec (and torch, seconds of a report's time); a race reads its settings from it.
+    parent = found.run.client.get_run(found.run.run_id)
+    ran_all = parent.info.status == "FINISHED" and found.tags.get(Tag.TRIALS_UNFINISHED) == "0" \
+        and Tag.RACE_BASELINE not in found.tags
+    plan, why = (None, None) if ran_all else read_plan(spec_text, axes)
     notes = [why] if why else []
     # An interrupted study has planned arms without a single run; they are listed, in the plan's order.
     arms = logged if plan is None else (
@@ -473,13 +502,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     if len(real_axes) >= 2:
         means = {a.name: a.interval(rank_by).mean for a in arms.values() if a.scores.get(rank_by)}
         marginals = {axis: marginal_means(means, {n: arms[n].levels for n in means}, axis) for axis in real_axes}
-    curves = {}
-    for arm in arms.values():
-        histories = [metric_history(uri, r.run_id, metric) for r in arm.finished]
-        epochs = sorted({e for h in histories for e in h})
-        curves[arm.name] = {e: statistics.fmean(h[e] for h in histories if e in h) for e in epochs}
+    curves = _curves(uri, arms.values(), metric)
     tree = _tree(spec_text)
-    parent = found.run.client.get_run(found.run.run_id)
     first = next((r for r in records if r.outcome == Outcome.FINISHED), None)
     setup = setup_rows(records, axes=axes, parent_params=found.params, parent_tags=found.tags, tree=tree,
                        metric=metric, mode=mode, rank_by=rank_by,

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import pareto_front
-from .report import COST_SCALE, SCORES, Arm, StudyReport, class_names, label
-from .models.sites import Site
-from .spec import STAGES, parse_placement
+from .report import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
+from .sites import STAGES, Site, parse_placement
+
 from .tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
 
 
@@ -39,8 +39,8 @@ def draw(report: StudyReport, out: Path) -> list[Picture]:
     curves = {a.name: report.curves[a.name] for a in report.ranked() if report.curves.get(a.name)}
     if curves:
         path = figures.learning_curves(curves, metric=label(report.metric), path=out / "learning_curves.png")
-        drawn.append(Picture(path, f"{_upper(label(report.metric))} per epoch, mean over seeds, one line per "
-                                   "configuration."))
+        drawn.append(Picture(path, f"{_upper(label(report.metric))} per epoch, mean over seeds (at most the first "
+                                   f"{CURVE_SEEDS} of each), one line per configuration."))
     if report.race is not None:
         path = figures.race_intervals(report.race.paths, margin=report.race.margin, baseline=report.race.baseline,
                                       metric=label(report.metric), path=out / "race.png")

@@ -61,3 +61,12 @@ def test_the_estimate_includes_the_studys_start_up_and_each_trials_overhead(tiny
 
     priced = plan.plan_study(load_spec(tiny_spec), cpus=2)
     assert priced.estimated_seconds == pytest.approx(plan.STARTUP_SECONDS + 2 * plan.TRIAL_OVERHEAD_SECONDS / 2)
+
+
+def test_gpu_hours_come_from_the_named_gpus_published_peak_at_the_stated_utilisation(tiny_spec):
+    result = CliRunner().invoke(app, ["plan", str(tiny_spec), "--json", "--gpu", "a100"])
+    assert result.exit_code == 0, result.output
+    priced = json.loads(result.output)
+    assert priced["gpu_hours"] == pytest.approx(2 * priced["total_macs"] / (312e12 * plan.GPU_UTILISATION) / 3600)
+    refused = CliRunner().invoke(app, ["plan", str(tiny_spec), "--gpu", "gtx480"])
+    assert refused.exit_code == 2 and "a100" in refused.output

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .. import cache
-from .records import CORRUPT, Item, Skipped
+from .records import CORRUPT, Index, Item, Skipped
 
 VERSION = 1  # part of the cache key: bump it whenever preprocessing changes
 OUTSIDE = "face box outside the image"
@@ -178,3 +178,11 @@ def verify(items: Sequence[Item], *, on_progress: Callable[[int, int], None] | N
         if on_progress is not None:
             on_progress(i + 1, len(items))
     return skipped
+
+
+def verified(index: Index, *, on_progress: Callable[[int, int], None] | None = None) -> tuple[Index, list[Skipped]]:
+    """`index` without the items that do not decode, and those items: a study skips them when it
+    decodes them, so they are counted as skipped, not in their class."""
+    undecodable = verify(index.items, on_progress=on_progress)
+    unusable = {s.path for s in undecodable}
+    return replace(index, items=[item for item in index.items if item.source not in unusable]), undecodable

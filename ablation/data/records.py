@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..emotions import EMOTIONS  # noqa: F401  (re-exported: readers map their datasets' labels onto these)
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# The paper's six classes, in label order; readers map their datasets' labels onto these.
-EMOTIONS: tuple[str, ...] = ("happy", "anger", "unrest", "wound", "sad", "neutral")
 
 # Why an input was not used; readers use these strings so summaries count them together.
 CORRUPT = "corrupt or truncated image"

@@ -14,7 +14,7 @@ from . import bam, cbam, eca, identity_cbam, se
 from .catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
 from .identity_cbam import IdentityCBAM
 from .resnet import ResNet
-from .sites import STAGES, Site, format_placement, parse_placement
+from ..sites import STAGES, Site, format_placement, parse_placement
 
 
 class ModelSettings(Protocol):

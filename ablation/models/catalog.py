@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..registry import Registry
-from .sites import STAGES
+from ..sites import STAGES
 
 
 @dataclass(frozen=True)
