@@ -320,15 +320,17 @@ class StudyReport:
         ranked = self.ranked()
         intervals = {a.name: [a.interval(k) for k in (*SCORES, *extra, *map(test_f1, classes))] for a in ranked}
         direction = "lower" if self.mode == "min" else "higher"
+        # A terminal's 80 columns hold the scores and sizes; what was lost goes beside the seeds there.
+        sizes = (PARAMS_TOTAL, MACS) if compact else (PARAMS_TOTAL, PARAMS_ADDED, MACS)
         configs = Table(
             f"Configurations, best first by {label(self.rank_by)} ({direction} is better): mean ± 95% CI "
             "half-width over seeds, test split at the best validation epoch",
             ["configuration", "seeds", "test accuracy", "test macro-F1", *map(label, extra),
-             *[f"F1 {c}" for c in classes], "params", "added", "MACs", *([] if compact else ["latency ms (median)"]),
-             "lost"],
-            [[a.name, f"{a.seeds}{planned}", *map(_ci, intervals[a.name]),
-              *[_count(a.costs.get(k)) for k in (PARAMS_TOTAL, PARAMS_ADDED, MACS)],
-              *([] if compact else [_latency(a.costs)]), _lost(a)]
+             *[f"F1 {c}" for c in classes], *(["params", "MACs"] if compact else ["params", "added", "MACs",
+                                                                                  "latency ms (median)", "lost"])],
+            [[a.name, f"{a.seeds}{planned}" + (f" ({_lost(a)})" if compact and _lost(a) != "-" else ""),
+              *map(_ci, intervals[a.name]), *[_count(a.costs.get(k)) for k in sizes],
+              *([] if compact else [_latency(a.costs), _lost(a)])]
              for a in ranked],
             footnote=" ".join(
                 [CLIPPED_NOTE] * any(i and i.clipped for row in intervals.values() for i in row)
@@ -338,15 +340,16 @@ class StudyReport:
                     if not compact or score == self.rank_by]
         for i, (score, found) in enumerate(compared, 1):
             # The method is the same for every score, so it is said once, under the last of them.
+            full = [[c.arm, str(c.difference.n),
+                     f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
+                     _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, self.lower_is_better(score)),
+                     _needed(c)] for c in sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))]
+            header = ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
+                      "verdict", "seeds for a decision"]
+            shown = [0, 1, 2, 5, 6] if compact else range(len(header))  # the t and Wilcoxon p: in the files
             tables.append(Table(
                 f"{label(score)} against the baseline ({self.baseline}), paired by seed",
-                ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
-                 "verdict", "seeds for a decision"],
-                [[c.arm, str(c.difference.n),
-                  f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
-                  _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, self.lower_is_better(score)),
-                  _needed(c)]
-                 for c in sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))],
+                [header[j] for j in shown], [[row[j] for j in shown] for row in full],
                 note=METHOD if i == len(compared) else ""))
         cue_scores = [f"{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
         keys = [explanation(score) for score in cue_scores]

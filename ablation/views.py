@@ -80,7 +80,7 @@ def costs(console: Console, m, figures: dict) -> None:
                   f"range {figures['latency_iqr_ms']:.1f} ms{loaded})")
 
 
-def plan(console: Console, spec, p) -> None:
+def plan(console: Console, spec, p, *, gpu: tuple[str, float, float, float] | None = None) -> None:
     """A plan's trials, each arm's size and compute, and what the study costs on this machine."""
     trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
                          f"design {spec.search.design}, {spec.train.epochs} epochs each)")
@@ -109,6 +109,11 @@ def plan(console: Console, spec, p) -> None:
                   f"estimated {_duration(p.estimated_seconds)} here on CPU, with the study's start-up and each "
                   "trial's overhead. Trust it to within a factor of about two: throughput varies with the "
                   "architecture and the image size.")
+    if gpu is not None:
+        name, peak, utilisation, hours = gpu
+        console.print(f"On one {name.upper()} ({peak / 1e12:.0f} TFLOPS fp16/bf16 peak, at an assumed "
+                      f"{utilisation:.0%} of it): about {hours:,.2f} GPU-hours of training, the same factor of "
+                      "two either way (small images keep a GPU further from its peak), plus start-up.")
     if p.most_macs is not None:
         race = spec.search.race
         console.print(f"A race: that is its least cost, every arm decided at its first {race.start} seeds. At most "
@@ -180,14 +185,13 @@ def report(console: Console, made) -> None:
     """A report's tables in their compact form, what their marks mean, its notes and its warnings (last,
     where the eye lands)."""
     for table in made.tables(compact=True):
-        shown = Table(title=table.title, title_justify="left")
-        for column in table.header:
-            shown.add_column(column, overflow="fold")
+        shown = Table(**LIGHT)
+        shown.add_column(table.header[0])
+        for column in table.header[1:]:
+            shown.add_column(column, justify="right", overflow="fold")
         for row in table.rows:
-            shown.add_row(*row)
-        console.print(shown)
-        if table.footnote:
-            console.print(escape(table.footnote), style="dim", highlight=False, soft_wrap=True)
+            shown.add_row(Name(row[0]), *row[1:])
+        _print(console, table.title, shown, table.footnote)
     for note in made.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     for warning in made.warnings:
