@@ -179,13 +179,18 @@ def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    gpu: Annotated[Optional[str], typer.Option(metavar="NAME", help="also estimate GPU-hours on one of: t4, v100, "
+                                               "a10, l4, a100, h100 (peak fp16/bf16, at 30% utilisation)")] = None,
 ) -> None:
     """Expand SPEC without running it: its trials, each arm's size and compute, the study's cost."""
     import dataclasses
     import json
 
-    from .plan import plan_study
+    from .plan import GPU_UTILISATION, GPUS, gpu_hours, plan_study
     from .spec import data_elsewhere
+
+    if gpu is not None and gpu not in GPUS:
+        raise _fail(f"--gpu {gpu}: expected one of {', '.join(GPUS)}")
 
     with data_elsewhere():  # a dataset kept on another machine is priced from the spec's sizes
         spec = _load(spec_path, overrides)
@@ -199,11 +204,11 @@ def plan(
             "trials": [{"id": t.id, "arm": t.arm, "seed": t.seed, "overrides": t.overrides} for t in p.trials],
             "arms": [dataclasses.asdict(a) for a in p.arms],
             "total_macs": p.total_macs, "speed": dataclasses.asdict(p.speed), "concurrent": p.concurrent,
-            "data_note": p.data_note,
+            "data_note": p.data_note, "gpu_hours": gpu and gpu_hours(p.total_macs, gpu),
             "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))
         return
-    views.plan(console, spec, p)
+    views.plan(console, spec, p, gpu=gpu and (gpu, GPUS[gpu], GPU_UTILISATION, gpu_hours(p.total_macs, gpu)))
 
 
 @app.command(cls=cli_help.Command)
@@ -227,7 +232,6 @@ def data_summary(
 ) -> None:
     """Images per split and class, subjects per split, and what was skipped, by reason (--json lists every file)."""
     import json
-    from dataclasses import replace
 
     # JSON strings are YAML strings, so a path is never read as a number or a date.
     given = [f"data.dataset={json.dumps(dataset)}", f"data.root={json.dumps(str(root))}"]
@@ -247,15 +251,12 @@ def data_summary(
     if verify:
         from rich.progress import Progress
 
-        from .data.pipeline import verify as verify_images
+        from .data.pipeline import verified
 
         with Progress(console=errors, transient=True) as bar:
             task = bar.add_task("decoding every image", total=len(index.items))
-            undecodable = verify_images(index.items, on_progress=lambda done, _: bar.update(task, completed=done))
+            index, undecodable = verified(index, on_progress=lambda done, _: bar.update(task, completed=done))
         skipped += undecodable
-        # A study skips these when it decodes them, so they are counted as skipped, not in their class.
-        unusable = {s.path for s in undecodable}
-        index = replace(index, items=[item for item in index.items if item.source not in unusable])
     if as_json:
         print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),
                           "counts": index.counts(), "subjects": index.subjects(), "verified": verify,
@@ -369,11 +370,9 @@ def ui(
     from .tracking import resolve_uri, server_command
 
     uri = resolve_uri(tracking_uri)
-    if uri.startswith(("http://", "https://")):
-        console.print(f"{uri} is a server already: open it in a browser.", highlight=False)
+    console.print(cli_help.ui_banner(uri, host, port), highlight=False, soft_wrap=True)
+    if uri.startswith(("http://", "https://")):  # a server already: nothing to start
         return
-    console.print(f"MLflow UI for {uri} at [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)", highlight=False,
-                  soft_wrap=True)
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # ~2 GB less, and nothing ablate needs
     command = server_command(uri, host=host, port=port)
     sys.stdout.flush()

@@ -130,11 +130,47 @@ Verbose = Annotated[bool, typer.Option("--verbose", help="also show Ray's and ML
 
 
 def next_step(study: str, tracking_uri: str) -> str:
-    """The command that reports on a study just run, naming its store unless `ablate report` finds it anyway."""
+    """Where to see a study just run in the MLflow UI (`study_line`), then the command that reports on
+    it, naming its store unless `ablate report` finds it anyway."""
     from .tracking import resolve_uri
 
     store = "" if tracking_uri == resolve_uri(None) else f" --tracking-uri {tracking_uri}"
-    return f"Next, its statistics and plots:  [bold]ablate report {escape(study + store)}[/bold]"
+    report = f"Next, its statistics and plots:  [bold]ablate report {escape(study + store)}[/bold]"
+    link = study_line(study, tracking_uri)
+    return f"{link}\n{report}" if link else report
+
+
+def study_line(study: str, tracking_uri: str) -> str | None:
+    """The link that opens the study in the MLflow UI grouped by arm (`tracking.study_link`), and for a
+    local store the command that serves it there; None if the store has no such study."""
+    from .tracking import study_links, ui_address, ui_command
+
+    link = study_links(tracking_uri, ui_address(tracking_uri)).get(study)
+    if link is None:
+        return None
+    served = "" if tracking_uri.startswith(("http://", "https://")) else f" (after {ui_command(tracking_uri)})"
+    return f"In MLflow's UI{escape(served)}:  {escape(link)}"
+
+
+MAX_LINKS = 10
+
+
+def ui_banner(uri: str, host: str, port: int) -> str:
+    """What `ablate ui` says before the server starts: its address, and a link to each study of the store
+    as `tracking.study_link` opens it (the latest first), read without creating the store."""
+    from .tracking import study_links, ui_address
+
+    if uri.startswith(("http://", "https://")):
+        lines = [f"{escape(uri)} is a server already: open it in a browser."]
+    else:
+        lines = [f"MLflow UI for {escape(uri)} at [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)"]
+    links = list(study_links(uri, ui_address(uri, host=host, port=port)).items())
+    if links:
+        lines.append("Each study, its trials grouped by arm:")
+        lines += [f"  {escape(name)}:  {escape(link)}" for name, link in links[:MAX_LINKS]]
+        if len(links) > MAX_LINKS:
+            lines.append(f"  and {len(links) - MAX_LINKS} more (the UI lists them all)")
+    return "\n".join(lines)
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -27,8 +27,9 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, 
 from pydantic_core import PydanticCustomError
 
 from . import data, models
-from .models import catalog, sites
-from .models.sites import Site, format_placement, parse_placement
+from . import sites
+from .models import catalog
+from .sites import Site, format_placement, parse_placement
 
 # The choices below come from the registries, where each entry describes itself.
 STAGES = sites.STAGES
@@ -437,6 +438,9 @@ class ResourcesSpec(_Section):
 
 class StudySpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="MLflow experiment name")
+    description: str | None = Field(
+        None, description="what the study asks, in a sentence or a few (Markdown): the MLflow experiment's "
+                          "description, and its parent run's")
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()

@@ -140,12 +140,14 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         for arch, weights in pretrained:
             check_weights(arch, weights)
         experiment_id, parent = tracking.open_study(
-            uri, spec.name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
-            spec_yaml=spec_yaml,
+            uri, spec.name, params=tracking.study_params(spec) | {"search.seeds": spec.search.seeds,
+                                                                  "trials": len(trials)},
+            spec_yaml=spec_yaml, description=spec.description,
         )
         tracking.describe_study(parent, axes=spec.axes(), design=spec.search.design, metric=spec.metric,
                                 mode=spec.mode, storage=f"{storage}/{spec.name}",
-                                skipped=[{"path": s.path, "reason": s.reason} for s in skipped])
+                                skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
+                                experiment_id=experiment_id, data=[t.spec.data for t in trials])
         # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
         done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
         pending = [t for t in trials if t.id not in done]
@@ -303,5 +305,6 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     tracking.finish_study(parent, failed=len(outcome.errors), diverged=len(outcome.diverged),
-                          unfinished=len(outcome.unfinished))
+                          unfinished=len(outcome.unfinished), experiment_id=outcome.experiment_id,
+                          metric=spec.metric, mode=spec.mode)
     return outcome

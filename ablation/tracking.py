@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +69,26 @@ class Tag(StrEnum):
     STOPPED_EARLY = "ablate.stopped_early"
     STOPPED_AT_EPOCH = "ablate.stopped_at_epoch"
     MODEL = "ablate.model"  # a `ModelKept`: whether the run's trained weights are kept as its artifact
+    # Provenance: MLflow's own tags where it has one (its UI shows them), ablate's for the rest.
+    NOTE = "mlflow.note.content"  # on the experiment and the parent run: the UI's description
+    SOURCE_NAME = "mlflow.source.name"  # the study's spec file (the UI shows its name beside the git commit)
+    SOURCE_TYPE = "mlflow.source.type"
+    USER = "mlflow.user"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    GIT_BRANCH = "mlflow.source.git.branch"
+    GIT_DIRTY = "mlflow.source.git.dirty"  # "true": the commit is not all of the code that ran
+    GIT_REPO_URL = "mlflow.source.git.repoURL"
+    COMMAND = "ablate.command"  # the command line that ran the study
+    HOST = "ablate.host"
+    CPU = "ablate.cpu"
+    GPU = "ablate.gpu"
+    # A study's parent run, once its trials are done: the best configuration by the study's metric.
+    BEST = "ablate.best"
+
+
+VERSION_TAG = "ablate.version."  # + a package's name: its installed version, on the parent and each trial
+EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: which of its views the MLflow UI opens
+MACHINE_LEARNING = "custom_model_development"  # that kind's value for a model-training experiment
 
 
 class Kind(StrEnum):
@@ -304,6 +330,199 @@ def ui_command(uri: str) -> str:
     return f"ablate ui --tracking-uri {uri}"
 
 
+# --- Provenance: where a study's code and runs came from ------------------------------------------
+
+GIT_TIMEOUT = 2.0  # seconds for each git command: a hung network filesystem must not hold a study back
+_PACKAGES = ("ablate", "torch", "torchvision", "ray", "mlflow")
+_USERINFO = re.compile(r"(://)[^/@\s]+@")  # "https://user:token@host/...": credentials never become tags
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """git's answer in `folder`, or None: not a checkout, no git, or no answer within GIT_TIMEOUT."""
+    try:
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_tags(folder: Path | None = None) -> dict[str, str]:
+    """MLflow's git tags for the checkout `folder` (default the working directory) is in: commit, branch
+    (none when detached), whether files git tracks have changed since the commit, and the origin's URL
+    without credentials. Empty outside a git checkout: nothing is claimed that is not known."""
+    folder = folder or Path.cwd()
+    commit = _git(folder, "rev-parse", "HEAD")
+    if not commit:
+        return {}
+    tags = {Tag.GIT_COMMIT: commit}
+    branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        tags[Tag.GIT_BRANCH] = branch
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        tags[Tag.GIT_DIRTY] = "true" if status else "false"
+    origin = _git(folder, "remote", "get-url", "origin")
+    if origin:
+        tags[Tag.GIT_REPO_URL] = _USERINFO.sub(r"\1", origin)
+    return tags
+
+
+@lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in _PACKAGES:
+        try:
+            found[f"{VERSION_TAG}{package}"] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found | {f"{VERSION_TAG}python": platform.python_version()}
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's marketing name and this machine's CPU count, e.g. "AMD EPYC 7B13, 2 CPUs"."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as info:  # Linux; elsewhere platform's vaguer answer
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def _gpu_models() -> str:
+    """Every GPU of this machine, e.g. "2 x NVIDIA A100-SXM4-40GB", or "none". NVML (nvidia-ml-py)
+    names them without starting CUDA in the driver; torch (if loaded already) only if NVML cannot."""
+    names: list[str] = []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                     for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVIDIA driver, or no nvidia-ml-py: torch, if the driver has it loaded already
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    return ", ".join(f"{names.count(n)} x {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names)) or "none"
+
+
+def _command_line() -> str:
+    """The command that ran the study, as typed (`ablate run ...`), without credentials."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("ablate", "cli.py", "__main__.py"):
+        program = "ablate"
+    return _USERINFO.sub(r"\1", shlex.join([program, *sys.argv[1:]]))[:_TAG_LIMIT]
+
+
+def _spec_path() -> Path | None:
+    """The study's spec file, as `ablate run SPEC` names it; None if the command names none."""
+    spec = next((Path(a) for a in sys.argv[1:] if a.endswith((".yaml", ".yml")) and Path(a).is_file()), None)
+    return spec.resolve() if spec else None
+
+
+def _ablate_version() -> dict[str, str]:
+    """ablate's version, and the commit it ran from when it runs from a git checkout (an editable
+    install, as in development), e.g. "0.1.0+g3bac13766d73.dirty"."""
+    own = git_tags(Path(__file__).resolve().parent)
+    found = _versions().get(f"{VERSION_TAG}ablate", "")
+    if Tag.GIT_COMMIT in own:
+        found += f"+g{own[Tag.GIT_COMMIT][:12]}" + (".dirty" if own.get(Tag.GIT_DIRTY) == "true" else "")
+    return {f"{VERSION_TAG}ablate": found}
+
+
+def study_provenance(folder: Path | None = None) -> dict[str, str]:
+    """The parent run's provenance, in MLflow's tags where it has them: the spec file as the source (else
+    the command), the user, and the git checkout the spec is in (`folder`; default the spec's, else the
+    working directory's); then the command line, the versions of ablate (with its own commit, if it runs
+    from a checkout) and of the libraries that ran it, and the driver's host, CPU and GPU."""
+    import getpass
+
+    spec, command = _spec_path(), _command_line()
+    tags = {Tag.SOURCE_NAME: str(spec) if spec else command, Tag.SOURCE_TYPE: "LOCAL", Tag.COMMAND: command}
+    try:
+        tags[Tag.USER] = getpass.getuser()
+    except (OSError, KeyError):  # a container's user with no name
+        pass
+    checkout = folder or (spec.parent if spec else Path.cwd())
+    return tags | git_tags(checkout) | _versions() | _ablate_version() | {
+        Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model(), Tag.GPU: _gpu_models()}
+
+
+def machine_tags(device: str) -> dict[str, str]:
+    """A trial's own host, CPU and GPU and its library versions (a cluster's nodes may differ from the
+    driver's), known without a write or a read: cached per process, and the GPU named only if the trial
+    already runs on one."""
+    tags = _versions() | {Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model()}
+    if device.startswith("cuda"):
+        import torch
+
+        tags[Tag.GPU] = torch.cuda.get_device_name(torch.device(device))
+    return tags
+
+
+# --- System metrics: MLflow's own, of a run that is not MLflow's active one ---------------------
+
+SYSTEM_INTERVAL = 10.0  # seconds between samples; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+FIRST_SAMPLE = 1.0  # seconds into the run of its first sample, so that a run shorter than an interval has one
+
+
+@lru_cache(maxsize=1)
+def _system_monitor_class():
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    class Monitor(SystemMetricsMonitor):
+        """MLflow's monitor (its CPU, memory, disk, network and NVIDIA GPU samplers, its `system/` names and
+        its batched logging) with its loop reordered, for trials: the first sample a second into the run,
+        so a trial shorter than an interval has one; each sample taken at the end of its interval, so the
+        CPU share it reports is that interval's (MLflow's takes it at the start, so its first reports the
+        time before the run); and stopping it waits for nothing. MLflow 3.17's loop reads the run after
+        every wait, so a stop waits for that read (~10 ms on a SQLite store, measured); both drop the
+        samples of the unfinished interval, which would cost the trial a write at its end."""
+
+        def monitor(self) -> None:
+            from mlflow.tracking.client import MlflowClient
+
+            self.collect_metrics()  # primes psutil's CPU counter: the first sample covers the run from here
+            for monitor in self.monitors:
+                monitor.clear_metrics()
+            wait, taken = min(FIRST_SAMPLE, self.sampling_interval), 0
+            while not self._shutdown_event.wait(wait):
+                try:  # as MLflow's loop: stop if the run was ended elsewhere (its trial killed, say)
+                    if MlflowClient(self._tracking_uri).get_run(self._run_id).info.status != Status.RUNNING:
+                        return
+                    self.collect_metrics()
+                    taken += 1
+                    if taken == 1 or taken % self.samples_before_logging == 0:
+                        self.publish_metrics(self.aggregate_metrics())
+                except Exception:  # as MLflow's: a store that refuses the samples ends the sampling, not the trial
+                    return
+                wait = self.sampling_interval
+
+    return Monitor
+
+
+def watch_system(uri: str, run_id: str, *, resume: bool = False):
+    """Start sampling this machine's system metrics into run `run_id`, in a thread: FIRST_SAMPLE seconds
+    in, then every SYSTEM_INTERVAL seconds, each sample written as MLflow's `system/...` metrics at the
+    next step, through a client bound to `uri` (never MLflow's default store: in a Ray worker, that is
+    Ray's temp directory). `resume` continues the steps of an earlier attempt's samples (one read).
+    Returns the monitor; its `finish()` stops it at once and writes nothing."""
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # "Started monitoring ...", per trial
+    monitor = _system_monitor_class()(run_id, sampling_interval=SYSTEM_INTERVAL, resume_logging=resume,
+                                      tracking_uri=uri)
+    monitor.start()
+    return monitor
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -331,13 +550,13 @@ class TrackedRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log(self, *, params: Mapping[str, Any] = {}, tags: Mapping[str, Any] = {},
-            metrics: Mapping[str, float] = {}) -> None:
+            metrics: Mapping[str, float] = {}, step: int = 0) -> None:
         """Params, tags and metrics in as few writes as MLflow's batch limits allow (one, for a trial's
         start): each write to a SQLite store is a transaction, which dominates a short trial's cost."""
         ts = _now_ms()
         params_ = [Param(k, as_param(v)) for k, v in params.items()]
         tags_ = [RunTag(k, str(v)) for k, v in tags.items()]
-        metrics_ = [Metric(k, float(v), ts, 0) for k, v in metrics.items()]
+        metrics_ = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         while params_ or tags_ or metrics_:  # MLflow's limits: 100 params, 100 tags, 1000 entities in all
             batch_params, params_ = params_[:100], params_[100:]
             batch_tags, tags_ = tags_[:100], tags_[100:]
@@ -369,6 +588,188 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status)
 
 
+# --- What the parent run says of its study: its own settings, its data, its view, its outcome ---
+
+_PARAM_LIMIT = 6000  # characters MLflow keeps of a param
+
+
+def study_params(spec) -> dict[str, Any]:
+    """The parent run's params (`spec` a StudySpec): the study's own settings, not the value a swept key
+    has in the spec (every trial overrides it, and the parent's would read as theirs in a compare
+    view). Each key the design varies is logged instead as `search.space.<key>`, the JSON list of its
+    values; a key every arm sets alike (an ofat centre's, say) as that value."""
+    params = spec.params()
+    if spec.search.method != "grid" or spec.search.design == "grid":
+        varied = {key: list(values) for key, values in spec.search.space.items()}
+    else:  # ofat and loco arms each change some keys: their values across the arms, the spec's where unchanged
+        arms = [overrides for _, overrides in spec.arms()]
+        varied = {}
+        for key in dict.fromkeys(k for overrides in arms for k in overrides):
+            default = params[key] if key in params else spec.get(key)
+            for value in (overrides.get(key, default) for overrides in arms):
+                if value not in varied.setdefault(key, []):
+                    varied[key].append(value)
+    own = {k: v for k, v in params.items() if not any(k == key or key.startswith(f"{k}.") for key in varied)}
+    fixed = {key: values[0] for key, values in varied.items() if len(values) == 1 and key in params}
+    swept = {f"search.space.{key}": json.dumps(values)[:_PARAM_LIMIT]
+             for key, values in varied.items() if key not in fixed}
+    return own | fixed | swept
+
+
+def dataset_input(data) -> Any:
+    """The study's data (`data` a DataSpec) as an MLflow dataset input: its name, a digest that differs
+    whenever the images or their labels could, where it came from, and a profile of the images per
+    split and the class names. Generated data is digested by what generates it (its settings, and
+    ablate's version); data on disk by its index: each chosen file's split, class and path under the
+    root (its content is not read, so an image replaced in place keeps the digest)."""
+    import hashlib
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from .data import DATASETS, read_index
+    from .data.records import SPLITS
+
+    kind = DATASETS.get(data.dataset)
+    if kind.read is None:
+        generating = {"dataset": data.dataset, "image_size": data.image_size, "seed": data.seed,
+                      **{f"{split}_per_class": data.per_class(split) for split in SPLITS},
+                      "ablate": _versions().get(f"{VERSION_TAG}ablate", "")}
+        sizes = {split: data.per_class(split) * len(kind.classes) for split in SPLITS}
+        classes, lines = kind.classes, [json.dumps(generating, sort_keys=True)]
+        source = CodeDatasetSource({"generator": f"ablation.data.{data.dataset}",
+                                    **{k: str(v) for k, v in generating.items()}})
+    else:
+        index = read_index(data)
+        chosen = {split: index.split(split, data.per_class(split), data.seed) for split in SPLITS}
+        sizes, classes = {split: len(items) for split, items in chosen.items()}, index.classes
+        roots = (str(data.root), str(Path(data.root).resolve()))
+        lines = sorted(f"{item.split}\t{classes[item.label]}\t{_under(item.source, roots)}"
+                       for items in chosen.values() for item in items)
+        source = get_dataset_source_from_json(json.dumps({"uri": roots[1]}), "local")
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    profile = sizes | {"image_size": data.image_size, "classes": list(classes)}
+    name = data.dataset if data.root is None else f"{data.dataset}:{Path(data.root).name}"
+    dataset = Dataset(name=name, digest=digest, source_type=source._get_source_type(), source=source.to_json(),
+                      profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train/val/test")])
+
+
+def _under(source: str, roots: tuple[str, ...]) -> str:
+    """A file's path under the dataset's root (as given, or resolved), so the same data elsewhere has
+    the same digest."""
+    for root in roots:
+        if source.startswith(root.rstrip(os.sep) + os.sep):
+            return source[len(root.rstrip(os.sep)) + 1:]
+    return source
+
+
+VIEW_KEY = "ablate"  # the key of the saved view ablate keeps on each study's experiment (see `study_view`)
+VIEW_TAG = "mlflow.sharedViewState."  # + a key: the MLflow UI's saved (shared) run-table views
+VIEW_NAME = "ablate: trials by arm"
+
+
+def study_view(axes: list[str], metric: str, mode: str) -> dict[str, Any]:
+    """The MLflow UI's runs table as a person wants a study: every trial grouped by its arm, each group
+    showing its seeds' mean, sorted by the study's metric; the axes, the ranking metric, the test scores
+    and the costs as columns; the parent run (the study's outcome) in the group of runs without an arm.
+
+    The state's keys are MLflow 3.17.2's UI (read from its bundle, mlflow/server/js/build): the search
+    facets `searchFilter`, `orderByKey` and `orderByAsc`; the table's `selectedColumns` (canonical keys,
+    "params.`name`"), `columnOrder` and `columnWidths` (by the grid's column ids); `groupBy`
+    ({aggregateFunction: min, max or average; groupByKeys: [{mode: param, tag or dataset; groupByData}]});
+    `groupsExpanded` (group id -> open: groups start open, except the group of runs without the key,
+    id "param.arm", which is opened here, as it holds the parent); and `useGroupedValuesInCharts`."""
+    def column(kind: str, name: str) -> str:
+        return f"{kind}.`{name}`"
+
+    # The trials' ranking metric beside the parent's outcome (its row is the group of runs without an arm),
+    # then the trials' test scores and costs; the parent's other outcome metrics are on its own page.
+    metrics = [best(metric), "best.mean", "best.low", "best.high", TEST_MACRO_F1, TEST_ACCURACY, PARAMS_TOTAL,
+               MACS, LATENCY_MS]
+    # No seed column: a run's name has its seed, and a group row would show the seeds' mean.
+    columns = [*(column("params", a) for a in axes if a != "arm"), *(column("metrics", m) for m in metrics),
+               column("tags", Tag.BEST), column("attributes", "Dataset")]
+    name = column("attributes", "Run Name")
+    return {"searchFilter": "", "orderByKey": column("metrics", best(metric)), "orderByAsc": mode == "min",
+            "selectedColumns": columns,
+            # The grid's own column ids, in the order shown ("0": the checkbox, "runDateAndNestInfo": Created);
+            # unlisted, a section's columns come in alphabetical order.
+            "columnOrder": ["0", name, *columns, "runDateAndNestInfo", "duration"],
+            "columnWidths": {name: 270, column("attributes", "Dataset"): 260,
+                             **{column("metrics", m): 110 for m in metrics}},
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "arm"}]},
+            "groupsExpanded": {"param.arm": True}, "useGroupedValuesInCharts": True, "hideEmptyCharts": True}
+
+
+def _save_view(client: MlflowClient, experiment_id: str, view: Mapping[str, Any]) -> None:
+    """Keep `view` as the experiment's saved view VIEW_KEY, in the envelope MLflow 3.17's UI writes
+    ({name, createdAt, updatedAt, state}: a JSON string), so that `study_link` opens it and the UI lists it."""
+    now = _now_ms()
+    client.set_experiment_tag(experiment_id, VIEW_TAG + VIEW_KEY, json.dumps(
+        {"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": json.dumps(view)}))
+
+
+def ui_address(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """Where the MLflow UI of this store is: the server itself, or `ablate ui`'s address for a local store."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def study_link(address: str, experiment_id: str) -> str:
+    """A link that opens a study in the MLflow UI at `address` as `study_view` describes: the model-training
+    view (`workflowType=machine_learning`; the UI's own default is its GenAI view) of the study's runs
+    tab, with ablate's saved view (`viewStateShareKey`). Read from MLflow 3.17.2's UI, whose router is a
+    hash router and which keeps the share key only on the runs tab's own route."""
+    return (f"{address}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
+
+
+def study_links(uri: str, address: str) -> dict[str, str]:
+    """Each study of a store (an experiment with ablate's saved view) -> its `study_link`; none if the
+    local store does not exist yet (it is not created here)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        check_store(uri, writing=False)  # a server that does not answer is not waited for (MLflow: minutes)
+        experiments = _reading(uri).search_experiments(order_by=["last_update_time DESC"])
+    except (StoreUnusable, StoreNotFound, MlflowException, OSError):
+        return {}
+    return {e.name: study_link(address, e.experiment_id) for e in experiments if VIEW_TAG + VIEW_KEY in e.tags}
+
+
+def _outcome(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
+             mode: str) -> tuple[dict[str, float], dict[str, str]]:
+    """A study's outcome as parent metrics and tags: the best arm by the mean over its finished seeds
+    of `best(metric)`, with its 95% t-interval (bounds only from two seeds on); the seeds run, the
+    failed trials, and the trials' hours (the sum of their runs' durations)."""
+    from .analysis import mean_ci
+
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{Tag.PARENT}` = '{parent_run_id}'",
+                              max_results=50_000)
+    records = [TrialRecord.of(r) for r in runs]
+    finished = [r for r in records if r.outcome == Outcome.FINISHED and best(metric) in r.metrics]
+    by_arm: dict[str, list[float]] = {}
+    for r in finished:
+        if r.metrics[best(metric)] == r.metrics[best(metric)]:  # not nan
+            by_arm.setdefault(r.params.get("arm", ""), []).append(r.metrics[best(metric)])
+    hours = sum((r.info.end_time - r.info.start_time) for r in runs if r.info.end_time and r.info.start_time) / 3.6e6
+    metrics = {"seeds_run": len({r.params.get("seed") for r in finished}), "trial_hours": hours,
+               "trials_failed": sum(r.outcome == Outcome.FAILED for r in records)}
+    tags: dict[str, str] = {}
+    if by_arm:
+        intervals = {arm: mean_ci(values) for arm, values in by_arm.items()}
+        arm = (max if mode == "max" else min)(intervals, key=lambda a: intervals[a].mean)
+        found = intervals[arm]
+        metrics |= {"best.mean": found.mean, "best.n": found.n}
+        if found.low == found.low:  # two seeds or more
+            metrics |= {"best.low": found.low, "best.high": found.high}
+        tags[Tag.BEST] = arm
+    return metrics, tags
+
+
 def _latest_parent(client: MlflowClient, experiment_id: str):
     """The study's most recent parent run, or None."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{Tag.KIND}` = '{Kind.STUDY}'",
@@ -376,9 +777,13 @@ def _latest_parent(client: MlflowClient, experiment_id: str):
     return runs[0] if runs else None
 
 
-def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str) -> tuple[str, TrackedRun]:
+def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str,
+               description: str | None = None) -> tuple[str, TrackedRun]:
     """The study's experiment and parent run: the latest one if the study ran before (so a re-run
-    adds to it), else new ones. Returns (experiment_id, parent run), the run marked RUNNING."""
+    adds to it), else new ones. Returns (experiment_id, parent run), the run marked RUNNING. The run
+    gets `params`, where its code came from and what ran it (`study_provenance`: a re-run says its
+    own), and `description` as its note and the experiment's; the experiment opens in the MLflow UI's
+    model-training view, not its GenAI one."""
     client = _writing(uri)
     experiment_id = _experiment(client, uri, name)
     earlier = _latest_parent(client, experiment_id)
@@ -390,8 +795,11 @@ def open_study(uri: str, name: str, *, params: Mapping[str, Any], spec_yaml: str
     else:
         run = client.create_run(experiment_id, run_name=name, tags={Tag.KIND: Kind.STUDY})
         parent = TrackedRun(client, run.info.run_id)
-    parent.log_params(params)
+    parent.log(params=params, tags=study_provenance() | ({Tag.NOTE: description} if description else {}))
     parent.log_text(spec_yaml, SPEC_ARTIFACT)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MACHINE_LEARNING)
+    if description:
+        client.set_experiment_tag(experiment_id, Tag.NOTE, description)
     return experiment_id, parent
 
 
@@ -403,12 +811,19 @@ def reopen_study(uri: str, parent_run_id: str) -> TrackedRun:
 
 
 def describe_study(parent: TrackedRun, *, axes: list[str], design: str, metric: str, mode: str, storage: str,
-                   skipped: list[dict[str, str]]) -> None:
-    """Tag a study's parent run with what its report reads back, and list the inputs its data skipped."""
+                   skipped: list[dict[str, str]], experiment_id: str | None = None, data: Iterable[Any] = ()) -> None:
+    """Tag a study's parent run with what its report reads back, and list the inputs its data skipped;
+    log each distinct dataset of `data` (DataSpecs) as its input (`dataset_input`); and keep the
+    experiment's saved view of the study (`study_view`), which `study_link` opens."""
     if skipped:
         parent.log_text(json.dumps(skipped, indent=1), SKIPPED_ARTIFACT)
     parent.set_tags({Tag.DATA_SKIPPED: len(skipped), Tag.AXES: ",".join(axes), Tag.DESIGN: design,
                      Tag.METRIC: metric, Tag.MODE: mode, Tag.STORAGE: storage})
+    distinct = {d.model_dump_json(): d for d in data}.values()
+    if distinct:
+        parent.client.log_inputs(parent.run_id, datasets=[dataset_input(d) for d in distinct])
+    if experiment_id is not None:
+        _save_view(parent.client, experiment_id, study_view(axes, metric, mode))
 
 
 RACE_ARTIFACT = "race.json"  # the parent run's: each arm's decision, as the race reached it
@@ -433,10 +848,16 @@ def log_race(parent: TrackedRun, baseline: str, decisions: Mapping[str, Any]) ->
     parent.log_text(json.dumps({"baseline": baseline, "decisions": rows}, indent=1), RACE_ARTIFACT)
 
 
-def finish_study(parent: TrackedRun, *, failed: int, diverged: int, unfinished: int) -> None:
-    """Count the trials that did not finish on the parent run and end it: KILLED while any is left to
-    run (a resume continues it), FAILED if any failed or diverged."""
-    parent.set_tags({Tag.TRIALS_FAILED: failed, Tag.TRIALS_DIVERGED: diverged, Tag.TRIALS_UNFINISHED: unfinished})
+def finish_study(parent: TrackedRun, *, failed: int, diverged: int, unfinished: int, experiment_id: str | None = None,
+                 metric: str = DEFAULT_METRIC, mode: str = "max") -> None:
+    """Count the trials that did not finish on the parent run, and (given the `experiment_id`) record the
+    study's outcome there (`_outcome`: the best arm by `metric` in `mode`, its mean and interval, the
+    seeds run, the failed trials, the trial-hours); then end it: KILLED while any trial is left to run
+    (a resume continues it), FAILED if any failed or diverged."""
+    metrics, tags = ({}, {}) if experiment_id is None else _outcome(parent.client, experiment_id, parent.run_id,
+                                                                    metric, mode)
+    parent.log(tags={Tag.TRIALS_FAILED: failed, Tag.TRIALS_DIVERGED: diverged, Tag.TRIALS_UNFINISHED: unfinished,
+                     **tags}, metrics=metrics)
     parent.finish(Status.KILLED if unfinished else Status.FAILED if failed or diverged else Status.FINISHED)
 
 
@@ -469,32 +890,48 @@ class TrialRun:
     lost: bool = False  # the earlier attempt died without closing its run: its worker or node was lost
     finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
     params: Mapping[str, Any] = field(default_factory=dict)  # a new run's, logged with its start
+    uri: str = ""  # the store's, for the system metrics' own client; none: no system metrics
+    _monitor: Any = field(default=None, repr=False)  # sampling the system metrics, from `start`
 
     def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int,
               costs: Mapping[str, float] = {}) -> None:
-        """Record where this attempt runs, which attempt it is, and that the one before was lost; and
-        a new run's params and its model's `costs`, all in one write."""
+        """Record where this attempt runs (node, device, and the machine's host, CPU and GPU models), which
+        attempt it is, and that the one before was lost; and a new run's params and its model's `costs`,
+        all in one write. Then sample the system metrics (`watch_system`) until `stop_system_metrics`."""
         tags = {Tag.NODE_ID: node_id, Tag.PID: pid, Tag.DEVICE: device, Tag.GPU_IDS: ",".join(map(str, gpu_ids)),
-                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch}
+                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch} | machine_tags(device)
         if self.lost:
             tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
         self.run.log(params=self.params, tags=tags, metrics=costs)
+        if self.uri:
+            self._monitor = watch_system(self.uri, self.run.run_id, resume=bool(self.attempts))
 
-    def keep_model(self, data: bytes) -> None:
+    def stop_system_metrics(self) -> None:
+        """Stop sampling, at once and without a write (the samples are written as they are taken)."""
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+
+    def upload_model(self, data: bytes) -> None:
+        """The trained weights, as MODEL_FILE; the epoch's write then tags the run `ModelKept.KEPT`."""
         self.run.log_bytes(data, MODEL_FILE)
-        self.run.set_tags({Tag.MODEL: ModelKept.KEPT})
 
-    def drop_model(self) -> None:
-        self.run.set_tags({Tag.MODEL: ModelKept.NOT_KEPT})
-
-    def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> None:
+    def log_epoch(self, metrics: Mapping[str, float], epoch: int, tags: Mapping[str, Any] = {}) -> None:
+        """One epoch's metrics, and `tags` in the same write (the last epoch's say what became of the weights)."""
         if epoch not in self.logged_epochs:  # an earlier attempt may have logged it before dying
-            self.run.log_metrics(metrics, step=epoch)
+            self.run.log(metrics=metrics, tags=tags, step=epoch)
+        elif tags:
+            self.run.set_tags(tags)
 
     def fail(self, failure: Failure, error: str) -> None:
         """End the run as failed, saying how: KILLED if the study was interrupted, else FAILED."""
+        self.stop_system_metrics()
         self.run.set_tags({Tag.FAILURE: failure, Tag.ERROR: error[:_TAG_LIMIT]})
         self.run.finish(Status.KILLED if failure == Failure.INTERRUPTED else Status.FAILED)
+
+    def finish(self) -> None:
+        self.stop_system_metrics()
+        self.run.finish()
 
 
 def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
@@ -521,14 +958,16 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     if not earlier:
         run = client.create_run(experiment_id, run_name=name,
                                 tags={Tag.PARENT: parent_run_id, Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id})
-        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params)
+        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params, uri=uri)
     run = earlier[0]
     lost = run.info.status == Status.RUNNING
     client.update_run(run.info.run_id, status=Status.RUNNING)
     _clear_failure(client, run)  # the earlier attempt's; this one may succeed
     logged = {m.step for m in client.get_metric_history(run.info.run_id, TRAIN_LOSS)}
     attempts = int(run.data.tags.get(Tag.ATTEMPTS, "1"))
-    return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost)
+    # An attempt that died between creating the run and its first write left it without params.
+    return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost,
+                    params={} if run.data.params else params, uri=uri)
 
 
 def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, epoch: int) -> None:

@@ -7,8 +7,8 @@ the trial, which the driver (`study.py`) writes and reads back.
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -54,12 +54,13 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
         opened.run.finish()
         return
     device = _start(opened, trial, resume)
-    epochs = _Epochs(study, opened, store, resume)
+    epochs = _Epochs(study, opened, store, resume,
+                     keep=lambda best, score: _keep_model(context, study, trial, opened, best, score))
     key = tune.get_context().get_trial_id()
     on_batch = every(1.0, lambda done, total: relay.put.remote(key, done, total)) if relay else None
     try:
-        final = engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
-                           device=device, on_batch=on_batch)
+        engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
+                   device=device, on_batch=on_batch)
     except engine.Diverged as err:
         # A result, not a crash: recorded and not retried (retrying would diverge again).
         opened.fail(tracking.Failure.DIVERGENCE, str(err))
@@ -68,14 +69,14 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
     except BaseException as err:
         failure = _failure(err)
         if failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:
-            opened.run.finish()  # stopped as its last report arrived: it had finished
+            opened.finish()  # stopped as its last report arrived: it had finished
         else:
             opened.fail(failure, f"{type(err).__name__}: {err}")
         raise
     finally:
         store.close()
-    _keep_model(context, study, trial, opened, epochs.best, final.get(tracking.best(study.metric), math.nan))
-    opened.run.finish()
+        opened.stop_system_metrics()
+    opened.finish()
     store.delete()  # a finished trial is never resumed
 
 
@@ -95,15 +96,18 @@ class _Epochs:
     Tune; the best weights held for the end, when the study's policy decides whether they are kept."""
 
     def __init__(self, study: StudySpec, opened: tracking.TrialRun, store: CheckpointStore,
-                 resume: dict[str, Any] | None) -> None:
-        self.study, self.opened, self.store = study, opened, store
+                 resume: dict[str, Any] | None, keep: Callable[..., tracking.ModelKept]) -> None:
+        self.study, self.opened, self.store, self.keep = study, opened, store, keep
         self.last = resume["epoch"] if resume else 0
         self.best: tuple[dict[str, torch.Tensor], int] | None = None
 
     def on_epoch(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
         epoch = self.last = int(metrics[STEP_KEY])
         self.store.wait()  # so an epoch in MLflow means the one before it is checkpointed
-        self.opened.log_epoch({k: v for k, v in metrics.items() if k != STEP_KEY}, epoch)
+        # After the last epoch, what becomes of the weights is said in that epoch's write.
+        last = epoch == self.study.train.epochs
+        tags = {tracking.Tag.MODEL: self.keep(self.best, metrics[tracking.best(self.study.metric)])} if last else {}
+        self.opened.log_epoch({k: v for k, v in metrics.items() if k != STEP_KEY}, epoch, tags)
         if checkpoint is not None:  # none after the last epoch: nothing resumes from it
             self.store.save(checkpoint)
         tune.report(metrics)
@@ -113,7 +117,7 @@ class _Epochs:
 
 
 def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: tracking.TrialRun,
-                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> None:
+                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> tracking.ModelKept:
     """Store the trial's best weights as its run's model if the study keeps them: always, never, or
     while this seed is among the k best of its arm so far (the driver removes the weights of seeds a
     better one supersedes once the trials end, so an arm ends with its k best)."""
@@ -124,10 +128,10 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
         as_good = [v for _, v in kept if (v >= score if study.mode == "max" else v <= score)]
         k = 0 if len(as_good) >= k else k
     if best is None or k == 0:
-        opened.drop_model()
-        return
+        return tracking.ModelKept.NOT_KEPT
     weights, epoch = best
-    opened.keep_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
+    opened.upload_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
+    return tracking.ModelKept.KEPT
 
 
 def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:

@@ -123,6 +123,7 @@ def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tm
     for trial in spec.trials():
         opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
                                      params=trial.params())
+        opened.run.log(params=opened.params)  # what the trial's start writes first
         if trial.arm == "lr=1000000000.0" and trial.seed == 1:
             opened.fail(tracking.Failure.DIVERGENCE, "Diverged: loss is nan")
             continue

@@ -1,0 +1,111 @@
+"""What MLflow's system metrics cost a trial: its start, its stop and its closing write, with and without
+the sampling, on a real SQLite store; and MLflow 3.17's own monitor's stop, for comparison.
+
+    python benchmarks/mlflow_overhead.py [--trials 20]
+
+Each trial here is the tracking side of one (`tracking.open_trial`, `TrialRun.start`, a 1.5 s wait
+standing in for training, in which the first sample is written in the background, then
+`stop_system_metrics`, `drop_model`, `finish`), so the figures are the tracking's own, not the
+training's. Writes results/mlflow_overhead.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from results_file import publish
+
+from ablation import tracking
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return q1, median, q3
+
+
+def _trial(uri: str, experiment_id: str, parent_run_id: str, i: int, *, sampled: bool) -> dict[str, float]:
+    opened = tracking.open_trial(uri, experiment_id, parent_run_id, name=f"t{i}", trial_id=f"{sampled}{i}",
+                                 params={"arm": "a", "seed": i})
+    if not sampled:
+        opened.uri = ""  # no store to sample into: `start` starts no monitor
+    t0 = time.perf_counter()
+    opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0)
+    t1 = time.perf_counter()
+    time.sleep(1.5)  # the training, in which the monitor writes its first sample (at 1 s)
+    t2 = time.perf_counter()
+    opened.stop_system_metrics()
+    t3 = time.perf_counter()
+    opened.drop_model()
+    opened.finish()
+    t4 = time.perf_counter()
+    samples = len(MlflowClient(uri).get_metric_history(opened.run.run_id, "system/cpu_utilization_percentage"))
+    return {"start_ms": 1e3 * (t1 - t0), "stop_ms": 1e3 * (t3 - t2), "close_ms": 1e3 * (t4 - t3), "samples": samples}
+
+
+def _ours(uri: str, run_id: str) -> tuple[float, float]:
+    """Starting and stopping ablate's monitor alone, in ms."""
+    t0 = time.perf_counter()
+    monitor = tracking.watch_system(uri, run_id)
+    t1 = time.perf_counter()
+    time.sleep(0.3)
+    t2 = time.perf_counter()
+    monitor.finish()
+    return 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t2)
+
+
+def _stock_stop(uri: str, run_id: str) -> float:
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
+    monitor.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    monitor.finish()
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        experiment_id, parent = tracking.open_study(uri, "overhead", params={}, spec_yaml="name: overhead\n")
+        rows = {sampled: [] for sampled in (False, True)}
+        for i in range(args.trials):  # interleaved, so both see the same machine
+            for sampled in (False, True):
+                rows[sampled].append(_trial(uri, experiment_id, parent.run_id, i, sampled=sampled))
+        ours = [_ours(uri, parent.run_id) for _ in range(args.trials)]
+        stock = [_stock_stop(uri, parent.run_id) for _ in range(args.trials)]
+    result = {"trials": args.trials, "stock_mlflow_stop_ms": _quartiles(stock),
+              "monitor_start_ms": _quartiles([start for start, _ in ours]),
+              "monitor_stop_ms": _quartiles([stop for _, stop in ours])}
+    lines = [f"Tracking cost per trial, median (IQR) over {args.trials} trials, SQLite store, ms:", "",
+             "| | start | stop sampling | closing writes |", "|---|---|---|---|"]
+    for sampled, label in ((False, "without system metrics"), (True, "with system metrics")):
+        figures = {key: _quartiles([r[key] for r in rows[sampled]]) for key in ("start_ms", "stop_ms", "close_ms")}
+        result["with" if sampled else "without"] = figures
+        lines.append(f"| {label} | " + " | ".join(f"{m:.1f} ({q1:.1f}-{q3:.1f})" for q1, m, q3 in figures.values())
+                     + " |")
+    result["samples_per_trial"] = [r["samples"] for r in rows[True]]
+    lines += ["", f"System metric samples per 1.5 s trial: {statistics.median(result['samples_per_trial']):.0f} "
+                  "(written by the monitor's thread while the trial ran)."]
+    (q1, start, q3), (r1, stop, r3) = result["monitor_start_ms"], result["monitor_stop_ms"]
+    lines += ["", f"ablate's monitor alone: start {start:.1f} ms ({q1:.1f}-{q3:.1f}), stop {stop:.1f} ms "
+                  f"({r1:.1f}-{r3:.1f})."]
+    q1, median, q3 = result["stock_mlflow_stop_ms"]
+    lines += ["", f"MLflow 3.17's own SystemMetricsMonitor.finish(): {median:.1f} ms ({q1:.1f}-{q3:.1f}), "
+                  "a read of the run after its wait, and the unfinished interval's samples dropped."]
+    publish("mlflow_overhead", result, lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""MLflow the way its users expect: system metrics on every trial, where the code came from, the data
+as a dataset input, an experiment description, a parent run with the study's own settings and its
+outcome, and a link that opens the study grouped by arm. All against a real SQLite store in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from ablation import cli_help, tracking
+from ablation.spec import DataSpec, StudySpec, load_spec
+
+
+@pytest.fixture(scope="module")
+def _empty_store(tmp_path_factory) -> Path:
+    """A new store's tables take MLflow seconds to create: once per module, copied into each test."""
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, _empty_store) -> str:
+    shutil.copy(_empty_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _study(uri: str, name: str = "s", **kwargs):
+    return tracking.open_study(uri, name, params={}, spec_yaml=f"name: {name}\n", **kwargs)
+
+
+def _trial(uri: str, experiment_id: str, parent: tracking.TrackedRun, trial_id: str = "t0") -> tracking.TrialRun:
+    return tracking.open_trial(uri, experiment_id, parent.run_id, name=trial_id, trial_id=trial_id,
+                               params={"arm": "a", "seed": 0})
+
+
+def _start(opened: tracking.TrialRun) -> None:
+    opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0)
+
+
+# ------------------------------------------------------------------------------------ system metrics
+
+def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_trials_own_path(
+        store, monkeypatch):
+    uri = store
+    experiment_id, parent = _study(uri)
+    opened = _trial(uri, experiment_id, parent)
+    writers = []
+    log_batch = MlflowClient.log_batch
+
+    def counted(self, *args, **kwargs):
+        writers.append(threading.current_thread().name)
+        return log_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counted)
+    _start(opened)
+    time.sleep(tracking.FIRST_SAMPLE + 1.0)  # a trial of two seconds: a fifth of an interval
+    started = time.perf_counter()
+    opened.stop_system_metrics()
+    stopped_in = time.perf_counter() - started
+    opened.log_epoch({"train_loss": 1.0}, 1, {tracking.Tag.MODEL: tracking.ModelKept.NOT_KEPT})
+    opened.finish()
+    # The trial's own writes are its start and its last epoch, as without system metrics; the sample was
+    # written by the monitor's thread while the trial trained.
+    assert writers.count("MainThread") == 2 and writers.count("SystemMetricsMonitor") == 1, writers
+    assert stopped_in < 0.5  # measured ~1 ms; generous for a busy machine
+
+    client = MlflowClient(uri)
+    run = client.get_run(opened.run.run_id)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")] == [0]
+    assert not (Path.cwd() / "mlflow.db").exists()  # never MLflow's default store
+
+
+def test_system_metrics_are_sampled_each_interval_and_a_retry_continues_their_steps(store, monkeypatch):
+    monkeypatch.setattr(tracking, "SYSTEM_INTERVAL", 0.3)
+    monkeypatch.setattr(tracking, "FIRST_SAMPLE", 0.1)
+    uri = store
+    experiment_id, parent = _study(uri)
+    opened = _trial(uri, experiment_id, parent)
+    _start(opened)
+    time.sleep(1.5)
+    opened.fail(tracking.Failure.ERROR, "RuntimeError: a crash")
+    client = MlflowClient(uri)
+    steps = [m.step for m in client.get_metric_history(opened.run.run_id, "system/cpu_utilization_percentage")]
+    assert len(steps) >= 3 and steps == list(range(len(steps)))
+
+    retry = _trial(uri, experiment_id, parent)  # the same run, continued
+    _start(retry)
+    time.sleep(0.5)
+    retry.finish()
+    again = [m.step for m in client.get_metric_history(opened.run.run_id, "system/cpu_utilization_percentage")]
+    assert again[:len(steps)] == steps and again[len(steps)] == len(steps)
+
+
+def test_starting_and_stopping_system_metrics_costs_a_few_milliseconds(store):
+    uri = store
+    experiment_id, parent = _study(uri)
+    run_id = parent.run_id
+    starts, stops = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        monitor = tracking.watch_system(uri, run_id)
+        t1 = time.perf_counter()
+        monitor.finish()
+        starts.append(t1 - t0)
+        stops.append(time.perf_counter() - t1)
+    # measured here: start ~3 ms, stop ~1 ms (median); bounds leave room for a machine shared with others
+    assert statistics.median(starts) < 0.05 and statistics.median(stops) < 0.05, (starts, stops)
+
+
+# ------------------------------------------------------------------------------------ provenance
+
+def _git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True,
+                   capture_output=True)
+
+
+def test_git_tags_name_the_commit_branch_and_dirty_state_and_nothing_outside_a_checkout(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-b", "study")
+    (repo / "spec.yaml").write_text("name: x\n")
+    _git(repo, "add", "spec.yaml")
+    _git(repo, "commit", "-m", "first")
+    _git(repo, "remote", "add", "origin", "https://someone:s3cret@example.com/lab/studies.git")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+    tags = tracking.git_tags(repo)
+    assert tags == {"mlflow.source.git.commit": commit, "mlflow.source.git.branch": "study",
+                    "mlflow.source.git.dirty": "false",
+                    "mlflow.source.git.repoURL": "https://example.com/lab/studies.git"}  # no credentials
+    (repo / "spec.yaml").write_text("name: y\n")
+    assert tracking.git_tags(repo)["mlflow.source.git.dirty"] == "true"
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert tracking.git_tags(outside) == {}
+
+
+def test_the_parent_run_carries_provenance_and_the_trials_their_machine_in_their_one_start_write(tmp_path, store,
+                                                                                                  monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-b", "main")
+    _git(repo, "commit", "--allow-empty", "-m", "first")
+    monkeypatch.chdir(repo)
+    uri = store
+    experiment_id, parent = _study(uri)
+    tags = MlflowClient(uri).get_run(parent.run_id).data.tags
+    for key in ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "mlflow.source.git.branch",
+                "mlflow.source.git.dirty", "ablate.version.torch", "ablate.version.ray", "ablate.version.mlflow",
+                "ablate.host", "ablate.cpu", "ablate.gpu"):
+        assert tags.get(key), key
+    assert tags["ablate.version.ablate"].startswith(tracking._versions()["ablate.version.ablate"])
+
+    opened = _trial(uri, experiment_id, parent)
+    _start(opened)
+    opened.finish()
+    trial_tags = MlflowClient(uri).get_run(opened.run.run_id).data.tags
+    assert trial_tags["ablate.cpu"] == tags["ablate.cpu"] and trial_tags["ablate.host"] == tags["ablate.host"]
+    assert "ablate.gpu" not in trial_tags  # a CPU trial: no GPU named
+
+
+# ------------------------------------------------------------------------------------ the dataset input
+
+def _folder_dataset(root: Path, moved: str | None = None) -> Path:
+    for split in ("train", "val", "test"):
+        for name in ("happy", "sad"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                (root / split / name / f"{split}{name}{i}.png").write_bytes(b"")  # the index reads no pixels
+    if moved:
+        (root / "train" / "happy" / moved).rename(root / "train" / "sad" / moved)
+    return root
+
+
+def test_the_dataset_digest_tells_different_data_apart_and_not_the_same_data_elsewhere(tmp_path):
+    synthetic = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)).dataset
+    assert json.loads(synthetic.profile) == {"train": 24, "val": 12, "test": 12, "image_size": 64,
+                                             "classes": ["happy", "anger", "unrest", "wound", "sad", "neutral"]}
+    other_seed = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2, seed=1))
+    flipless = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2,
+                                               augment={"flip": False}))
+    assert other_seed.dataset.digest != synthetic.digest
+    assert flipless.dataset.digest == synthetic.digest  # augmentation is training, not data
+
+    here = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "a"))).dataset
+    copy = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "b"))).dataset
+    relabelled = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(
+        tmp_path / "c", moved="trainhappy0.png"))).dataset
+    assert here.digest == copy.digest != relabelled.digest
+    assert json.loads(here.profile)["train"] == 6 and here.source_type == "local"
+
+
+def test_the_parent_run_gets_the_dataset_input_and_the_experiment_its_description_and_view(store):
+    uri = store
+    experiment_id, parent = _study(uri, description="Where does *one* module help?")
+    data = DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)
+    tracking.describe_study(parent, axes=["model.placement"], design="grid", metric="val_macro_f1", mode="max",
+                            storage="/x", skipped=[], experiment_id=experiment_id, data=[data, data.model_copy()])
+    client = MlflowClient(uri)
+    run = client.get_run(parent.run_id)
+    [logged] = run.inputs.dataset_inputs  # one dataset, however many trials share it
+    assert logged.dataset.digest == tracking.dataset_input(data).dataset.digest
+    assert run.data.tags["mlflow.note.content"] == "Where does *one* module help?"
+
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.note.content"] == "Where does *one* module help?"
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
+    envelope = json.loads(tags["mlflow.sharedViewState.ablate"])
+    view = json.loads(envelope["state"])
+    assert envelope["name"] == tracking.VIEW_NAME and isinstance(envelope["createdAt"], int)
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "arm"}]
+    assert view["orderByKey"] == "metrics.`best_val_macro_f1`" and view["orderByAsc"] is False
+    assert "params.`model.placement`" in view["selectedColumns"]
+
+
+# ------------------------------------------------------------------------------------ the parent's params
+
+def test_the_parent_run_logs_no_default_of_a_swept_key_but_the_values_swept(tiny_spec):
+    spec = load_spec(tiny_spec)
+    params = tracking.study_params(spec)
+    assert "model.placement" not in params
+    assert json.loads(params["search.space.model.placement"]) == ["none", "layer4"]
+    assert params["model.arch"] == "resnet18"
+
+
+def test_an_ofat_parent_logs_the_values_its_arms_take_and_its_centre_as_a_setting():
+    spec = StudySpec.model_validate({
+        "name": "ofat", "model": {"attention": "identity_cbam", "placement": "all", "reduction": 16},
+        "search": {"design": "ofat", "space": {"model.placement": ["layer3", "layer4"], "train.lr": [0.1]},
+                   "baseline": {"model.placement": "layer4", "train.lr": 0.01}}})
+    params = tracking.study_params(spec)
+    assert json.loads(params["search.space.model.placement"]) == ["layer4", "layer3"]  # the centre first
+    assert json.loads(params["search.space.train.lr"]) == [0.01, 0.1]
+    assert "model.placement" not in params and "train.lr" not in params
+    assert params["model.reduction"] == 16
+
+
+def test_a_loco_parent_logs_the_components_its_arms_switch_off():
+    spec = StudySpec.model_validate({"name": "loco", "model": {"attention": "identity_cbam", "placement": "layer4"},
+                                     "search": {"design": "loco", "space": {}}})
+    params = tracking.study_params(spec)
+    assert json.loads(params["search.space.model.attention"]) == ["identity_cbam", "none"]
+    assert json.loads(params["search.space.model.skip"]) == [True, False]
+    assert "model.skip" not in params and "model.attention" not in params
+
+
+# ------------------------------------------------------------------------------------ the outcome
+
+def test_the_parent_run_ends_with_the_best_arm_its_interval_the_seeds_the_failures_and_the_trial_hours(store):
+    uri = store
+    experiment_id, parent = _study(uri)
+    scores = {"a": [0.60, 0.64, 0.65], "b": [0.70, 0.74, 0.71]}
+    for arm, values in scores.items():
+        for seed, value in enumerate(values):
+            opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=f"{arm},{seed}",
+                                         trial_id=f"{arm}{seed}", params={"arm": arm, "seed": seed})
+            opened.run.log(params=opened.params, metrics={"best_val_macro_f1": value, "test_accuracy": value})
+            opened.run.finish()
+    crashed = tracking.open_trial(uri, experiment_id, parent.run_id, name="b,3", trial_id="b3",
+                                  params={"arm": "b", "seed": 3})
+    crashed.fail(tracking.Failure.ERROR, "RuntimeError: gone")
+    tracking.finish_study(parent, failed=1, diverged=0, unfinished=0, experiment_id=experiment_id,
+                          metric="val_macro_f1", mode="max")
+
+    run = MlflowClient(uri).get_run(parent.run_id)
+    values = scores["b"]
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values),
+                                 scale=statistics.stdev(values) / math.sqrt(len(values)))
+    assert run.data.tags["ablate.best"] == "b"
+    assert run.data.metrics["best.mean"] == pytest.approx(statistics.fmean(values))
+    assert (run.data.metrics["best.low"], run.data.metrics["best.high"]) == pytest.approx((low, high))
+    assert run.data.metrics["seeds_run"] == 3 and run.data.metrics["trials_failed"] == 1
+    children = MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    assert run.data.metrics["trial_hours"] == pytest.approx(
+        sum(c.info.end_time - c.info.start_time for c in children) / 3.6e6)
+    assert run.info.status == "FAILED"  # a trial failed
+
+    tracking.finish_study(parent, failed=0, diverged=0, unfinished=0, experiment_id=experiment_id,
+                          metric="val_macro_f1", mode="min")  # lower is better: the other arm
+    assert MlflowClient(uri).get_run(parent.run_id).data.tags["ablate.best"] == "a"
+
+
+# ------------------------------------------------------------------------------------ the link
+
+def test_the_link_opens_the_studys_runs_in_the_model_training_view_with_its_saved_view():
+    link = tracking.study_link("http://127.0.0.1:5000", "7")
+    assert link == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+                    "&viewStateShareKey=ablate")
+    assert tracking.ui_address("http://mlflow:8080/") == "http://mlflow:8080"
+    assert tracking.ui_address("sqlite:////x.db", host="0.0.0.0", port=5001) == "http://127.0.0.1:5001"
+
+
+def test_ui_and_the_end_of_a_run_print_the_link_and_never_create_a_store(tmp_path, store):
+    absent = f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"
+    assert "experiments/" not in cli_help.ui_banner(absent, "127.0.0.1", 5000)
+    assert not (tmp_path / "absent").exists()
+    assert cli_help.next_step("s", absent).startswith("Next, its statistics")
+
+    uri = store
+    experiment_id, parent = _study(uri, name="placement")
+    tracking.describe_study(parent, axes=["model.placement"], design="grid", metric="val_macro_f1", mode="max",
+                            storage="/x", skipped=[], experiment_id=experiment_id)
+    link = tracking.study_link("http://127.0.0.1:5001", experiment_id)
+    assert f"placement:  {link}" in cli_help.ui_banner(uri, "127.0.0.1", 5001)
+    lines = cli_help.next_step("placement", uri).splitlines()
+    assert tracking.study_link("http://127.0.0.1:5000", experiment_id) in lines[0]
+    assert lines[-1].endswith(f"--tracking-uri {uri}[/bold]")  # the report command stays the last line
+
+
+def test_the_spec_takes_a_description(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "description": "Does it help?",
+                                    "search": {"space": {"model.placement": ["none", "all"]}}}))
+    assert load_spec(path).description == "Does it help?"
+    assert load_spec(path, ["description=Something else"]).description == "Something else"
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+@pytest.fixture
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_a_study_run_shows_its_system_metrics_provenance_dataset_and_outcome_and_ends_with_its_link(
+        tiny_spec, tmp_path, ray_session, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ablation.cli import app
+
+    # MLflow's own setting, which the trials' Ray workers inherit: a sample every 0.2 s (so also 0.2 s in),
+    # however fast the machine runs the tiny trials.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage", str(tmp_path / "r"),
+                                      "--set", "description=Does layer4 help?"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment.tags["mlflow.note.content"] == "Does layer4 help?"
+    assert tracking.study_link("http://127.0.0.1:5000", experiment.experiment_id) in "".join(result.output.split())
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("ablate.kind") == "trial"]
+    assert "model.placement" not in parent.data.params and "search.space.model.placement" in parent.data.params
+    assert {"ablate.version.torch", "ablate.cpu", "mlflow.source.name", "ablate.best"} <= set(parent.data.tags)
+    assert {"best.mean", "seeds_run", "trials_failed", "trial_hours"} <= set(parent.data.metrics)
+    assert parent.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    for trial in trials:
+        history = client.get_metric_history(trial.info.run_id, "system/cpu_utilization_percentage")
+        assert history, trial.info.run_name
+        assert trial.data.tags["ablate.cpu"] == parent.data.tags["ablate.cpu"]
