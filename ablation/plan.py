@@ -33,7 +33,7 @@ from .spec import DataSpec, ModelSpec, StudySpec, Trial, data_elsewhere
 
 # A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
 # first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.
-STARTUP_SECONDS = 15.0
+STARTUP_SECONDS = 25.0
 TRIAL_OVERHEAD_SECONDS = 0.1
 
 
