@@ -61,3 +61,25 @@ def test_inspect_reproduces_the_published_imagenet_parameter_counts(arch, attent
 def test_inspect_reproduces_resnet50s_4_1_giga_macs_at_224_pixels():
     figures = inspect("model.arch=resnet50", "model.attention=none", size=224)
     assert figures["macs"] == pytest.approx(4.09e9, rel=0.005) and figures["input_size"] == 224
+
+
+def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machine():
+    """`ablate inspect` times the model it builds; a study times each model after its trials. The same
+    model must come out the same, or the report's latency column and `inspect` tell two stories."""
+    import statistics
+
+    from ablation.accounting import arm_latency
+    from ablation.spec import load_model_and_data
+
+    spec, data = load_model_and_data(None, ["model.arch=resnet18", "data.image_size=32"])
+    inspected, studied = [], []
+    for _ in range(3):  # interleaved, so a change in load falls on both
+        figures = json.loads(CliRunner().invoke(app, ["inspect", "--json", "--set", "model.arch=resnet18",
+                                                      "--set", "data.image_size=32"]).output)
+        inspected.append((figures["latency_ms"], figures["latency_under_load"]))
+        timed = arm_latency(spec, num_classes=6, image_size=data.image_size)
+        studied.append((timed.median_ms, timed.under_load))
+    if any(loaded for _, loaded in inspected + studied):
+        pytest.skip("other processes kept the CPU busy while timing: latencies are not comparable then")
+    ratio = statistics.median(t for t, _ in inspected) / statistics.median(t for t, _ in studied)
+    assert 0.9 <= ratio <= 1.1, ratio
