@@ -980,12 +980,15 @@ def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_i
         client.set_terminated(run.info.run_id, Status.FINISHED)
 
 
+def _with_weights(parent_run_id: str, arm: str | None = None) -> str:
+    """The filter for a study's runs that keep their weights (of one arm, if given)."""
+    where = f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}'"
+    return where if arm is None else f"{where} and params.arm = '{arm}'"
+
+
 def kept_models(uri: str, experiment_id: str, parent_run_id: str, arm: str, metric: str) -> list[tuple[str, float]]:
     """The runs of one arm of a study that keep their weights, as (run id, `best(metric)`)."""
-    client = MlflowClient(uri)
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}' "
-        f"and params.arm = '{arm}'"))
+    runs = MlflowClient(uri).search_runs([experiment_id], filter_string=_with_weights(parent_run_id, arm))
     return [(r.info.run_id, r.data.metrics.get(best(metric), float("nan"))) for r in runs]
 
 
@@ -998,8 +1001,7 @@ def drop_superseded(uri: str, experiment_id: str, parent_run_id: str, *, keep: i
     if keep is None:
         return 0
     client = MlflowClient(uri)
-    runs = client.search_runs([experiment_id], max_results=50_000, filter_string=(
-        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}'"))
+    runs = client.search_runs([experiment_id], max_results=50_000, filter_string=_with_weights(parent_run_id))
     by_arm: dict[str, list] = {}
     for run in runs:
         by_arm.setdefault(run.data.params.get("arm", ""), []).append(run)
@@ -1027,8 +1029,8 @@ def models_of_arm(uri: str, run_id: str) -> list[TrialRecord]:
     parent, arm = run.data.tags.get(Tag.PARENT), run.data.params.get("arm")
     if parent is None or arm is None:
         return []
-    return [TrialRecord.of(r) for r in client.search_runs([run.info.experiment_id], filter_string=(
-        f"tags.`{Tag.PARENT}` = '{parent}' and tags.`{Tag.MODEL}` = '{ModelKept.KEPT}' and params.arm = '{arm}'"))]
+    return [TrialRecord.of(r) for r in client.search_runs([run.info.experiment_id],
+                                                          filter_string=_with_weights(parent, arm))]
 
 
 def log_latencies(uri: str, latencies: Mapping[str, Mapping[str, float]]) -> None:
