@@ -69,6 +69,7 @@ def run(
     from .data.records import DataError
     from .lease import StudyBusy
     from .models import WeightsError
+    from .race_settings import RaceChanged
     from .study import ResourceError, run_study, storage_location
     from .tracking import StoreUnusable
 
@@ -77,7 +78,7 @@ def run(
     try:
         outcome = run_study(spec, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
                             console=console)
-    except (ResourceError, DataError, WeightsError) as err:
+    except (ResourceError, DataError, WeightsError, RaceChanged) as err:
         where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
         raise _fail(f"{spec_path}: {where}{err}") from None
     except (StoreUnusable, StudyBusy) as err:
@@ -102,13 +103,14 @@ def resume(
     """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
     from .data.records import DataError
     from .lease import StudyBusy
+    from .race_settings import RaceChanged
     from .study import ResourceError, resume_study
     from .tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
     cli_help.quiet_libraries(verbose)
     try:
         spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
-    except (ResourceError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound) as err:
+    except (ResourceError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound, RaceChanged) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
@@ -122,10 +124,13 @@ def _conclude(spec, outcome, *, resume_hint: str) -> None:
 
     _print_ranking(spec, outcome)
     if outcome.race:
-        from .tracking import study_trials
+        from .race_report import race_values, read_race
+        from .report import collect, label
+        from .tracking import best, study_trials
 
-        views.race(console, spec, outcome.race, fixed_trials=len(spec.trials(every_seed=True)),
-                   trials=len(study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)))
+        records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+        arms = collect(records, spec.axes())
+        views.race(console, read_race(spec, *race_values(arms, best(spec.metric))), label(spec.metric))
     if outcome.stopped_early:
         console.print(f"{len(outcome.stopped_early)} trials were stopped early by {spec.search.scheduler} "
                       f"(tagged {Tag.STOPPED_EARLY}, with {Tag.STOPPED_AT_EPOCH})")

@@ -67,19 +67,19 @@ class RaceSearcher(Searcher):
                 self.failed.add((arm, int(record.params["seed"])))
         self.finished = finished
         family = [a for a in self.arms if a != self.baseline] if self.race.mode == "baseline" else self.arms
+        failed: dict[str, list[int]] = {}
+        for arm, seed in self.failed:
+            failed.setdefault(arm, []).append(seed)
         self.decisions = racing.decide(
             finished, self.baseline, self.seeds, margin=self.race.margin, alpha=self.race.alpha,
             max_seeds=len(self.seeds), start=self.race.start, mode=self.race.mode,
-            higher_is_better=self.spec.mode == "max", arms=family)
+            higher_is_better=self.spec.mode == "max", arms=family, failed=failed)
         if self.on_change:
             self.on_change(self.rows(), len(self.started))
 
     def _open(self) -> list[str]:
-        """The arms that still race (an arm with a seed that failed for good stops: its pairs end there)."""
-        stuck = {arm for arm, _ in self.failed}
-        if self.baseline in stuck:  # every pair ends at the baseline's failed seed
-            stuck |= set(self.arms)
-        return [a for a, d in self.decisions.items() if not d.decided and a not in stuck]
+        """The arms that still race (an arm whose next seed failed for good is "stopped": decided)."""
+        return [a for a, d in self.decisions.items() if not d.decided]
 
     def wanted(self) -> list[tuple[str, int]]:
         """The trials worth starting now, lowest seeds first, each seed's baseline before its arms."""

@@ -43,15 +43,16 @@ P(some arm whose true mean difference is at least the margin in size is ever dec
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
 import numpy as np
 from scipy import special, stats
 
 RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED = "racing", "better", "worse", "equivalent", "undecided at max"
-STATES = (RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED)
+STOPPED = "stopped"  # undecided, and no seed can come: a seed it needs next failed for good
+STATES = (RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED, STOPPED)
 MODES = ("baseline", "best")
 TEST_SPENDING = "power8"  # better/worse: alpha t^8, back-loaded, keeps the fixed design's power at max
 EQUIVALENCE_SPENDING = "pocock"  # equivalence: Pocock type, spends early, where the savings are
@@ -72,6 +73,7 @@ class Decision:
     p_value: float  # anytime-valid p-value of "no difference", Holm-adjusted across the arms
     confidence: float = math.nan  # the interval's confidence level
     against: str = ""  # the baseline, or in mode "best" the arm it was compared with (the leader)
+    note: str = ""  # why an arm is where it is when the state alone does not say (no spread, a failed seed)
 
     @property
     def decided(self) -> bool:
@@ -246,36 +248,48 @@ def _check_design(start: int, max_seeds: int) -> None:
 # One arm's path
 
 
+# Metrics are logged as float32 (about 7 significant digits): paired differences whose spread is below a
+# millionth of the metric's size are the same difference to within what the metric records.
+RESOLUTION = 1e-6
+NO_SPREAD = "no seed-to-seed spread: the metric cannot resolve this difference"
+
+
 @dataclass(frozen=True)
 class _Path:
     """Prefix statistics of one sample of differences, per look n = start..max (nan beyond the data)."""
 
     n: int  # observations
     mean: np.ndarray
-    se: np.ndarray  # nan where the spread is zero (a degenerate look counts as no look)
+    se: np.ndarray  # nan where the spread is zero (no t statistic: a degenerate look counts as no look)
+    flat: np.ndarray  # per look: True where the differences so far are all the same (to RESOLUTION)
 
     def t(self, shift: float = 0.0) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.mean - shift) / self.se
 
 
-def _path(diffs: Sequence[float], start: int, max_seeds: int) -> _Path:
+def _path(diffs: Sequence[float], start: int, max_seeds: int, scale: float | np.ndarray = 0.0) -> _Path:
+    """`scale`: the size of the metric itself (per prefix, the running max |value| of the pair), below
+    whose RESOLUTION a spread counts as none; the differences' own size is used where it is larger."""
     x = np.asarray(diffs, dtype=float)[:max_seeds]
     looks = max_seeds - start + 1
-    mean, se = np.full(looks, np.nan), np.full(looks, np.nan)
+    mean, se, flat = np.full(looks, np.nan), np.full(looks, np.nan), np.zeros(looks, dtype=bool)
     if len(x) >= start:
+        # Each prefix's variance about its OWN mean (two-pass, one row per prefix): sums centred on any
+        # other mean leave round-off (~1e-10) where equal differences have none, and a t of 1e8 follows.
         n = np.arange(1, len(x) + 1)
-        centre = x.mean()  # centred sums: exact for identical values, stable for small spreads
-        cs, cq = np.cumsum(x - centre), np.cumsum((x - centre) ** 2)
-        m = cs / n
-        var = np.maximum(cq - n * m * m, 0.0) / np.maximum(n - 1, 1)
-        sd = np.sqrt(var)
-        scale = np.maximum(np.abs(m + centre), np.sqrt(np.cumsum(x * x) / n))
-        sd = np.where(sd <= 1e-12 * np.maximum(scale, 1e-300), np.nan, sd)
+        upto = np.tri(len(x), dtype=bool)  # row k: the first k + 1 observations
+        m = np.cumsum(x) / n
+        dev = np.where(upto, x[None, :] - m[:, None], 0.0)
+        sd = np.sqrt((dev * dev).sum(axis=1) / np.maximum(n - 1, 1))
+        size = np.maximum(np.asarray(scale, dtype=float)[:len(x)] if np.ndim(scale) else scale,
+                          np.maximum.accumulate(np.abs(x)))
+        none = sd <= RESOLUTION * size
         used = len(x) - start + 1
-        mean[:used] = (m + centre)[start - 1:]
-        se[:used] = (sd / np.sqrt(n))[start - 1:]
-    return _Path(len(x), mean, se)
+        mean[:used] = m[start - 1:]
+        se[:used] = np.where(none, np.nan, sd / np.sqrt(n))[start - 1:]
+        flat[:used] = none[start - 1:]
+    return _Path(len(x), mean, se, flat)
 
 
 def _crossed(t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -380,6 +394,22 @@ def _paired(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str
     return out
 
 
+def paired_differences(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str,
+                       seeds: Sequence[Hashable]) -> list[float]:
+    """arm - other over the longest prefix of `seeds` both have finished: the sample a race decides on."""
+    return _paired(values, arm, other, seeds, 1.0)
+
+
+def _pair_path(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str, seeds: Sequence[Hashable],
+               sign: float, start: int, max_seeds: int) -> _Path:
+    """The path of the paired differences arm - other, its zero-spread guard scaled to the metric."""
+    diffs = _paired(values, arm, other, seeds, sign)
+    # Each prefix's own metric size: a later seed's huge value (a loss that blew up) must not flatten
+    # the looks before it and so undo a decision they made.
+    sizes = [max(abs(float(values[arm][s])), abs(float(values[other][s]))) for s in seeds[:len(diffs)]]
+    return _path(diffs, start, max_seeds, np.maximum.accumulate(sizes) if sizes else 0.0)
+
+
 def _check(alpha: float, margin: float, mode: str, seeds: Sequence[Hashable], max_seeds: int, start: int) -> None:
     _check_design(start, max_seeds)
     if not 0 < alpha < 1:
@@ -397,15 +427,18 @@ def _check(alpha: float, margin: float, mode: str, seeds: Sequence[Hashable], ma
 def decide(values: Mapping[str, Mapping[Hashable, float]], baseline: str, seeds: Sequence[Hashable], *,
            margin: float, alpha: float = 0.05, max_seeds: int, start: int = 3, mode: str = "baseline",
            higher_is_better: bool = True, arms: Sequence[str] | None = None,
-           test_spending: str = TEST_SPENDING,
-           equivalence_spending: str = EQUIVALENCE_SPENDING) -> dict[str, Decision]:
+           test_spending: str = TEST_SPENDING, equivalence_spending: str = EQUIVALENCE_SPENDING,
+           failed: Mapping[str, Collection[Hashable]] | None = None) -> dict[str, Decision]:
     """Each arm's state in the race, recomputed from scratch from the finished trials.
 
     `values`: arm -> seed -> metric of FINISHED trials only (the baseline's among them). `seeds`: the
     study's seed order (at least `max_seeds` long); every arm runs the first `start`. `arms`: the whole
     family of arms compared (default: every key of `values` but the baseline); pass it whenever some arm
     may have no finished trial yet, since Holm's correction must count it. `margin` is in the metric's
-    units; `higher_is_better` says which sign is "better".
+    units; `higher_is_better` says which sign is "better". `failed`: arm -> seeds that failed for good
+    (never a result); an open arm whose next seed is among them, or among the baseline's, is "stopped".
+    An arm whose differences so far are all the same (no seed-to-seed spread, to RESOLUTION) has no t
+    statistic: no rule fires on such a look, and its Decision's note says so.
 
     The same data always give the same decisions, and more data never undo one: the race is evaluated at
     looks n = start..max_seeds, each arm using its first min(n, its seeds) pairs, and an arm's decision is
@@ -431,10 +464,31 @@ def decide(values: Mapping[str, Mapping[Hashable, float]], baseline: str, seeds:
     order = list(seeds)[:max_seeds]
     sign = 1.0 if higher_is_better else -1.0
     if mode == "best":
-        return _decide_best(values, [baseline, *family], order, margin, alpha, max_seeds, start, sign,
-                            test_spending, equivalence_spending)
-    return _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, start, sign,
-                            test_spending, equivalence_spending)
+        decisions = _decide_best(values, [baseline, *family], order, margin, alpha, max_seeds, start, sign,
+                                 test_spending, equivalence_spending)
+    else:
+        decisions = _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, start, sign,
+                                     test_spending, equivalence_spending)
+    return _stop_stuck(decisions, failed or {}, baseline if mode == "baseline" else None, order)
+
+
+def _stop_stuck(decisions: dict[str, Decision], failed: Mapping[str, Collection[Hashable]], baseline: str | None,
+                order: Sequence[Hashable]) -> dict[str, Decision]:
+    """An open arm whose next seed failed for good (its own, or the baseline's it pairs with) can get no
+    more data: it is stopped where it stands, undecided, with the reason."""
+    out = {}
+    for arm, d in decisions.items():
+        seed = order[d.seeds] if d.seeds < len(order) else None
+        if d.decided or seed is None:
+            note = None
+        elif seed in failed.get(arm, ()):
+            note = f"seed {seed} failed for good: no pairs beyond {d.seeds} seeds"
+        elif baseline is not None and seed in failed.get(baseline, ()):
+            note = f"the baseline's seed {seed} failed for good: every open arm stops at {d.seeds} seeds"
+        else:
+            note = None
+        out[arm] = d if note is None else replace(d, state=STOPPED, decided_at=d.seeds, note=note)
+    return out
 
 
 def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, start, sign, test_spending,
@@ -451,7 +505,7 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
 
     paths, test_rank, eq_rank, up_first = [], np.full((K, looks), K), np.full((K, looks), K), []
     for j, arm in enumerate(family):
-        path = _path(_paired(values, arm, baseline, order, sign), start, max_seeds)
+        path = _pair_path(values, arm, baseline, order, sign, start, max_seeds)
         paths.append(path)
         t = path.t()
         up = _crossed(t, test_bounds[test_rows])
@@ -491,7 +545,9 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
             low, high = float(lo[0, look]), float(hi[0, look])
             if sign < 0:
                 low, high = -high, -low
-        out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, adjusted[j], confidence, baseline)
+        note = NO_SPREAD if look >= 0 and state in (RACING, UNDECIDED) and path.flat[look] else ""
+        out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, adjusted[j], confidence, baseline,
+                            note)
     return out
 
 
@@ -516,11 +572,13 @@ def _first_fire(test_rank: np.ndarray, eq_rank: np.ndarray, up_first: Sequence[n
         er = np.array([eq_rank[j, a] if a >= 0 else K for j, a in enumerate(at)])
         rejected, equivalent = _holm(tr), _holm(er)
         for j in range(K):
-            if fired[j] is not None or at[j] < 0:
+            if at[j] < 0 or (fired[j] is not None and fired[j][1] != EQUIVALENT):
                 continue
             if rejected[j]:  # the differences are signed: "up" is better
+                # An arm stopped as equivalent that Holm rejects later (other arms' p-values fell) is
+                # better or worse: its decision follows its adjusted p-value, which is then <= alpha.
                 fired[j] = (at[j], BETTER if up_first[j][at[j]] else WORSE, int(tr[j]))
-            elif equivalent[j]:
+            elif equivalent[j] and fired[j] is None:
                 fired[j] = (at[j], EQUIVALENT, int(er[j]))
     return fired
 
@@ -552,7 +610,7 @@ def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, tes
     paths = {}
     for i in range(A):
         for j in range(i + 1, A):
-            path = _path(_paired(values, arms[i], arms[j], order, sign), start, max_seeds)
+            path = _pair_path(values, arms[i], arms[j], order, sign, start, max_seeds)
             paths[i, j] = path
             t = path.t()
             for a, b, tt in ((i, j, t), (j, i, -t)):
@@ -620,9 +678,12 @@ def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, tes
                 rival = max(ahead, key=lambda i: (ahead[i], -i))
         p = raw[j] if state != BETTER else max(raw[i] for i in range(A) if i != j)
         mean = low = high = confidence = math.nan
+        note = ""
         if rival is not None and look >= 0:
             path = paths[min(rival, j), max(rival, j)]
             at = min(look, path.n - start)
+            if state in (RACING, UNDECIDED) and path.flat[at]:
+                note = NO_SPREAD
             flip = 1.0 if j < rival else -1.0  # paths hold (lower index - higher index)
             bounds = test_bounds[[row]] if state == WORSE else eq_bounds
             lo, hi = _running_interval(path, bounds)
@@ -635,7 +696,7 @@ def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, tes
             mean, low, high = m, lo, hi
             confidence = 1 - 2 * level
         out[arm] = Decision(arm, state, seeds_done, decided_at, low, high, mean, p, confidence,
-                            arms[rival] if rival is not None else "")
+                            arms[rival] if rival is not None else "", note)
     return out
 
 
@@ -680,7 +741,7 @@ def _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, h
         return {}
     order, sign = list(seeds)[:max_seeds], (1.0 if higher_is_better else -1.0)
     looks = max_seeds - start + 1
-    paths = [_path(_paired(values, arm, baseline, order, sign), start, max_seeds) for arm in family]
+    paths = [_pair_path(values, arm, baseline, order, sign, start, max_seeds) for arm in family]
     ranks = [_fixed_ranks(path, start, K, alpha, margin, holm) for path in paths]
     test = np.array([r[0] for r in ranks]).reshape(K, looks)
     eq = np.array([r[1] for r in ranks]).reshape(K, looks)

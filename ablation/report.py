@@ -10,7 +10,6 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from html import escape
 from pathlib import Path
 
 import yaml
@@ -19,12 +18,14 @@ from pydantic import ValidationError
 from .analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
 from .emotions import EMOTIONS
 from .provenance import setup_rows
+from .report_table import Table
 from .tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
                        REPORT_ARTIFACTS, SPEC_ARTIFACT, TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound,
                        StoreUnusable, StudyRecord, Tag, TrialRecord, as_param, best, explanation, f1_class, find_study,
                        is_score, metric_history, read_artifact, study_trials, test_f1)
 
 if TYPE_CHECKING:
+    from .race_report import Race
     from .spec import StudySpec
 
 
@@ -128,6 +129,7 @@ class Arm:
     diverged: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)  # stopped early by the scheduler
     unfinished: list[str] = field(default_factory=list)  # killed, or still running
+    lost_seeds: set[int] = field(default_factory=set)  # seeds of its failed or diverged trials
 
     @property
     def seeds(self) -> int:
@@ -165,6 +167,8 @@ def collect(records: list[TrialRecord], axes: list[str], keep: tuple[str, ...] =
                 if is_score(key) or key in keep:
                     arm.scores.setdefault(key, {})[seed] = value
         else:
+            if outcome in (Outcome.FAILED, Outcome.DIVERGED) and "seed" in r.params:
+                arm.lost_seeds.add(int(r.params["seed"]))
             {Outcome.STOPPED_EARLY: arm.stopped, Outcome.DIVERGED: arm.diverged, Outcome.FAILED: arm.failed,
              Outcome.UNFINISHED: arm.unfinished}[outcome].append(r.name)
     return arms
@@ -244,28 +248,6 @@ def class_names(arms: dict[str, Arm]) -> list[str]:
     return [c for c in EMOTIONS if c in found] + sorted(found - set(EMOTIONS))
 
 
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""  # how to read the table
-    footnote: str = ""  # what a mark in its cells means; the terminal shows it too
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + [f"\n{text}" for text in (self.footnote, self.note) if text])
-
-    def html(self, css_class: str = "") -> str:
-        cells = "".join(f"<th>{escape(h)}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
-        notes = "".join(f"<p>{escape(text)}</p>" for text in (self.footnote, self.note) if text)
-        kind = f' class="{css_class}"' if css_class else ""
-        return f"<h3>{escape(self.title)}</h3><table{kind}><tr>{cells}</tr>{body}</table>{notes}"
-
-
 CLIPPED = "†"
 CLIPPED_NOTE = (f"{CLIPPED} interval clipped to the metric's range ([0, 1] for accuracy and F1): the 95% t "
                 "interval of so few seeds runs past what the metric can take.")
@@ -336,21 +318,44 @@ class StudyReport:
                 [CLIPPED_NOTE] * any(i and i.clipped for row in intervals.values() for i in row)
                 + [LOADED_NOTE] * (not compact and any(_latency(a.costs).endswith(LOADED) for a in ranked))))
         tables = [configs]
+        if self.race is not None:  # the study's answer comes first; the test split confirms it after
+            from .race_report import race_table
+
+            tables.insert(0, race_table(self.race, label(self.metric), compact=compact))
         compared = [(score, found) for score, found in self.comparisons.items()
                     if not compact or score == self.rank_by]
+        dp = 4
+        if self.race is not None:  # the race's digits, so that both tables speak of a difference alike
+            from .race_report import digits
+
+            dp = digits(self.race.margin, self.race.seed_sd)
         for i, (score, found) in enumerate(compared, 1):
+            found = sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))
             # The method is the same for every score, so it is said once, under the last of them.
             full = [[c.arm, str(c.difference.n),
-                     f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]",
+                     f"{c.difference.mean:+.{dp}f} [{c.difference.low:+.{dp}f}, {c.difference.high:+.{dp}f}]",
                      _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, self.lower_is_better(score)),
-                     _needed(c)] for c in sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))]
+                     _needed(c)] for c in found]
             header = ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
                       "verdict", "seeds for a decision"]
-            shown = [0, 1, 2, 5, 6] if compact else range(len(header))  # the t and Wilcoxon p: in the files
-            tables.append(Table(
-                f"{label(score)} against the baseline ({self.baseline}), paired by seed",
-                [header[j] for j in shown], [[row[j] for j in shown] for row in full],
-                note=METHOD if i == len(compared) else ""))
+            title = f"{label(score)} against the baseline ({self.baseline}), paired by seed"
+            notes = [METHOD] if i == len(compared) else []
+            sentences: list[str] = []
+            if self.race is not None:
+                # A race's arms get their seeds from the race, so its answer, not a power calculation,
+                # says whether more seeds could decide them: the last column is the race's instead.
+                from .race_report import confirmation_columns
+
+                cells, sentences = confirmation_columns(self.race, found, self.lower_is_better(score))
+                for row, cell in zip(full, cells):
+                    row[-1] = cell
+                header[-1] = "race" if compact else "confirms the race?"
+                title = f"Confirmation on the test split: {title}"
+                notes = [RACE_METHOD] * (i == len(compared))
+            # A terminal's 80 columns: the race's answer takes the place of the pair count there.
+            shown = [0, 2, 5, 6, 7] if compact and self.race else [0, 1, 2, 5, 6] if compact else range(len(header))
+            tables.append(Table(title, [header[j] for j in shown], [[row[j] for j in shown] for row in full],
+                                note=" ".join(notes), footnote=" ".join(sentences) if self.race else ""))
         cue_scores = [f"{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
         keys = [explanation(score) for score in cue_scores]
         if not compact and any(k in keys for a in self.arms.values() for k in a.scores):
@@ -367,8 +372,6 @@ class StudyReport:
                                 ["rank", axis, f"mean {label(self.rank_by)}"],
                                 [[str(i), value, f"{means[value]:.4f}"] for i, value in
                                  enumerate(order(means, self.mode), 1)]))
-        if self.race is not None:
-            tables.append(_race_table(self.race, self.metric))
         if self.reference == "paper" and not compact:
             from .paper_tables import published
 
@@ -385,20 +388,6 @@ METHOD = ("Holm's correction runs over every configuration compared in a table. 
           "pairs. 'seeds for a decision': for a difference not yet significant, the pairs a paired t-test needs "
           "for 80% power at the observed mean difference and spread, at 0.05 divided by the configurations "
           "compared (Holm's strictest step).")
-
-
-def _race_table(race: Race, metric: str) -> Table:
-    run = sum(race.seeds_run.values())
-    fixed = race.max_seeds * len(race.seeds_run)
-    rows = [[d.arm, d.state, "-" if d.decided_at is None else str(d.decided_at), str(race.seeds_run.get(d.arm, 0)),
-             f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]", str(race.max_seeds - race.seeds_run.get(d.arm, 0))]
-            for d in race.decisions.values()]
-    return Table(f"The race against {race.baseline} on best-epoch {metric}",
-                 ["arm", "decision", "decided at (seeds)", "seeds run", "difference", "interval", "seeds saved"], rows,
-                 note=f"Sequentially valid intervals: every decision holds with family-wise error at most "
-                      f"{race.alpha:g} over all the looks the race took. Equivalent: the interval lies inside "
-                      f"±{race.margin:g}. The race ran {run} trials where the fixed design runs {fixed} "
-                      f"({1 - run / fixed:.0%} saved), the baseline's included.")
 
 
 LOADED = "*"
@@ -431,6 +420,11 @@ def _lost(arm: Arm) -> str:
     if not arm.finished and not any(names for names, _ in parts):
         return "not started"  # only a planned arm has no trials at all
     return ", ".join(f"{len(names)} {what}" for names, what in parts if names) or "-"
+
+
+RACE_METHOD = ("A confirmation, not the study's answer: the paired t-test on the test split at each trial's best "
+               "validation epoch, Holm-corrected across the configurations compared, on the seeds the race ran. "
+               "Wilcoxon's test joins from 6 pairs.")
 
 
 def _needed(c: Comparison) -> str:
@@ -494,7 +488,11 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         planned = len(json.loads(found.params["search.seeds"]))
     chosen = baseline or (plan.baseline if plan and plan.baseline else default_baseline(arms))
     comparisons = _comparisons(arms, chosen, tuple(dict.fromkeys((*SCORES, rank_by))), planned, notes)
-    race = _race(plan.spec, arms, metric) if plan and plan.spec and plan.spec.search.race else None
+    race = None
+    if plan and plan.spec and plan.spec.search.race:
+        from .race_report import race_values, read_race
+
+        race = read_race(plan.spec, *race_values(arms, best(metric)))
     if planned and race is None:  # a race gives seeds only to the arms still open, by design
         short = [a.name for a in arms.values() if a.seeds < planned]
         if short:
@@ -514,7 +512,8 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
                        started=parent.info.start_time, ended=parent.info.end_time)
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
                        reference=tree.get("reference") if tree else None, race=race, rank_by=rank_by, mode=mode,
-                       warnings=_warnings(arms), setup=setup)
+                       warnings=_warnings(arms) + ([w] if race and (w := race.margin_warning(label(metric))) else []),
+                       setup=setup)
 
 
 def _comparisons(arms: dict[str, Arm], chosen: str | None, scores: tuple[str, ...], planned: int | None,
@@ -548,42 +547,6 @@ def _warnings(arms: dict[str, Arm]) -> list[str]:
             "are uninformative: a 95% t interval on two seeds is 12.7 standard errors wide on each side, and one "
             "seed gives none. Differences between configurations cannot be told from seed noise; run at least "
             f"{FEW_SEEDS} seeds (e.g. --set \"search.seeds=[0, 1, 2]\")."]
-
-
-@dataclass(frozen=True)
-class Race:
-    """A race as its finished runs decide it (the same rule the driver used, recomputed here)."""
-
-    baseline: str
-    margin: float
-    alpha: float
-    max_seeds: int
-    decisions: dict[str, Any]  # arm -> racing.Decision
-    seeds_run: dict[str, int]  # arm -> finished seeds
-    paths: dict[str, dict[int, tuple[float, float]]]  # arm -> seeds -> its interval then
-
-
-def _race(spec: StudySpec, arms: dict[str, Arm], metric: str) -> Race:
-    from . import racing
-
-    r, key, order = spec.search.race, best(metric), spec.search.seeds
-    values = {name: {int(t.params["seed"]): t.metrics[key] for t in arm.finished if key in t.metrics}
-              for name, arm in arms.items()}
-    baseline = spec.race_baseline()
-    family = [a for a in arms if a != baseline] if r.mode == "baseline" else list(arms)
-
-    def decide(upto: int) -> dict[str, Any]:
-        seen = {arm: {s: v for s, v in by_seed.items() if s in order[:upto]} for arm, by_seed in values.items()}
-        return racing.decide(seen, baseline, order, margin=r.margin, alpha=r.alpha, max_seeds=len(order),
-                             start=r.start, mode=r.mode, higher_is_better=spec.mode == "max", arms=family)
-
-    paths: dict[str, dict[int, tuple[float, float]]] = {arm: {} for arm in family}
-    for n in range(r.start, len(order) + 1):
-        for arm, d in decide(n).items():
-            if d.seeds == n or n == r.start:
-                paths.setdefault(arm, {})[d.seeds] = (d.low, d.high)
-    return Race(baseline, r.margin, r.alpha, len(order), decide(len(order)),
-                {arm: len(v) for arm, v in values.items()}, paths)
 
 
 def make_report(uri: str, study: str, out: Path, *,

@@ -96,7 +96,7 @@ def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out:
     what = label(report.rank_by)
     title, path, better = f"{_upper(what)}, mean over seeds", out / "heatmap.png", report.mode == "max"
     if axes == ["model.placement"] or (not axes and any(placements.values())):
-        values, columns = placement_grid(placements, means)
+        values, columns = placement_grid(placements, means, _all_stages(arms, placements))
         figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
                         column_label="site holding a module", title=title, path=path, higher_is_better=better)
         return Picture(path, f"{_upper(what)} of each placement (mean over seeds), under each site that holds "
@@ -118,15 +118,28 @@ def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out:
     return Picture(path, f"{_upper(what)} of each configuration, mean over seeds.")
 
 
-def placement_grid(placements: dict[str, str], means: dict[str, float]) -> tuple[dict[tuple[str, str], float],
+def _all_stages(arms: list[Arm], placements: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """The stages `all` stands for in each arm at `all`: its attention type's own (BAM's: layer1-3)."""
+    kinds = {a.name: a.levels.get("model.attention") or a.setting("model.attention") for a in arms
+             if placements.get(a.name) == "all"}
+    if not any(kinds.values()):
+        return {}
+    from .models import ATTENTIONS  # torch comes with it, as with the plan: only an arm at `all` needs it
+
+    return {arm: ATTENTIONS.get(kind).all_stages for arm, kind in kinds.items() if kind in ATTENTIONS}
+
+
+def placement_grid(placements: dict[str, str], means: dict[str, float],
+                   all_stages: dict[str, tuple[str, ...]] | None = None) -> tuple[dict[tuple[str, str], float],
                                                                                   list[str]]:
     """Which sites the good placements use: (arm, site) -> the arm's mean for each site its placement
     holds, and the columns: every stage, each single block a placement names (layer3.2) in a column of
-    its own beside its stage, in network order, then `none` for the placement without modules."""
+    its own beside its stage, in network order, then `none` for the placement without modules.
+    `all_stages`: what `all` stands for in an arm (its attention type's stages; every stage if absent)."""
     values, sites = {}, {Site(stage) for stage in STAGES}  # every stage, so an unused one shows blank
     for arm, placed in placements.items():
         try:
-            held = parse_placement(placed) if placed else ()
+            held = parse_placement(placed, everywhere=(all_stages or {}).get(arm, STAGES)) if placed else ()
         except ValueError:  # not a placement (a label of the arm's own): it has no row of sites
             held = ()
         sites |= set(held)

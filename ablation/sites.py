@@ -1,5 +1,7 @@
 """Where attention modules go in a ResNet: a whole stage, or one block of it, spelled `layer3` or
-`layer3.2` (0-based), joined by `+` into a placement; `none` and `all` are placements too."""
+`layer3.2` (0-based), joined by `+` into a placement; `none` and `all` are placements too. `all` is
+the attention type's own sites (`AttentionType.all_stages`): every stage for most, BAM's between-stage
+bottlenecks (layer1-3) for BAM, so the same spelling means each module where its authors put it."""
 
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ class Site(NamedTuple):
         return self.stage if self.block is None else f"{self.stage}.{self.block}"
 
 
-def parse_placement(placement: str, layers: Sequence[int] | None = None, arch: str = "") -> tuple[Site, ...]:
-    """`none` -> (), `all` -> every stage, `layer3+layer1.0` -> those sites in network order.
+def parse_placement(placement: str, layers: Sequence[int] | None = None, arch: str = "",
+                    everywhere: Sequence[str] = STAGES) -> tuple[Site, ...]:
+    """`none` -> (), `all` -> the stages of `everywhere` (every stage unless the attention type says
+    otherwise), `layer3+layer1.0` -> those sites in network order.
 
     With `layers` (the blocks of each stage of `arch`), block indices are checked against them.
     """
     if placement == "none":
         return ()
     if placement == "all":
-        return tuple(Site(s) for s in STAGES)
+        return tuple(Site(s) for s in everywhere)
     sites = []
     for item in placement.split("+"):
         stage, dot, block = item.partition(".")
@@ -45,10 +49,12 @@ def parse_placement(placement: str, layers: Sequence[int] | None = None, arch: s
     return tuple(sorted(sites, key=lambda s: (STAGES.index(s.stage), s.block is None, s.block or 0)))
 
 
-def format_placement(sites: tuple[Site, ...]) -> str:
-    """The canonical spelling of a placement, so equal placements get equal trial ids."""
+def format_placement(sites: tuple[Site, ...], spell_all: bool = True) -> str:
+    """The canonical spelling of a placement, so equal placements get equal trial ids: `all` for every
+    stage if `spell_all`. A caller turns it off where `all` would not mean every stage (BAM's `all`
+    is three), so sites spelled out keep their meaning whichever attention type an arm ends up with."""
     if not sites:
         return "none"
-    if sites == tuple(Site(s) for s in STAGES):
+    if spell_all and sites == tuple(Site(s) for s in STAGES):
         return "all"
     return "+".join(str(s) for s in sites)

@@ -133,13 +133,16 @@ _OPTIONS = _attention_options()
 PER_STAGE = ("count", *(o for o, (_, info) in _OPTIONS.items() if catalog.per_stage_bounds(info)))
 # Switches a leave-one-component-out study may turn off, over all types (each type has its own).
 COMPONENTS = tuple(dict.fromkeys(c for _, kind in ATTENTIONS.items() for c in kind.components))
+# `model.*` keys a type no longer takes -> what to write instead (BAM's combine -> variant).
+RETIRED = {f"model.{key}": hint for _, kind in ATTENTIONS.items() for key, hint in kind.options.retired.items()}
 
 
 class _ModelCore(_Section):
     arch: Literal[ARCHITECTURES.names()] = "resnet50"  # type: ignore[valid-type]
     attention: Literal[ATTENTIONS.names()] = Field(  # type: ignore[valid-type]
         "identity_cbam", description="; ".join(f"{name}: {kind.summary}" for name, kind in ATTENTIONS.items()))
-    placement: str = Field("all", description="none, all, or sites joined by '+': stages (layer3) or blocks (layer3.2)")
+    placement: str = Field("all", description="none, all (the attention type's own sites: every stage, BAM's "
+                                              "layer1-3), or sites joined by '+': stages (layer3) or blocks (layer3.2)")
     count: int | dict[str, int] = catalog.per_stage(1, low=0, high=4,
                                                     description="modules stacked at each site (0-4), or {stage: count}")
     zero_init: bool = Field(False, description="start each module that can as the identity (Identity-CBAM: its "
@@ -151,7 +154,11 @@ class _ModelCore(_Section):
     def _known_sites(cls, placement: str, info: ValidationInfo) -> str:
         arch = info.data.get("arch")
         layers = ARCHITECTURES.get(arch).layers if arch else None
-        return format_placement(parse_placement(placement, layers, arch or ""))
+        everywhere = _everywhere(info.data.get("attention"))
+        sites = parse_placement(placement, layers, arch or "", everywhere)
+        # `all` stays `all`: each type's own sites, whichever type an arm switches to. Sites spelled out
+        # become `all` only for a type whose `all` is every stage (not BAM, whose `all` is layer1-3).
+        return "all" if placement == "all" else format_placement(sites, spell_all=everywhere == STAGES)
 
     @field_validator("pretrained")
     @classmethod
@@ -177,7 +184,13 @@ class _ModelCore(_Section):
         """The sites that receive attention modules (count above zero)."""
         if ATTENTIONS.get(self.attention).site is None:
             return ()
-        return tuple(s for s in parse_placement(self.placement) if self.count_at(s.stage))
+        return tuple(s for s in parse_placement(self.placement, everywhere=_everywhere(self.attention))
+                     if self.count_at(s.stage))
+
+
+def _everywhere(attention: str | None) -> tuple[str, ...]:
+    """The stages placement `all` stands for with this attention type (every stage if it is unknown)."""
+    return ATTENTIONS.get(attention).all_stages if attention in ATTENTIONS else STAGES
 
 
 def _per_stage_setting(cls, value: Any, info: ValidationInfo) -> int | dict[str, int]:
@@ -186,7 +199,8 @@ def _per_stage_setting(cls, value: Any, info: ValidationInfo) -> int | dict[str,
     value = _per_stage(value, low, high)
     if isinstance(value, dict) and "placement" in info.data:
         count = info.data.get("count") if info.field_name != "count" else None
-        missing = [s for s in _placed_stages(info.data["placement"], count) if s not in value]
+        missing = [s for s in _placed_stages(info.data["placement"], count, info.data.get("attention"))
+                   if s not in value]
         if missing:
             raise ValueError(f"the placement puts modules in {missing[0]}, but the {info.field_name} mapping "
                              "has no entry for it")
@@ -200,7 +214,7 @@ def _divides_channels(cls, value: Any, info: ValidationInfo) -> Any:
             or info.field_name not in ATTENTIONS.get(attention).options.model_fields:
         return value
     arch = ARCHITECTURES.get(info.data["arch"])
-    for stage in _placed_stages(info.data["placement"], info.data["count"]):
+    for stage in _placed_stages(info.data["placement"], info.data["count"], attention):
         ratio = value[stage] if isinstance(value, dict) else value
         if arch.width(stage) % ratio:
             raise ValueError(f"{info.field_name} {ratio} does not divide the {arch.width(stage)} channels of "
@@ -222,8 +236,9 @@ ModelSpec = create_model(
 ModelSpec.__doc__ = "The network: a torchvision ResNet, and which attention modules sit where, built how."
 
 
-def _placed_stages(placement: str, count: int | dict[str, int] | None = None) -> list[str]:
-    stages = dict.fromkeys(site.stage for site in parse_placement(placement))
+def _placed_stages(placement: str, count: int | dict[str, int] | None = None,
+                   attention: str | None = None) -> list[str]:
+    stages = dict.fromkeys(site.stage for site in parse_placement(placement, everywhere=_everywhere(attention)))
     if isinstance(count, int):
         return list(stages) if count else []
     return [s for s in stages if count is None or count.get(s, 0)]
@@ -304,8 +319,11 @@ class RaceSpec(_Section):
     start: int = Field(3, ge=2, description="seeds every arm runs before any is decided")
     margin: float = Field(gt=0, description="an arm whose sequentially valid interval for its difference from "
                                             "the baseline lies inside ±margin is practically equivalent to it")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="the chance, over the whole race and all its looks, "
-                                                         "of any wrong decision")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description=(
+        "two separate bounds, each over the whole race and all its looks, for Gaussian paired differences: the "
+        "chance that some arm with no true difference is declared better or worse, and the chance that some arm "
+        "at least `margin` away is declared equivalent (not the chance of any wrong decision: the two can add up); "
+        "in mode best, the chance that the best arm is dropped (with tied arms some arm can be dropped more often)"))
     mode: Literal["baseline", "best"] = Field(
         "baseline", description="baseline: each arm is decided against the baseline (better, worse, equivalent); "
                                 "best: arms drop out once worse than the current leader")
@@ -427,7 +445,10 @@ def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None
     sizes = range(1, len(sites) + 1) if size is None else [size] if isinstance(size, int) else size
     if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(sites) for k in sizes):
         raise ValueError(f"size: expected subset sizes between 0 and {len(sites)}, got {size!r}")
-    return list(dict.fromkeys(format_placement(c) for k in sizes for c in itertools.combinations(sites, k)))
+    # Spelled out, never `all`: what `all` stands for depends on the attention type, which the model
+    # section's validation knows (and which spells every placement canonically for it).
+    return list(dict.fromkeys(format_placement(c, spell_all=False) for k in sizes
+                              for c in itertools.combinations(sites, k)))
 
 
 class ResourcesSpec(_Section):
@@ -583,6 +604,8 @@ def _check_setting(key: str) -> None:
         return
     if parent == "data.augment" and leaf in AugmentSpec.model_fields:
         return
+    if key in RETIRED:
+        raise ValueError(f"{key!r}: {RETIRED[key]}")
     raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} "
                      f"(e.g. model.placement, data.augment.rotation), or model.count.<stage> / model.reduction.<stage>")
 
@@ -662,7 +685,7 @@ def _each_error(err: ValidationError) -> list[tuple[tuple[str, ...], str]]:
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            parts.append((loc, f"{key}: unknown key"))
+            parts.append((loc, f"{key}: {RETIRED.get(key, 'unknown key')}"))
         elif e["type"] == "missing":
             parts.append((loc, f"{key}: required key is missing"))
         elif e["type"] == "bool_for_number":  # its message says what it got, spelled as in YAML

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from . import tracking
+from . import race_settings, tracking
 from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
 from .models import check_weights
 from .prepare import costs_key, latencies, prepare_data
@@ -121,6 +121,8 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
                             "cluster run on other machines that cannot write to it; start an MLflow server "
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
     tracking.check_store(uri, writing=True)
+    # First of all: refusing takes a moment, and a refused re-run must neither wait for its data nor write.
+    _check_race_unchanged(uri, spec)
     storage = storage_location(storage)
     trials = spec.trials()
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
@@ -139,11 +141,11 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
         for arch, weights in pretrained:
             check_weights(arch, weights)
-        experiment_id, parent = tracking.open_study(
-            uri, spec.name, params=tracking.study_params(spec) | {"search.seeds": spec.search.seeds,
-                                                                  "trials": len(trials)},
-            spec_yaml=spec_yaml, description=spec.description,
-        )
+        # With a race's settings: what a re-run of it must not change (`_check_race_unchanged`).
+        params = tracking.study_params(spec) | {"search.seeds": spec.search.seeds, "trials": len(trials)} \
+            | race_settings.race_params(spec)
+        experiment_id, parent = tracking.open_study(uri, spec.name, params=params, spec_yaml=spec_yaml,
+                                                    description=spec.description)
         tracking.describe_study(parent, axes=spec.axes(), design=spec.search.design, metric=spec.metric,
                                 mode=spec.mode, storage=f"{storage}/{spec.name}",
                                 skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
@@ -159,6 +161,25 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
         return _fit(spec, context, pending, parent, outcome, console)
+
+
+def _check_race_unchanged(uri: str, spec: StudySpec) -> None:
+    """Refuse (`RaceChanged`) to run a race again with settings other than those its parent run records
+    (see race_settings.py). It only reads: an absent store or study has nothing to compare with."""
+    try:
+        study = tracking.find_study(uri, spec.name)
+    except (tracking.StoreNotFound, tracking.StudyNotFound):
+        return
+    stored = race_settings.recorded(study.params, study.tags.get(tracking.Tag.RACE_BASELINE))
+    arms_run = None
+    if stored and race_settings.ARMS not in stored:
+        # Older versions did not log the arms. The trial runs' `arm` params are then the only record
+        # (one search over the children, only for such a store): every arm that has a run was raced.
+        arms_run = {r.params["arm"] for r in tracking.study_trials(uri, study.experiment_id, study.run.run_id)
+                    if "arm" in r.params}
+    changed = race_settings.changes(stored, race_settings.race_params(spec), arms_run=arms_run)
+    if changed:
+        raise race_settings.RaceChanged(race_settings.describe(spec.name, changed))
 
 
 def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
@@ -202,6 +223,7 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     context = replace(state.context, tracking_uri=uri, storage=folder)
     tracking.find_parent(uri, context.experiment_id, context.parent_run_id)
     spec = state.spec(folder)
+    _check_race_unchanged(uri, spec)  # a state file from an older version, or edited, may differ
     with tracking.hold_study(uri, spec.name):
         records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
         ended = {r.trial_id for r in records if r.ended}

@@ -119,6 +119,11 @@ def plan(console: Console, spec, p, *, gpu: tuple[str, float, float, float] | No
         console.print(f"A race: that is its least cost, every arm decided at its first {race.start} seeds. At most "
                       f"every arm runs all {len(spec.search.seeds)} seeds: {_macs(p.most_macs)}, an estimated "
                       f"{_duration(p.most_seconds)}.")
+        console.print(f"Its margin, ±{race.margin:g}, is in {spec.metric}'s units. What it means depends on how much "
+                      "the paired difference from the baseline moves from seed to seed: a margin over 2 of those "
+                      "SDs lets large differences pass as equivalent. They are measured once the first seeds "
+                      "finish; `ablate run` and `ablate report` give the margin in SDs and warn if it is wider.",
+                      highlight=False)
 
 
 def _macs(n: float) -> str:
@@ -165,33 +170,32 @@ def ranking(console: Console, spec, summaries) -> None:
                                   "killed" if lost else "")
 
 
-def race(console: Console, spec, decisions, *, fixed_trials: int, trials: int) -> None:
-    """A race's decisions: each arm against the baseline, when it was decided, its interval."""
-    title = (f"{spec.name}: the race against {spec.race_baseline()} on best-epoch {spec.metric} "
-             f"(family-wise error <= {spec.search.race.alpha:g} over every look)")
-    table = Table(**LIGHT)
-    table.add_column("arm")
-    table.add_column("decision")
-    numbers(table, "seeds to\ndecide", "difference", "interval")
-    for d in decisions.values():
-        at = "-" if d.decided_at is None else str(d.decided_at)
-        table.add_row(Name(d.arm), d.state, at, f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]")
-    _print(console, title, table)
-    console.print(f"{trials} trials where the fixed design runs {fixed_trials}: {1 - trials / fixed_trials:.0%} "
-                  f"saved. Equivalent means inside ±{spec.search.race.margin:g}.", highlight=False)
+def race(console: Console, race, metric: str) -> None:
+    """A race's answers (a `race_report.Race`): each arm's decision, interval and what to check, then why its
+    margin makes "equivalent" say little, if it does."""
+    from .race_report import race_table
+
+    show(console, race_table(race, metric, compact=True))
+    if warning := race.margin_warning(metric):
+        console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
+
+
+def show(console: Console, table) -> None:
+    """A report's table (`report_table.Table`) in a terminal: names wrap at their commas, figures do not."""
+    shown = Table(**LIGHT)
+    shown.add_column(table.header[0])
+    for column in table.header[1:]:
+        shown.add_column(column, justify="right", overflow="fold")
+    for row in table.rows:
+        shown.add_row(Name(row[0]), *row[1:])
+    _print(console, table.title, shown, table.footnote)
 
 
 def report(console: Console, made) -> None:
     """A report's tables in their compact form, what their marks mean, its notes and its warnings (last,
     where the eye lands)."""
     for table in made.tables(compact=True):
-        shown = Table(**LIGHT)
-        shown.add_column(table.header[0])
-        for column in table.header[1:]:
-            shown.add_column(column, justify="right", overflow="fold")
-        for row in table.rows:
-            shown.add_row(Name(row[0]), *row[1:])
-        _print(console, table.title, shown, table.footnote)
+        show(console, table)
     for note in made.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     for warning in made.warnings:

@@ -4,6 +4,7 @@ a study uses (start 3 seeds, max 8-20, 5 or 15 arms against a baseline).
 
     .venv/bin/python benchmarks/race.py [--tracking-uri URI --study NAME [--metric test_macro_f1]]
                                         [--sd SD] [--studies 2000] [--margin 2.0] [--quick]
+    .venv/bin/python benchmarks/race.py --only quantised,skewed [--studies 2000] [--quantised-studies 10000]
 
 Paired seed noise comes from a real study: given --tracking-uri and --study, the study is read back from
 MLflow (`ablation.tracking.find_study` / `study_trials`) and the SD of the paired difference arm -
@@ -13,15 +14,23 @@ also drive a non-Gaussian check. With neither, a small real study is run first w
 skips the study (Gaussian noise of that SD only). Every procedure here is scale-free, so effects and the
 margin are set in units of that SD and converted to the metric for the record.
 
-Each vectorised simulator below mirrors `ablation.racing` exactly; `cross_check` runs the library's own
-`decide`, `naive_decide` and `fixed_decide` on a sample of the simulated studies and stops if a single
-decision differs. Writes benchmarks/results/race.{json,md}.
+Real metrics (also in a full run): scores quantised as accuracy on 200 images (`simulate_quantised`: ties
+and zero-spread prefixes, the guard given the metric's scale), and strongly skewed paired differences
+(`simulate_skewed`), with what `ablation.paired_checks` flags on the decisions. `--only` runs just these
+sections and merges them into the published results (the rest of the file keeps the full run's figures,
+checked against a fresh simulation of the chosen method's rows).
+
+Each vectorised simulator below mirrors `ablation.racing` exactly (each prefix's variance about its own
+mean, no rule on a look without spread, an equivalent arm that Holm rejects later becoming better or
+worse); `cross_check` runs the library's own `decide`, `naive_decide` and `fixed_decide` on a sample of
+the simulated studies and stops if a single decision differs. Writes benchmarks/results/race.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import math
 import subprocess
 import tempfile
@@ -34,7 +43,7 @@ from results_file import publish  # benchmarks/, the script's own folder
 from scipy import stats
 from scipy.optimize import brentq
 
-from ablation import racing
+from ablation import paired_checks, racing
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHA = 0.05
@@ -133,17 +142,107 @@ def scenario(name: str, S: int, K: int, margin: float, rng: np.random.Generator)
     raise ValueError(name)
 
 
-def look_stats(D: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prefix mean and standard error of D (..., N) at looks n = start..N."""
+# Quantised metrics: accuracy on a few hundred images ---------------------------------------------
+
+IMAGES = 200  # a validation split: every score is a multiple of 1/200
+SEED_LEVEL_SD = 0.02  # the seed's shared component of the accuracy level (the part pairing removes)
+# (label, baseline accuracy, discordant images each way; None: chosen to match the seed noise's SD)
+QUANTISED = (("weak models, SD of the real study", 0.5, None), ("2 images", 0.85, 2.0), ("1 image", 0.9, 0.5))
+
+
+def quantised_sd(level: float, discord: float, images: int = IMAGES, tau: float = SEED_LEVEL_SD) -> float:
+    """SD of the paired difference (accuracy units) under `simulate_quantised` with no effect: given the
+    baseline's count C, G - L has variance (images - C) g (1 - g) + C l (1 - l) and mean images g - C (g + l);
+    C has variance images level (1 - level) + images (images - 1) tau^2."""
+    g, lo = discord / (images * (1 - level)), discord / (images * level)
+    var_c = images * level * (1 - level) + images * (images - 1) * tau ** 2
+    var = images * (1 - level) * g * (1 - g) + images * level * lo * (1 - lo) + (g + lo) ** 2 * var_c
+    return math.sqrt(var) / images
+
+
+def simulate_quantised(S: int, effects: np.ndarray, N: int, rng: np.random.Generator, level: float,
+                       discord: float, images: int = IMAGES, tau: float = SEED_LEVEL_SD) -> np.ndarray:
+    """Accuracies on `images` images (S, K + 1, N), baseline first, every value a multiple of 1/images.
+
+    Seed s gives the baseline C ~ Binomial(images, p_s) images right, p_s = level + tau z_s: the seed's
+    shared level (data order, augmentation), common to every arm on that seed. Each arm is a different
+    network on the SAME images: of the images - C the baseline missed it gets G ~ Binomial(images - C, g)
+    right, of the C it got right it misses L ~ Binomial(C, l), and scores C + G - L. With no effect
+    g = discord / (images (1 - level)) and l = discord / (images level): `discord` images flip each way on
+    average, and E[G - L] = 0 exactly. Two networks that agree on all but a few images differ by a few
+    images, so paired differences tie often and the first seeds' can all be equal; unpaired binomials
+    cannot produce that (their difference has SD >= sqrt(2 level (1 - level) / images), 8 images at
+    level 0.8). An effect of e (accuracy units) adds e images / (images - C) expected gains (e > 0) or
+    losses (e < 0): E[D] = e exactly. `effects`: (S, K) true mean differences in accuracy units."""
+    K = effects.shape[1]
+    p = np.clip(level + tau * rng.standard_normal((S, 1, N)), 0.0, 1.0)
+    right = rng.binomial(images, p)
+    g = (discord + np.maximum(effects, 0.0) * images) / (images * (1 - level))
+    lo = (discord + np.maximum(-effects, 0.0) * images) / (images * level)
+    gain = rng.binomial(images - right, g[:, :, None] * np.ones((1, 1, N)))
+    loss = rng.binomial(right, lo[:, :, None] * np.ones((1, 1, N)))
+    return np.concatenate([right, right + gain - loss], axis=1) / images
+
+
+# Skewed paired differences ------------------------------------------------------------------------
+
+SKEWED = {
+    "lognormal": "centred lognormal (sigma 0.6, skewness 2.3), its direction drawn per arm",
+    "collapse": "1 seed in 10 collapses: the arm loses 5 bulk SDs on it and is 0.56 bulk SD better otherwise",
+}
+
+
+def simulate_skewed(kind: str, S: int, K: int, N: int, rng: np.random.Generator) -> np.ndarray:
+    """Arm values (S, K + 1, N), baseline first, every arm's true mean difference 0 and paired SD 1, with
+    strongly skewed paired differences. "lognormal": the arm's own noise is a centred lognormal (its
+    direction, better-skewed or worse-skewed, drawn per arm). "collapse": the arm and the baseline share
+    Gaussian seed noise as in `simulate`, but one seed in ten the arm's run collapses and loses 5 bulk
+    SDs; otherwise it is 0.56 bulk SD better, so that its mean difference is 0 (an attention module that
+    helps a little and sometimes destabilises training)."""
+    base = rng.standard_normal((S, 1, N)) / math.sqrt(2)
+    if kind == "lognormal":
+        s = 0.6
+        y = (np.exp(s * rng.standard_normal((S, K, N))) - math.exp(s * s / 2)) \
+            / math.sqrt((math.exp(s * s) - 1) * math.exp(s * s))
+        D = y * rng.choice([-1.0, 1.0], size=(S, K, 1))
+    elif kind == "collapse":
+        pi, loss = 0.1, 5.0
+        lift = pi * loss / (1 - pi)
+        bulk = rng.standard_normal((S, K, N)) / math.sqrt(2) - base  # the arm's own seed noise minus the baseline's
+        collapsed = rng.random((S, K, N)) < pi
+        D = (bulk + lift - collapsed * (lift + loss)) / math.sqrt(1 + pi * (1 - pi) * (lift + loss) ** 2)
+    else:
+        raise ValueError(kind)
+    return np.concatenate([base, base + D], axis=1)
+
+
+def look_stats(D: np.ndarray, start: int, scale=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix mean and standard error of D (..., N) at looks n = start..N, as `racing._path`: each prefix's
+    variance about its OWN mean (two-pass), and se = nan (no t statistic, so no rule fires) where the
+    prefix has no spread, sd <= racing.RESOLUTION * max(scale, running max |D|). `scale`: the metric's own
+    size, broadcast against D: per prefix, the running max |value| of the two arms of the pair (what
+    `racing._pair_path` passes: the max over the pairs the arm has when that look is its latest); 0 for
+    scale-free noise."""
     N = D.shape[-1]
     n = np.arange(1, N + 1)
-    cs, cq = np.cumsum(D, -1), np.cumsum(D * D, -1)
-    mean = cs / n
-    var = np.maximum(cq - n * mean * mean, 0) / np.maximum(n - 1, 1)
-    se = np.sqrt(var / n)
-    scale = np.maximum(np.abs(mean), np.sqrt(cq / n))
-    se = np.where(np.sqrt(var) <= 1e-12 * np.maximum(scale, 1e-300), np.nan, se)  # no spread: no look, as racing
+    mean = np.cumsum(D, -1) / n
+    upto = np.tri(N, dtype=bool)  # row k: the first k + 1 observations
+    flat_D, flat_mean = D.reshape(-1, N), mean.reshape(-1, N)
+    ss = np.empty(flat_D.shape)
+    step = max(1, 2_000_000 // (N * N))  # rows per chunk: (rows, N, N) temporaries stay ~16 MB
+    for lo in range(0, len(flat_D), step):
+        dev = np.where(upto, flat_D[lo:lo + step, None, :] - flat_mean[lo:lo + step, :, None], 0.0)
+        ss[lo:lo + step] = (dev * dev).sum(-1)
+    sd = np.sqrt(ss.reshape(D.shape) / np.maximum(n - 1, 1))
+    size = np.maximum(scale, np.maximum.accumulate(np.abs(D), axis=-1))
+    se = np.where(sd <= racing.RESOLUTION * size, np.nan, sd / np.sqrt(n))
     return mean[..., start - 1:], se[..., start - 1:]
+
+
+def metric_scale(X: np.ndarray) -> np.ndarray:
+    """The guard's scale for every arm against the baseline (S, K, N) from arm values (S, K + 1, N): per
+    prefix, the running max |value| of the arm and the baseline (as `racing._pair_path`)."""
+    return np.maximum.accumulate(np.maximum(np.abs(X[:, 1:]), np.abs(X[:, :1])), axis=-1)
 
 
 def cumor(x: np.ndarray) -> np.ndarray:
@@ -165,12 +264,12 @@ def exact_bounds(spending: str):
     return lambda start, N, levels: racing._boundaries(start, N, tuple(float(a) for a in levels), spending)
 
 
-def ranks(D: np.ndarray, start: int, margin: float, alpha: float, test_bounds, eq_bounds):
+def ranks(D: np.ndarray, start: int, margin: float, alpha: float, test_bounds, eq_bounds, scale=0.0):
     """Per study, arm and look: the strictest Holm rank at which the sequential test has crossed (either
     side), whether the upper side came first, and the strictest rank at which the repeated equivalence
-    interval lies inside +-margin: exactly `racing._decide_baseline`'s arrays."""
+    interval lies inside +-margin: exactly `racing._decide_baseline`'s arrays. `scale`: as `look_stats`."""
     _, K, N = D.shape
-    mean, se = look_stats(D, start)
+    mean, se = look_stats(D, start, scale)
     with np.errstate(invalid="ignore"):
         t = mean / se
     holm = [alpha / (K - r) for r in range(K)]
@@ -191,7 +290,9 @@ def ranks(D: np.ndarray, start: int, margin: float, alpha: float, test_bounds, e
 
 def run_race(test_rank: np.ndarray, up_first: np.ndarray, eq_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The synchronous race from rank arrays (S, K, looks): undecided arms get the next seed, decided arms
-    none. Returns states (S, K) and the look index each arm stopped at."""
+    none. Returns states (S, K) and the look index each arm stopped at. As `racing._first_fire`, an arm
+    stopped as equivalent that Holm's step-down rejects at a later look (other arms' ranks fell) becomes
+    better or worse, still at its own look."""
     S, K, L = test_rank.shape
     state = np.zeros((S, K), dtype=int)
     at = np.full((S, K), L - 1)
@@ -200,18 +301,20 @@ def run_race(test_rank: np.ndarray, up_first: np.ndarray, eq_rank: np.ndarray) -
     for i in range(L):
         idx = np.where(state == RACING_, i, at)
         tr, er, uf = test_rank[rows, cols, idx], eq_rank[rows, cols, idx], up_first[rows, cols, idx]
-        verdict = np.where(holm_mask(tr), np.where(uf, BETTER_, WORSE_), np.where(holm_mask(er), EQUIV_, RACING_))
+        rejected = holm_mask(tr)
+        verdict = np.where(rejected, np.where(uf, BETTER_, WORSE_), np.where(holm_mask(er), EQUIV_, RACING_))
         fire = (state == RACING_) & (verdict != RACING_)
         state = np.where(fire, verdict, state)
         at = np.where(fire, i, at)
+        state = np.where((state == EQUIV_) & rejected, np.where(uf, BETTER_, WORSE_), state)
     return np.where(state == RACING_, UNDECIDED_, state), at
 
 
-def race(D, start, margin, alpha, test_bounds=None, eq_bounds=None):
+def race(D, start, margin, alpha, test_bounds=None, eq_bounds=None, scale=0.0):
     """The chosen procedure (or the candidate given by its boundaries), synchronously: states, seeds."""
     test_bounds = test_bounds or exact_bounds(racing.TEST_SPENDING)
     eq_bounds = eq_bounds or exact_bounds(racing.EQUIVALENCE_SPENDING)
-    tr, uf, er = ranks(D, start, margin, alpha, test_bounds, eq_bounds)
+    tr, uf, er = ranks(D, start, margin, alpha, test_bounds, eq_bounds, scale)
     state, at = run_race(tr, uf, er)
     return state, at + start
 
@@ -232,16 +335,16 @@ def fixed_ranks(mean, se, n, K, alpha, margin, holm=True):
     return test, eq, t > 0
 
 
-def fixed(D, margin, alpha):
+def fixed(D, margin, alpha, scale=0.0):
     _, K, N = D.shape
-    mean, se = look_stats(D, N)
+    mean, se = look_stats(D, N, scale)
     test, eq, up = fixed_ranks(mean[..., 0], se[..., 0], N, K, alpha, margin)
     return np.where(holm_mask(test), np.where(up, BETTER_, WORSE_), np.where(holm_mask(eq), EQUIV_, UNDECIDED_))
 
 
-def naive(D, start, margin, alpha, holm=False):
+def naive(D, start, margin, alpha, holm=False, scale=0.0):
     S, K, N = D.shape
-    mean, se = look_stats(D, start)
+    mean, se = look_stats(D, start, scale)
     L = N - start + 1
     test, eq, up = np.empty((S, K, L), int), np.empty((S, K, L), int), np.empty((S, K, L), bool)
     for i in range(L):
@@ -402,15 +505,16 @@ def library_race(X: np.ndarray, start: int, margin: float, alpha: float, kind: s
         have["baseline"] = max(have[a] for a in names[1:])
 
 
-def cross_check(X, deltas, N, margin, alpha, count: int) -> int:
-    """The vectorised simulators against the library, decision by decision, on `count` studies."""
-    D = X[:, 1:] - X[:, :1]
-    st, used = race(D, START, margin, alpha)
-    nv, nused = naive(D, START, margin, alpha)
-    nh, hused = naive(D, START, margin, alpha, holm=True)
-    fx = fixed(D, margin, alpha)
+def cross_check(X, deltas, N, margin, alpha, count: int, studies=None) -> int:
+    """The vectorised simulators against the library, decision by decision, on `count` studies (the first
+    ones, or the first `count` of the indices `studies`)."""
+    D, scale = X[:, 1:] - X[:, :1], metric_scale(X)
+    st, used = race(D, START, margin, alpha, scale=scale)
+    nv, nused = naive(D, START, margin, alpha, scale=scale)
+    nh, hused = naive(D, START, margin, alpha, holm=True, scale=scale)
+    fx = fixed(D, margin, alpha, scale)
     checked = 0
-    for s in range(count):
+    for s in (range(count) if studies is None else list(studies)[:count]):
         for kind, (ref_state, ref_used) in (("race", (st, used)), ("naive", (nv, nused)), ("naive_holm", (nh, hused))):
             states, at = library_race(X[s], START, margin, alpha, kind)
             if states != ref_state[s].tolist() or at != ref_used[s].tolist():
@@ -508,7 +612,8 @@ def best_race(X, start, margin, alpha):
     beat = np.zeros((S, A, A, L), dtype=bool)  # beat[:, i, j]: i shown better than j by that look
     within = np.zeros((S, A, A, L), dtype=bool)
     for i, j in pairs:
-        mean, se = look_stats(X[:, i] - X[:, j], start)
+        pair_scale = np.maximum.accumulate(np.maximum(np.abs(X[:, i]), np.abs(X[:, j])), axis=-1)
+        mean, se = look_stats(X[:, i] - X[:, j], start, pair_scale)
         with np.errstate(invalid="ignore"):
             t = mean / se
         beat[:, i, j], beat[:, j, i] = cumor(t >= tb), cumor(-t >= tb)
@@ -616,6 +721,295 @@ dropped by another that is not better than it. The simulation below checks all o
 used, with the seed noise of a real study."""
 
 
+# ---------------------------------------------------------------------------------------------------
+# Real metrics: quantised scores, skewed differences (also runnable alone: --only, merged into the results)
+
+NEW_CONFIGS = ((5, 8), (5, 20), (15, 20))
+
+
+def quantised_section(S: int, m: float, unit: float, rng: np.random.Generator, quick: bool):
+    """Accuracy on IMAGES images (`simulate_quantised`): family-wise error under the null and false
+    equivalence with every arm at the margin, race and fixed design, the guard given the metric's scale;
+    the library cross-checked on studies with zero-spread looks. Returns (result rows, lines, checked)."""
+    rows, checked, flat_checked = [], 0, 0
+    lines = ["", "## Quantised metrics: accuracy on 200 images", "",
+             "Every score is a multiple of 1/200, so paired differences tie and the first seeds' can be all "
+             "equal: the case `racing` treats as no spread (se = nan: no rule fires on that look), the guard "
+             "given the metric's own scale as `racing._pair_path` does. Each seed gives the baseline "
+             "Binomial(200, p) images right, p = level + 0.02·z per seed (shared by every arm on that seed); "
+             "each arm is a different network on the same 200 images, which gets Binomial right of the images "
+             "the baseline missed and misses Binomial of those it got right, `discord` images each way on "
+             "average (`simulate_quantised`; its mean difference is exactly 0, or exactly the effect). Weak "
+             f"models (level 0.5) with the discord that gives the seed noise above ({unit:.4f}, "
+             f"{unit * IMAGES:.1f} images); closer networks (level 0.85, 2 images each way; level 0.9, half an "
+             "image each way), whose differences are a few images or one. Margin 2 SD of each noise (so 4 and "
+             "2 images for the last two). Null: every arm equal to the baseline (FWER at margin 0, the test "
+             "alone, and at margin 2 SD). At the margin: every arm's true difference ±margin (false "
+             "equivalence: some arm called equivalent). ± 95% MC on the race's figures.", "",
+             "| differences (paired SD) | K | max | arms with no spread at look 3 | FWER race (fixed), margin 0 | "
+             "FWER race (fixed), margin 2 SD | false equiv. at the margin, race (fixed) | "
+             "trials used, null / at margin |",
+             "|---|---|---|---|---|---|---|---|"]
+    configs = NEW_CONFIGS if not quick else ((5, 8),)
+    for label, level, discord in QUANTISED:
+        if discord is None:
+            discord = brentq(lambda d: quantised_sd(level, d) - unit, 1e-3, IMAGES * min(level, 1 - level))
+        sd = quantised_sd(level, discord)
+        margin = m * sd
+        for K, N in configs:
+            row = {"noise": label, "level": level, "discord_images": discord, "paired_sd": sd,
+                   "paired_sd_images": sd * IMAGES, "margin": margin, "K": K, "max": N}
+            for name, effect, mg in (("null_margin0", 0.0, 0.0), ("null", 0.0, margin), ("at_margin", margin, margin)):
+                deltas = effect * rng.choice([-1.0, 1.0], size=(S, K))
+                X = simulate_quantised(S, deltas, N, rng, level, discord)
+                D, scale = X[:, 1:] - X[:, :1], metric_scale(X)
+                st, used = race(D, START, mg, ALPHA, scale=scale)
+                fx = fixed(D, mg, ALPHA, scale)
+                _, se = look_stats(D, START, scale)
+                row[name] = {"race": measure(st, used, deltas, mg, N),
+                             "fixed": measure(fx, np.full((S, K), N), deltas, mg, N),
+                             "no_spread_at_start": float(np.isnan(se[..., 0]).mean()),
+                             "no_spread_any_look": float(np.isnan(se).any(-1).mean())}
+                if effect:  # the differences' skewness, signed so that the effect is positive
+                    row[name]["skewness"] = float(stats.skew((D * np.sign(deltas)[:, :, None]).ravel()))
+                flat = np.nonzero(np.isnan(se).any(axis=(1, 2)))[0]  # studies with a zero-spread look
+                count = 1 if quick else (3 if K <= 6 else 2)
+                got = cross_check(X, deltas, N, mg, ALPHA, count, flat if len(flat) else None)
+                checked += got
+                flat_checked += got if len(flat) else 0
+            rows.append(row)
+            z, n, a = row["null_margin0"], row["null"], row["at_margin"]
+            lines.append(f"| {label} ({sd:.4f}, {sd * IMAGES:.1f} images) | {K} | {N} | "
+                         f"{pct(z['no_spread_at_start'])} | {fmt(z['race']['fwer'], S)} ({fmt(z['fixed']['fwer'])}) | "
+                         f"{fmt(n['race']['fwer'], S)} ({fmt(n['fixed']['fwer'])}) | "
+                         f"{fmt(a['race']['false_equivalence'], S)} ({fmt(a['fixed']['false_equivalence'])}) | "
+                         f"{pct(n['race']['trials_share'])} / {pct(a['race']['trials_share'])} |")
+    worst = max((r[k]["race"]["fwer"], r["noise"], r["K"], r["max"]) for r in rows for k in ("null_margin0", "null"))
+    worst_eq = max((r["at_margin"]["race"]["false_equivalence"], r["noise"], r["K"], r["max"]) for r in rows)
+    fixed_eq = max(r["at_margin"]["fixed"]["false_equivalence"] for r in rows)
+    skew = {r["noise"]: r["at_margin"]["skewness"] for r in rows}
+    lines += ["", f"Highest race FWER {worst[0]:.3f} ({worst[1]}, K = {worst[2]}, max {worst[3]}), highest false "
+              f"equivalence {worst_eq[0]:.3f} ({worst_eq[1]}, K = {worst_eq[2]}, max {worst_eq[3]}), against α = "
+              f"{ALPHA} (± {mc(ALPHA, S):.3f} at {S:,} studies). A look without spread decides nothing, so ties "
+              "cannot make a claim or an equivalence; what remains is the t statistic on lattice differences. At "
+              "the margin they lean to the side of the effect (skewness "
+              + ", ".join(f"{v:.2f} for {k}" for k, v in skew.items())
+              + "; Poisson-like when the SD is an image or two), where a t-based equivalence interval is least "
+              f"exact: the fixed design's false equivalence reaches {fixed_eq:.3f} there too. The vectorised "
+              f"simulator matched `racing.decide`, `naive_decide` and `fixed_decide` decision for decision on "
+              f"{checked} of these studies, {flat_checked} of them chosen among studies with a zero-spread look."]
+    return rows, lines, checked
+
+
+def claim_checks(D: np.ndarray, used: np.ndarray, arms: np.ndarray, permutations: int = 0):
+    """`paired_checks` on the differences each of the given arms (rows of (study, arm)) was decided on:
+    per arm, flagged (skewness or outlier beyond its threshold at its seeds), and the permutation p-values
+    of the first `permutations` of them."""
+    flagged = np.zeros(len(arms), dtype=bool)
+    ns = used[arms[:, 0], arms[:, 1]] if len(arms) else np.zeros(0, dtype=int)
+    for n in np.unique(ns):
+        pick = np.nonzero(ns == n)[0]
+        skew, _, z = paired_checks.scores(D[arms[pick, 0], arms[pick, 1], :n])
+        skewed, outlying = paired_checks.flags(int(n), skew, z)
+        flagged[pick] = skewed | outlying
+    p = np.array([paired_checks.permutation_p(D[s, k, :used[s, k]]) for s, k in arms[:permutations]])
+    return flagged, p
+
+
+def skewed_section(S: int, m: float, rng: np.random.Generator, quick: bool):
+    """Strongly skewed paired differences (`simulate_skewed`) against Gaussian ones: the race's and the
+    fixed design's FWER, and what `paired_checks` flags. Returns (result rows, lines)."""
+    perms = 100 if quick else 300
+    lines = ["", "## Skewed paired differences", "",
+             "The guarantee assumes Gaussian paired differences. Two strongly skewed kinds, every arm's true mean "
+             "difference 0: " + "; ".join(f"**{k}**: {v}" for k, v in SKEWED.items()) + ". The Gaussian rows are "
+             "scenario (a) again, on the same footing. Margin 0 is the test alone (every equal arm faces every "
+             "look); at 2 SD equal arms mostly stop as equivalent first. Then `ablation.paired_checks` on the "
+             "differences each arm was decided on (`check`: skewness beyond 2 of its standard errors, or an "
+             "outlier seed by the leave-one-out t at Bonferroni 0.05; see benchmarks/results/paired_checks.md): "
+             "*false claims flagged*, among the null studies with a false claim (race, margin 0), the share in "
+             "which a falsely claimed arm is flagged; *permutation p ≤ α*, the share of false claims whose "
+             f"sign-flip permutation p-value (the second opinion) is ≤ {ALPHA} too (first {perms} claims per row); "
+             "*decided arms flagged*: the share of all arms decided (better, worse or equivalent) at margin "
+             "2 SD that are flagged, for the Gaussian rows the false-alarm rate.", "",
+             "| differences | K | max | FWER race (fixed), margin 0 | FWER race (fixed), margin 2 SD | "
+             "false claims flagged | false claims with permutation p ≤ α | decided arms flagged, margin 2 SD |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows, checked = [], 0
+    for K, N in (NEW_CONFIGS if not quick else ((5, 8),)):
+        for kind in ("gaussian", *SKEWED):
+            row = {"differences": kind, "K": K, "max": N}
+            for margin in (0.0, m):
+                deltas = np.zeros((S, K))
+                X = simulate(S, deltas, N, rng) if kind == "gaussian" else simulate_skewed(kind, S, K, N, rng)
+                D, scale = X[:, 1:] - X[:, :1], metric_scale(X)
+                st, used = race(D, START, margin, ALPHA, scale=scale)
+                fx = fixed(D, margin, ALPHA, scale)
+                out = {"race": measure(st, used, deltas, margin, N),
+                       "fixed": measure(fx, np.full((S, K), N), deltas, margin, N)}
+                claims = np.argwhere((st == BETTER_) | (st == WORSE_))
+                decided = np.argwhere(st != UNDECIDED_)
+                if margin == 0.0:
+                    flagged, p = claim_checks(D, used, claims, perms)
+                    studies = np.unique(claims[:, 0])
+                    hit = np.unique(claims[flagged, 0])
+                    out["false_claims"] = int(len(claims))
+                    out["studies_with_false_claim"] = int(len(studies))
+                    out["false_claim_studies_flagged"] = float(len(hit) / len(studies)) if len(studies) else None
+                    out["false_claims_flagged"] = float(flagged.mean()) if len(claims) else None
+                    out["false_claims_permutation_p_at_most_alpha"] = float((p <= ALPHA).mean()) if len(p) else None
+                    out["permutation_checked"] = int(len(p))
+                    out["seeds_at_false_claim"] = (float(used[claims[:, 0], claims[:, 1]].mean()) if len(claims)
+                                                   else None)
+                else:
+                    flagged, _ = claim_checks(D, used, decided)
+                    out["decided_arms"] = int(len(decided))
+                    out["decided_arms_flagged"] = float(flagged.mean()) if len(decided) else None
+                row["margin0" if margin == 0.0 else "margin"] = out
+                checked += cross_check(X, deltas, N, margin, ALPHA, 1 if quick else 2)
+            rows.append(row)
+            z, g = row["margin0"], row["margin"]
+            lines.append(f"| {kind} | {K} | {N} | {fmt(z['race']['fwer'], S)} ({fmt(z['fixed']['fwer'])}) | "
+                         f"{fmt(g['race']['fwer'], S)} ({fmt(g['fixed']['fwer'])}) | "
+                         f"{fmt(z['false_claim_studies_flagged'])} of {z['studies_with_false_claim']} | "
+                         f"{fmt(z['false_claims_permutation_p_at_most_alpha'])} | {fmt(g['decided_arms_flagged'])} |")
+
+    def span(kind, margin, key, side="race"):
+        v = [r[margin][side][key] if side else r[margin][key] for r in rows if r["differences"] == kind]
+        v = [x for x in v if x is not None]
+        if not v:
+            return "-"
+        return f"{min(v):.2f}" if f"{min(v):.2f}" == f"{max(v):.2f}" else f"{min(v):.2f}–{max(v):.2f}"
+    skewed = [k for k in SKEWED]
+    lines += ["", "At margin 0 the race's family-wise error under skewed differences is "
+              + ", ".join(f"{span(k, 'margin0', 'fwer')} ({k}; fixed design {span(k, 'margin0', 'fwer', 'fixed')})"
+                          for k in skewed)
+              + f", against {span('gaussian', 'margin0', 'fwer')} with Gaussian ones: the guarantee does not hold "
+              "there, for the fixed design either. The flag catches "
+              + ", ".join(f"{span(k, 'margin0', 'false_claim_studies_flagged', None)} of the studies with a false "
+                          f"claim ({k})" for k in skewed)
+              + f", and fires on {span('gaussian', 'margin0', 'false_claim_studies_flagged', None)} of the Gaussian "
+              f"studies with a (false) claim and on {span('gaussian', 'margin', 'decided_arms_flagged', None)} of "
+              "the Gaussian arms decided at margin 2 SD (its false alarms). A false claim under skew rests on the "
+              "seeds that happened to miss the tail: a lognormal arm called worse had no seed in its long upper "
+              "tail, a collapsing arm called better had no collapse among its seeds, and those seeds look "
+              "Gaussian. A check of the decided sample sees the skew only where the bulk itself is skewed and "
+              "the seeds are many; it cannot see a collapse that did not happen. The sign-flip permutation "
+              "p-value is ≤ α for "
+              + ", ".join(f"{span(k, 'margin0', 'false_claims_permutation_p_at_most_alpha', None)} of the false "
+                          f"claims ({k})" for k in skewed)
+              + " (it assumes symmetry, which a skewed null breaks too; it cannot go below 2/2^n, 0.0625 at 5 "
+              "seeds, 0.0156 at 7). With a margin of 2 SD the race stops equal arms as equivalent before the rare "
+              "seeds matter "
+              f"(FWER {span(skewed[0], 'margin', 'fwer')} and {span(skewed[1], 'margin', 'fwer')}), where the "
+              f"fixed design still claims ({span(skewed[0], 'margin', 'fwer', 'fixed')}, "
+              f"{span(skewed[1], 'margin', 'fwer', 'fixed')}). The vectorised simulator matched the library on "
+              f"{checked} of these studies."]
+    return rows, lines, checked
+
+
+ADDED = ("<!-- sections added by `benchmarks/race.py --only`: start -->",
+         "<!-- sections added by `benchmarks/race.py --only`: end -->")
+NEW_SECTIONS = ("quantised", "skewed")
+
+
+def new_sections(which, S: int, m: float, unit: float, rng: np.random.Generator, quick: bool, result: dict,
+                 quantised_S: int | None = None):
+    """The real-metric sections (`--only` runs just these): their lines, results stored in `result`.
+    `quantised_S`: studies per quantised scenario (default S), more for a tighter check of <= alpha."""
+    lines, checked = [], 0
+    if "quantised" in which:
+        result["quantised"], more, got = quantised_section(quantised_S or S, m, unit, rng, quick)
+        lines += more
+        checked += got
+    if "skewed" in which:
+        result["skewed"], more, got = skewed_section(S, m, rng, quick)
+        lines += more
+        checked += got
+    return lines, checked
+
+
+def still_stands(old: dict, S: int, m: float, rng: np.random.Generator) -> tuple[dict, list[str]]:
+    """The published chosen-method rows (Gaussian, margin m) against a fresh simulation with the current
+    code: since they were run, `racing` centres each prefix on its own mean with a guard scaled to the
+    metric, and an arm stopped as equivalent that Holm rejects later becomes better or worse."""
+    flat, looks, gaps = 0, 0, []
+    for row in old.get("main", []):
+        K, N, name = row["K"], row["max"], row["scenario"]
+        deltas = scenario(name, S, K, m, rng)
+        X = simulate(S, deltas, N, rng)
+        D, scale = X[:, 1:] - X[:, :1], metric_scale(X)
+        _, se = look_stats(D, START, scale)
+        flat += int(np.isnan(se).sum())
+        looks += se.size
+        now = measure(*race(D, START, m, ALPHA, scale=scale), deltas, m, N)
+        for key in ("fwer", "false_equivalence", "trials_share"):
+            a, b = now[key], row["race"][key]
+            if a is None or b is None:
+                continue
+            err = math.sqrt((a * (1 - a) + b * (1 - b)) / S) if key != "trials_share" else math.nan
+            z = abs(a - b) / err if err > 0 else (0.0 if a == b else math.inf)
+            gaps.append({"K": K, "max": N, "scenario": name, "measure": key, "published": b, "now": a,
+                         "z": None if key == "trials_share" else z})
+    tested = [g for g in gaps if g["z"] is not None]
+    beyond = sum(g["z"] > 1.96 for g in tested)
+    worst = {key: max((g for g in gaps if g["measure"] == key), key=lambda g: abs(g["now"] - g["published"]))
+             for key in ("fwer", "false_equivalence", "trials_share")}
+    check = {"looks": looks, "zero_spread_looks": flat, "comparisons": gaps, "beyond_1.96_se": beyond,
+             "tested": len(tested)}
+
+    def say(g):
+        return (f"{g['now']:.3f} against {g['published']:.3f} ({g['scenario']}, K = {g['K']}, max {g['max']}; "
+                f"{g['z']:.1f} standard errors)")
+    line = (f"Do the rows above stand? Since they were run, `racing` computes each look's variance about its "
+            "own mean, with no rule on a look without spread (to a millionth of the metric), and an arm stopped "
+            "as equivalent that Holm rejects at a later look becomes better or worse. Re-simulated with the "
+            f"current code ({S:,} fresh studies per row of \"The chosen method\"): {flat} of {looks:,} Gaussian "
+            f"looks had zero spread, so the guard changes nothing on continuous noise; {beyond} of {len(tested)} "
+            "FWER and false-equivalence figures differ from the published ones by more than 1.96 standard "
+            f"errors of a difference (about {0.05 * len(tested):.0f} expected by chance). Largest gaps: FWER "
+            f"{say(worst['fwer'])}, false equivalence {say(worst['false_equivalence'])}, trials used "
+            f"{100 * abs(worst['trials_share']['now'] - worst['trials_share']['published']):.1f} points.")
+    return check, [line]
+
+
+def merge(which, args, S: int, m: float, rng: np.random.Generator, began: float) -> None:
+    """`--only`: run only the new sections and merge them into the published results (race.json, race.md),
+    replacing any earlier merge; the rest of the file keeps the full run's figures."""
+    from results_file import RESULTS
+
+    old = json.loads((RESULTS / "race.json").read_text())
+    text = (RESULTS / "race.md").read_text()
+    if ADDED[0] in text:
+        text = text[:text.index(ADDED[0])].rstrip("\n") + text[text.index(ADDED[1]) + len(ADDED[1]):]
+    if abs(old["margin_sd"] - m) > 1e-12:
+        raise SystemExit(f"--margin {m} differs from the published results' {old['margin_sd']}")
+    unit = old["noise"]["sd"]
+    result = dict(old)
+    lines, checked = new_sections(which, S, m, unit, rng, args.quick, result, quantised_studies(args))
+    result["stands"], stand = still_stands(old, S, m, rng)
+    seconds = time.time() - began
+    command = f".venv/bin/python benchmarks/race.py --only {','.join(which)}" + (" --quick" if args.quick else "")
+    result["merged"] = {"sections": list(which), "command": command, "studies_per_scenario": S,
+                        "quantised_studies_per_scenario": quantised_studies(args), "seed": args.seed,
+                        "seconds": seconds, "cross_checked_studies": checked}
+    block = [ADDED[0], "", "## Racing on real metrics (added)", "",
+             f"These sections were run on their own (`{command}`, {S:,} simulated studies per scenario, "
+             f"{quantised_studies(args):,} for the quantised ones, seed {args.seed}, {seconds:.0f} s) and merged "
+             "into the full run's results: a full run starts with a new "
+             "real study for the seed noise (the one above was logged to a temporary store that is gone, with the "
+             "residuals the non-Gaussian check resamples), which would change every figure. They use that study's "
+             f"paired SD ({unit:.4f}) and margin ({m:g} SD)."]
+    block += [""] + stand + lines + ["", ADDED[1]]
+    body, targets = (text.split("\n## The targets", 1) + [None])[:2]
+    text = body.rstrip("\n") + "\n\n" + "\n".join(block) + ("\n\n## The targets" + targets if targets else "\n")
+    publish("race", result, text.rstrip("\n").split("\n"))
+
+
+def quantised_studies(args) -> int:
+    return args.studies if args.quick else max(args.studies, args.quantised_studies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri")
@@ -626,10 +1020,20 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=2.0, help="margin in paired-difference SDs")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and checks (a smoke run)")
+    parser.add_argument("--quantised-studies", type=int, default=10_000,
+                        help="studies per quantised scenario (at least --studies): FWER <= alpha to +-0.004")
+    parser.add_argument("--only", help="run only these sections (comma-separated: quantised, skewed) and merge "
+                        "them into the published results/race.{json,md}, keeping the rest of the full run's")
     args = parser.parse_args()
     began = time.time()
     rng = np.random.default_rng(args.seed)
     S, m = args.studies, args.margin
+    if args.only:
+        which = [w.strip() for w in args.only.split(",") if w.strip()]
+        if not which or set(which) - set(NEW_SECTIONS):
+            raise SystemExit(f"--only takes {', '.join(NEW_SECTIONS)}, not {args.only!r}")
+        merge(which, args, S, m, rng, began)
+        return
 
     if args.sd:
         noise = Noise(args.sd, f"--sd {args.sd} (Gaussian)")
@@ -935,6 +1339,11 @@ def main() -> None:
             checked += cross_check(X, deltas, N, m, ALPHA, 2 if args.quick else 4)
             lines.append(f"| {K} | {N} | {fmt(r['fwer'], S)} | {fmt(n1['fwer'])} / {fmt(n2['fwer'])} | "
                          f"{pct(r['trials_share'])} |")
+
+    # 6b. real metrics: quantised scores, skewed differences -------------------------------------------
+    more, got = new_sections(NEW_SECTIONS, S, m, unit, rng, args.quick, result, quantised_studies(args))
+    lines += more
+    checked += got
 
     # 7. the targets ----------------------------------------------------------------------------------
     targets = []

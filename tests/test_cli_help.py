@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import typer.rich_utils
 from rich.console import Console
@@ -204,11 +205,21 @@ def test_the_ranking_fits_80_columns(axes, levels):
 
 
 def test_the_race_fits_80_columns():
-    decisions = {p: SimpleNamespace(arm=f"placement={p}", state="equivalent", decided_at=4, mean=-0.0123,
-                                    low=-0.0456, high=0.0211) for p in PLACEMENTS}
-    text = _rendered(lambda c: views.race(c, _spec(), decisions, fixed_trials=48, trials=30))
-    _fits(text, [d.arm for d in decisions.values()])
-    assert "[-0.0456, +0.0211]" in text
+    """The end of a race's `ablate run`: each arm's answer on one line, its margin in seed SDs."""
+    from ablation.race_report import read_race
+
+    spec = _spec()
+    spec.search = SimpleNamespace(seeds=list(range(8)), race=SimpleNamespace(alpha=0.05, margin=0.15, start=3,
+                                                                             mode="baseline"))
+    rng = np.random.default_rng(0)
+    base = rng.binomial(200, 0.6, 8) / 200
+    values = {"placement=none": dict(enumerate(base))}
+    for i, p in enumerate(p for p in PLACEMENTS if p != "none"):
+        values[f"placement={p}"] = dict(enumerate(base + rng.integers(-6, 7, 8) / 200 + 0.01 * (i % 3)))
+    race = read_race(spec, values, {})
+    text = _rendered(lambda c: views.race(c, race, "validation macro-F1"))
+    _fits(text, list(values)[1:])
+    assert "paired seed SDs" in text and "equivalent at 3" in text
 
 
 def test_explanation_scores_fit_80_columns():

@@ -74,8 +74,10 @@ def test_a_race_stops_the_decided_arm_gives_the_open_ones_more_seeds_and_gains_n
     made = CliRunner().invoke(app, ["report", "race", "--tracking-uri", uri, "--out", str(tmp_path / "report")])
     assert made.exit_code == 0, made.output
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert f"| {EQUIVALENT} | equivalent | 3 | 3 |" in markdown
-    assert f"| {OPEN[0]} | undecided at max | 4 | 4 |" in markdown
+    assert f"| {EQUIVALENT} | equivalent at 3 | 3 |" in markdown
+    assert f"| {OPEN[0]} | undecided at max (4) | 4 |" in markdown
+    # The race's answer leads; the test split's comparison follows as its confirmation.
+    assert markdown.index("The study's answer: the race against") < markdown.index("Confirmation on the test split")
     assert "15 trials where the fixed design runs 16" in " ".join(markdown.split())
     assert (tmp_path / "report" / "race.png").stat().st_size > 10_000
 

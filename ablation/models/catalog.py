@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -39,6 +39,8 @@ class Options(BaseModel):
     with its default, bounds and description. Types that share an option declare it alike."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys the type no longer takes -> what to write instead, which a spec that uses one is told.
+    retired: ClassVar[dict[str, str]] = {}
 
 
 def per_stage(default: int, *, low: int, high: int | None = None, description: str,
@@ -76,8 +78,12 @@ class AttentionType:
     # Boolean options, each switching one part of the module off: what a leave-one-out design removes.
     components: tuple[str, ...] = field(default=())
     summary: str = ""
+    # What placement `all` stands for: the stages its authors put the module at (BAM: layer1-3).
+    all_stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
+        if not self.all_stages or self.all_stages != tuple(s for s in STAGES if s in self.all_stages):
+            raise ValueError(f"all_stages {self.all_stages!r}: expected stages among {', '.join(STAGES)}, in order")
         for name in self.components:
             if self.options.model_fields.get(name) is None or self.options.model_fields[name].annotation is not bool:
                 raise ValueError(f"component {name!r} must be a boolean option of {self.options.__name__}")
