@@ -130,8 +130,6 @@ def digits(*scales: float) -> int:
 def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
     """The study's answer per arm: the race's decision, its difference and interval, and what to check."""
     dp = digits(race.margin, race.seed_sd)
-    run = sum(race.seeds_run.values())
-    fixed = race.max_seeds * len(race.seeds_run)
     rows = []
     for arm, d in race.decisions.items():
         interval = "-" if math.isnan(d.low) else f"[{d.low:+.{dp}f}, {d.high:+.{dp}f}]"
@@ -140,7 +138,7 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
         row = [arm, _answer(d), str(race.seeds_run.get(arm, 0)), difference, interval, _flag(race, arm)]
         if not compact:
             row += [f"{d.p_value:.2g}", "-" if found is None else f"{found.permutation_p:.2g}",
-                    str(race.max_seeds - race.seeds_run.get(arm, 0))]
+                    str(race.max_seeds - race.seeds_run.get(arm, 0)) if d.state in DECIDED else "-"]
         rows.append(row)
     header = ["arm", "answer", "seeds", "difference", "interval", "check"]
     if not compact:
@@ -151,10 +149,30 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
             f"never looks at the test split), with family-wise error at most {race.alpha:g} over every look it took; "
             "the p-values are the race's sequential ones, Holm-adjusted, beside a sign-flip permutation test of the "
             "same differences (no allowance for the looks).")
-    footnote = (f"Equivalent: the sequentially valid interval lies inside {race.margin_words()}. The race ran {run} "
-                f"trials where the fixed design runs {fixed} ({1 - run / fixed:.0%} saved), the baseline's included.")
+    footnote = f"Equivalent: the sequentially valid interval lies inside {race.margin_words()}. {cost(race)}"
     return Table(f"The study's answer: the race {against} on best-epoch {metric}", header, rows,
                  note=note, footnote=" ".join([footnote, *race_notes(race)]))
+
+
+DECIDED = (racing.BETTER, racing.WORSE, racing.EQUIVALENT)  # answered by a rule: the seeds it did not need are saved
+
+
+def cost(race: Race) -> str:
+    """What the race ran against the fixed design. Only an answer saves seeds: an arm still racing, or
+    stopped by a failed seed, has not saved the seeds it did not run, and neither has the baseline then."""
+    run = sum(race.seeds_run.values())
+    fixed = race.max_seeds * len(race.seeds_run)
+    open_ = [a for a, d in race.decisions.items() if d.state not in (*DECIDED, racing.UNDECIDED)]
+    saved = sum(race.max_seeds - race.seeds_run.get(a, 0) for a, d in race.decisions.items() if d.state in DECIDED)
+    if not open_:
+        saved = fixed - run
+    said = f"The race ran {run} trials where the fixed design runs {fixed}, the baseline's included"
+    racing_now = sum(d.state == racing.RACING for d in race.decisions.values())
+    if racing_now:
+        return f"{said}: the race is still in progress ({racing_now} arm(s) racing); {saved} trials saved by answers so far."
+    if open_:
+        return f"{said}; {saved} trials saved by answers ({len(open_)} arm(s) stopped without one)."
+    return f"{said} ({saved / fixed:.0%} saved)."
 
 
 def race_notes(race: Race) -> list[str]:

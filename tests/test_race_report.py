@@ -88,12 +88,15 @@ def test_a_stuck_arm_shows_as_stopped_with_its_reason_and_a_failed_baseline_in_o
     row = next(r for r in table.rows if r[0] == "placement=layer1")
     assert row[1:3] == ["stopped at 3", "3"] and row[5] == "seed failed"
     assert "placement=layer1: seed 3 failed for good" in table.footnote
+    # Only answers save seeds: the stopped arm's 5 unrun seeds and the open arms' are not counted.
+    assert "still in progress" in table.footnote and "0 trials saved by answers so far" in table.footnote
 
     data["placement=none"] = {s: v for s, v in data["placement=none"].items() if s < 3}
     everyone = read_race(spec(margin=0.001), data, {"placement=none": [3]})
     assert {d.state for d in everyone.decisions.values()} == {racing.STOPPED}
     footnote = race_table(everyone, "validation macro-F1").footnote
     assert footnote.count("The baseline's seed 3 failed for good") == 1
+    assert "0 trials saved by answers (3 arm(s) stopped without one)" in footnote
 
 
 def test_an_arm_without_spread_says_the_metric_cannot_resolve_it():
