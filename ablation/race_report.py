@@ -132,7 +132,8 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
     dp = digits(race.margin, race.seed_sd)
     rows = []
     for arm, d in race.decisions.items():
-        interval = "-" if math.isnan(d.low) else f"[{d.low:+.{dp}f}, {d.high:+.{dp}f}]"
+        # No interval yet (before `start`), or none at all (no spread on any look): a dash, not [-inf, +inf].
+        interval = f"[{d.low:+.{dp}f}, {d.high:+.{dp}f}]" if math.isfinite(d.low) and math.isfinite(d.high) else "-"
         difference = "-" if math.isnan(d.mean) else f"{d.mean:+.{dp}f}"
         found = race.checks.get(arm)
         row = [arm, _answer(d), str(race.seeds_run.get(arm, 0)), difference, interval, _flag(race, arm)]

@@ -317,7 +317,7 @@ class RaceSpec(_Section):
     not yet decided against the baseline get more, up to all of `search.seeds`."""
 
     start: int = Field(3, ge=2, description="seeds every arm runs before any is decided")
-    margin: float = Field(gt=0, description="an arm whose sequentially valid interval for its difference from "
+    margin: float = Field(gt=0, allow_inf_nan=False, description="an arm whose sequentially valid interval for its difference from "
                                             "the baseline lies inside ±margin is practically equivalent to it")
     alpha: float = Field(0.05, gt=0, lt=0.5, description=(
         "two separate bounds, each over the whole race and all its looks, for Gaussian paired differences: the "

@@ -107,7 +107,7 @@ def test_an_arm_without_spread_says_the_metric_cannot_resolve_it():
     race = read_race(spec(margin=0.001), data, {})
     table = race_table(race, "validation macro-F1")
     row = next(r for r in table.rows if r[0] == "placement=layer1")
-    assert row[1] == "undecided at max (8)" and row[5] == "no spread"
+    assert row[1] == "undecided at max (8)" and row[4] == "-" and row[5] == "no spread"
     assert "the metric cannot resolve this difference" in table.footnote
 
 
@@ -121,3 +121,8 @@ def test_a_decision_on_an_outlier_seed_is_flagged_with_a_permutation_second_opin
     table = race_table(race, "validation macro-F1")
     assert next(r for r in table.rows if r[0] == "placement=layer1")[5] == "not Gaussian"
     assert "sign-flip permutation test" in table.footnote and not math.isnan(race.checks["placement=layer1"].permutation_p)
+
+
+def test_an_infinite_margin_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="margin"):
+        spec(margin=math.inf)
