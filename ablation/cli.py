@@ -18,6 +18,7 @@ console = Console()
 errors = Console(stderr=True)
 
 USAGE_ERROR = 2
+STUDY_STOPPED = 3  # Ray or Tune failed mid-study (not a trial): `ablate resume` continues it
 
 
 def _fail(message: str) -> typer.Exit:
@@ -61,6 +62,8 @@ def run(
     verbose: cli_help.Verbose = False,
 ) -> None:
     """Run one trial per configuration and seed of SPEC under Ray Tune, logged to MLflow."""
+    import sys
+
     import yaml
 
     spec = _load(spec_path, overrides)
@@ -70,14 +73,14 @@ def run(
     from .lease import StudyBusy
     from .models import WeightsError
     from .race_settings import RaceChanged
-    from .study import ResourceError, run_study, storage_location
+    from .study import ResourceError, StudyStopped, run_study, storage_location
     from .tracking import StoreUnusable
 
     cli_help.quiet_libraries(verbose)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     try:
         outcome = run_study(spec, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
-                            console=console)
+                            console=console, argv=sys.argv, spec_path=spec_path)
     except (ResourceError, DataError, WeightsError, RaceChanged) as err:
         where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
         raise _fail(f"{spec_path}: {where}{err}") from None
@@ -86,6 +89,8 @@ def run(
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{spec.name}")
         raise typer.Exit(130) from None
+    except StudyStopped as err:
+        raise _stopped(err) from None
     if outcome.already_finished:
         console.print(f"{outcome.already_finished} of {len(spec.trials())} trials had finished in an earlier run of "
                       "this study and were not run again.")
@@ -104,7 +109,7 @@ def resume(
     from .data.records import DataError
     from .lease import StudyBusy
     from .race_settings import RaceChanged
-    from .study import ResourceError, resume_study
+    from .study import ResourceError, StudyStopped, resume_study
     from .tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
     cli_help.quiet_libraries(verbose)
@@ -115,7 +120,27 @@ def resume(
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
         raise typer.Exit(130) from None
+    except StudyStopped as err:
+        raise _stopped(err) from None
     _conclude(spec, outcome, resume_hint=f"ablate resume {study_dir}")
+
+
+def _stopped(err: Exception) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+    return typer.Exit(STUDY_STOPPED)
+
+
+def _by_cause(trials: dict[str, str]) -> dict[str, list[str]]:
+    """Trial names grouped by what happened to them, in the order first met."""
+    causes: dict[str, list[str]] = {}
+    for name, cause in trials.items():
+        causes.setdefault(cause, []).append(name)
+    return causes
+
+
+def _named(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return "; ".join(names[:shown]) + more
 
 
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
@@ -137,12 +162,23 @@ def _conclude(spec, outcome, *, resume_hint: str) -> None:
     for name in outcome.diverged:
         errors.print(f"[yellow]trial {escape(name)} diverged[/yellow] (its loss blew up; recorded, not retried)",
                      highlight=False)
+    retried = {name: cause for name, cause in outcome.memory_kills.items()
+               if name not in outcome.errors and name not in outcome.unfinished}
+    for cause, names in _by_cause(retried).items():
+        n = len(names)
+        errors.print(f"[yellow]{n} trial{'s were' if n > 1 else ' was'} {escape(cause)}[/yellow] and went on from "
+                     f"{'their' if n > 1 else 'its'} last checkpoint ({escape(_named(names))}; "
+                     f"{Tag.LAST_FAILURE}=oom)", highlight=False, soft_wrap=True)
     if outcome.unfinished:
         errors.print(f"[yellow]interrupted:[/yellow] {len(outcome.unfinished)} trials did not finish. "
                      f"Continue with:  {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
-    for name, error in outcome.errors.items():
-        errors.print(f"[red]trial {escape(name)} failed:[/red] {escape(error)}", highlight=False)
+    # One line per cause: a memory kill is the same for every trial it hit on a node.
+    for error, names in _by_cause(outcome.errors).items():
+        n, their = len(names), "their runs" if len(names) > 1 else "its run"
+        errors.print(f"[red]{n} trial{'s' * (n > 1)} failed:[/red] {escape(error)}; see {their} in MLflow "
+                     f"({escape(_named(names))}); `{resume_hint}` retries {'them' if n > 1 else 'it'}",
+                     highlight=False, soft_wrap=True)
     console.print(cli_help.next_step(spec.name, outcome.tracking_uri), highlight=False, soft_wrap=True)
     if outcome.errors or outcome.diverged:
         raise typer.Exit(1)

@@ -62,6 +62,10 @@ NOISE = {
     "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables...", "Updating database tables"
     "alembic.runtime.migration": logging.WARNING,  # the schema migrations behind them
     "ray._private.authentication.authentication_token_setup": logging.ERROR,  # "Token authentication is enabled ..."
+    # Every trial failure with Ray's whole message and traceback (a memory kill's runs to 200 lines): ablate
+    # says each cause in one line at the end, the trial's run keeps its error, and Tune's error.txt the rest.
+    "ray.tune.execution.tune_controller": logging.CRITICAL,
+    "ray.tune.tune": logging.CRITICAL,  # "Trials did not complete: [...]", which the summary says by name
 }
 
 

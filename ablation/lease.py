@@ -12,7 +12,7 @@ starts until it is done, and a second driver is refused with the holder's host, 
   Writers race only within one heartbeat: each writes its own token, waits, and reads back;
   the one whose token stayed holds the lease.
 
-Nothing here knows MLflow: `tracking.py` hands the record's read, write and delete in.
+Nothing here knows MLflow: `tracking/store.py` hands the record's read, write and delete in.
 """
 
 from __future__ import annotations

@@ -110,8 +110,12 @@ class StudyProgress:
                 row.batches = (done, total)
                 self._advance()
 
-    def trial_finished(self, key: str, ok: bool) -> None:
+    def trial_finished(self, key: str, ok: bool, name: str | None = None) -> None:
         with self.lock:
+            if key not in self.rows:  # it failed before it started (its worker was killed in its start-up)
+                self.rows[key] = _Row(name or key, started=self.clock())
+                if name in self.pending:
+                    self.pending.remove(name)
             row = self.rows[key]
             # Epochs it will never run still count (it failed, or a scheduler stopped it), so the bar ends.
             self.finished += max(0, self.epochs - row.epoch)

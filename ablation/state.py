@@ -31,7 +31,9 @@ class StudyOutcome:
     experiment_id: str
     parent_run_id: str
     storage: str  # the study's folder or URI
-    errors: dict[str, str] = field(default_factory=dict)  # trial name -> error
+    errors: dict[str, str] = field(default_factory=dict)  # trial name -> error (a memory kill's `cause`)
+    # Trials whose worker Ray's memory monitor killed, name -> `memory_kills.cause`: retried, or in `errors`.
+    memory_kills: dict[str, str] = field(default_factory=dict)
     diverged: list[str] = field(default_factory=list)  # trials whose loss blew up (recorded, not retried)
     stopped_early: dict[str, int] = field(default_factory=dict)  # trial name -> the epoch the scheduler stopped it at
     unfinished: list[str] = field(default_factory=list)  # trials an interruption stopped or never started

@@ -1,25 +1,33 @@
 """The driver of a study under Ray Tune: it prepares the data, holds the study's lease, starts Ray and
 the study's MLflow parent run, hands the trials to Tune, and records what came of them.
 
-With `cluster.py` and `trainable.py` (the trial's side), the only modules that import Ray. Trials
-are expanded by the spec (one per grid point and seed) and handed to Tune as one grid, so each Tune
-trial is exactly one `spec.Trial`. Every trial logs to MLflow itself through the absolute tracking
+With `cluster.py`, `trainable.py` (the trial's side) and `memory_kills.py`, the only modules that import
+Ray. Trials are expanded by the spec (one per grid point and seed) and handed to Tune as one grid, so
+each Tune trial is exactly one `spec.Trial`. Every trial logs to MLflow itself through the absolute tracking
 URI it is given, so nothing depends on Ray's result files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from . import race_settings, tracking
+from . import race_settings, racing, tracking
+from .analysis import mean_ci
 from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
+from .data.digest import digests
+from .memory_kills import MemoryKillRecorder, handle_memory_kills
+from .memory_kills import cause as memory_kill
 from .models import check_weights
 from .prepare import costs_key, latencies, prepare_data
 from .progress import BatchRelay, StudyProgress
@@ -64,6 +72,9 @@ def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]]
     return space, settings
 
 
+_RELAY_WAIT = 5.0  # seconds the driver waits for the relay's batch counts before it gives up on them
+
+
 class _ProgressCallback(tune.Callback):
     """Forwards Tune's trial events to the live view of whichever driver runs the study now.
 
@@ -75,6 +86,9 @@ class _ProgressCallback(tune.Callback):
     view: StudyProgress | None = None
     relay = None  # the BatchRelay actor that trials put their batch counts to
     drained = 0.0
+    # The config of each trial that failed for good, by its path: Tune's result holds none for a trial that
+    # failed before its first report (its worker killed in its start-up, say).
+    failed: dict[str, dict[str, Any]] = {}
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
@@ -83,7 +97,14 @@ class _ProgressCallback(tune.Callback):
         # Tune's loop turns many times a second; the trials' batch counts are fetched once a second.
         if self.view and self.relay and time.monotonic() - _ProgressCallback.drained >= 1:
             _ProgressCallback.drained = time.monotonic()
-            for key, (done, total) in ray.get(self.relay.take.remote()).items():
+            try:
+                counts = ray.get(self.relay.take.remote(), timeout=_RELAY_WAIT)
+            except ray.exceptions.RayError:
+                # Its worker died (Ray's memory monitor may pick it) or hangs: the view goes on, without
+                # batch counts, and so does the study. Trials' puts to a dead actor fail only when fetched.
+                _ProgressCallback.relay = None
+                return
+            for key, (done, total) in counts.items():
                 self.view.batches(key, done, total)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -99,8 +120,9 @@ class _ProgressCallback(tune.Callback):
             self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(DIVERGED_KEY))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        _ProgressCallback.failed[trial.path] = trial.config
         if self.view:
-            self.view.trial_finished(trial.trial_id, ok=False)
+            self.view.trial_finished(trial.trial_id, ok=False, name=trial_name(trial.config))
 
 
 def _trainable_for(spec: StudySpec, context: StudyContext):
@@ -109,9 +131,11 @@ def _trainable_for(spec: StudySpec, context: StudyContext):
 
 
 def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
-              address: str | None = None, console=None) -> StudyOutcome:
+              address: str | None = None, console=None, argv: Sequence[str] = (),
+              spec_path: Path | None = None) -> StudyOutcome:
     """Run the trials of `spec` that have not finished before under Ray Tune, logging to MLflow
-    under the study's one parent run; returns where the results are."""
+    under the study's one parent run; returns where the results are. `argv` (the command line that ran
+    it, the program first) and `spec_path` (the spec's file) are the parent run's provenance."""
     from rich.console import Console
 
     console = console or Console()
@@ -145,11 +169,11 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         params = tracking.study_params(spec) | {"search.seeds": spec.search.seeds, "trials": len(trials)} \
             | race_settings.race_params(spec)
         experiment_id, parent = tracking.open_study(uri, spec.name, params=params, spec_yaml=spec_yaml,
-                                                    description=spec.description)
+                                                    description=spec.description, argv=argv, spec_path=spec_path)
         tracking.describe_study(parent, axes=spec.axes(), design=spec.search.design, metric=spec.metric,
                                 mode=spec.mode, storage=f"{storage}/{spec.name}",
                                 skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-                                experiment_id=experiment_id, data=[t.spec.data for t in trials])
+                                experiment_id=experiment_id, datasets=digests(t.spec.data for t in trials))
         # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
         done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
         pending = [t for t in trials if t.id not in done]
@@ -199,7 +223,7 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=[_ProgressCallback(spec.metric)],
+            callbacks=[_ProgressCallback(spec.metric), MemoryKillRecorder()],
         ),
     )
 
@@ -269,6 +293,21 @@ def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
     return {"axes": axes, "seed": int(record.params["seed"])}
 
 
+class StudyStopped(RuntimeError):
+    """Ray or Tune failed while running the study, not one of its trials: the study stopped, the trials
+    that finished are kept, and `ablate resume` continues it."""
+
+
+def _what_stopped(err: BaseException) -> str:
+    """One line for an error out of `Tuner.fit` (Ray's messages run to dozens of lines)."""
+    text = str(err).strip()
+    killed = memory_kill(text)
+    if killed:
+        return f"a worker was {killed}"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first[:300]}" if first else type(err).__name__
+
+
 def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
          outcome: StudyOutcome, console, *, redo: list[dict[str, Any]] = (), samples: int | None = None
          ) -> StudyOutcome:
@@ -276,8 +315,10 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric,
                          pending=[] if sampled or spec.search.race else [t.name for t in trials])
-    _ProgressCallback.view = view
-    _ProgressCallback.relay = ray.remote(num_cpus=0)(BatchRelay).remote()
+    _ProgressCallback.view, _ProgressCallback.failed = view, {}
+    relay = _ProgressCallback.relay = ray.remote(num_cpus=0)(BatchRelay).remote()
+    handle_memory_kills()  # a worker Ray's memory monitor kills is a trial failure, not the study's end
+    MemoryKillRecorder.study, MemoryKillRecorder.killed = (spec, context), {}
     race = RaceSearcher(spec, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
     tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race)
@@ -287,17 +328,27 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
     except KeyboardInterrupt:
         parent.finish(tracking.Status.KILLED)
         raise
+    except Exception as err:  # Ray or Tune failed, not a trial: say so in one line, and how to go on
+        with contextlib.suppress(Exception):
+            parent.finish(tracking.Status.KILLED)  # as an interrupted study's: a resume continues it
+        raise StudyStopped(f"Ray stopped the study ({_what_stopped(err)}); trials that finished are kept. "
+                           f"Continue with:  ablate resume {outcome.storage}") from err
     finally:
-        ray.kill(_ProgressCallback.relay)
-        _ProgressCallback.view = _ProgressCallback.relay = None
+        with contextlib.suppress(Exception):  # it may be dead already
+            ray.kill(relay)
+        _ProgressCallback.view = _ProgressCallback.relay = MemoryKillRecorder.study = None
+    outcome.memory_kills = dict(MemoryKillRecorder.killed)
     early = spec.search.scheduler != "fifo"
     settled: set[str] = set()  # names of the trials that ended one way or another
-    for result in results:
-        if not result.config:  # never started
+    configs = [result.config or (_ProgressCallback.failed.get(result.path) if result.error is not None else None)
+               for result in results]
+    for result, config in zip(results, configs):
+        if not config:  # never started
             continue
-        name, metrics = trial_name(result.config), result.metrics or {}
+        name, metrics = trial_name(config), result.metrics or {}
         if result.error is not None:
-            outcome.errors[name] = str(result.error).strip().splitlines()[-1]
+            text = str(result.error).strip() or type(result.error).__name__
+            outcome.errors[name] = memory_kill(text) or text.splitlines()[-1]
         elif metrics.get(DIVERGED_KEY):
             outcome.diverged.append(name)
         elif metrics.get(STEP_KEY) == spec.train.epochs:
@@ -305,7 +356,7 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
         elif early and metrics.get(STEP_KEY):
             # The scheduler stopped it: a result of the search, recorded as such, not an interruption.
             outcome.stopped_early[name] = int(metrics[STEP_KEY])
-            trial_id = trial_of(spec, result.config).id
+            trial_id = trial_of(spec, config).id
             tracking.mark_stopped_early(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
                                         trial_id, epoch=int(metrics[STEP_KEY]))
             checkpoint_store(outcome.storage, trial_id).delete()  # finished, as far as the study goes
@@ -313,20 +364,55 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
             continue
         settled.add(name)
     if sampled:  # a searcher may draw one configuration twice; count draws, not names
-        ended = sum(1 for r in results if r.config and trial_name(r.config) in settled)
+        ended = sum(1 for c in configs if c and trial_name(c) in settled)
         outcome.unfinished = ["(a drawn trial)"] * (count - ended)
     else:
         outcome.unfinished = [t.name for t in (race.started if race else trials) if t.name not in settled]
     if race is not None:
         race.refresh()
         outcome.race = race.decisions
-        tracking.log_race(parent, race.baseline, race.decisions)
+        _log_race(parent, race)
     tracking.drop_superseded(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
                              keep=spec.models_kept_per_arm, metric=spec.metric, mode=spec.mode)
     _time_latencies(spec, outcome, console)
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+    records = tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+    summary, best_arm = study_outcome(records, spec.metric, spec.mode)
     tracking.finish_study(parent, failed=len(outcome.errors), diverged=len(outcome.diverged),
-                          unfinished=len(outcome.unfinished), experiment_id=outcome.experiment_id,
-                          metric=spec.metric, mode=spec.mode)
+                          unfinished=len(outcome.unfinished), outcome=summary, best_arm=best_arm)
     return outcome
+
+
+def _log_race(parent: tracking.TrackedRun, race: RaceSearcher) -> None:
+    """The race's decisions on the parent run: each arm's state, how many arms it decided (better, worse
+    or equivalent), and each decision in full."""
+    decisions = race.decisions
+    decided = sum(d.state in (racing.BETTER, racing.WORSE, racing.EQUIVALENT) for d in decisions.values())
+    tracking.log_race(parent, race.baseline, {arm: d.state for arm, d in decisions.items()}, decided=decided,
+                      decisions=[dataclasses.asdict(d) for d in decisions.values()])
+
+
+def study_outcome(records: list[tracking.TrialRecord], metric: str,
+                  mode: str) -> tuple[dict[str, float], str | None]:
+    """A study's outcome from its trials' runs, as the parent run's metrics and its best arm: the best arm by
+    the mean over its finished seeds of `best(metric)` (in `mode`), with its 95% t-interval (bounds only from
+    two seeds on); the seeds run, the failed trials, and the trials' hours (the sum of their runs' durations)."""
+    key = tracking.best(metric)
+    finished = [r for r in records if r.outcome == tracking.Outcome.FINISHED and key in r.metrics]
+    by_arm: dict[str, list[float]] = {}
+    for r in finished:
+        if r.metrics[key] == r.metrics[key]:  # not nan
+            by_arm.setdefault(r.params.get("arm", ""), []).append(r.metrics[key])
+    hours = sum((r.end_time - r.start_time) for r in records if r.end_time and r.start_time) / 3.6e6
+    summary = {"seeds_run": len({r.params.get("seed") for r in finished}), "trial_hours": hours,
+               "trials_failed": sum(r.outcome == tracking.Outcome.FAILED for r in records)}
+    if not by_arm:
+        return summary, None
+    intervals = {arm: mean_ci(values) for arm, values in by_arm.items()}
+    arm = (max if mode == "max" else min)(intervals, key=lambda a: intervals[a].mean)
+    found = intervals[arm]
+    summary |= {"best.mean": found.mean, "best.n": found.n}
+    if found.low == found.low:  # two seeds or more
+        summary |= {"best.low": found.low, "best.high": found.high}
+    return summary, arm

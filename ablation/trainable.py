@@ -81,13 +81,16 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
 
 
 def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | None) -> str:
-    """Record this attempt on the trial's run, and on the first its model's size; returns its device."""
+    """Record this attempt on the trial's run, and unless an earlier attempt did, its model's size; returns
+    its device. (An earlier attempt may have died before it recorded anything: its worker killed in its
+    start-up by Ray's memory monitor, whose kill the driver recorded on a run it made.)"""
     gpus = ray.get_gpu_ids()
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    costed = opened.attempts and tracking.PARAMS_TOTAL in opened.run.latest_metrics()  # a retry only reads
     # Latency is timed by the driver after the trials, when they no longer share the machine.
     opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
                  resumed_from_epoch=resume["epoch"] if resume else 0,
-                 costs={} if opened.attempts else model_costs(trial.spec))
+                 costs={} if costed else model_costs(trial.spec))
     return device
 
 

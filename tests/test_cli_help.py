@@ -114,7 +114,8 @@ def test_a_finished_run_ends_with_the_report_command(monkeypatch, tmp_path):
     spec = SimpleNamespace(name="quickstart")
 
     def conclude(uri):
-        outcome = SimpleNamespace(race=None, stopped_early={}, diverged=[], unfinished=[], errors={}, tracking_uri=uri)
+        outcome = SimpleNamespace(race=None, stopped_early={}, diverged=[], unfinished=[], errors={}, memory_kills={},
+                                  tracking_uri=uri)
         cli._conclude(spec, outcome, resume_hint="")
         return out.getvalue().strip().splitlines()[-1]
 

@@ -19,7 +19,10 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablation import cli_help, tracking
+from ablation.data.digest import data_digest, digests
 from ablation.spec import DataSpec, StudySpec, load_spec
+from ablation.study import study_outcome
+from ablation.tracking import system_metrics
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +87,8 @@ def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_t
 
 
 def test_system_metrics_are_sampled_each_interval_and_a_retry_continues_their_steps(store, monkeypatch):
-    monkeypatch.setattr(tracking, "SYSTEM_INTERVAL", 0.3)
-    monkeypatch.setattr(tracking, "FIRST_SAMPLE", 0.1)
+    monkeypatch.setattr(system_metrics, "SYSTEM_INTERVAL", 0.3)
+    monkeypatch.setattr(system_metrics, "FIRST_SAMPLE", 0.1)
     uri = store
     experiment_id, parent = _study(uri)
     opened = _trial(uri, experiment_id, parent)
@@ -154,15 +157,19 @@ def test_the_parent_run_carries_provenance_and_the_trials_their_machine_in_their
     repo.mkdir()
     _git(repo, "init", "-b", "main")
     _git(repo, "commit", "--allow-empty", "-m", "first")
+    (repo / "s.yaml").write_text("name: s\n")
     monkeypatch.chdir(repo)
     uri = store
-    experiment_id, parent = _study(uri)
+    argv = ["/venv/bin/ablate", "run", "s.yaml", "--tracking-uri", "https://me:s3cret@mlflow.example/"]
+    experiment_id, parent = _study(uri, argv=argv, spec_path=Path("s.yaml"))
     tags = MlflowClient(uri).get_run(parent.run_id).data.tags
+    assert tags["mlflow.source.name"] == str(repo.resolve() / "s.yaml")  # the spec file the caller names
+    assert tags["ablate.command"] == "ablate run s.yaml --tracking-uri https://mlflow.example/"  # no credentials
     for key in ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "mlflow.source.git.branch",
                 "mlflow.source.git.dirty", "ablate.version.torch", "ablate.version.ray", "ablate.version.mlflow",
                 "ablate.host", "ablate.cpu", "ablate.gpu"):
         assert tags.get(key), key
-    assert tags["ablate.version.ablate"].startswith(tracking._versions()["ablate.version.ablate"])
+    assert tags["ablate.version.ablate"].startswith(tracking.versions()["ablate.version.ablate"])
 
     opened = _trial(uri, experiment_id, parent)
     _start(opened)
@@ -186,18 +193,20 @@ def _folder_dataset(root: Path, moved: str | None = None) -> Path:
 
 
 def test_the_dataset_digest_tells_different_data_apart_and_not_the_same_data_elsewhere(tmp_path):
-    synthetic = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)).dataset
+    def dataset_input(data: DataSpec):
+        return tracking.dataset_input(data_digest(data))
+
+    synthetic = dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)).dataset
     assert json.loads(synthetic.profile) == {"train": 24, "val": 12, "test": 12, "image_size": 64,
                                              "classes": ["happy", "anger", "unrest", "wound", "sad", "neutral"]}
-    other_seed = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2, seed=1))
-    flipless = tracking.dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2,
-                                               augment={"flip": False}))
+    other_seed = dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2, seed=1))
+    flipless = dataset_input(DataSpec(train_per_class=4, val_per_class=2, test_per_class=2, augment={"flip": False}))
     assert other_seed.dataset.digest != synthetic.digest
     assert flipless.dataset.digest == synthetic.digest  # augmentation is training, not data
 
-    here = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "a"))).dataset
-    copy = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "b"))).dataset
-    relabelled = tracking.dataset_input(DataSpec(dataset="folder", root=_folder_dataset(
+    here = dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "a"))).dataset
+    copy = dataset_input(DataSpec(dataset="folder", root=_folder_dataset(tmp_path / "b"))).dataset
+    relabelled = dataset_input(DataSpec(dataset="folder", root=_folder_dataset(
         tmp_path / "c", moved="trainhappy0.png"))).dataset
     assert here.digest == copy.digest != relabelled.digest
     assert json.loads(here.profile)["train"] == 6 and here.source_type == "local"
@@ -208,11 +217,12 @@ def test_the_parent_run_gets_the_dataset_input_and_the_experiment_its_descriptio
     experiment_id, parent = _study(uri, description="Where does *one* module help?")
     data = DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)
     tracking.describe_study(parent, axes=["model.placement"], design="grid", metric="val_macro_f1", mode="max",
-                            storage="/x", skipped=[], experiment_id=experiment_id, data=[data, data.model_copy()])
+                            storage="/x", skipped=[], experiment_id=experiment_id,
+                            datasets=digests([data, data.model_copy()]))
     client = MlflowClient(uri)
     run = client.get_run(parent.run_id)
     [logged] = run.inputs.dataset_inputs  # one dataset, however many trials share it
-    assert logged.dataset.digest == tracking.dataset_input(data).dataset.digest
+    assert logged.dataset.digest == tracking.dataset_input(data_digest(data)).dataset.digest
     assert run.data.tags["mlflow.note.content"] == "Where does *one* module help?"
 
     tags = client.get_experiment(experiment_id).tags
@@ -272,8 +282,13 @@ def test_the_parent_run_ends_with_the_best_arm_its_interval_the_seeds_the_failur
     crashed = tracking.open_trial(uri, experiment_id, parent.run_id, name="b,3", trial_id="b3",
                                   params={"arm": "b", "seed": 3})
     crashed.fail(tracking.Failure.ERROR, "RuntimeError: gone")
-    tracking.finish_study(parent, failed=1, diverged=0, unfinished=0, experiment_id=experiment_id,
-                          metric="val_macro_f1", mode="max")
+
+    def finish(mode: str, failed: int) -> None:
+        summary, best_arm = study_outcome(tracking.study_trials(uri, experiment_id, parent.run_id),
+                                          "val_macro_f1", mode)
+        tracking.finish_study(parent, failed=failed, diverged=0, unfinished=0, outcome=summary, best_arm=best_arm)
+
+    finish("max", failed=1)
 
     run = MlflowClient(uri).get_run(parent.run_id)
     values = scores["b"]
@@ -289,8 +304,7 @@ def test_the_parent_run_ends_with_the_best_arm_its_interval_the_seeds_the_failur
         sum(c.info.end_time - c.info.start_time for c in children) / 3.6e6)
     assert run.info.status == "FAILED"  # a trial failed
 
-    tracking.finish_study(parent, failed=0, diverged=0, unfinished=0, experiment_id=experiment_id,
-                          metric="val_macro_f1", mode="min")  # lower is better: the other arm
+    finish("min", failed=0)  # lower is better: the other arm
     assert MlflowClient(uri).get_run(parent.run_id).data.tags["ablate.best"] == "a"
 
 

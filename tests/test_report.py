@@ -143,7 +143,7 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     assert "> **Warning:** Fewer than 3 seeds: 4 of 4 configurations" in md
     assert '<p class="warning"><strong>Warning:</strong> Fewer than 3 seeds' in html
     assert "warning: Fewer than 3 seeds" in " ".join(result.output.split())
-    client = tracking.MlflowClient(uri)
+    client = tracking.find_study(uri, "known").run.client
     parent = tracking.find_study(uri, "known").run.run_id
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.html", "report/report.csv", "report/report.tex", "report/heatmap.png"} <= logged
