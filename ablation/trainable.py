@@ -90,7 +90,8 @@ def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | Non
     # Latency is timed by the driver after the trials, when they no longer share the machine.
     opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
                  resumed_from_epoch=resume["epoch"] if resume else 0,
-                 costs={} if costed else model_costs(trial.spec))
+                 costs={} if costed else model_costs(trial.spec),
+                 gpu_name=torch.cuda.get_device_name(torch.device(device)) if device == "cuda" else "")
     return device
 
 

@@ -137,13 +137,11 @@ def study_provenance(argv: Sequence[str] = (), spec: Path | None = None, folder:
         Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model(), Tag.GPU: _gpu_models()}
 
 
-def machine_tags(device: str) -> dict[str, str]:
+def machine_tags(gpu: str = "") -> dict[str, str]:
     """A trial's own host, CPU and GPU and its library versions (a cluster's nodes may differ from the
-    driver's), known without a write or a read: cached per process, and the GPU named only if the trial
-    already runs on one."""
+    driver's), known without a write or a read: cached per process. `gpu`: the device's name if the trial
+    runs on one (the trial asks torch; tracking imports no torch)."""
     tags = versions() | {Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model()}
-    if device.startswith("cuda"):
-        import torch
-
-        tags[Tag.GPU] = torch.cuda.get_device_name(torch.device(device))
+    if gpu:
+        tags[Tag.GPU] = gpu
     return tags
