@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ablation.cli import app
+from mlflow_runs import epochs_logged, trial_runs
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 
@@ -40,14 +41,6 @@ def spec_file(tmp_path: Path, name: str, *, epochs: int, placements: list[str], 
     return path
 
 
-def trial_runs(uri: str, study: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(study)
-    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ablate.kind") == "trial"]
-
-
-def epochs_logged(uri: str, run) -> list[int]:
-    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "train_loss"))
 
 
 def wait_for(condition, timeout: float = 120.0):
