@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .names import (EXPERIMENT_KIND, MACHINE_LEARNING, RACE_ARTIFACT, SKIPPED_ARTIFACT, SPEC_ARTIFACT, Kind, Status,
                     Tag, race_state)
@@ -18,8 +18,16 @@ from .runs import TrackedRun
 from .store import connect, connect_to_write, experiment, latest_parent
 from .ui import save_view, study_view
 
-if TYPE_CHECKING:
-    from ..data.digest import DataDigest
+
+class DataDigest(Protocol):
+    """What the parent run logs of the study's data (`ablation.data.digest.DataDigest` is one): the
+    caller computes it, tracking only writes it."""
+
+    name: str
+    digest: str
+    profile: Mapping[str, Any]
+    source_type: str
+    source: Mapping[str, str]
 
 _PARAM_LIMIT = 6000  # characters MLflow keeps of a param
 
