@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from .data import Splits, build_splits, check_trainable
-from .models import build_model
-from .spec import StudySpec
+from ablation.data import Splits, build_splits, check_trainable
+from ablation.models import build_model
+from ablation.core.spec import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any] | None], None]
 BestCallback = Callable[[dict[str, torch.Tensor], int], None]

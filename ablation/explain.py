@@ -22,13 +22,13 @@ from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGr
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from .checkpoints import unpack_model
-from .data import ArrayDataset
-from .data.pipeline import preprocess
-from .data.records import Item
-from .models import build_model
-from .spec import DataSpec, StudySpec
-from .tracking import (MODEL_FILE, ModelKept, Tag, check_store, log_explanation, models_of_arm, read_artifact,
+from ablation.checkpoints import unpack_model
+from ablation.data import ArrayDataset
+from ablation.data.pipeline import preprocess
+from ablation.data.records import Item
+from ablation.models import build_model
+from ablation.core.spec import DataSpec, StudySpec
+from ablation.tracking import (MODEL_FILE, ModelKept, Tag, check_store, log_explanation, models_of_arm, read_artifact,
                        trial_record)
 
 METHODS = ("guided_backprop", "grad_cam", "guided_grad_cam")
@@ -95,14 +95,14 @@ class Images:
 def images_from_split(data: DataSpec, split: str, n: int) -> Images:
     """The first `n` images of a split of the data a run trained on; generated faces bring their cue masks."""
     if data.dataset == "synthetic":
-        from .data import synthetic
+        from ablation.data import synthetic
 
         arrays = synthetic.load(split, n_per_class=data.per_class(split), image_size=data.image_size, seed=data.seed)
         picked = slice(0, n)  # generated classes interleave, so any prefix covers them evenly
         return Images(arrays.images[picked], [int(label) for label in arrays.labels[picked]],
                       [f"{split}[{i}]" for i in range(len(arrays.labels[picked]))], arrays.masks[picked],
                       arrays.occluded[picked])
-    from .data import build_splits
+    from ablation.data import build_splits
 
     dataset = getattr(build_splits(data), split)
     picked = range(min(n, len(dataset)))

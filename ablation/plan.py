@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 import torch
 from torch import nn
 
-from .accounting import BUSY, OthersBusy, count_macs, static_costs
-from .cache import cache_dir
-from .data import DATASETS, classes_of, split_sizes
-from .data.records import SPLITS
-from .models import build_model
-from .spec import DataSpec, ModelSpec, StudySpec, Trial, data_elsewhere
+from ablation.accounting import BUSY, OthersBusy, count_macs, static_costs
+from ablation.core.cache import cache_dir
+from ablation.data import DATASETS, classes_of, split_sizes
+from ablation.data.records import SPLITS
+from ablation.models import build_model
+from ablation.core.spec import DataSpec, ModelSpec, StudySpec, Trial, data_elsewhere
 
 # A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
 # first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.

@@ -52,8 +52,8 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
     from ablation import engine
-    from ablation.spec import load_spec
-    from ablation.study import run_study
+    from ablation.core.spec import load_spec
+    from ablation.driver.study import run_study
 
     path = tmp / "overhead.yaml"
     path.write_text(yaml.safe_dump({
@@ -99,8 +99,8 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
 def asha(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
-    from ablation.spec import load_spec
-    from ablation.study import run_study
+    from ablation.core.spec import load_spec
+    from ablation.driver.study import run_study
 
     uri = f"sqlite:///{tmp / 'asha.db'}"
     tiny = ["model.arch=resnet18", "data.image_size=32", f"data.train_per_class={args.asha_per_class}",

@@ -1,4 +1,4 @@
-"""Choosing `ablation.paired_checks`' thresholds by simulation: how often the flag fires on Gaussian paired
+"""Choosing `ablation.stats.paired_checks`' thresholds by simulation: how often the flag fires on Gaussian paired
 differences (false alarms) and how often it catches the race's false claims under skewed ones, at the
 seed counts a race decides at (3-20).
 
@@ -6,7 +6,7 @@ seed counts a race decides at (3-20).
 
 1. Unconditional rates per n = 3..20: Gaussian samples (each rule, and the flag), and samples with a
    departure that IS in the sample (a centred lognormal; one seed of n collapsed by 5 or 10 SDs).
-2. The arms a race decided, simulated with benchmarks/race.py's mirror of `ablation.racing` (start 3,
+2. The arms a race decided, simulated with benchmarks/race.py's mirror of `ablation.stats.racing` (start 3,
    alpha 0.05, margin 0 or 2 SD): the differences each arm was decided on, checked under every candidate
    pair of thresholds (skewness limit in standard errors, outlier Bonferroni level). Gaussian decisions
    (any flag is a false alarm), quantised accuracies on 200 images, and false claims under skewed nulls.
@@ -27,7 +27,7 @@ import race as R  # benchmarks/race.py: the race's vectorised mirror and the sce
 from results_file import publish  # benchmarks/, the script's own folder
 from scipy import stats
 
-from ablation import paired_checks as pc
+from ablation.stats import paired_checks as pc
 
 SKEW_SES = (1.5, 2.0, 2.5)  # candidate skewness limits, in standard errors under normality
 OUTLIER_LEVELS = (0.01, 0.05, 0.1)  # candidate Bonferroni levels of the leave-one-out t
@@ -116,7 +116,7 @@ def main() -> None:
     c0, q0 = CHOSEN
     lines = ["# Paired checks: choosing the thresholds by simulation", "",
              f"`.venv/bin/python benchmarks/paired_checks.py` — {M:,} samples per n, {S:,} simulated races per "
-             "scenario. `ablation.paired_checks.check` flags the paired differences an arm was decided on when "
+             "scenario. `ablation.stats.paired_checks.check` flags the paired differences an arm was decided on when "
              "their skewness (adjusted Fisher–Pearson G1) exceeds c standard errors of G1 under normality, "
              "se(n) = √(6n(n−1)/((n−2)(n+1)(n+3))), or when the seed farthest from the mean has a leave-one-out "
              "studentised z whose Bonferroni p-value n·2·P(t_{n−2} > |z|) is below q (z is exactly t_{n−2} "
@@ -221,7 +221,7 @@ def main() -> None:
                               "infinite_z_share_of_flagged": infinite / flagged if flagged else None})
     result["races"] = scenarios
     lines += ["", "## The arms a race decided", "",
-              f"{S:,} simulated races per row (benchmarks/race.py's mirror of `ablation.racing`, start 3, α = 0.05, "
+              f"{S:,} simulated races per row (benchmarks/race.py's mirror of `ablation.stats.racing`, start 3, α = 0.05, "
               "margin in paired SDs), each decided arm checked on the differences it was decided on. Share of "
               "those arms flagged (either rule) for each candidate c (skewness limit, standard errors) and q "
               "(outlier level); the chosen pair in bold. 'Skewed' nulls: `race.simulate_skewed` (lognormal: "

@@ -1,4 +1,4 @@
-"""Racing seeds, measured: the family-wise error, power and cost of `ablation.racing` against the fixed
+"""Racing seeds, measured: the family-wise error, power and cost of `ablation.stats.racing` against the fixed
 design (every arm max seeds) and the naive race (a t-test after every seed), by simulation at the sizes
 a study uses (start 3 seeds, max 8-20, 5 or 15 arms against a baseline).
 
@@ -16,11 +16,11 @@ margin are set in units of that SD and converted to the metric for the record.
 
 Real metrics (also in a full run): scores quantised as accuracy on 200 images (`simulate_quantised`: ties
 and zero-spread prefixes, the guard given the metric's scale), and strongly skewed paired differences
-(`simulate_skewed`), with what `ablation.paired_checks` flags on the decisions. `--only` runs just these
+(`simulate_skewed`), with what `ablation.stats.paired_checks` flags on the decisions. `--only` runs just these
 sections and merges them into the published results (the rest of the file keeps the full run's figures,
 checked against a fresh simulation of the chosen method's rows).
 
-Each vectorised simulator below mirrors `ablation.racing` exactly (each prefix's variance about its own
+Each vectorised simulator below mirrors `ablation.stats.racing` exactly (each prefix's variance about its own
 mean, no rule on a look without spread, an equivalent arm that Holm rejects later becoming better or
 worse); `cross_check` runs the library's own `decide`, `naive_decide` and `fixed_decide` on a sample of
 the simulated studies and stops if a single decision differs. Writes benchmarks/results/race.{json,md}.
@@ -43,7 +43,9 @@ from results_file import publish  # benchmarks/, the script's own folder
 from scipy import stats
 from scipy.optimize import brentq
 
-from ablation import paired_checks, racing
+from ablation.stats import paired_checks
+
+from ablation.stats import racing
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHA = 0.05
@@ -69,7 +71,7 @@ class Noise:
 
 
 def read_noise(uri: str, study: str, metric: str) -> Noise:
-    from ablation.report import arm_name, collect, default_baseline
+    from ablation.report.model import arm_name, collect, default_baseline
     from ablation.tracking import Outcome, find_study, study_trials
 
     found = find_study(uri, study)
@@ -700,7 +702,7 @@ whatever order the trials finish in. **Better/worse** is a group-sequential pair
 alpha spending α·(n/max)⁸ over those looks (back-loaded, so that the last look keeps nearly the fixed
 design's power), with boundaries computed for the t statistic itself, unknown variance included (under
 "no difference" the t statistics of a Gaussian sample form a Markov chain whose law does not depend on σ,
-which `ablation.racing.boundary` integrates numerically; exact up to that integration, checked by Monte
+which `ablation.stats.racing.boundary` integrates numerically; exact up to that integration, checked by Monte
 Carlo below, whereas the usual normal-theory boundaries exceed their level by 10–25 % at 3–20 seeds). An arm's
 sequential p-value, the smallest level whose boundary its path has crossed, is valid at every look, so
 Holm's step-down across the K arms, applied at every look, keeps the family-wise error at α: a first
@@ -824,7 +826,7 @@ def skewed_section(S: int, m: float, rng: np.random.Generator, quick: bool):
              "The guarantee assumes Gaussian paired differences. Two strongly skewed kinds, every arm's true mean "
              "difference 0: " + "; ".join(f"**{k}**: {v}" for k, v in SKEWED.items()) + ". The Gaussian rows are "
              "scenario (a) again, on the same footing. Margin 0 is the test alone (every equal arm faces every "
-             "look); at 2 SD equal arms mostly stop as equivalent first. Then `ablation.paired_checks` on the "
+             "look); at 2 SD equal arms mostly stop as equivalent first. Then `ablation.stats.paired_checks` on the "
              "differences each arm was decided on (`check`: skewness beyond 2 of its standard errors, or an "
              "outlier seed by the leave-one-out t at Bonferroni 0.05; see benchmarks/results/paired_checks.md): "
              "*false claims flagged*, among the null studies with a false claim (race, margin 0), the share in "

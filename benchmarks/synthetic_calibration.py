@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ablation import engine
-    from ablation.spec import StudySpec
+    from ablation.core.spec import StudySpec
 
     spec = StudySpec.model_validate({
         "name": "calibration",

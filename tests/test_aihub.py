@@ -14,7 +14,7 @@ from PIL import Image
 from ablation.data import aihub, aihub_layout
 from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS,
                                    SPLITS)
-from ablation.spec import DataSpec
+from ablation.core.spec import DataSpec
 
 TRAIN, VALID = 3, 6  # images per emotion folder in the fixture
 SIZE, FACE = (160, 120), 48
@@ -367,7 +367,7 @@ def test_the_writer_yields_exactly_per_class_images_of_each_class_however_often_
 def test_data_generate_writes_the_number_per_class_that_data_summary_counts(tmp_path):
     from typer.testing import CliRunner
 
-    from ablation.cli import app
+    from ablation.cli.main import app
 
     root = tmp_path / "aihub"
     written = CliRunner().invoke(app, ["data", "generate", "--root", str(root), "--per-class", "10",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ablation.analysis import (Interval, clip, compare_all, holm, marginal_means, mean_ci, order, pareto_front,
+from ablation.stats.analysis import (Interval, clip, compare_all, holm, marginal_means, mean_ci, order, pareto_front,
                                seeds_needed)
 
 

@@ -12,9 +12,9 @@ from torch import nn
 
 from ablation.models import ATTENTIONS, build_model, count_parameters
 from ablation.models.bam import BAM
-from ablation.report import Arm
-from ablation.report_files import _all_stages, placement_grid
-from ablation.spec import ModelSpec, SpecError, load_spec
+from ablation.report.model import Arm
+from ablation.report.files import _all_stages, placement_grid
+from ablation.core.spec import ModelSpec, SpecError, load_spec
 
 RESNET50_IMAGENET = 25_557_032
 

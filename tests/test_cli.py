@@ -9,7 +9,7 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 
 runner = CliRunner()
 
@@ -72,7 +72,7 @@ def test_a_missing_spec_file_is_a_usage_error(tmp_path):
 
 
 def test_help_is_fast_because_heavy_libraries_load_only_in_commands():
-    code = "import sys, ablation.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, ablation.cli.main; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -18,8 +18,12 @@ from rich.console import Console
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from ablation import cli, cli_help, views
-from ablation.cli import app
+from ablation.cli import main as cli
+
+from ablation.cli import help as cli_help
+
+from ablation.cli import views
+from ablation.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = [["run"], ["resume"], ["inspect"], ["plan"], ["schema"], ["report"], ["explain"], ["ui"], ["data"],
@@ -80,7 +84,7 @@ def _examples():
 def test_every_example_parses_and_its_spec_loads(name, example, monkeypatch):
     """Examples are real: the command exists, takes those options, and the spec it names (one shipped in
     search_spaces/) loads with its overrides."""
-    from ablation.spec import load_model_and_data, load_spec
+    from ablation.core.spec import load_model_and_data, load_spec
 
     words = shlex.split(example)
     words = words[:words.index(">")] if ">" in words else words
@@ -125,7 +129,7 @@ def test_a_finished_run_ends_with_the_report_command(monkeypatch, tmp_path):
 
 
 def test_mlflow_creates_its_store_quietly_unless_verbose(tmp_path):
-    code = ("import sys; from ablation import cli_help; cli_help.quiet_libraries(sys.argv[1] == 'verbose'); "
+    code = ("import sys; from ablation.cli import help as cli_help; cli_help.quiet_libraries(sys.argv[1] == 'verbose'); "
             "import mlflow; mlflow.MlflowClient(sys.argv[2]).search_experiments()")
 
     def stderr(mode: str) -> str:
@@ -207,7 +211,7 @@ def test_the_ranking_fits_80_columns(axes, levels):
 
 def test_the_race_fits_80_columns():
     """The end of a race's `ablate run`: each arm's answer on one line, its margin in seed SDs."""
-    from ablation.race_report import read_race
+    from ablation.report.race import read_race
 
     spec = _spec()
     spec.search = SimpleNamespace(seeds=list(range(8)), race=SimpleNamespace(alpha=0.05, margin=0.15, start=3,

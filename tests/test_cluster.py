@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 
 
 def spec_file(tmp_path: Path, placements: list[str], **resources) -> Path:

@@ -17,8 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation.cli import app
-from ablation.lease import StudyBusy
+from ablation.cli.main import app
+from ablation.tracking.lease import StudyBusy
 from ablation.tracking import hold_study
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]

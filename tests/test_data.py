@@ -5,7 +5,7 @@ from typing import get_args
 import torch
 
 from ablation.data import DATASETS, build_splits
-from ablation.spec import DataSpec
+from ablation.core.spec import DataSpec
 
 
 def test_every_dataset_the_spec_accepts_is_generated_or_has_a_reader():
@@ -30,7 +30,7 @@ def test_only_the_training_split_is_augmented():
 
 
 def test_augmentations_are_configured_in_the_spec_and_touch_only_training():
-    from ablation.spec import AugmentSpec
+    from ablation.core.spec import AugmentSpec
 
     augment = AugmentSpec(flip=False, rotation=15, crop=0.7, color_jitter=0.3)
     splits = build_splits(DataSpec(image_size=32, train_per_class=1, val_per_class=1, test_per_class=1,

@@ -19,11 +19,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ablation import engine
-from ablation.cli import app
+from ablation.cli.main import app
 from ablation.data import aihub_layout
 from ablation.data.records import CORRUPT, MALFORMED, MISSING_FILE, UNUSED_CLASS, DataError, Skipped, describe_skipped
-from ablation.prepare import prepare_data
-from ablation.spec import load_spec
+from ablation.driver.prepare import prepare_data
+from ablation.core.spec import load_spec
 
 runner = CliRunner()
 

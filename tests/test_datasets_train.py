@@ -15,10 +15,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ablation import engine
-from ablation.cli import app
+from ablation.cli.main import app
 from ablation.data import aihub_layout, build_splits, read_index
 from ablation.data.synthetic import generate
-from ablation.spec import DataSpec, load_spec
+from ablation.core.spec import DataSpec, load_spec
 
 FER_NAMES = {"happy": 3, "anger": 0, "unrest": 2, "wound": 1, "sad": 4, "neutral": 6}  # FER2013's label numbers
 RAF_NAMES = {"happy": 4, "anger": 6, "unrest": 2, "wound": 3, "sad": 5, "neutral": 7}  # RAF-DB's, 1-based

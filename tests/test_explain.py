@@ -10,11 +10,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 from ablation.data.records import EMOTIONS
 from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, render
 from ablation.models import build_model
-from ablation.spec import ModelSpec
+from ablation.core.spec import ModelSpec
 
 runner = CliRunner()
 

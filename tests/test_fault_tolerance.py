@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ablation import tracking
-from ablation.cli import app
+from ablation.cli.main import app
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from ablation.study import connect
+from ablation.driver.study import connect
 
 
 def _descendants(pid: int) -> set[int]:

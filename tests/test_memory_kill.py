@@ -22,8 +22,10 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ablation import cli, study
-from ablation.cli import app
+from ablation.cli import main as cli
+
+from ablation.driver import study
+from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]

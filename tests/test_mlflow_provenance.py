@@ -18,10 +18,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from ablation import cli_help, tracking
+from ablation import tracking
+
+from ablation.cli import help as cli_help
 from ablation.data.digest import data_digest, digests
-from ablation.spec import DataSpec, StudySpec, load_spec
-from ablation.study import study_outcome
+from ablation.core.spec import DataSpec, StudySpec, load_spec
+from ablation.driver.study import study_outcome
 from ablation.tracking import system_metrics
 
 
@@ -357,7 +359,7 @@ def test_a_study_run_shows_its_system_metrics_provenance_dataset_and_outcome_and
         tiny_spec, tmp_path, ray_session, monkeypatch):
     from typer.testing import CliRunner
 
-    from ablation.cli import app
+    from ablation.cli.main import app
 
     # MLflow's own setting, which the trials' Ray workers inherit: a sample every 0.2 s (so also 0.2 s in),
     # however fast the machine runs the tiny trials.

@@ -8,7 +8,7 @@ from torchvision.models import resnet18, resnet34, resnet50
 from ablation.models import ATTENTIONS, IdentityCBAM, build_model, count_parameters
 from ablation.models.cbam import CBAM
 from ablation.models.eca import adaptive_kernel_size
-from ablation.spec import ARCHITECTURES, STAGES, ModelSpec
+from ablation.core.spec import ARCHITECTURES, STAGES, ModelSpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "layer1+layer3", "all"]
 

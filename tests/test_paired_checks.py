@@ -1,4 +1,4 @@
-"""ablation.paired_checks: is a race's decision resting on Gaussian-looking paired differences?"""
+"""ablation.stats.paired_checks: is a race's decision resting on Gaussian-looking paired differences?"""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ablation import paired_checks as pc
-from ablation.paired_checks import PairedCheck, check
+from ablation.stats import paired_checks as pc
+from ablation.stats.paired_checks import PairedCheck, check
 
 GAUSSIAN_LOOKING = [0.012, -0.004, 0.007, 0.001, -0.009, 0.015, 0.003, -0.002, 0.006, 0.010]
 

@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from ablation.progress import FIRST_EPOCH, BatchRelay, StudyProgress, clock, every
+from ablation.cli.progress import FIRST_EPOCH, BatchRelay, StudyProgress, clock, every
 
 
 class Clock:

@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 BASELINE = "augment.flip=true,lr=1e-12"  # learns nothing: its validation loss is the untrained model's
@@ -114,8 +114,8 @@ def _finished(uri: str, study: str) -> int:
 def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tmp_path):
     """A divergence is a result of the configuration, not a crash: retrying it would diverge again."""
     from ablation import tracking
-    from ablation.race import RaceSearcher
-    from ablation.spec import StudySpec
+    from ablation.driver.race import RaceSearcher
+    from ablation.core.spec import StudySpec
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = StudySpec.model_validate({"name": "diverging", "model": {"attention": "none", "placement": "none"},

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from ablation import racing
-from ablation.analysis import Comparison, Interval
-from ablation.race_report import confirmation, race_table, read_race
-from ablation.spec import StudySpec
+from ablation.stats import racing
+from ablation.stats.analysis import Comparison, Interval
+from ablation.report.race import confirmation, race_table, read_race
+from ablation.core.spec import StudySpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3"]
 

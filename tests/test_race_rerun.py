@@ -13,9 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation import race_settings
-from ablation.cli import app
-from ablation.spec import load_spec
+from ablation.driver import race_settings
+from ablation.cli.main import app
+from ablation.core.spec import load_spec
 
 BASELINE = "lr=1e-12"
 SPEC = {"name": "kept", "model": {"arch": "resnet18", "attention": "none", "placement": "none"},
@@ -90,7 +90,7 @@ def test_a_rerun_that_changes_a_race_setting_is_refused_before_ray_or_any_write(
 
 
 def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path):
-    from ablation.study import _check_race_unchanged
+    from ablation.driver.study import _check_race_unchanged
 
     count, params, _ = _store(raced["uri"])
     assert {k: params[k] for k in ("search.race.margin", "search.race.start", "search.race.baseline", "metric",

@@ -1,4 +1,4 @@
-"""The racing statistics (ablation.racing): boundaries against independent computations, the decision
+"""The racing statistics (ablation.stats.racing): boundaries against independent computations, the decision
 rule against hand-computed cases, the prefix rule, idempotence, and a small null simulation."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ablation import racing
-from ablation.racing import BETTER, EQUIVALENT, RACING, UNDECIDED, WORSE
+from ablation.stats import racing
+from ablation.stats.racing import BETTER, EQUIVALENT, RACING, UNDECIDED, WORSE
 
 
 def study(diffs: dict[str, list[float]], base: list[float] | None = None) -> dict[str, dict[int, float]]:

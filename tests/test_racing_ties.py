@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablation import racing
-from ablation.racing import BETTER, EQUIVALENT, RACING, STOPPED, UNDECIDED, WORSE
+from ablation.stats import racing
+from ablation.stats.racing import BETTER, EQUIVALENT, RACING, STOPPED, UNDECIDED, WORSE
 
 IMAGES = 200  # a validation split: every score is a multiple of 1/200
 

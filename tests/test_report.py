@@ -2,7 +2,7 @@
 
 import pytest
 
-from ablation.report import rank
+from ablation.report.model import rank
 from ablation.tracking import TrialRecord
 
 
@@ -44,8 +44,8 @@ from scipy import stats  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from ablation import tracking  # noqa: E402
-from ablation.cli import app  # noqa: E402
-from ablation.spec import EMOTIONS  # noqa: E402
+from ablation.cli.main import app  # noqa: E402
+from ablation.core.spec import EMOTIONS  # noqa: E402
 
 # Two seeds per configuration: layer4 is clearly better than vanilla, layer1 is within the noise,
 # and layer2's second seed diverged.
@@ -98,7 +98,7 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     result = CliRunner().invoke(app, ["report", "known", "--tracking-uri", uri, "--out", str(out)])
     assert result.exit_code == 0, result.output
 
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "known")
     assert report.baseline == "placement=none"
@@ -161,8 +161,8 @@ def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path
 def test_the_report_adds_the_cue_scores_explain_logged(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)
-    from ablation.report import build_report
-    from ablation.report_files import write
+    from ablation.report.model import build_report
+    from ablation.report.files import write
 
     report = build_report(uri, "known")
     layer4 = report.arms["placement=layer4"].finished[0]
@@ -185,7 +185,7 @@ def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tm
                                           "model.attention": attention, "seed": 0})
             run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.79, "test_f1_happy": 0.95})
             run.finish("FINISHED")
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     tables = {t.title: t for t in build_report(uri, "paper").tables()}
     table1 = next(t for title, t in tables.items() if title.startswith("Table 1"))
@@ -205,7 +205,7 @@ def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
             "arm": f"placement={placement}", "model.placement": placement, "seed": 0})
         run.log_metrics({"test_accuracy": value, "test_macro_f1": value})
         run.finish("FINISHED")
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "single")
     assert report.comparisons == {} and any("add seeds" in note for note in report.notes)
@@ -224,7 +224,7 @@ import csv  # noqa: E402
 
 import yaml  # noqa: E402
 
-from ablation.spec import StudySpec  # noqa: E402
+from ablation.core.spec import StudySpec  # noqa: E402
 
 PLANNED = ["none", "layer4", "layer2", "layer1"]
 
@@ -264,7 +264,7 @@ def test_an_interrupted_study_lists_the_configurations_that_never_started_with_0
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "interrupted")
     assert set(report.arms) == {f"placement={p}" for p in PLANNED}
@@ -287,7 +287,7 @@ def test_an_interrupted_study_whose_baseline_never_started_says_so_rather_than_t
     result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "No configuration without attention" not in result.output
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "interrupted")
     assert report.baseline == "placement=none" and report.comparisons == {}
@@ -301,7 +301,7 @@ def test_an_interrupted_study_whose_baseline_never_started_says_so_rather_than_t
 def test_a_study_without_a_readable_spec_is_reported_from_its_runs_and_says_why(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)  # its spec.yaml is not a study spec
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "known")
     assert set(report.arms) == {f"placement={p}" for p in KNOWN} and report.baseline == "placement=none"
@@ -317,14 +317,14 @@ def test_a_sampled_study_lists_only_the_trials_it_drew(tmp_path):
         spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid"})
     for placement in ("none", "layer4"):
-        from ablation.spec import Trial
+        from ablation.core.spec import Trial
 
         trial = Trial.create(spec, {"model.placement": placement, "seed": 0})
         run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
                                   params=trial.params())
         run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.8})
         run.finish("FINISHED")
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "drawn")
     assert set(report.arms) == {"placement=none", "placement=layer4"} and report.baseline == "placement=none"
@@ -336,8 +336,8 @@ import math  # noqa: E402
 import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ablation.report import Arm, StudyReport, ranking_metric  # noqa: E402
-from ablation.report_files import placement_grid, tidy  # noqa: E402
+from ablation.report.model import Arm, StudyReport, ranking_metric  # noqa: E402
+from ablation.report.files import placement_grid, tidy  # noqa: E402
 
 
 def made_arm(name: str, scores: dict[str, dict[int, float]], costs: dict[str, float] | None = None,
@@ -370,7 +370,7 @@ def test_a_study_ranks_by_the_test_counterpart_of_its_own_metric_in_its_mode(tmp
             run.log_metrics({"best_val_loss": loss, "test_loss": noisy, "test_accuracy": noisy,
                              "test_macro_f1": noisy})
             run.finish("FINISHED")
-    from ablation.report import build_report
+    from ablation.report.model import build_report
 
     report = build_report(uri, "loss", baseline="model.placement=none,model.reduction=16")
     assert (report.rank_by, report.mode) == ("test_loss", "min")
@@ -389,7 +389,7 @@ def test_a_study_ranks_by_the_test_counterpart_of_its_own_metric_in_its_mode(tmp
     # accuracy keeps "higher is better": the same figures make the same arm worse on it
     accuracy = tables["test accuracy against the baseline (model.placement=none,model.reduction=16), paired by seed"]
     assert {row[0]: row[6] for row in accuracy.rows}["model.placement=layer4,model.reduction=16"] == "worse"
-    from ablation.report_files import write
+    from ablation.report.files import write
 
     write(report, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
@@ -413,7 +413,7 @@ def test_intervals_are_clipped_to_the_metric_range_and_marked_and_few_seeds_warn
     assert not wide.interval("test_accuracy").clipped
     configs = report.tables()[0]
     assert configs.rows[0][3].endswith("†") and "interval clipped to the metric's range" in configs.footnote
-    from ablation.report import _warnings
+    from ablation.report.model import _warnings
 
     assert "1 of 2 configurations (1 with 2 seeds)" in _warnings(report.arms)[0]
     assert _warnings({"none": report.arms["none"]}) == []
@@ -440,7 +440,7 @@ def test_report_csv_is_tidy_one_numeric_row_per_configuration_and_metric():
 
 
 def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):
-    from ablation.paper_tables import escape, latex
+    from ablation.report.paper import escape, latex
 
     assert escape("cbam_r16 & 5% $x#{y}") == r"cbam\_r16 \& 5\% \$x\#\{y\}"
     classes = {f"test_f1_{c}": {0: 0.8, 1: 0.9} for c in EMOTIONS}
@@ -498,8 +498,8 @@ def test_the_report_states_the_setup_and_the_provenance_its_runs_carry(tmp_path)
     parent.client.log_inputs(parent.run_id, datasets=[DatasetInput(
         Dataset("synthetic", "d1g35t", "local", "/data", profile='{"images": 1200}'),
         tags=[InputTag("mlflow.data.context", "train")])])
-    from ablation.report import build_report
-    from ablation.report_files import write
+    from ablation.report.model import build_report
+    from ablation.report.files import write
 
     report = build_report(uri, "interrupted")
     setup = dict(report.setup)
@@ -532,7 +532,7 @@ def test_the_html_report_renders_in_a_headless_browser(tmp_path):
                     "Debian: apt-get install chromium")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)
-    from ablation.report import make_report
+    from ablation.report.model import make_report
 
     make_report(uri, "known", tmp_path / "report")
     figures = render.measure(render.render(tmp_path / "report" / "report.html", tmp_path / "page.png", browser))

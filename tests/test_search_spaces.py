@@ -6,7 +6,7 @@ import pytest
 
 from ablation import engine
 from ablation.data import aihub_layout
-from ablation.spec import load_spec
+from ablation.core.spec import load_spec
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 TINY = ["data.image_size=32", "data.train_per_class=4", "data.val_per_class=2", "data.test_per_class=2",

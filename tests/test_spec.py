@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablation.spec import (
+from ablation.core.spec import (
     ModelSpec,
     Site,
     SpecError,

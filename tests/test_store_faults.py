@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 # Root ignores file permissions; without these two capabilities it obeys them, as any user does.

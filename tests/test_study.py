@@ -5,7 +5,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ablation.cli import app
+from ablation.cli.main import app
 
 CLASSES = ["happy", "anger", "unrest", "wound", "sad", "neutral"]
 

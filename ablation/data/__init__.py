@@ -18,12 +18,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..registry import Registry
-from . import aihub, fer2013, folder, rafdb
-from .records import EMOTIONS, SPLITS, DataError, Index, Skipped
+from ablation.core.registry import Registry
+from ablation.data import aihub, fer2013, folder, rafdb
+from ablation.data.records import EMOTIONS, SPLITS, DataError, Index, Skipped
 
 if TYPE_CHECKING:
-    from ..spec import AugmentSpec, DataSpec
+    from ablation.core.spec import AugmentSpec, DataSpec
 
 Progress = Callable[[int, int], None]
 
@@ -96,7 +96,7 @@ class Splits:
 
 
 def _synthetic(spec: DataSpec) -> Splits:
-    from . import synthetic
+    from ablation.data import synthetic
 
     def split(name: str) -> ArrayDataset:
         arrays = synthetic.load(name, n_per_class=spec.per_class(name), image_size=spec.image_size, seed=spec.seed)
@@ -107,7 +107,7 @@ def _synthetic(spec: DataSpec) -> Splits:
 
 
 def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
-    from .pipeline import materialize
+    from ablation.data.pipeline import materialize
 
     index = read_index(spec)
     chosen = {name: index.split(name, spec.per_class(name), spec.seed) for name in SPLITS}

@@ -57,11 +57,11 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
-from .records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item,
+from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item,
                       Skipped)
 
 if TYPE_CHECKING:
-    from ..spec import DataSpec
+    from ablation.core.spec import DataSpec
 
 # Korean label word -> class index, or None for a class the paper does not use.
 LABELS: dict[str, int | None] = {"기쁨": 0, "분노": 1, "불안": 2, "상처": 3, "슬픔": 4, "중립": 5, "당황": None}

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .synthetic import render_face
+from ablation.data.synthetic import render_face
 
 # Korean folder word -> the class index of its face (당황 is drawn as unrest, and dropped by readers).
 FACES: dict[str, int] = {"기쁨": 0, "분노": 1, "불안": 2, "상처": 3, "슬픔": 4, "중립": 5, "당황": 2}

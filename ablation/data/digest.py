@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import DATASETS, read_index
-from .records import SPLITS
+from ablation.data import DATASETS, read_index
+from ablation.data.records import SPLITS
 
 if TYPE_CHECKING:
-    from ..spec import DataSpec
+    from ablation.core.spec import DataSpec
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import EMOTIONS, MALFORMED, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
+from ablation.data.records import EMOTIONS, MALFORMED, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ..spec import DataSpec
+    from ablation.core.spec import DataSpec
 
 # The source classes of FER2013 and RAF-DB, by their lower-case names -> one of EMOTIONS, or None to drop.
 DEFAULT_MAP: dict[str, str | None] = {

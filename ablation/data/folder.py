@@ -17,10 +17,10 @@ import os
 import unicodedata
 from pathlib import Path
 
-from .records import SPLITS, Index, Item, Skipped
+from ablation.data.records import SPLITS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ..spec import DataSpec
+    from ablation.core.spec import DataSpec
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

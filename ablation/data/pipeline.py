@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .. import cache
-from .records import CORRUPT, Index, Item, Skipped
+from ablation.core import cache
+from ablation.data.records import CORRUPT, Index, Item, Skipped
 
 VERSION = 1  # part of the cache key: bump it whenever preprocessing changes
 OUTSIDE = "face box outside the image"

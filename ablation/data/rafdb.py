@@ -32,11 +32,11 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .fer2013 import label_mapping
-from .records import EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
+from ablation.data.fer2013 import label_mapping
+from ablation.data.records import EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ..spec import DataSpec
+    from ablation.core.spec import DataSpec
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_DIR = Path("Image") / "aligned"

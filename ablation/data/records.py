@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..emotions import EMOTIONS  # noqa: F401  (re-exported: readers map their datasets' labels onto these)
+from ablation.core.emotions import EMOTIONS  # noqa: F401  (re-exported: readers map their datasets' labels onto these)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import cache
-from .records import EMOTIONS
+from ablation.core import cache
+from ablation.data.records import EMOTIONS
 
 CLASSES: tuple[str, ...] = EMOTIONS
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -10,11 +10,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from . import bam, cbam, eca, identity_cbam, se
-from .catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
-from .identity_cbam import IdentityCBAM
-from .resnet import ResNet
-from ..sites import STAGES, Site, format_placement, parse_placement
+from ablation.models import bam, cbam, eca, identity_cbam, se
+from ablation.core.catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
+from ablation.models.identity_cbam import IdentityCBAM
+from ablation.models.resnet import ResNet
+from ablation.core.sites import STAGES, Site, format_placement, parse_placement
 
 
 class ModelSettings(Protocol):

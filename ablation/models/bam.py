@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .catalog import AttentionType, Options, reduction
+from ablation.core.catalog import AttentionType, Options, reduction
 
 # How M combines the branch logits, by variant (see the module docstring).
 VARIANTS = {"official": torch.mul, "paper": torch.add}

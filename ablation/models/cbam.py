@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .catalog import AttentionType, Options, reduction
+from ablation.core.catalog import AttentionType, Options, reduction
 
 # CBAM's arrangements of its gates (the CBAM paper's Table 3), and each gate alone.
 GATE_ORDERS = ("channel+spatial", "spatial+channel", "parallel", "channel", "spatial")

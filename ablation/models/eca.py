@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .catalog import AttentionType
+from ablation.core.catalog import AttentionType
 
 
 def adaptive_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:

@@ -16,8 +16,8 @@ from pydantic import Field
 from torch import nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
-from .catalog import AttentionType
-from .cbam import CBAM, CBAMOptions
+from ablation.core.catalog import AttentionType
+from ablation.models.cbam import CBAM, CBAMOptions
 
 
 class _NoSkip(nn.Module):

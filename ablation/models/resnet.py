@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv
 
-from .catalog import ARCHITECTURES, Architecture
-from ..sites import STAGES, Site
+from ablation.core.catalog import ARCHITECTURES, Architecture
+from ablation.core.sites import STAGES, Site
 
 # torchvision's ResNet family.
 ARCHITECTURES.register("resnet18", Architecture("basic", (2, 2, 2, 2), 1))

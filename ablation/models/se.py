@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .catalog import AttentionType, Options, reduction
+from ablation.core.catalog import AttentionType, Options, reduction
 
 
 class SqueezeExcite(nn.Module):

@@ -14,24 +14,24 @@ knows MLflow, one job per module, from the bottom up:
 MLflow loads when a client is first made, not on import.
 """
 
-from .names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACHINE_LEARNING,
+from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACHINE_LEARNING,
                     MACS, MODEL_FILE, PARAMS_ADDED, PARAMS_TOTAL, RACE_ARTIFACT, RACE_STATE_TAG, REPORT_ARTIFACTS,
                     SKIPPED_ARTIFACT, SPEC_ARTIFACT, TAG_LIMIT, TEST_ACCURACY, TEST_MACRO_F1, TRAIN_LOSS, VERSION_TAG,
                     Failure, Kind, ModelKept, Outcome, Status, Tag, as_param, best, explanation, f1_class, is_score,
                     race_state, test_f1)
-from .provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
-from .reading import (RunNotFound, StudyNotFound, StudyRecord, TrialRecord, find_parent, find_study, finished_trials,
+from ablation.tracking.provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
+from ablation.tracking.reading import (RunNotFound, StudyNotFound, StudyRecord, TrialRecord, find_parent, find_study, finished_trials,
                       metric_history, read_artifact, study_trials, trial_record)
-from .runs import (TrackedRun, TrialRun, close_open_runs, log_explanation, log_latencies, log_metrics,
+from ablation.tracking.runs import (TrackedRun, TrialRun, close_open_runs, log_explanation, log_latencies, log_metrics,
                    mark_stopped_early, open_trial)
-from .store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,
+from ablation.tracking.store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,
                     resolve_uri)
-from .study_run import (dataset_input, describe_study, finish_study, log_race, open_study, reopen_study,
+from ablation.tracking.study_run import (dataset_input, describe_study, finish_study, log_race, open_study, reopen_study,
                         study_params)
-from .system_metrics import FIRST_SAMPLE, SYSTEM_INTERVAL, watch_system
-from .ui import (VIEW_KEY, VIEW_NAME, VIEW_TAG, server_command, study_link, study_links, study_view, ui_address,
+from ablation.tracking.system_metrics import FIRST_SAMPLE, SYSTEM_INTERVAL, watch_system
+from ablation.tracking.ui import (VIEW_KEY, VIEW_NAME, VIEW_TAG, server_command, study_link, study_links, study_view, ui_address,
                  ui_command)
-from .weights import drop_superseded, kept_models, models_of_arm
+from ablation.tracking.weights import drop_superseded, kept_models, models_of_arm
 
 __all__ = [
     # names

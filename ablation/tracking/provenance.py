@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from .names import TAG_LIMIT, VERSION_TAG, Tag
+from ablation.core.names import TAG_LIMIT, VERSION_TAG, Tag
 
 GIT_TIMEOUT = 2.0  # seconds for each git command: a hung network filesystem must not hold a study back
 _PACKAGES = ("ablate", "torch", "torchvision", "ray", "mlflow")

@@ -7,9 +7,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .names import DEFAULT_METRIC, TEST_ACCURACY, Failure, Kind, Outcome, Status, Tag
-from .runs import TrackedRun
-from .store import connect, connect_to_read, latest_parent, no_progress_bars
+from ablation.core.names import DEFAULT_METRIC, TEST_ACCURACY, Failure, Kind, Outcome, Status, Tag
+from ablation.tracking.runs import TrackedRun
+from ablation.tracking.store import connect, connect_to_read, latest_parent, no_progress_bars
 
 
 class StudyNotFound(LookupError):

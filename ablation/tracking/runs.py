@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .names import MODEL_FILE, TAG_LIMIT, TRAIN_LOSS, Failure, Kind, Status, Tag, as_param, explanation
-from .provenance import machine_tags
-from .store import StoreUnusable, connect, no_progress_bars
-from .system_metrics import watch_system
+from ablation.core.names import MODEL_FILE, TAG_LIMIT, TRAIN_LOSS, Failure, Kind, Status, Tag, as_param, explanation
+from ablation.tracking.provenance import machine_tags
+from ablation.tracking.store import StoreUnusable, connect, no_progress_bars
+from ablation.tracking.system_metrics import watch_system
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .names import Kind, Tag
+from ablation.core.names import Kind, Tag
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -104,7 +104,7 @@ def create_store(uri: str) -> None:
 def _create_store(db: Path) -> None:
     """Create a SQLite store's tables one process at a time: two processes creating a new store at
     once race on its tables (`table datasets already exists`)."""
-    from ..lease import FileLease
+    from ablation.tracking.lease import FileLease
 
     lock = FileLease(_locks(db) / "store.lock", "the store's creation").acquire(wait=True)
     try:
@@ -127,7 +127,7 @@ def no_progress_bars() -> None:
 def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[None]:
     """Hold the study's lease for the duration (see lease.py); `StudyBusy` names the driver that has it.
     On a server, creates the study's experiment, where the lease is a tag."""
-    from ..lease import DEFAULT_TTL, FileLease, HeartbeatLease
+    from ablation.tracking.lease import DEFAULT_TTL, FileLease, HeartbeatLease
 
     db = sqlite_path(uri)
     if db is not None:  # the lease needs no store: `create_store` makes one, while Ray starts

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .names import (EXPERIMENT_KIND, MACHINE_LEARNING, RACE_ARTIFACT, SKIPPED_ARTIFACT, SPEC_ARTIFACT, Kind, Status,
+from ablation.core.names import (EXPERIMENT_KIND, MACHINE_LEARNING, RACE_ARTIFACT, SKIPPED_ARTIFACT, SPEC_ARTIFACT, Kind, Status,
                     Tag, race_state)
-from .provenance import study_provenance
-from .runs import TrackedRun
-from .store import connect, connect_to_write, experiment, latest_parent
-from .ui import save_view, study_view
+from ablation.tracking.provenance import study_provenance
+from ablation.tracking.runs import TrackedRun
+from ablation.tracking.store import connect, connect_to_write, experiment, latest_parent
+from ablation.tracking.ui import save_view, study_view
 
 
 class DataDigest(Protocol):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .names import Status
+from ablation.core.names import Status
 
 SYSTEM_INTERVAL = 10.0  # seconds between samples; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
 FIRST_SAMPLE = 1.0  # seconds into the run of its first sample, so that a run shorter than an interval has one

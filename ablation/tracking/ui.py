@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .names import LATENCY_MS, MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, Tag, best
-from .store import StoreNotFound, StoreUnusable, check_store, connect_to_read, sqlite_path
+from ablation.core.names import LATENCY_MS, MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, Tag, best
+from ablation.tracking.store import StoreNotFound, StoreUnusable, check_store, connect_to_read, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

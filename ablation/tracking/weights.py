@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from .names import MODEL_FILE, ModelKept, Tag, best
-from .reading import TrialRecord
-from .store import connect, connect_to_read
+from ablation.core.names import MODEL_FILE, ModelKept, Tag, best
+from ablation.tracking.reading import TrialRecord
+from ablation.tracking.store import connect, connect_to_read
 
 
 def _with_weights(parent_run_id: str, arm: str | None = None) -> str:

@@ -24,10 +24,10 @@ from typing import Any
 from ray import tune
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 
-from . import tracking
-from .spec import StudySpec
-from .state import StudyContext
-from .trainable import trial_of
+from ablation import tracking
+from ablation.core.spec import StudySpec
+from ablation.driver.state import StudyContext
+from ablation.driver.trainable import trial_of
 
 _KILLED = "running low on memory"  # in every message Ray gives for a worker its memory monitor killed
 _THRESHOLD = re.compile(r"\(([\d.]+)% of (\d+)B limit\)")  # "OOM kill reason: ... (95.0% of 25276194816B limit)"

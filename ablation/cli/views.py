@@ -173,7 +173,7 @@ def ranking(console: Console, spec, summaries) -> None:
 def race(console: Console, race, metric: str) -> None:
     """A race's answers (a `race_report.Race`): each arm's decision, interval and what to check, then why its
     margin makes "equivalent" say little, if it does."""
-    from .race_report import race_table
+    from ablation.report.race import race_table
 
     show(console, race_table(race, metric, compact=True))
     if warning := race.margin_warning(metric):
@@ -223,7 +223,7 @@ def dataset(console: Console, spec, index, skipped: list, *, verified: bool) -> 
 
 def skipped_by_reason(console: Console, skipped: list, title: str) -> None:
     """Skipped inputs under `title`: a count per reason and a few files of each (`records.describe_skipped`)."""
-    from .data.records import describe_skipped  # here, not above, so `ablate --help` stays fast
+    from ablation.data.records import describe_skipped  # here, not above, so `ablate --help` stays fast
 
     console.print(title, highlight=False, soft_wrap=True)
     for line in describe_skipped(skipped):

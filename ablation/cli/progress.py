@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .views import Name
+from ablation.cli.views import Name
 
 _ROWS = 12  # trials shown at once; a 48-trial study should not scroll the bar away
 _ORDER = {"running": 0, "error": 1, "pending": 2, "done": 3}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .accounting import Latency, arm_latency, static_costs
-from .data import build_splits, check_trainable, classes_of
-from .data.records import Skipped
-from .spec import StudySpec, Trial
-from .tracking import SKIPPED_ARTIFACT
+from ablation.accounting import Latency, arm_latency, static_costs
+from ablation.data import build_splits, check_trainable, classes_of
+from ablation.data.records import Skipped
+from ablation.core.spec import StudySpec, Trial
+from ablation.tracking import SKIPPED_ARTIFACT
 
 
 def costs_key(trial: StudySpec) -> str:
@@ -57,7 +57,7 @@ def prepare_data(trials: list[Trial], console) -> list[Skipped]:
     if skipped:
         from rich.markup import escape
 
-        from .data.records import describe_skipped
+        from ablation.data.records import describe_skipped
 
         # A count per reason and a few files each: a real AI-HUB tree skips thousands (its 당황 photos).
         console.print(f"[yellow]{len(skipped):,} input(s) skipped[/yellow], by reason; the study's parent run "

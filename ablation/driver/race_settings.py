@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .spec import StudySpec
+    from ablation.core.spec import StudySpec
 
 PREFIX = "search.race."
 # The race's own copies of settings the spec keeps elsewhere. They sit under search.race. so that a study

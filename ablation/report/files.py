@@ -14,11 +14,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .analysis import pareto_front
-from .report import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
-from .sites import STAGES, Site, parse_placement
+from ablation.stats.analysis import pareto_front
+from ablation.report.model import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
+from ablation.core.sites import STAGES, Site, parse_placement
 
-from .tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
+from ablation.tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Picture:
 
 def draw(report: StudyReport, out: Path) -> list[Picture]:
     """The report's PNGs in `out`, with their captions."""
-    from . import figures
+    from ablation.report import figures
 
     arms = [a for a in report.ranked() if a.scores.get(report.rank_by)]
     if not arms:
@@ -51,7 +51,7 @@ def draw(report: StudyReport, out: Path) -> list[Picture]:
 
 
 def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
-    from . import figures
+    from ablation.report import figures
 
     costs = [c for c in (MACS, PARAMS_TOTAL, LATENCY_MS) if all(c in a.costs for a in arms)]
     if not costs:
@@ -70,7 +70,7 @@ def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Pictu
 
 
 def _class_bars(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
-    from . import figures
+    from ablation.report import figures
 
     classes = class_names(report.arms)
     if not classes:
@@ -89,7 +89,7 @@ def _class_bars(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture
 
 
 def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Picture:
-    from . import figures
+    from ablation.report import figures
 
     axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
     placements = {a.name: a.levels.get("model.placement") or a.setting("model.placement") or "" for a in arms}
@@ -124,7 +124,7 @@ def _all_stages(arms: list[Arm], placements: dict[str, str]) -> dict[str, tuple[
              if placements.get(a.name) == "all"}
     if not any(kinds.values()):
         return {}
-    from .models import ATTENTIONS  # torch comes with it, as with the plan: only an arm at `all` needs it
+    from ablation.models import ATTENTIONS  # torch comes with it, as with the plan: only an arm at `all` needs it
 
     return {arm: ATTENTIONS.get(kind).all_stages for arm, kind in kinds.items() if kind in ATTENTIONS}
 
@@ -186,7 +186,7 @@ def _caption(i: int, picture: Picture) -> str:
 def write(report: StudyReport, out: Path) -> list[Path]:
     """report.md, report.csv, report.tex, report.html (self-contained: the PNGs embedded) and the PNGs,
     in `out`."""
-    from .paper_tables import latex
+    from ablation.report.paper import latex
 
     out.mkdir(parents=True, exist_ok=True)
     pictures = draw(report, out)

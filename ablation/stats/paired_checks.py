@@ -1,6 +1,6 @@
 """Is a race's decision resting on Gaussian-looking paired differences? A check for the report.
 
-The race's guarantee (`ablation.racing`) assumes Gaussian paired differences. Two departures break a
+The race's guarantee (`ablation.stats.racing`) assumes Gaussian paired differences. Two departures break a
 t-based rule at 3-20 seeds: strongly skewed differences, and an outlier seed (a run that diverged or
 collapsed). `check` looks at the differences an arm was decided on (arm - baseline, one per seed, in
 seed order) and flags them when they are far from Gaussian, with a sign-flip permutation p-value of
@@ -57,7 +57,7 @@ from scipy import stats
 
 SKEW_SE = 2.0  # flag |skewness| above this many of its standard errors under normality
 OUTLIER_LEVEL = 0.05  # flag the extreme seed when its Bonferroni p-value (leave-one-out t) is below this
-RESOLUTION = 1e-6  # as ablation.racing.RESOLUTION: spreads below a millionth of the size are none
+RESOLUTION = 1e-6  # as ablation.stats.racing.RESOLUTION: spreads below a millionth of the size are none
 PERMUTATIONS = 2**14  # sign flips: all 2^n of them for n <= 14, this many random ones beyond
 PERMUTATION_SEED = 20260  # the random flips' seed (n > 14): the same differences, the same p-value
 

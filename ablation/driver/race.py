@@ -15,8 +15,10 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from . import racing, tracking
-from .spec import StudySpec, Trial
+from ablation import tracking
+
+from ablation.stats import racing
+from ablation.core.spec import StudySpec, Trial
 
 # Per arm, for the live view: (arm, seeds finished, seeds running, state).
 RaceRows = list[tuple[str, int, int, str]]

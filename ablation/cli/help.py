@@ -136,7 +136,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", help="also show Ray's and ML
 def next_step(study: str, tracking_uri: str) -> str:
     """Where to see a study just run in the MLflow UI (`study_line`), then the command that reports on
     it, naming its store unless `ablate report` finds it anyway."""
-    from .tracking import resolve_uri
+    from ablation.tracking import resolve_uri
 
     store = "" if tracking_uri == resolve_uri(None) else f" --tracking-uri {tracking_uri}"
     report = f"Next, its statistics and plots:  [bold]ablate report {escape(study + store)}[/bold]"
@@ -147,7 +147,7 @@ def next_step(study: str, tracking_uri: str) -> str:
 def study_line(study: str, tracking_uri: str) -> str | None:
     """The link that opens the study in the MLflow UI grouped by arm (`tracking.study_link`), and for a
     local store the command that serves it there; None if the store has no such study."""
-    from .tracking import study_links, ui_address, ui_command
+    from ablation.tracking import study_links, ui_address, ui_command
 
     link = study_links(tracking_uri, ui_address(tracking_uri)).get(study)
     if link is None:
@@ -162,7 +162,7 @@ MAX_LINKS = 10
 def ui_banner(uri: str, host: str, port: int) -> str:
     """What `ablate ui` says before the server starts: its address, and a link to each study of the store
     as `tracking.study_link` opens it (the latest first), read without creating the store."""
-    from .tracking import study_links, ui_address
+    from ablation.tracking import study_links, ui_address
 
     if uri.startswith(("http://", "https://")):
         lines = [f"{escape(uri)} is a server already: open it in a browser."]

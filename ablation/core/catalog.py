@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ..registry import Registry
-from ..sites import STAGES
+from ablation.core.registry import Registry
+from ablation.core.sites import STAGES
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .cluster import ResourceError
-from .spec import StudySpec
+from ablation.driver.cluster import ResourceError
+from ablation.core.spec import StudySpec
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,18 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
-from .emotions import EMOTIONS
-from .provenance import setup_rows
-from .report_table import Table
-from .tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
+from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
+from ablation.core.emotions import EMOTIONS
+from ablation.report.provenance import setup_rows
+from ablation.report.table import Table
+from ablation.tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
                        REPORT_ARTIFACTS, SPEC_ARTIFACT, TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound,
                        StoreUnusable, StudyRecord, Tag, TrialRecord, as_param, best, explanation, f1_class, find_study,
                        is_score, metric_history, read_artifact, study_trials, test_f1)
 
 if TYPE_CHECKING:
-    from .race_report import Race
-    from .spec import StudySpec
+    from ablation.report.race import Race
+    from ablation.core.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | N
         search = tree.get("search") if isinstance(tree, dict) else None
         if isinstance(search, dict) and search.get("method", "grid") != "grid":
             return None, None
-        from .spec import SpecError, StudySpec, _describe  # torch comes with it: only a plan needs it
+        from ablation.core.spec import SpecError, StudySpec, _describe  # torch comes with it: only a plan needs it
 
         spec = StudySpec.model_validate(tree)
         trials = spec.trials()
@@ -319,14 +319,14 @@ class StudyReport:
                 + [LOADED_NOTE] * (not compact and any(_latency(a.costs).endswith(LOADED) for a in ranked))))
         tables = [configs]
         if self.race is not None:  # the study's answer comes first; the test split confirms it after
-            from .race_report import race_table
+            from ablation.report.race import race_table
 
             tables.insert(0, race_table(self.race, label(self.metric), compact=compact))
         compared = [(score, found) for score, found in self.comparisons.items()
                     if not compact or score == self.rank_by]
         dp = 4
         if self.race is not None:  # the race's digits, so that both tables speak of a difference alike
-            from .race_report import digits
+            from ablation.report.race import digits
 
             dp = digits(self.race.margin, self.race.seed_sd)
         for i, (score, found) in enumerate(compared, 1):
@@ -344,7 +344,7 @@ class StudyReport:
             if self.race is not None:
                 # A race's arms get their seeds from the race, so its answer, not a power calculation,
                 # says whether more seeds could decide them: the last column is the race's instead.
-                from .race_report import confirmation_columns
+                from ablation.report.race import confirmation_columns
 
                 cells, sentences = confirmation_columns(self.race, found, self.lower_is_better(score))
                 for row, cell in zip(full, cells):
@@ -373,7 +373,7 @@ class StudyReport:
                                 [[str(i), value, f"{means[value]:.4f}"] for i, value in
                                  enumerate(order(means, self.mode), 1)]))
         if self.reference == "paper" and not compact:
-            from .paper_tables import published
+            from ablation.report.paper import published
 
             tables += published(self)
         return tables
@@ -490,7 +490,7 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     comparisons = _comparisons(arms, chosen, tuple(dict.fromkeys((*SCORES, rank_by))), planned, notes)
     race = None
     if plan and plan.spec and plan.spec.search.race:
-        from .race_report import race_values, read_race
+        from ablation.report.race import race_values, read_race
 
         race = read_race(plan.spec, *race_values(arms, best(metric)))
     if planned and race is None:  # a race gives seeds only to the arms still open, by design
@@ -554,7 +554,7 @@ def make_report(uri: str, study: str, out: Path, *,
     """Build the report of `study`, write it to `out`, and log it as the artifacts `report/` of the
     study's parent run, so the MLflow UI shows it beside the runs. Returns the report, the files
     written, and why the store did not take them (None when it did): the files are kept either way."""
-    from .report_files import write
+    from ablation.report.files import write
 
     report = build_report(uri, study, baseline=baseline)
     written = write(report, out)

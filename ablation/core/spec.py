@@ -26,10 +26,10 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, 
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from . import data, models
-from . import sites
-from .models import catalog
-from .sites import Site, format_placement, parse_placement
+from ablation import data, models
+from ablation.core import sites
+from ablation.core import catalog
+from ablation.core.sites import Site, format_placement, parse_placement
 
 # The choices below come from the registries, where each entry describes itself.
 STAGES = sites.STAGES

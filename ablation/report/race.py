@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import racing
-from .analysis import Comparison
-from .paired_checks import PairedCheck, check
-from .report_table import Table
+from ablation.stats import racing
+from ablation.stats.analysis import Comparison
+from ablation.stats.paired_checks import PairedCheck, check
+from ablation.report.table import Table
 
 MARGIN_SDS = 2.0  # a margin wider than this many paired seed SDs lets large differences pass as equivalent
 

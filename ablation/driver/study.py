@@ -22,19 +22,23 @@ from typing import Any
 import ray
 from ray import tune
 
-from . import race_settings, racing, tracking
-from .analysis import mean_ci
-from .cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
-from .data.digest import digests
-from .memory_kills import MemoryKillRecorder, handle_memory_kills
-from .memory_kills import cause as memory_kill
-from .models import check_weights
-from .prepare import costs_key, latencies, prepare_data
-from .progress import BatchRelay, StudyProgress
-from .race import RaceSearcher
-from .spec import StudySpec, Trial
-from .state import StudyContext, StudyOutcome, StudyState, storage_location
-from .trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_store, trainable, trial_name, trial_of,
+from ablation import tracking
+
+from ablation.driver import race_settings
+
+from ablation.stats import racing
+from ablation.stats.analysis import mean_ci
+from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
+from ablation.data.digest import digests
+from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
+from ablation.driver.memory_kills import cause as memory_kill
+from ablation.models import check_weights
+from ablation.driver.prepare import costs_key, latencies, prepare_data
+from ablation.cli.progress import BatchRelay, StudyProgress
+from ablation.driver.race import RaceSearcher
+from ablation.core.spec import StudySpec, Trial
+from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
+from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_store, trainable, trial_name, trial_of,
                         tune_trial_id)
 
 

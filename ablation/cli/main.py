@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import cli_help, views
+from ablation.cli import help as cli_help
+
+from ablation.cli import views
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=cli_help.Group,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -30,7 +32,7 @@ def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool 
           flags: dict[str, str] | None = None):
     """The spec at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
     of the defaults without a path); a fault exits 2, naming an override of a key in `flags` as its flag."""
-    from .spec import SpecError, load_model_and_data, load_spec
+    from ablation.core.spec import SpecError, load_model_and_data, load_spec
 
     try:
         return load_model_and_data(spec_path, overrides) if model_and_data else load_spec(spec_path, overrides)
@@ -69,12 +71,12 @@ def run(
     spec = _load(spec_path, overrides)
     views.header(console, spec)
 
-    from .data.records import DataError
-    from .lease import StudyBusy
-    from .models import WeightsError
-    from .race_settings import RaceChanged
-    from .study import ResourceError, StudyStopped, run_study, storage_location
-    from .tracking import StoreUnusable
+    from ablation.data.records import DataError
+    from ablation.tracking.lease import StudyBusy
+    from ablation.models import WeightsError
+    from ablation.driver.race_settings import RaceChanged
+    from ablation.driver.study import ResourceError, StudyStopped, run_study, storage_location
+    from ablation.tracking import StoreUnusable
 
     cli_help.quiet_libraries(verbose)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
@@ -106,11 +108,11 @@ def resume(
     verbose: cli_help.Verbose = False,
 ) -> None:
     """Continue a study whose driver stopped: finished trials stay, the rest continue from their checkpoints."""
-    from .data.records import DataError
-    from .lease import StudyBusy
-    from .race_settings import RaceChanged
-    from .study import ResourceError, StudyStopped, resume_study
-    from .tracking import StoreNotFound, StoreUnusable, StudyNotFound
+    from ablation.data.records import DataError
+    from ablation.tracking.lease import StudyBusy
+    from ablation.driver.race_settings import RaceChanged
+    from ablation.driver.study import ResourceError, StudyStopped, resume_study
+    from ablation.tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
     cli_help.quiet_libraries(verbose)
     try:
@@ -145,13 +147,13 @@ def _named(names: list[str], shown: int = 3) -> str:
 
 def _conclude(spec, outcome, *, resume_hint: str) -> None:
     """The ranking, then what did not go well, with the exit status that says so, and the next step."""
-    from .tracking import Tag
+    from ablation.tracking import Tag
 
     _print_ranking(spec, outcome)
     if outcome.race:
-        from .race_report import race_values, read_race
-        from .report import collect, label
-        from .tracking import best, study_trials
+        from ablation.report.race import race_values, read_race
+        from ablation.report.model import collect, label
+        from ablation.tracking import best, study_trials
 
         records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
         arms = collect(records, spec.axes())
@@ -197,9 +199,9 @@ def inspect(
 
     m, data = _load(spec_path, overrides, model_and_data=True)
 
-    from .accounting import model_costs
-    from .data import classes_of
-    from .models import WeightsError, build_model
+    from ablation.accounting import model_costs
+    from ablation.data import classes_of
+    from ablation.models import WeightsError, build_model
 
     num_classes = classes or len(classes_of(data))
     try:
@@ -227,8 +229,8 @@ def plan(
     import dataclasses
     import json
 
-    from .plan import GPU_UTILISATION, GPUS, gpu_hours, plan_study
-    from .spec import data_elsewhere
+    from ablation.plan import GPU_UTILISATION, GPUS, gpu_hours, plan_study
+    from ablation.core.spec import data_elsewhere
 
     if gpu is not None and gpu not in GPUS:
         raise _fail(f"--gpu {gpu}: expected one of {', '.join(GPUS)}")
@@ -257,7 +259,7 @@ def schema() -> None:
     """The study spec's JSON Schema, for an editor to check and complete specs (every key and option, its choices)."""
     import json
 
-    from .spec import json_schema
+    from ablation.core.spec import json_schema
 
     print(json.dumps(json_schema(), indent=1))
 
@@ -282,7 +284,7 @@ def data_summary(
         raise _fail("--dataset: the generated dataset has nothing on disk to summarise; "
                     "expected aihub, fer2013, rafdb or folder")
 
-    from .data import read_index
+    from ablation.data import read_index
 
     try:
         index = read_index(spec)
@@ -292,7 +294,7 @@ def data_summary(
     if verify:
         from rich.progress import Progress
 
-        from .data.pipeline import verified
+        from ablation.data.pipeline import verified
 
         with Progress(console=errors, transient=True) as bar:
             task = bar.add_task("decoding every image", total=len(index.items))
@@ -322,7 +324,7 @@ def data_generate(
     if root.exists() and any(root.iterdir()):
         raise _fail(f"--root {root}: not empty; choose a new folder")
 
-    from .data import aihub_layout
+    from ablation.data import aihub_layout
 
     with console.status(f"writing {aihub_layout.photo_count(per_class, valid_per_class):,} photos to {root}"):
         aihub_layout.write(root, per_class=per_class, valid_per_class=valid_per_class, image_size=(width, height),
@@ -340,8 +342,8 @@ def report(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
 ) -> None:
     """Seed statistics of a study: which differences survive seed noise, at what cost, with pictures."""
-    from .report import make_report
-    from .tracking import REPORT_ARTIFACTS, StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
+    from ablation.report.model import make_report
+    from ablation.tracking import REPORT_ARTIFACTS, StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     folder = out or Path("reports") / study
@@ -383,8 +385,8 @@ def explain(
     if from_split is not None and from_split not in ("train", "val", "test"):
         raise _fail(f"--from-split {from_split}: expected train, val or test")
 
-    from .explain import ExplainError, explain_runs
-    from .tracking import RunNotFound, StoreNotFound, StoreUnusable, resolve_uri
+    from ablation.explain import ExplainError, explain_runs
+    from ablation.tracking import RunNotFound, StoreNotFound, StoreUnusable, resolve_uri
 
     try:
         made = explain_runs(resolve_uri(tracking_uri), run_ids, out=out, images=images, split=from_split, n=n,
@@ -408,7 +410,7 @@ def ui(
     import os
     import sys
 
-    from .tracking import resolve_uri, server_command
+    from ablation.tracking import resolve_uri, server_command
 
     uri = resolve_uri(tracking_uri)
     console.print(cli_help.ui_banner(uri, host, port), highlight=False, soft_wrap=True)
@@ -422,8 +424,8 @@ def ui(
 
 
 def _print_ranking(spec, outcome) -> None:
-    from .report import rank
-    from .tracking import study_trials, ui_command
+    from ablation.report.model import rank
+    from ablation.tracking import study_trials, ui_command
 
     records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     console.print()

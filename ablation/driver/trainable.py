@@ -15,13 +15,13 @@ import ray
 import torch
 from ray import tune
 
-from . import engine, tracking
-from .checkpoints import CheckpointStore, pack_model
-from .data import classes_of
-from .prepare import model_costs
-from .progress import every
-from .spec import StudySpec, Trial, label
-from .state import StudyContext
+from ablation import engine, tracking
+from ablation.checkpoints import CheckpointStore, pack_model
+from ablation.data import classes_of
+from ablation.driver.prepare import model_costs
+from ablation.cli.progress import every
+from ablation.core.spec import StudySpec, Trial, label
+from ablation.driver.state import StudyContext
 
 STEP_KEY = "epoch"
 DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan

@@ -1,0 +1,5 @@
+"""`python -m ablation.cli`, the `ablate` command without its console script."""
+
+from ablation.cli.main import app
+
+app()
