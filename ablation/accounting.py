@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablation.core.cache import cache_dir
 from ablation.models import build_model, count_parameters
-from ablation.core.spec import ModelSpec
+from ablation.core import ModelSpec
 
 # Other processes keeping more than this share of the machine busy make a timing "under load".
 BUSY = 0.15

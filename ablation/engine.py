@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ablation.data import Splits, build_splits, check_trainable
 from ablation.models import build_model
-from ablation.core.spec import StudySpec
+from ablation.core import StudySpec
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any] | None], None]
 BestCallback = Callable[[dict[str, torch.Tensor], int], None]

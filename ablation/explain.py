@@ -27,7 +27,7 @@ from ablation.data import ArrayDataset
 from ablation.data.pipeline import preprocess
 from ablation.data.records import Item
 from ablation.models import build_model
-from ablation.core.spec import DataSpec, StudySpec
+from ablation.core import DataSpec, StudySpec
 from ablation.tracking import (MODEL_FILE, ModelKept, Tag, check_store, log_explanation, models_of_arm, read_artifact,
                        trial_record)
 

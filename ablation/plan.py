@@ -29,7 +29,7 @@ from ablation.core.cache import cache_dir
 from ablation.data import DATASETS, classes_of, split_sizes
 from ablation.data.records import SPLITS
 from ablation.models import build_model
-from ablation.core.spec import DataSpec, ModelSpec, StudySpec, Trial, data_elsewhere
+from ablation.core import DataSpec, ModelSpec, Study, Trial
 
 # A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
 # first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.
@@ -99,12 +99,10 @@ def trial_macs(forward_macs: int, images: dict[str, int], epochs: int) -> int:
     return epochs * per_epoch + forward_macs * images["test"]
 
 
-def plan_study(spec: StudySpec, *, cpus: int | None = None) -> StudyPlan:
-    """Expand `spec` and price each arm; no Ray, no MLflow. A dataset that is not on this machine is
-    priced from the spec's split sizes and the dataset's registered classes."""
-    with data_elsewhere():
-        trials = spec.trials()
-        every = spec.trials(every_seed=True) if spec.search.race else trials
+def plan_study(study: Study, *, cpus: int | None = None) -> StudyPlan:
+    """Price each arm of `study`; no Ray, no MLflow. A dataset that is not on this machine is priced
+    from the spec's split sizes and the dataset's registered classes."""
+    spec, trials, every = study.spec, list(study.trials), list(study.every_trial)
     first: dict[str, Trial] = {}
     for trial in trials:
         first.setdefault(trial.arm, trial)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from ablation.accounting import count_macs, model_costs
 from ablation.cli.main import app
 from ablation.models import build_model
-from ablation.core.spec import ModelSpec
+from ablation.core import ModelSpec
 
 
 def test_resnet50_at_224_pixels_costs_the_published_4_1_giga_macs():
@@ -69,7 +69,7 @@ def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machin
     import statistics
 
     from ablation.accounting import arm_latency
-    from ablation.core.spec import load_model_and_data
+    from ablation.core import load_model_and_data
 
     spec, data = load_model_and_data(None, ["model.arch=resnet18", "data.image_size=32"])
     inspected, studied = [], []

@@ -14,7 +14,7 @@ from PIL import Image
 from ablation.data import aihub, aihub_layout
 from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS,
                                    SPLITS)
-from ablation.core.spec import DataSpec
+from ablation.core import DataSpec
 
 TRAIN, VALID = 3, 6  # images per emotion folder in the fixture
 SIZE, FACE = (160, 120), 48

@@ -14,7 +14,7 @@ from ablation.models import ATTENTIONS, build_model, count_parameters
 from ablation.models.bam import BAM
 from ablation.report.model import Arm
 from ablation.report.files import _all_stages, placement_grid
-from ablation.core.spec import ModelSpec, SpecError, load_spec
+from ablation.core import ModelSpec, SpecError, load_spec, load_study
 
 RESNET50_IMAGENET = 25_557_032
 
@@ -200,8 +200,8 @@ def test_an_arm_reads_all_as_its_own_types_sites_and_spelled_out_sites_as_writte
                                                                 "placement": "all"},
                                     "search": {"space": {"model.attention": ["bam", "cbam"],
                                                          "model.placement": ["all", "layer1+layer2+layer3"]}}}))
-    spec = load_spec(path, ["search.seeds=[0]"])
-    stages = {t.arm: [s.stage for s in t.spec.model.sites] for t in spec.trials()}
+    study = load_study(path, ["search.seeds=[0]"])
+    stages = {t.arm: [s.stage for s in t.spec.model.sites] for t in study.trials}
     assert stages["attention=bam,placement=all"] == ["layer1", "layer2", "layer3"]
     assert stages["attention=cbam,placement=all"] == ["layer1", "layer2", "layer3", "layer4"]
     assert stages["attention=cbam,placement=layer1+layer2+layer3"] == ["layer1", "layer2", "layer3"]
@@ -210,7 +210,7 @@ def test_an_arm_reads_all_as_its_own_types_sites_and_spelled_out_sites_as_writte
                                     "search": {"space": {"model.placement": {"subsets_of": ["layer1", "layer2",
                                                                                             "layer3", "layer4"],
                                                                              "size": 4}}}}))
-    (trial,) = load_spec(path, ["search.seeds=[0]"]).trials()
+    (trial,) = load_study(path, ["search.seeds=[0]"]).trials
     assert len(trial.spec.model.sites) == 4
 
 
@@ -291,7 +291,7 @@ def test_a_spec_sets_bams_options_under_their_own_keys_and_refuses_bad_values(tm
     assert load_spec(path).model.variant == "official"
     spec = load_spec(path, ["model.variant=paper", "model.dilation=2"])
     assert (spec.model.variant, spec.model.dilation) == ("paper", 2)
-    assert [arm for arm, _ in spec.arms()] == ["full", "no channel_gate", "no spatial_gate", "baseline"]
+    assert load_study(path).arm_names == ["full", "no channel_gate", "no spatial_gate", "baseline"]
     with pytest.raises(SpecError, match="model.variant"):
         load_spec(path, ["model.variant=max"])
     with pytest.raises(SpecError, match="model.reduction"):

@@ -84,7 +84,7 @@ def _examples():
 def test_every_example_parses_and_its_spec_loads(name, example, monkeypatch):
     """Examples are real: the command exists, takes those options, and the spec it names (one shipped in
     search_spaces/) loads with its overrides."""
-    from ablation.core.spec import load_model_and_data, load_spec
+    from ablation.core import load_model_and_data, load_spec
 
     words = shlex.split(example)
     words = words[:words.index(">")] if ">" in words else words
@@ -115,7 +115,7 @@ def test_a_finished_run_ends_with_the_report_command(monkeypatch, tmp_path):
     out = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=out, width=200))
     monkeypatch.setattr(cli, "_print_ranking", lambda spec, outcome: None)
-    spec = SimpleNamespace(name="quickstart")
+    spec = SimpleNamespace(name="quickstart", spec=SimpleNamespace(name="quickstart"))
 
     def conclude(uri):
         outcome = SimpleNamespace(race=None, stopped_early={}, diverged=[], unfinished=[], errors={}, memory_kills={},
@@ -175,12 +175,13 @@ def _fits(text: str, names: list[str]) -> None:
             assert any(part in line for line in lines), f"{part!r} of {name!r} was split:\n{text}"
 
 
-def _spec(axes=("model.placement",)):
+def _study(axes=("model.placement",)):
     race = SimpleNamespace(alpha=0.05, margin=0.01, start=2)
-    return SimpleNamespace(name="placement", metric="val_macro_f1", mode="max", axes=lambda: list(axes),
+    spec = SimpleNamespace(name="placement", metric="val_macro_f1", mode="max",
                            data=SimpleNamespace(image_size=64), train=SimpleNamespace(epochs=30),
                            search=SimpleNamespace(seeds=[0, 1, 2], design="grid", race=race),
-                           resources=SimpleNamespace(cpu=2), race_baseline=lambda: "placement=none")
+                           resources=SimpleNamespace(cpu=2))
+    return SimpleNamespace(spec=spec, name="placement", axes=list(axes), baseline="placement=none")
 
 
 def test_the_plan_fits_80_columns():
@@ -193,7 +194,7 @@ def test_the_plan_fits_80_columns():
     plan = SimpleNamespace(trials=trials, arms=costs, total_macs=10.25e15, macs_per_second=1.2e9, concurrent=1,
                            estimated_seconds=8e6, most_macs=None, speed=speed,
                            data_note="/data/aihub is not on this machine: the splits were priced at the spec's sizes")
-    _fits(_rendered(lambda c: views.plan(c, _spec(), plan, gpu=("a100", 312e12, 0.3, 12.5))), arms)
+    _fits(_rendered(lambda c: views.plan(c, _study(), plan, gpu=("a100", 312e12, 0.3, 12.5))), arms)
 
 
 @pytest.mark.parametrize(("axes", "levels"), [
@@ -204,7 +205,7 @@ def test_the_ranking_fits_80_columns(axes, levels):
     summaries = [SimpleNamespace(config=dict(zip(axes, level)), seeds=3, failed=i % 2, killed=0, mean=0.6417,
                                  std=0.0321, test_accuracy=0.7012, test_macro_f1=0.6543, params_total=30_150_000)
                  for i, level in enumerate(levels)]
-    text = _rendered(lambda c: views.ranking(c, _spec(axes), summaries))
+    text = _rendered(lambda c: views.ranking(c, _study(axes), summaries))
     _fits(text, [value for level in levels for value in level])
     assert "0.6417 ± 0.0321" in text and " 3/4 " in text
 
@@ -213,15 +214,15 @@ def test_the_race_fits_80_columns():
     """The end of a race's `ablate run`: each arm's answer on one line, its margin in seed SDs."""
     from ablation.report.race import read_race
 
-    spec = _spec()
-    spec.search = SimpleNamespace(seeds=list(range(8)), race=SimpleNamespace(alpha=0.05, margin=0.15, start=3,
+    study = _study()
+    study.spec.search = SimpleNamespace(seeds=list(range(8)), race=SimpleNamespace(alpha=0.05, margin=0.15, start=3,
                                                                              mode="baseline"))
     rng = np.random.default_rng(0)
     base = rng.binomial(200, 0.6, 8) / 200
     values = {"placement=none": dict(enumerate(base))}
     for i, p in enumerate(p for p in PLACEMENTS if p != "none"):
         values[f"placement={p}"] = dict(enumerate(base + rng.integers(-6, 7, 8) / 200 + 0.01 * (i % 3)))
-    race = read_race(spec, values, {})
+    race = read_race(study, values, {})
     text = _rendered(lambda c: views.race(c, race, "validation macro-F1"))
     _fits(text, list(values)[1:])
     assert "paired seed SDs" in text and "equivalent at 3" in text

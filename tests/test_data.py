@@ -4,14 +4,15 @@ from typing import get_args
 
 import torch
 
-from ablation.data import DATASETS, build_splits
-from ablation.core.spec import DataSpec
+from ablation.data import DATASETS, GENERATORS, READERS, build_splits
+from ablation.core import DataSpec
 
 
 def test_every_dataset_the_spec_accepts_is_generated_or_has_a_reader():
     accepted = get_args(DataSpec.model_fields["dataset"].annotation)
     assert sorted(accepted) == sorted(DATASETS)
-    assert all((DATASETS.get(name).read is None) != (DATASETS.get(name).generate is None) for name in accepted)
+    assert sorted(READERS) + sorted(GENERATORS) == sorted(n for n in accepted if DATASETS.get(n).on_disk) + \
+        sorted(n for n in accepted if not DATASETS.get(n).on_disk)
 
 
 def test_the_generated_dataset_builds_normalised_tensors_with_the_paper_classes():
@@ -30,7 +31,7 @@ def test_only_the_training_split_is_augmented():
 
 
 def test_augmentations_are_configured_in_the_spec_and_touch_only_training():
-    from ablation.core.spec import AugmentSpec
+    from ablation.core import AugmentSpec
 
     augment = AugmentSpec(flip=False, rotation=15, crop=0.7, color_jitter=0.3)
     splits = build_splits(DataSpec(image_size=32, train_per_class=1, val_per_class=1, test_per_class=1,

@@ -23,7 +23,7 @@ from ablation.cli.main import app
 from ablation.data import aihub_layout
 from ablation.data.records import CORRUPT, MALFORMED, MISSING_FILE, UNUSED_CLASS, DataError, Skipped, describe_skipped
 from ablation.driver.prepare import prepare_data
-from ablation.core.spec import load_spec
+from ablation.core import Study, load_spec
 
 runner = CliRunner()
 
@@ -222,7 +222,7 @@ def test_a_study_prints_what_its_data_skipped_grouped_by_reason(aihub_with_fault
 
     spec = load_spec(tiny_spec, ["data.dataset=aihub", f"data.root={aihub_with_faults}"])
     console = Console(record=True, width=100)
-    skipped = prepare_data(spec.trials(), console)
+    skipped = prepare_data(list(Study.from_spec(spec).trials), console)
     assert len(skipped) == 13
     text = " ".join(console.export_text().split())
     assert "13 input(s) skipped, by reason; the study's parent run lists every one in its artifact " \

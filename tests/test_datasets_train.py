@@ -18,7 +18,7 @@ from ablation import engine
 from ablation.cli.main import app
 from ablation.data import aihub_layout, build_splits, read_index
 from ablation.data.synthetic import generate
-from ablation.core.spec import DataSpec, load_spec
+from ablation.core import DataSpec, Study, load_spec
 
 FER_NAMES = {"happy": 3, "anger": 0, "unrest": 2, "wound": 1, "sad": 4, "neutral": 6}  # FER2013's label numbers
 RAF_NAMES = {"happy": 4, "anger": 6, "unrest": 2, "wound": 3, "sad": 5, "neutral": 7}  # RAF-DB's, 1-based
@@ -80,7 +80,7 @@ def test_a_trial_trains_on_each_kind_of_dataset(dataset, tiny_spec, tmp_path):
     assert len(splits.train) >= 6 and len(splits.val) >= 1 and len(splits.test) >= 1
     image, _ = splits.train[0]
     assert image.shape == (3, 32, 32)
-    trial = spec.trials()[1]
+    trial = Study.from_spec(spec).trials[1]
     final = engine.fit(trial.spec, trial.seed, on_epoch=lambda metrics, checkpoint: None)
     assert 0 <= final["test_accuracy"] <= 1
 

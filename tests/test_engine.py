@@ -5,7 +5,7 @@ import torch
 
 from ablation import engine
 from ablation.checkpoints import CheckpointStore
-from ablation.core.spec import load_spec
+from ablation.core import load_spec
 
 
 @pytest.fixture

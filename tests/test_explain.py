@@ -14,7 +14,7 @@ from ablation.cli.main import app
 from ablation.data.records import EMOTIONS
 from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, render
 from ablation.models import build_model
-from ablation.core.spec import ModelSpec
+from ablation.core import ModelSpec
 
 runner = CliRunner()
 

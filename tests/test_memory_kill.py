@@ -183,7 +183,8 @@ def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, r
     started = study._ProgressCallback.on_trial_start
 
     def kill_the_relay(self, *args, **kwargs):  # as Ray's memory monitor might, once a trial runs
-        ray.kill(study._ProgressCallback.relay)
+        if self.relay is not None:
+            ray.kill(self.relay)
         started(self, *args, **kwargs)
 
     monkeypatch.setattr(study._ProgressCallback, "on_trial_start", kill_the_relay)
@@ -223,7 +224,7 @@ def test_trials_that_failed_alike_are_one_line(monkeypatch):
                               errors={"a,seed=0": killed, "b,seed=0": killed, "c,seed=1": "ValueError: no"},
                               memory_kills={"a,seed=0": killed, "b,seed=0": killed, "d,seed=0": killed})
     with pytest.raises(typer.Exit) as exit_:
-        cli._conclude(SimpleNamespace(name="s"), outcome, resume_hint="ablate resume /x/s")
+        cli._conclude(SimpleNamespace(name="s", spec=SimpleNamespace(name="s")), outcome, resume_hint="ablate resume /x/s")
     assert exit_.value.exit_code == 1
     assert out.getvalue().splitlines() == [
         "1 trial was killed by Ray's memory monitor at 95% of 23.5 GB and went on from its last checkpoint "

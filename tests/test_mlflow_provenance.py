@@ -22,7 +22,7 @@ from ablation import tracking
 
 from ablation.cli import help as cli_help
 from ablation.data.digest import data_digest, digests
-from ablation.core.spec import DataSpec, StudySpec, load_spec
+from ablation.core import DataSpec, Study, StudySpec, load_spec
 from ablation.driver.study import study_outcome
 from ablation.tracking import system_metrics
 
@@ -242,7 +242,7 @@ def test_the_parent_run_gets_the_dataset_input_and_the_experiment_its_descriptio
 
 def test_the_parent_run_logs_no_default_of_a_swept_key_but_the_values_swept(tiny_spec):
     spec = load_spec(tiny_spec)
-    params = tracking.study_params(spec)
+    params = tracking.study_params(spec, Study.from_spec(spec).arms)
     assert "model.placement" not in params
     assert json.loads(params["search.space.model.placement"]) == ["none", "layer4"]
     assert params["model.arch"] == "resnet18"
@@ -253,7 +253,7 @@ def test_an_ofat_parent_logs_the_values_its_arms_take_and_its_centre_as_a_settin
         "name": "ofat", "model": {"attention": "identity_cbam", "placement": "all", "reduction": 16},
         "search": {"design": "ofat", "space": {"model.placement": ["layer3", "layer4"], "train.lr": [0.1]},
                    "baseline": {"model.placement": "layer4", "train.lr": 0.01}}})
-    params = tracking.study_params(spec)
+    params = tracking.study_params(spec, Study.from_spec(spec).arms)
     assert json.loads(params["search.space.model.placement"]) == ["layer4", "layer3"]  # the centre first
     assert json.loads(params["search.space.train.lr"]) == [0.01, 0.1]
     assert "model.placement" not in params and "train.lr" not in params
@@ -263,7 +263,7 @@ def test_an_ofat_parent_logs_the_values_its_arms_take_and_its_centre_as_a_settin
 def test_a_loco_parent_logs_the_components_its_arms_switch_off():
     spec = StudySpec.model_validate({"name": "loco", "model": {"attention": "identity_cbam", "placement": "layer4"},
                                      "search": {"design": "loco", "space": {}}})
-    params = tracking.study_params(spec)
+    params = tracking.study_params(spec, Study.from_spec(spec).arms)
     assert json.loads(params["search.space.model.attention"]) == ["identity_cbam", "none"]
     assert json.loads(params["search.space.model.skip"]) == [True, False]
     assert "model.skip" not in params and "model.attention" not in params

@@ -57,9 +57,9 @@ def test_a_dataset_not_on_this_machine_without_split_sizes_cannot_be_priced_and_
 
 def test_the_estimate_includes_the_studys_start_up_and_each_trials_overhead(tiny_spec, monkeypatch):
     monkeypatch.setattr(plan, "calibrate", lambda threads: Speed(1e30, 0, 0, "today", cached=True))
-    from ablation.core.spec import load_spec
+    from ablation.core import load_study
 
-    priced = plan.plan_study(load_spec(tiny_spec), cpus=2)
+    priced = plan.plan_study(load_study(tiny_spec), cpus=2)
     assert priced.estimated_seconds == pytest.approx(plan.STARTUP_SECONDS + 2 * plan.TRIAL_OVERHEAD_SECONDS / 2)
 
 

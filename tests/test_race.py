@@ -115,14 +115,15 @@ def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tm
     """A divergence is a result of the configuration, not a crash: retrying it would diverge again."""
     from ablation import tracking
     from ablation.driver.race import RaceSearcher
-    from ablation.core.spec import StudySpec
+    from ablation.core import Study, StudySpec
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = StudySpec.model_validate({"name": "diverging", "model": {"attention": "none", "placement": "none"},
                                      "search": {"space": {"train.lr": [0.01, 1e9]}, "seeds": {"start": 3, "max": 6},
                                                 "race": {"margin": 0.01, "baseline": "lr=0.01"}}})
     experiment_id, parent = tracking.open_study(uri, spec.name, params={}, spec_yaml="")
-    for trial in spec.trials():
+    study = Study.from_spec(spec)
+    for trial in study.trials:
         opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
                                      params=trial.params())
         opened.run.log(params=opened.params)  # what the trial's start writes first
@@ -131,7 +132,7 @@ def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tm
             continue
         opened.run.log_metrics({"best_val_macro_f1": 0.5 + 0.01 * trial.seed, "test_accuracy": 0.5})
         opened.run.finish()
-    race = RaceSearcher(spec, where=(uri, experiment_id, parent.run_id))
-    assert [arm for arm, _ in spec.arms()] == ["lr=0.01", "lr=1000000000.0"]
+    race = RaceSearcher(study, where=(uri, experiment_id, parent.run_id))
+    assert study.arm_names == ["lr=0.01", "lr=1000000000.0"]
     assert race.wanted() == []  # neither the diverged seed again, nor a seed past it
     assert race.suggest("t1") == RaceSearcher.FINISHED

@@ -12,16 +12,16 @@ import pytest
 from ablation.stats import racing
 from ablation.stats.analysis import Comparison, Interval
 from ablation.report.race import confirmation, race_table, read_race
-from ablation.core.spec import StudySpec
+from ablation.core import Study, StudySpec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3"]
 
 
-def spec(margin: float = 0.15, max_seeds: int = 8) -> StudySpec:
-    return StudySpec.model_validate({
+def spec(margin: float = 0.15, max_seeds: int = 8) -> Study:
+    return Study.from_spec(StudySpec.model_validate({
         "name": "r", "model": {"attention": "identity_cbam", "placement": "all", "count": 1},
         "search": {"space": {"model.placement": PLACEMENTS}, "seeds": {"start": 3, "max": max_seeds},
-                   "race": {"margin": margin}}})
+                   "race": {"margin": margin}}}))
 
 
 def values(rng, shifts: dict[str, float], seeds: int = 8, noise: int = 6) -> dict[str, dict[int, float]]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ablation.driver import race_settings
 from ablation.cli.main import app
-from ablation.core.spec import load_spec
+from ablation.core import load_spec
 
 BASELINE = "lr=1e-12"
 SPEC = {"name": "kept", "model": {"arch": "resnet18", "attention": "none", "placement": "none"},

@@ -22,7 +22,7 @@ from ablation.data.records import (
     UNKNOWN_LABEL,
     UNUSED_CLASS,
 )
-from ablation.core.spec import DataSpec
+from ablation.core import DataSpec
 
 # ---------------------------------------------------------------- FER2013
 

@@ -45,7 +45,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from ablation import tracking  # noqa: E402
 from ablation.cli.main import app  # noqa: E402
-from ablation.core.spec import EMOTIONS  # noqa: E402
+from ablation.core.emotions import EMOTIONS  # noqa: E402
 
 # Two seeds per configuration: layer4 is clearly better than vanilla, layer1 is within the noise,
 # and layer2's second seed diverged.
@@ -224,7 +224,7 @@ import csv  # noqa: E402
 
 import yaml  # noqa: E402
 
-from ablation.core.spec import StudySpec  # noqa: E402
+from ablation.core import Study, StudySpec  # noqa: E402
 
 PLANNED = ["none", "layer4", "layer2", "layer1"]
 
@@ -235,11 +235,11 @@ def log_interrupted_study(uri: str, finished: dict[str, dict[int, float]], kille
     seed -> test macro-F1) and `killed` ever started."""
     spec = StudySpec.model_validate({"name": name, "search": {"space": {"model.placement": PLANNED},
                                                               "seeds": [0, 1]}})
-    trials = spec.trials()
+    trials = Study.from_spec(spec).trials
     experiment_id, parent = tracking.open_study(
         uri, name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
         spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    parent.set_tags({"ablate.axes": ",".join(spec.axes()), "ablate.design": "grid", "ablate.metric": "val_macro_f1"})
+    parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid", "ablate.metric": "val_macro_f1"})
     for trial in trials:
         placement = trial.spec.model.placement
         value = finished.get(placement, {}).get(trial.seed)
@@ -317,7 +317,7 @@ def test_a_sampled_study_lists_only_the_trials_it_drew(tmp_path):
         spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid"})
     for placement in ("none", "layer4"):
-        from ablation.core.spec import Trial
+        from ablation.core import Trial
 
         trial = Trial.create(spec, {"model.placement": placement, "seed": 0})
         run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,

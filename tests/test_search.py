@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ablation.cli.main import app
-from ablation.core.spec import SpecError, load_spec
+from ablation.core import SpecError, load_spec
 
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
 

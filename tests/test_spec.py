@@ -4,16 +4,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablation.core.spec import (
+from ablation.core import (
     ModelSpec,
-    Site,
     SpecError,
     StudySpec,
     Trial,
+    Study,
     load_spec,
+    load_study,
     parse_override,
-    parse_placement,
 )
+from ablation.core.sites import Site, parse_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def write(tmp_path: Path, **sections) -> Path:
 
 def test_the_shipped_studies_have_the_arms_their_comments_promise():
     anywhere = ["data.dataset=synthetic", "data.root=null"]  # paper.yaml reads AI-HUB from ./aihub
-    arms = {path.stem: len(load_spec(path, anywhere).arms()) for path in (ROOT / "search_spaces").glob("*.yaml")}
+    arms = {path.stem: len(load_study(path, anywhere).arms) for path in (ROOT / "search_spaces").glob("*.yaml")}
     assert arms == {"quickstart": 6, "placement": 16, "count": 17, "reduction": 17, "components": 8,
                     "baselines": 6, "paper": 4, "placement_race": 16, "race_quick": 6}
 
@@ -73,16 +74,15 @@ def test_count_and_reduction_take_a_mapping_per_stage(tmp_path):
 
 
 def test_one_stage_of_a_per_stage_setting_is_an_axis(tmp_path):
-    spec = load_spec(write(tmp_path, search={"space": {"model.count.layer3": [0, 2]}}))
-    trials = spec.trials()
+    trials = load_study(write(tmp_path, search={"space": {"model.count.layer3": [0, 2]}})).trials
     assert trials[1].spec.model.count == {"layer1": 1, "layer2": 1, "layer3": 2, "layer4": 1}
     assert trials[1].params()["model.count.layer3"] == 2
     assert trials[1].params()["model.count"] == '{"layer1":1,"layer2":1,"layer3":2,"layer4":1}'
 
 
 def test_augmentation_settings_are_keys_and_params_of_their_own(tmp_path):
-    spec = load_spec(write(tmp_path, search={"space": {"data.augment.rotation": [0, 10]}}))
-    params = spec.trials()[1].params()
+    study = load_study(write(tmp_path, search={"space": {"data.augment.rotation": [0, 10]}}))
+    params = study.trials[1].params()
     assert params["data.augment.rotation"] == 10 and params["data.augment.flip"] is True
     assert "data.augment" not in params
 
@@ -100,25 +100,25 @@ def test_subsets_of_expands_into_distinct_placements(tmp_path):
 
 
 def test_ofat_varies_one_factor_at_a_time_around_the_baseline(tmp_path):
-    spec = load_spec(write(tmp_path, search={
+    spec = load_study(write(tmp_path, search={
         "design": "ofat", "baseline": {"model.placement": "layer4"},
         "space": {"model.reduction": [8, 16, 32], "model.count": [1, 2]}}))
-    arms = dict(spec.arms())
+    arms = dict(spec.arms)
     assert list(arms) == ["baseline", "count=2", "reduction=8", "reduction=32"]  # axes in file order
     assert arms["count=2"] == {"model.placement": "layer4", "model.reduction": 16, "model.count": 2}
-    assert [t.name for t in spec.trials()][:2] == ["baseline,seed=0", "count=2,seed=0"]
-    assert spec.axes() == ["arm"]
+    assert [t.name for t in spec.trials][:2] == ["baseline,seed=0", "count=2,seed=0"]
+    assert spec.axes == ["arm"]
 
 
 def test_loco_leaves_out_each_component_of_the_module_in_turn(tmp_path):
-    spec = load_spec(write(tmp_path, search={"design": "loco", "space": {}}))
-    arms = dict(spec.arms())
+    spec = load_study(write(tmp_path, search={"design": "loco", "space": {}}))
+    arms = dict(spec.arms)
     assert list(arms) == ["full", "no bottleneck", "no skip", "no channel_gate", "no spatial_gate", "baseline"]
     assert arms["no skip"] == {"model.skip": False} and arms["baseline"] == {"model.attention": "none"}
-    assert spec.axes() == ["arm"]
-    cbam = load_spec(write(tmp_path, search={"design": "loco", "space": {"model.placement": ["layer3"]}}),
+    assert spec.axes == ["arm"]
+    cbam = load_study(write(tmp_path, search={"design": "loco", "space": {"model.placement": ["layer3"]}}),
                      ["model.attention=cbam"])
-    assert [arm for arm, _ in cbam.arms()] == ["full at placement=layer3", "no channel_gate at placement=layer3",
+    assert [arm for arm, _ in cbam.arms] == ["full at placement=layer3", "no channel_gate at placement=layer3",
                                                "no spatial_gate at placement=layer3", "baseline at placement=layer3"]
     with pytest.raises(SpecError, match="model.attention=se has none"):
         load_spec(write(tmp_path, search={"design": "loco"}), ["model.attention=se"])
@@ -135,14 +135,14 @@ def test_pretrained_weights_must_exist(tmp_path):
 
 
 def test_trials_are_the_grid_times_the_seeds_with_ids_from_their_config(tmp_path):
-    spec = load_spec(write(tmp_path, search={"space": {"model.placement": ["none", "layer1"],
+    spec = load_study(write(tmp_path, search={"space": {"model.placement": ["none", "layer1"],
                                                        "model.reduction": [8, 16]}, "seeds": [0, 1]}))
-    trials = spec.trials()
+    trials = spec.trials
     assert len(trials) == 8 and len({t.id for t in trials}) == 8
     first = trials[0]
     assert first.overrides == {"model.placement": "none", "model.reduction": 8, "seed": 0}
     assert first.spec.model.reduction == 8 and first.params()["seed"] == 0
-    assert Trial.create(spec, first.overrides).id == first.id
+    assert Trial.create(spec.spec, first.overrides).id == first.id
 
 
 def test_overrides_are_typed_and_reach_any_key(tmp_path):
@@ -298,12 +298,13 @@ RACE = {"space": {"model.placement": ["layer3", "none", "all"]}, "seeds": {"star
 
 
 def test_a_race_budget_starts_every_arm_with_the_same_seeds_and_keeps_the_rest_in_reserve(tmp_path):
-    spec = load_spec(write(tmp_path, search=RACE))
+    study = load_study(write(tmp_path, search=RACE))
+    spec = study.spec
     assert spec.search.seeds == list(range(8)) and spec.search.race.start == 3
-    assert sorted({t.seed for t in spec.trials()}) == [0, 1, 2] and len(spec.trials()) == 9
-    assert len(spec.trials(every_seed=True)) == 24
-    assert spec.race_baseline() == "placement=none"  # the first arm without attention
-    assert spec.trial("placement=all", 5).seed == 5
+    assert sorted({t.seed for t in study.trials}) == [0, 1, 2] and len(study.trials) == 9
+    assert len(study.every_trial) == 24
+    assert study.baseline == "placement=none"  # the first arm without attention
+    assert study.trial("placement=all", 5).seed == 5
     # Stored and read back (MLflow's spec.yaml, the study state), it is the same race.
     again = StudySpec.model_validate(yaml.safe_load(yaml.safe_dump(spec.model_dump(mode="json"))))
     assert again.search == spec.search

@@ -29,13 +29,15 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool = False,
-          flags: dict[str, str] | None = None):
-    """The spec at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
+          flags: dict[str, str] | None = None, data_on_disk: bool = True):
+    """The study at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
     of the defaults without a path); a fault exits 2, naming an override of a key in `flags` as its flag."""
-    from ablation.core.spec import SpecError, load_model_and_data, load_spec
+    from ablation.core import SpecError, Study, load_model_and_data
 
     try:
-        return load_model_and_data(spec_path, overrides) if model_and_data else load_spec(spec_path, overrides)
+        if model_and_data:
+            return load_model_and_data(spec_path, overrides)
+        return Study.load(spec_path, overrides, data_on_disk=data_on_disk)
     except SpecError as err:
         message = str(err)
         for key, flag in (flags or {}).items():
@@ -68,8 +70,8 @@ def run(
 
     import yaml
 
-    spec = _load(spec_path, overrides)
-    views.header(console, spec)
+    study = _load(spec_path, overrides)
+    views.header(console, study)
 
     from ablation.data.records import DataError
     from ablation.tracking.lease import StudyBusy
@@ -79,9 +81,9 @@ def run(
     from ablation.tracking import StoreUnusable
 
     cli_help.quiet_libraries(verbose)
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    spec_yaml = yaml.safe_dump(study.spec.model_dump(mode="json"), sort_keys=False)
     try:
-        outcome = run_study(spec, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
+        outcome = run_study(study, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
                             console=console, argv=sys.argv, spec_path=spec_path)
     except (ResourceError, DataError, WeightsError, RaceChanged) as err:
         where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
@@ -89,14 +91,14 @@ def run(
     except (StoreUnusable, StudyBusy) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
-        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{spec.name}")
+        errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{study.name}")
         raise typer.Exit(130) from None
     except StudyStopped as err:
         raise _stopped(err) from None
     if outcome.already_finished:
-        console.print(f"{outcome.already_finished} of {len(spec.trials())} trials had finished in an earlier run of "
+        console.print(f"{outcome.already_finished} of {len(study.trials)} trials had finished in an earlier run of "
                       "this study and were not run again.")
-    _conclude(spec, outcome, resume_hint=f"ablate resume {outcome.storage}")
+    _conclude(study, outcome, resume_hint=f"ablate resume {outcome.storage}")
 
 
 @app.command(cls=cli_help.Command)
@@ -111,20 +113,22 @@ def resume(
     from ablation.data.records import DataError
     from ablation.tracking.lease import StudyBusy
     from ablation.driver.race_settings import RaceChanged
+    from ablation.driver.state import StateError
     from ablation.driver.study import ResourceError, StudyStopped, resume_study
     from ablation.tracking import StoreNotFound, StoreUnusable, StudyNotFound
 
     cli_help.quiet_libraries(verbose)
     try:
-        spec, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
-    except (ResourceError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound, RaceChanged) as err:
+        study, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
+    except (ResourceError, StateError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound,
+            RaceChanged) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
         raise typer.Exit(130) from None
     except StudyStopped as err:
         raise _stopped(err) from None
-    _conclude(spec, outcome, resume_hint=f"ablate resume {study_dir}")
+    _conclude(study, outcome, resume_hint=f"ablate resume {study_dir}")
 
 
 def _stopped(err: Exception) -> typer.Exit:
@@ -145,19 +149,20 @@ def _named(names: list[str], shown: int = 3) -> str:
     return "; ".join(names[:shown]) + more
 
 
-def _conclude(spec, outcome, *, resume_hint: str) -> None:
+def _conclude(study, outcome, *, resume_hint: str) -> None:
     """The ranking, then what did not go well, with the exit status that says so, and the next step."""
     from ablation.tracking import Tag
 
-    _print_ranking(spec, outcome)
+    spec = study.spec
+    _print_ranking(study, outcome)
     if outcome.race:
         from ablation.report.race import race_values, read_race
         from ablation.report.model import collect, label
         from ablation.tracking import best, study_trials
 
         records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
-        arms = collect(records, spec.axes())
-        views.race(console, read_race(spec, *race_values(arms, best(spec.metric))), label(spec.metric))
+        arms = collect(records, study.axes)
+        views.race(console, read_race(study, *race_values(arms, best(spec.metric))), label(spec.metric))
     if outcome.stopped_early:
         console.print(f"{len(outcome.stopped_early)} trials were stopped early by {spec.search.scheduler} "
                       f"(tagged {Tag.STOPPED_EARLY}, with {Tag.STOPPED_AT_EPOCH})")
@@ -230,16 +235,14 @@ def plan(
     import json
 
     from ablation.plan import GPU_UTILISATION, GPUS, gpu_hours, plan_study
-    from ablation.core.spec import data_elsewhere
-
     if gpu is not None and gpu not in GPUS:
         raise _fail(f"--gpu {gpu}: expected one of {', '.join(GPUS)}")
 
-    with data_elsewhere():  # a dataset kept on another machine is priced from the spec's sizes
-        spec = _load(spec_path, overrides)
+    # A dataset kept on another machine is priced from the spec's sizes.
+    study = _load(spec_path, overrides, data_on_disk=False)
     with console.status("pricing each arm (and timing this machine's speed, until it is cached)"):
         try:
-            p = plan_study(spec)
+            p = plan_study(study)
         except ValueError as err:
             raise _fail(f"{spec_path}: {err}") from None
     if as_json:
@@ -251,7 +254,7 @@ def plan(
             "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))
         return
-    views.plan(console, spec, p, gpu=gpu and (gpu, GPUS[gpu], GPU_UTILISATION, gpu_hours(p.total_macs, gpu)))
+    views.plan(console, study, p, gpu=gpu and (gpu, GPUS[gpu], GPU_UTILISATION, gpu_hours(p.total_macs, gpu)))
 
 
 @app.command(cls=cli_help.Command)
@@ -259,7 +262,7 @@ def schema() -> None:
     """The study spec's JSON Schema, for an editor to check and complete specs (every key and option, its choices)."""
     import json
 
-    from ablation.core.spec import json_schema
+    from ablation.core import json_schema
 
     print(json.dumps(json_schema(), indent=1))
 
@@ -423,13 +426,14 @@ def ui(
     os.execve(command[0], command, env)
 
 
-def _print_ranking(spec, outcome) -> None:
+def _print_ranking(study, outcome) -> None:
     from ablation.report.model import rank
     from ablation.tracking import study_trials, ui_command
 
     records = study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     console.print()
-    views.ranking(console, spec, rank(records, spec.axes(), spec.metric, spec.mode))
+    spec = study.spec
+    views.ranking(console, study, rank(records, study.axes, spec.metric, spec.mode))
     console.print(f"MLflow: experiment [bold]{spec.name}[/bold], parent run {outcome.parent_run_id}")
     console.print(f"Open the UI:  {ui_command(outcome.tracking_uri)}", highlight=False, soft_wrap=True)
     console.print(f"Trial files and checkpoints: {outcome.storage}", highlight=False, soft_wrap=True)

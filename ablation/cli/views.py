@@ -57,14 +57,15 @@ def _print(console: Console, title: str, table: Table, note: str = "") -> None:
         console.print(escape(note), style="table.caption", highlight=False)
 
 
-def header(console: Console, spec) -> None:
+def header(console: Console, study) -> None:
     """What `ablate run` is about to run."""
-    arms, seeds, race = len(spec.arms()), len(spec.search.seeds), spec.search.race
+    spec = study.spec
+    arms, seeds, race = len(study.arms), len(spec.search.seeds), spec.search.race
     if race:
         console.print(f"[bold]{spec.name}[/bold]: a race of {arms} arms, {race.start} to {seeds} seeds each "
                       f"({arms * race.start} to {arms * seeds} trials), {spec.train.epochs} epochs each")
         return
-    console.print(f"[bold]{spec.name}[/bold]: {len(spec.trials())} trials ({arms} configurations x {seeds} seeds), "
+    console.print(f"[bold]{spec.name}[/bold]: {len(study.trials)} trials ({arms} configurations x {seeds} seeds), "
                   f"{spec.train.epochs} epochs each")
 
 
@@ -80,8 +81,9 @@ def costs(console: Console, m, figures: dict) -> None:
                   f"range {figures['latency_iqr_ms']:.1f} ms{loaded})")
 
 
-def plan(console: Console, spec, p, *, gpu: tuple[str, float, float, float] | None = None) -> None:
+def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | None = None) -> None:
     """A plan's trials, each arm's size and compute, and what the study costs on this machine."""
+    spec = study.spec
     trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
                          f"design {spec.search.design}, {spec.train.epochs} epochs each)")
     trials.add_column("trial id", no_wrap=True)
@@ -143,9 +145,9 @@ def _duration(seconds: float) -> str:
     return f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.0f} days"
 
 
-def ranking(console: Console, spec, summaries) -> None:
+def ranking(console: Console, study, summaries) -> None:
     """The configurations of a study (`report.rank`'s summaries), best first."""
-    axes = spec.axes()
+    spec, axes = study.spec, study.axes
     # One column for mean ± sd, so two axes (paper.yaml's) still fit in 80 columns.
     title = f"{spec.name}: configurations ranked by best-epoch {spec.metric} ({spec.mode})"
     table = Table(**LIGHT)

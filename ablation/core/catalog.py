@@ -1,19 +1,16 @@
-"""What the models offer, each entry describing itself: the architectures (stage widths and blocks)
-and the attention types (builder, site, options, components). The study schema (`spec.py`) reads
-its choices, its `model.*` settings and their validation from here, so nothing is declared twice;
-adding an attention type is one module that defines its `AttentionType` and one registration in
-`models/__init__.py`.
+"""What the models offer, described without building anything (like torchvision's weights `meta`):
+the architectures (stage widths and blocks) and the attention types (site, options, components).
+The study schema reads its choices, its `model.*` settings and their validation from here, so
+nothing is declared twice. The builders live in `ablation.models` and register against these names;
+adding an attention type is its description in `core/attentions.py` and its module in `models/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-
 from ablation.core.registry import Registry
 from ablation.core.sites import STAGES
 
@@ -32,6 +29,11 @@ class Architecture:
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+ARCHITECTURES.register("resnet18", Architecture("basic", (2, 2, 2, 2), 1))
+ARCHITECTURES.register("resnet34", Architecture("basic", (3, 4, 6, 3), 1))
+ARCHITECTURES.register("resnet50", Architecture("bottleneck", (3, 4, 6, 3), 4))
+ARCHITECTURES.register("resnet101", Architecture("bottleneck", (3, 4, 23, 3), 4))
+ARCHITECTURES.register("resnet152", Architecture("bottleneck", (3, 8, 36, 3), 4))
 
 
 class Options(BaseModel):
@@ -70,10 +72,9 @@ def divides_channels(info) -> bool:
 
 @dataclass(frozen=True)
 class AttentionType:
-    """An attention module as a study can ask for it."""
+    """An attention module as a study can ask for it; `ablation.models` builds it from its options."""
 
-    build: Callable[..., nn.Module] | None  # (channels, **options) -> module; None: no module at all
-    site: Literal["stage", "block"] | None  # after the placed stages (or blocks), or inside every block
+    site: Literal["stage", "block"] | None  # after the placed stages (or blocks), inside every block; None: no module
     options: type[Options] = Options
     # Boolean options, each switching one part of the module off: what a leave-one-out design removes.
     components: tuple[str, ...] = field(default=())
@@ -89,5 +90,5 @@ class AttentionType:
                 raise ValueError(f"component {name!r} must be a boolean option of {self.options.__name__}")
 
 
-NO_ATTENTION = AttentionType(build=None, site=None, summary="the plain ResNet")
 ATTENTIONS: Registry[AttentionType] = Registry("attention type")
+ATTENTIONS.register("none", AttentionType(site=None, summary="the plain ResNet"))

@@ -5,6 +5,7 @@ bottlenecks (layer1-3) for BAM, so the same spelling means each module where its
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -58,3 +59,17 @@ def format_placement(sites: tuple[Site, ...], spell_all: bool = True) -> str:
     if spell_all and sites == tuple(Site(s) for s in STAGES):
         return "all"
     return "+".join(str(s) for s in sites)
+
+
+def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None) -> list[str]:
+    """`{subsets_of: [layer1, layer2, layer3], size: [1, 2]}` -> every placement of that many of those sites."""
+    if not isinstance(subsets_of, list) or not subsets_of:
+        raise ValueError("subsets_of: expected a list of sites, e.g. [layer1, layer2, layer3, layer4]")
+    sites = parse_placement("+".join(str(s) for s in subsets_of))
+    sizes = range(1, len(sites) + 1) if size is None else [size] if isinstance(size, int) else size
+    if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(sites) for k in sizes):
+        raise ValueError(f"size: expected subset sizes between 0 and {len(sites)}, got {size!r}")
+    # Spelled out, never `all`: what `all` stands for depends on the attention type, which the model
+    # section's validation knows (and which spells every placement canonically for it).
+    return list(dict.fromkeys(format_placement(c, spell_all=False) for k in sizes
+                              for c in itertools.combinations(sites, k)))

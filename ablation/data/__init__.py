@@ -9,7 +9,7 @@ shares.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,35 +18,22 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ablation.core.registry import Registry
+from ablation.core.datasets import DATASETS, DatasetType
 from ablation.data import aihub, fer2013, folder, rafdb
 from ablation.data.records import EMOTIONS, SPLITS, DataError, Index, Skipped
 
 if TYPE_CHECKING:
-    from ablation.core.spec import AugmentSpec, DataSpec
+    from ablation.core import AugmentSpec, DataSpec
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class DatasetType:
-    """A dataset as a study can ask for it by name."""
-
-    read: Callable[[DataSpec], Index] | None  # its reader of the data on disk; None: generated, nothing on disk
-    classes: tuple[str, ...] | None  # its class names, in label order; None: named by the folders on disk
-    generate: Callable[[DataSpec], Splits] | None = None  # a generated dataset's builder
-    default_per_class: Mapping[str, int] = field(default_factory=dict)  # per split, where the spec leaves it open
-    summary: str = ""
-
-
-DATASETS: Registry[DatasetType] = Registry("dataset")
-DATASETS.register("synthetic", DatasetType(None, EMOTIONS, lambda spec: _synthetic(spec),
-                                           {"train": 200, "val": 100, "test": 100},
-                                           "generated faces, into ~/.cache/ablate on first use"))
-DATASETS.register("aihub", DatasetType(aihub.read, EMOTIONS, summary="AI-HUB's Korean emotion photos"))
-DATASETS.register("fer2013", DatasetType(fer2013.read, EMOTIONS, summary="the FER2013 CSV"))
-DATASETS.register("rafdb", DatasetType(rafdb.read, EMOTIONS, summary="RAF-DB basic"))
-DATASETS.register("folder", DatasetType(folder.read, None, summary="root/<split>/<class>/<images>"))
+# Each dataset's reader of the data on disk, or its generator, by the name `core.datasets` describes it under.
+READERS: dict[str, Callable[[DataSpec], Index]] = {
+    "aihub": aihub.read, "fer2013": fer2013.read, "rafdb": rafdb.read, "folder": folder.read}
+GENERATORS: dict[str, Callable[[DataSpec], Splits]] = {"synthetic": lambda spec: _synthetic(spec)}
+if {*READERS, *GENERATORS} != set(DATASETS.names()) or any(DATASETS.get(n).on_disk for n in GENERATORS):
+    raise TypeError("every dataset described in core.datasets needs a reader (on disk) or a generator")
 
 # Images are centred around zero with a fixed scale; per-dataset statistics would tie a trained
 # model to one dataset's preprocessing for no gain at these sizes.
@@ -137,7 +124,7 @@ def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
 def read_index(spec: DataSpec) -> Index:
     """The index of a dataset on disk (no image decoded); DataError naming the root if it is not the
     dataset's layout."""
-    read = DATASETS.get(spec.dataset).read
+    read = READERS.get(spec.dataset)
     if read is None:
         raise DataError(f"the {spec.dataset} dataset is generated: it has nothing on disk to read")
     try:
@@ -157,7 +144,7 @@ def classes_of(spec: DataSpec) -> tuple[str, ...]:
 def split_sizes(spec: DataSpec) -> dict[str, int]:
     """Images per split a data spec yields (for generated data, without generating it)."""
     kind = DATASETS.get(spec.dataset)
-    if kind.read is None:
+    if not kind.on_disk:
         return {split: spec.per_class(split) * len(kind.classes) for split in SPLITS}
     index = read_index(spec)
     return {split: len(index.split(split, spec.per_class(split), spec.seed)) for split in SPLITS}
@@ -168,8 +155,8 @@ def build_splits(spec: DataSpec, on_progress: Progress | None = None) -> Splits:
 
     `on_progress(done, total)` follows the decoding of a dataset on disk, image by image.
     """
-    kind = DATASETS.get(spec.dataset)
-    return kind.generate(spec) if kind.generate else _indexed(spec, on_progress)
+    generate = GENERATORS.get(spec.dataset)
+    return generate(spec) if generate else _indexed(spec, on_progress)
 
 
 def check_trainable(spec: DataSpec, splits: Splits) -> None:
@@ -206,5 +193,5 @@ def _why(skipped, before: str = " (", after: str = ")") -> str:
     return before + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) + after
 
 
-__all__ = ["DATASETS", "EMOTIONS", "DatasetType", "ArrayDataset", "DataError", "Splits", "build_splits", "check_trainable", "classes_of",
+__all__ = ["DATASETS", "EMOTIONS", "GENERATORS", "READERS", "DatasetType", "ArrayDataset", "DataError", "Splits", "build_splits", "check_trainable", "classes_of",
            "read_index", "split_sizes"]

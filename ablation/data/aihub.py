@@ -61,7 +61,7 @@ from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD,
                       Skipped)
 
 if TYPE_CHECKING:
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
 # Korean label word -> class index, or None for a class the paper does not use.
 LABELS: dict[str, int | None] = {"기쁨": 0, "분노": 1, "불안": 2, "상처": 3, "슬픔": 4, "중립": 5, "당황": None}

@@ -21,7 +21,7 @@ from ablation.data import DATASETS, read_index
 from ablation.data.records import SPLITS
 
 if TYPE_CHECKING:
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _ablate_version() -> str:
 def data_digest(data: DataSpec) -> DataDigest:
     """The digest, source and profile of the data `data` describes (for data on disk, its index is read)."""
     kind = DATASETS.get(data.dataset)
-    if kind.read is None:
+    if not kind.on_disk:
         generating = {"dataset": data.dataset, "image_size": data.image_size, "seed": data.seed,
                       **{f"{split}_per_class": data.per_class(split) for split in SPLITS},
                       "ablate": _ablate_version()}

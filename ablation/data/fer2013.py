@@ -36,7 +36,7 @@ import numpy as np
 from ablation.data.records import EMOTIONS, MALFORMED, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
 # The source classes of FER2013 and RAF-DB, by their lower-case names -> one of EMOTIONS, or None to drop.
 DEFAULT_MAP: dict[str, str | None] = {

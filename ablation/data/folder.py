@@ -20,7 +20,7 @@ from pathlib import Path
 from ablation.data.records import SPLITS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

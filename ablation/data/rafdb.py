@@ -36,7 +36,7 @@ from ablation.data.fer2013 import label_mapping
 from ablation.data.records import EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
 
 if TYPE_CHECKING:
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_DIR = Path("Image") / "aligned"

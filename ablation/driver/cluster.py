@@ -11,7 +11,7 @@ from pathlib import Path
 import ray
 import torch
 
-from ablation.core.spec import StudySpec
+from ablation.core import StudySpec
 
 # The Ray versions whose private clusters switch `_loopback_only` turns off is known to be there and
 # read (test_loopback.py checks it): [lowest, first untried). Widen it only after that test passes.

@@ -25,7 +25,7 @@ from ray import tune
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 
 from ablation import tracking
-from ablation.core.spec import StudySpec
+from ablation.core import StudySpec
 from ablation.driver.state import StudyContext
 from ablation.driver.trainable import trial_of
 
@@ -114,11 +114,15 @@ class MemoryKillRecorder(tune.Callback):
     """Records a memory kill on the trial's MLflow run as Tune handles it, retried or failed for good:
     `ablate.failure=oom` with Ray's reason and `ablate.last_failure=oom`, the run FAILED until a retry
     reopens it (which drops the failure and keeps `last_failure`). A trial killed before it opened its run
-    gets one, with its params. The driver sets `study` and reads `killed` (trial name -> `cause`); they are
-    class attributes so that Tune's pickled experiment state carries neither."""
+    gets one, with its params. The driver makes one per fit and reads `killed` (trial name -> `cause`);
+    Tune's pickled experiment state carries neither the spec nor the context (`__getstate__`)."""
 
-    study: tuple[StudySpec, StudyContext] | None = None
-    killed: dict[str, str] = {}
+    def __init__(self, spec: StudySpec, context: StudyContext) -> None:
+        self.study: tuple[StudySpec, StudyContext] | None = (spec, context)
+        self.killed: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "study": None}
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._record(trial.config)
@@ -133,7 +137,7 @@ class MemoryKillRecorder(tune.Callback):
         spec, context = self.study
         text = str(error)
         found = trial_of(spec, config)
-        MemoryKillRecorder.killed[found.name] = cause(text) or text
+        self.killed[found.name] = cause(text) or text
         try:
             opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                          name=found.name, trial_id=found.id, params=found.params())

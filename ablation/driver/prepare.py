@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from ablation.accounting import Latency, arm_latency, static_costs
 from ablation.data import build_splits, check_trainable, classes_of
 from ablation.data.records import Skipped
-from ablation.core.spec import StudySpec, Trial
+from ablation.core import StudySpec, Trial
 from ablation.tracking import SKIPPED_ARTIFACT
 
 

@@ -18,21 +18,22 @@ from ray.tune.search import Searcher
 from ablation import tracking
 
 from ablation.stats import racing
-from ablation.core.spec import StudySpec, Trial
+from ablation.core import Study, Trial
 
 # Per arm, for the live view: (arm, seeds finished, seeds running, state).
 RaceRows = list[tuple[str, int, int, str]]
 
 
 class RaceSearcher(Searcher):
-    def __init__(self, spec: StudySpec, *, where: tuple[str, str, str],
+    def __init__(self, study: Study, *, where: tuple[str, str, str],
                  on_change: Callable[[RaceRows, int], None] | None = None) -> None:
         """`where`: the tracking URI, experiment id and parent run id of the study."""
         super().__init__()  # no metric for Tune to demand of every epoch's result: the race reads MLflow
-        self.spec, self.race = spec, spec.search.race
+        spec = study.spec
+        self.study, self.spec, self.race = study, spec, spec.search.race
         self.where = where
-        self.baseline = spec.race_baseline()
-        self.arms = [arm for arm, _ in spec.arms()]
+        self.baseline = study.baseline
+        self.arms = study.arm_names
         self.seeds = spec.search.seeds
         self.on_change = on_change
         self.running: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arm, seed)
@@ -104,7 +105,7 @@ class RaceSearcher(Searcher):
         if not wanted:
             return None if self.running else Searcher.FINISHED
         arm, seed = wanted[0]
-        trial = self.spec.trial(arm, seed)
+        trial = self.study.trial(arm, seed)
         self.running[trial_id] = (arm, seed)
         self.started.append(trial)
         if self.on_change:

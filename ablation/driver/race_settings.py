@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ablation.core.spec import StudySpec
+    from ablation.core import Study
 
 PREFIX = "search.race."
 # The race's own copies of settings the spec keeps elsewhere. They sit under search.race. so that a study
@@ -38,15 +38,16 @@ class RaceChanged(ValueError):
     """A re-run of a race with settings other than those its decisions were made with."""
 
 
-def race_params(spec: StudySpec) -> dict[str, str]:
+def race_params(study: Study) -> dict[str, str]:
     """The race's settings as its parent run's params, each spelled as MLflow stores it ({} for no race)."""
+    spec = study.spec
     race = spec.search.race
     if race is None:
         return {}
     # Every key of search.race, so that one added to the spec later is compared without a change here.
     params = {f"{PREFIX}{key}": _text(getattr(race, key)) for key in type(race).model_fields}
-    return params | {BASELINE: spec.race_baseline(), SEEDS: json.dumps(spec.search.seeds),
-                     ARMS: _arms_text([arm for arm, _ in spec.arms()]), METRIC: spec.metric, MODE: spec.mode}
+    return params | {BASELINE: study.baseline, SEEDS: json.dumps(spec.search.seeds),
+                     ARMS: _arms_text(study.arm_names), METRIC: spec.metric, MODE: spec.mode}
 
 
 def recorded(params: Mapping[str, str], baseline_tag: str | None = None) -> dict[str, str]:

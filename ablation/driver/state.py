@@ -10,8 +10,11 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from ablation.driver.cluster import ResourceError
-from ablation.core.spec import StudySpec
+from ablation.core import SpecError, Study, StudySpec
+
+
+class StateError(ValueError):
+    """A study folder without a readable state file: not a study folder, damaged, or from another version."""
 
 
 @dataclass(frozen=True)
@@ -75,19 +78,20 @@ class StudyState:
             saved.pop("costs", None)  # what earlier versions measured before the trials; trials count it now
             return cls(StudyContext(**saved), trials)
         except FileNotFoundError:
-            raise ResourceError(f"{folder} is not a study folder: it has no {STATE_FILE} "
+            raise StateError(f"{folder} is not a study folder: it has no {STATE_FILE} "
                                 "(expected ./ablate_runs/<study>, or the --storage of `ablate run`)") from None
         except (ValueError, TypeError, KeyError, AttributeError) as err:
-            raise ResourceError(f"{folder}/{STATE_FILE} is damaged ({type(err).__name__}: {err}); expected the JSON "
+            raise StateError(f"{folder}/{STATE_FILE} is damaged ({type(err).__name__}: {err}); expected the JSON "
                                 "that `ablate run` writes. Run the study's spec again with `ablate run`: finished "
                                 "trials are kept") from None
 
-    def spec(self, folder: str) -> StudySpec:
-        """The study's spec as saved (it was valid when the study started)."""
+    def study(self, folder: str) -> Study:
+        """The study as saved (its spec was valid when the study started), expanded again."""
         from pydantic import ValidationError
 
         try:
-            return StudySpec.model_validate(self.context.spec)
-        except ValidationError as err:
-            raise ResourceError(f"{folder}/{STATE_FILE}: its spec no longer validates ({err.error_count()} "
-                                "error(s)); run the study's spec again with `ablate run`") from None
+            return Study.from_spec(StudySpec.model_validate(self.context.spec))
+        except (ValidationError, SpecError) as err:
+            count = f"{err.error_count()} error(s)" if isinstance(err, ValidationError) else str(err)
+            raise StateError(f"{folder}/{STATE_FILE}: its spec no longer validates ({count}); run the study's "
+                             "spec again with `ablate run`") from None

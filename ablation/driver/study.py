@@ -36,7 +36,7 @@ from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
 from ablation.cli.progress import BatchRelay, StudyProgress
 from ablation.driver.race import RaceSearcher
-from ablation.core.spec import StudySpec, Trial
+from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
 from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_store, trainable, trial_name, trial_of,
                         tune_trial_id)
@@ -80,33 +80,31 @@ _RELAY_WAIT = 5.0  # seconds the driver waits for the relay's batch counts befor
 
 
 class _ProgressCallback(tune.Callback):
-    """Forwards Tune's trial events to the live view of whichever driver runs the study now.
+    """Forwards Tune's trial events to the live view the driver owns, and the trials' batch counts from
+    their relay actor. Tune pickles its callbacks into the experiment state: neither the terminal's
+    view nor the relay travels with them (`__getstate__`)."""
 
-    Tune pickles its callbacks into the experiment state, and a restored study unpickles them: the
-    view is a class attribute the driver sets, so neither the terminal nor a dead driver's view
-    travels with them.
-    """
+    def __init__(self, metric: str, view: StudyProgress, relay) -> None:
+        self.metric, self.view = metric, view
+        self.relay = relay  # the BatchRelay actor that trials put their batch counts to; None once it died
+        self.drained = 0.0
+        # The config of each trial that failed for good, by its path: Tune's result holds none for a trial
+        # that failed before its first report (its worker killed in its start-up, say).
+        self.failed: dict[str, dict[str, Any]] = {}
 
-    view: StudyProgress | None = None
-    relay = None  # the BatchRelay actor that trials put their batch counts to
-    drained = 0.0
-    # The config of each trial that failed for good, by its path: Tune's result holds none for a trial that
-    # failed before its first report (its worker killed in its start-up, say).
-    failed: dict[str, dict[str, Any]] = {}
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "view": None, "relay": None}
 
     def on_step_end(self, iteration, trials, **info) -> None:
         # Tune's loop turns many times a second; the trials' batch counts are fetched once a second.
-        if self.view and self.relay and time.monotonic() - _ProgressCallback.drained >= 1:
-            _ProgressCallback.drained = time.monotonic()
+        if self.view and self.relay and time.monotonic() - self.drained >= 1:
+            self.drained = time.monotonic()
             try:
                 counts = ray.get(self.relay.take.remote(), timeout=_RELAY_WAIT)
             except ray.exceptions.RayError:
                 # Its worker died (Ray's memory monitor may pick it) or hangs: the view goes on, without
                 # batch counts, and so does the study. Trials' puts to a dead actor fail only when fetched.
-                _ProgressCallback.relay = None
+                self.relay = None
                 return
             for key, (done, total) in counts.items():
                 self.view.batches(key, done, total)
@@ -124,25 +122,26 @@ class _ProgressCallback(tune.Callback):
             self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(DIVERGED_KEY))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        _ProgressCallback.failed[trial.path] = trial.config
+        self.failed[trial.path] = trial.config
         if self.view:
             self.view.trial_finished(trial.trial_id, ok=False, name=trial_name(trial.config))
 
 
-def _trainable_for(spec: StudySpec, context: StudyContext):
-    return tune.with_resources(tune.with_parameters(trainable, context=context, relay=_ProgressCallback.relay),
+def _trainable_for(spec: StudySpec, context: StudyContext, relay):
+    return tune.with_resources(tune.with_parameters(trainable, context=context, relay=relay),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
+def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
               address: str | None = None, console=None, argv: Sequence[str] = (),
               spec_path: Path | None = None) -> StudyOutcome:
-    """Run the trials of `spec` that have not finished before under Ray Tune, logging to MLflow
+    """Run the trials of `study` that have not finished before under Ray Tune, logging to MLflow
     under the study's one parent run; returns where the results are. `argv` (the command line that ran
     it, the program first) and `spec_path` (the spec's file) are the parent run's provenance."""
     from rich.console import Console
 
     console = console or Console()
+    spec = study.spec
     uri = tracking.resolve_uri(tracking_uri)
     if address and uri.startswith("sqlite:"):
         raise ResourceError(f"--tracking-uri: {uri} is a SQLite file on this machine, and the trials of a Ray "
@@ -150,9 +149,9 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
     tracking.check_store(uri, writing=True)
     # First of all: refusing takes a moment, and a refused re-run must neither wait for its data nor write.
-    _check_race_unchanged(uri, spec)
+    _check_race_unchanged(uri, study)
     storage = storage_location(storage)
-    trials = spec.trials()
+    trials = list(study.trials)
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
     skipped = prepare_data(trials, console)
     if not address:
@@ -170,11 +169,11 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
         for arch, weights in pretrained:
             check_weights(arch, weights)
         # With a race's settings: what a re-run of it must not change (`_check_race_unchanged`).
-        params = tracking.study_params(spec) | {"search.seeds": spec.search.seeds, "trials": len(trials)} \
-            | race_settings.race_params(spec)
+        params = tracking.study_params(spec, study.arms) | {"search.seeds": spec.search.seeds, "trials": len(trials)} \
+            | race_settings.race_params(study)
         experiment_id, parent = tracking.open_study(uri, spec.name, params=params, spec_yaml=spec_yaml,
                                                     description=spec.description, argv=argv, spec_path=spec_path)
-        tracking.describe_study(parent, axes=spec.axes(), design=spec.search.design, metric=spec.metric,
+        tracking.describe_study(parent, axes=study.axes, design=spec.search.design, metric=spec.metric,
                                 mode=spec.mode, storage=f"{storage}/{spec.name}",
                                 skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
                                 experiment_id=experiment_id, datasets=digests(t.spec.data for t in trials))
@@ -188,14 +187,14 @@ def run_study(spec: StudySpec, spec_yaml: str, *, tracking_uri: str | None = Non
             return outcome
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return _fit(spec, context, pending, parent, outcome, console)
+        return _fit(study, context, pending, parent, outcome, console)
 
 
-def _check_race_unchanged(uri: str, spec: StudySpec) -> None:
+def _check_race_unchanged(uri: str, planned: Study) -> None:
     """Refuse (`RaceChanged`) to run a race again with settings other than those its parent run records
     (see race_settings.py). It only reads: an absent store or study has nothing to compare with."""
     try:
-        study = tracking.find_study(uri, spec.name)
+        study = tracking.find_study(uri, planned.name)
     except (tracking.StoreNotFound, tracking.StudyNotFound):
         return
     stored = race_settings.recorded(study.params, study.tags.get(tracking.Tag.RACE_BASELINE))
@@ -205,13 +204,14 @@ def _check_race_unchanged(uri: str, spec: StudySpec) -> None:
         # (one search over the children, only for such a store): every arm that has a run was raced.
         arms_run = {r.params["arm"] for r in tracking.study_trials(uri, study.experiment_id, study.run.run_id)
                     if "arm" in r.params}
-    changed = race_settings.changes(stored, race_settings.race_params(spec), arms_run=arms_run)
+    changed = race_settings.changes(stored, race_settings.race_params(planned), arms_run=arms_run)
     if changed:
-        raise race_settings.RaceChanged(race_settings.describe(spec.name, changed))
+        raise race_settings.RaceChanged(race_settings.describe(planned.name, changed))
 
 
 def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
-           samples: int | None = None, race: RaceSearcher | None = None) -> tune.Tuner:
+           samples: int | None = None, race: RaceSearcher | None = None,
+           callbacks: Sequence[tune.Callback] = (), relay=None) -> tune.Tuner:
     """A Tuner over the pending trials (a grid), or drawing `samples` trials (default the spec's), the
     configurations in `redo` first (sampled trials a resumed study continues), or running a race."""
     if race is not None:  # it suggests every trial, from MLflow's finished runs
@@ -221,19 +221,19 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
         space, settings = _search(spec, pending, redo=redo, samples=samples)
     storage, _, name = context.storage.rpartition("/")
     return tune.Tuner(
-        _trainable_for(spec, context),
+        _trainable_for(spec, context, relay),
         param_space=space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, reuse_actors=True, **settings),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=[_ProgressCallback(spec.metric), MemoryKillRecorder()],
+            callbacks=list(callbacks),
         ),
     )
 
 
 def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
-                 console=None) -> tuple[StudySpec, StudyOutcome]:
+                 console=None) -> tuple[Study, StudyOutcome]:
     """Continue a study whose driver died, under its parent run: finished trials stay finished,
     unfinished and failed ones continue from their last checkpoints.
 
@@ -250,36 +250,38 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     tracking.check_store(uri, writing=True)
     context = replace(state.context, tracking_uri=uri, storage=folder)
     tracking.find_parent(uri, context.experiment_id, context.parent_run_id)
-    spec = state.spec(folder)
-    _check_race_unchanged(uri, spec)  # a state file from an older version, or edited, may differ
+    study = state.study(folder)
+    spec = study.spec
+    _check_race_unchanged(uri, study)  # a state file from an older version, or edited, may differ
     with tracking.hold_study(uri, spec.name):
         records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
         ended = {r.trial_id for r in records if r.ended}
-        pending = [t for t in spec.trials() if t.id in set(state.trials) and t.id not in ended]
+        pending = [t for t in study.trials if t.id in set(state.trials) and t.id not in ended]
         redo, samples = [], None
         if spec.search.method != "grid":  # drawn trials: continue the unfinished ones, draw the rest anew
             redo = [_config_of(spec, r) for r in records if not r.ended]
             samples = max(0, spec.search.num_samples - sum(r.ended for r in records))
             pending = []
-        prepare_data(pending if spec.search.method == "grid" and not spec.search.race else spec.trials(), console)
+        prepare_data(pending if spec.search.method == "grid" and not spec.search.race else list(study.trials), console)
         outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
         parent = tracking.reopen_study(uri, context.parent_run_id)
         if not pending and not samples and not spec.search.race:
             parent.finish()
-            return spec, outcome
+            return study, outcome
         quiet_tune()
         connect(address)
         check_resources(spec)
-        return spec, _fit(spec, context, pending, parent, outcome, console, redo=redo[:samples], samples=samples)
+        return study, _fit(study, context, pending, parent, outcome, console, redo=redo[:samples], samples=samples)
 
 
-def _time_latencies(spec: StudySpec, outcome: StudyOutcome, console) -> None:
+def _time_latencies(study: Study, outcome: StudyOutcome, console) -> None:
     """Time each model the study trained that has no latency yet, one after another now that no trial
     shares the machine, and log it to every run of that model."""
     records = [r for r in tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
                if tracking.LATENCY_MS not in r.metrics]
+    spec = study.spec
     if spec.search.method == "grid":
-        planned = {t.id: t for t in spec.trials(every_seed=True)}
+        planned = {t.id: t for t in study.every_trial}
         trials = {r.run_id: planned[r.trial_id] for r in records if r.trial_id in planned}
     else:
         trials = {r.run_id: trial_of(spec, _config_of(spec, r)) for r in records}
@@ -312,20 +314,22 @@ def _what_stopped(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:300]}" if first else type(err).__name__
 
 
-def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
+def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
          outcome: StudyOutcome, console, *, redo: list[dict[str, Any]] = (), samples: int | None = None
          ) -> StudyOutcome:
+    spec = study.spec
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric,
                          pending=[] if sampled or spec.search.race else [t.name for t in trials])
-    _ProgressCallback.view, _ProgressCallback.failed = view, {}
-    relay = _ProgressCallback.relay = ray.remote(num_cpus=0)(BatchRelay).remote()
+    relay = ray.remote(num_cpus=0)(BatchRelay).remote()
+    progress = _ProgressCallback(spec.metric, view, relay)
     handle_memory_kills()  # a worker Ray's memory monitor kills is a trial failure, not the study's end
-    MemoryKillRecorder.study, MemoryKillRecorder.killed = (spec, context), {}
-    race = RaceSearcher(spec, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
+    kills = MemoryKillRecorder(spec, context)
+    race = RaceSearcher(study, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
-    tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race)
+    tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race, callbacks=[progress, kills],
+                   relay=relay)
     try:
         with view:
             results = tuner.fit()
@@ -340,11 +344,10 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
     finally:
         with contextlib.suppress(Exception):  # it may be dead already
             ray.kill(relay)
-        _ProgressCallback.view = _ProgressCallback.relay = MemoryKillRecorder.study = None
-    outcome.memory_kills = dict(MemoryKillRecorder.killed)
+    outcome.memory_kills = dict(kills.killed)
     early = spec.search.scheduler != "fifo"
     settled: set[str] = set()  # names of the trials that ended one way or another
-    configs = [result.config or (_ProgressCallback.failed.get(result.path) if result.error is not None else None)
+    configs = [result.config or (progress.failed.get(result.path) if result.error is not None else None)
                for result in results]
     for result, config in zip(results, configs):
         if not config:  # never started
@@ -378,7 +381,7 @@ def _fit(spec: StudySpec, context: StudyContext, trials: list[Trial], parent: tr
         _log_race(parent, race)
     tracking.drop_superseded(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
                              keep=spec.models_kept_per_arm, metric=spec.metric, mode=spec.mode)
-    _time_latencies(spec, outcome, console)
+    _time_latencies(study, outcome, console)
     # A trial killed mid-write may not have closed its run; none may stay RUNNING after the study.
     tracking.close_open_runs(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     records = tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)

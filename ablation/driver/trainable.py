@@ -20,7 +20,7 @@ from ablation.checkpoints import CheckpointStore, pack_model
 from ablation.data import classes_of
 from ablation.driver.prepare import model_costs
 from ablation.cli.progress import every
-from ablation.core.spec import StudySpec, Trial, label
+from ablation.core import StudySpec, Trial, label
 from ablation.driver.state import StudyContext
 
 STEP_KEY = "epoch"

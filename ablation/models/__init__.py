@@ -10,15 +10,18 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ablation.models import bam, cbam, eca, identity_cbam, se
-from ablation.core.catalog import ARCHITECTURES, ATTENTIONS, NO_ATTENTION, Architecture, AttentionType, per_stage_bounds
+from ablation.core import attentions  # noqa: F401  (registers the attention types' descriptions)
+from ablation.core.catalog import ARCHITECTURES, ATTENTIONS, Architecture, AttentionType, per_stage_bounds
+from ablation.core.sites import STAGES, Site, format_placement, parse_placement
+from ablation.models.bam import BAM
+from ablation.models.cbam import official_cbam
+from ablation.models.eca import EfficientChannelAttention
 from ablation.models.identity_cbam import IdentityCBAM
 from ablation.models.resnet import ResNet
-from ablation.core.sites import STAGES, Site, format_placement, parse_placement
-
+from ablation.models.se import SqueezeExcite
 
 class ModelSettings(Protocol):
-    """What building a network reads of the spec's model section (`spec.ModelSpec` has it all, plus
+    """What building a network reads of the spec's model section (`core.schema.ModelSpec` has it all, plus
     each attention type's options as attributes); the models never import the spec."""
 
     arch: str
@@ -32,13 +35,15 @@ class ModelSettings(Protocol):
     def count_at(self, stage: str) -> int: ...
 
 
-# Attention types by name; each module describes its own (builder, site, options, components).
-ATTENTIONS.register("none", NO_ATTENTION)
-ATTENTIONS.register("identity_cbam", identity_cbam.ATTENTION)
-ATTENTIONS.register("cbam", cbam.ATTENTION)
-ATTENTIONS.register("se", se.ATTENTION)
-ATTENTIONS.register("eca", eca.ATTENTION)
-ATTENTIONS.register("bam", bam.ATTENTION)
+# Each attention type's builder, (channels, **options) -> module, by the name `core.attentions`
+# describes it under; `none` builds nothing.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "identity_cbam": IdentityCBAM, "cbam": official_cbam, "se": SqueezeExcite,
+    "eca": EfficientChannelAttention, "bam": BAM,
+}
+if set(BUILDERS) != {name for name, kind in ATTENTIONS.items() if kind.site is not None}:
+    raise TypeError(f"attention types without a builder, or builders without a description: "
+                    f"{sorted(set(BUILDERS) ^ {n for n, k in ATTENTIONS.items() if k.site is not None})}")
 
 
 def build_model(spec: ModelSettings, num_classes: int) -> ResNet:
@@ -61,7 +66,7 @@ def _stacked(spec: ModelSettings, kind: AttentionType, stage: str) -> Callable[[
     for name, info in kind.options.model_fields.items():
         value = getattr(spec, name)
         options[name] = value[stage] if per_stage_bounds(info) and isinstance(value, dict) else value
-    make = partial(kind.build, **options)
+    make = partial(BUILDERS[spec.attention], **options)
     return lambda channels: nn.Sequential(*(make(channels) for _ in range(spec.count_at(stage))))
 
 

@@ -36,17 +36,15 @@ variants get it, the paper's end BNs included.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ablation.core.catalog import AttentionType, Options, reduction
+from ablation.core.attentions import BAM_VARIANTS
 
 # How M combines the branch logits, by variant (see the module docstring).
-VARIANTS = {"official": torch.mul, "paper": torch.add}
+VARIANTS = dict(zip(BAM_VARIANTS, (torch.mul, torch.add)))
 
 
 class ChannelBranch(nn.Module):
@@ -142,24 +140,3 @@ class BAM(nn.Module):
         if not self.branches:  # both branches switched off: nothing is left to gate with
             return x
         return x * (1 + torch.sigmoid(self.attention(x)))
-
-
-class BAMOptions(Options):
-    reduction: int | dict[str, int] = reduction()
-    dilated_convs: int = Field(2, ge=1, le=4, description="BAM's dilated 3x3 convolutions in the spatial branch")
-    dilation: int = Field(4, ge=1, le=8, description="BAM's dilation of those convolutions")
-    variant: Literal[tuple(VARIANTS)] = Field(  # type: ignore[valid-type]
-        "official", description="BAM as its official code computes it (branch logits multiplied) or as its "
-                                "paper's Eqs. 2-4 write it (added, each branch ending in BN)")
-    channel_gate: bool = Field(True, description="the channel gate (or branch)")
-    spatial_gate: bool = Field(True, description="the spatial gate (or branch)")
-
-    retired: ClassVar[dict[str, str]] = {
-        "combine": "replaced by model.variant: official (the official code, branch logits multiplied: "
-                   "combine=product) or paper (the paper's Eqs. 2-4, added, each branch ending in BN); "
-                   "combine=sum, added without those BNs, was neither"}
-
-
-ATTENTION = AttentionType(BAM, site="stage", options=BAMOptions, components=("channel_gate", "spatial_gate"),
-                          summary="BAM (Park et al.) after the placed stages or blocks; all: after layer1-3",
-                          all_stages=("layer1", "layer2", "layer3"))

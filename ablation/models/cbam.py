@@ -8,17 +8,13 @@ guided methods can hook them.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ablation.core.catalog import AttentionType, Options, reduction
+from ablation.core.attentions import GATE_ORDERS
 
 # CBAM's arrangements of its gates (the CBAM paper's Table 3), and each gate alone.
-GATE_ORDERS = ("channel+spatial", "spatial+channel", "parallel", "channel", "spatial")
 
 # Max pooling with indices (as the official code does) rather than `amax`: the same forward values,
 # and a backward that scatters through the indices instead of re-comparing the whole tensor, which
@@ -108,24 +104,9 @@ class CBAM(nn.Module):
         return x
 
 
-class CBAMOptions(Options):
-    reduction: int | dict[str, int] = reduction()
-    kernel_size: Literal[3, 5, 7] = Field(7, description="spatial-gate convolution size")
-    pooling: Literal["avg", "max", "avg+max"] = Field("avg+max", description="channel-gate descriptors")
-    gates: Literal[GATE_ORDERS] = Field(  # type: ignore[valid-type]
-        "channel+spatial", description="which CBAM gates, in which order, or both on the same input (parallel)")
-    channel_gate: bool = Field(True, description="the channel gate (or branch)")
-    spatial_gate: bool = Field(True, description="the spatial gate (or branch)")
-
-
 def official_cbam(channels: int, **options) -> CBAM:
     """CBAM as the official ResNet-CBAM builds it: the spatial gate's BN starts at zero (gate 0.5)."""
     module = CBAM(channels, **options)
     if isinstance(module.spatial_gate, SpatialGate):
         nn.init.zeros_(module.spatial_gate.bn.weight)
     return module
-
-
-ATTENTION = AttentionType(official_cbam, site="block", options=CBAMOptions,
-                          components=("channel_gate", "spatial_gate"),
-                          summary="CBAM (Woo et al.) on the residual branch of every block")

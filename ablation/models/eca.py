@@ -12,8 +12,6 @@ import math
 import torch
 from torch import nn
 
-from ablation.core.catalog import AttentionType
-
 
 def adaptive_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
     k = int(abs(math.log2(channels) / gamma + beta / gamma))
@@ -30,6 +28,3 @@ class EfficientChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x.mean(dim=(2, 3))[:, None, :])[:, 0, :]
         return x * self.sigmoid(y)[:, :, None, None]
-
-
-ATTENTION = AttentionType(EfficientChannelAttention, site="block", summary="ECA (Wang et al.) in every block")

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from pydantic import Field
 from torch import nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
-from ablation.core.catalog import AttentionType
-from ablation.models.cbam import CBAM, CBAMOptions
+from ablation.models.cbam import CBAM
 
 
 class _NoSkip(nn.Module):
@@ -65,13 +63,3 @@ class IdentityCBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.cbam(self.branch(x)) + self.shortcut(x))
-
-
-class IdentityCBAMOptions(CBAMOptions):
-    bottleneck: bool = Field(True, description="Identity-CBAM's residual branch (off: CBAM on the input)")
-    skip: bool = Field(True, description="Identity-CBAM's identity connection")
-
-
-ATTENTION = AttentionType(IdentityCBAM, site="stage", options=IdentityCBAMOptions,
-                          components=("bottleneck", "skip", "channel_gate", "spatial_gate"),
-                          summary="the paper's module, after the placed stages or blocks")

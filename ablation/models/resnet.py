@@ -22,11 +22,6 @@ from ablation.core.catalog import ARCHITECTURES, Architecture
 from ablation.core.sites import STAGES, Site
 
 # torchvision's ResNet family.
-ARCHITECTURES.register("resnet18", Architecture("basic", (2, 2, 2, 2), 1))
-ARCHITECTURES.register("resnet34", Architecture("basic", (3, 4, 6, 3), 1))
-ARCHITECTURES.register("resnet50", Architecture("bottleneck", (3, 4, 6, 3), 4))
-ARCHITECTURES.register("resnet101", Architecture("bottleneck", (3, 4, 23, 3), 4))
-ARCHITECTURES.register("resnet152", Architecture("bottleneck", (3, 8, 36, 3), 4))
 
 
 class _AttentionSlots:

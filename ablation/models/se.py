@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ablation.core.catalog import AttentionType, Options, reduction
-
 
 class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -27,11 +25,3 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.sigmoid(self.mlp(x.mean(dim=(2, 3))))[:, :, None, None]
-
-
-class SEOptions(Options):
-    reduction: int | dict[str, int] = reduction()
-
-
-ATTENTION = AttentionType(SqueezeExcite, site="block", options=SEOptions,
-                          summary="Squeeze-and-Excitation (Hu et al.) in every block")

@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
+from ablation.core import SpecError, Study, StudySpec
 from ablation.core.emotions import EMOTIONS
+from ablation.core.schema import describe, validation_context
+from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
 from ablation.report.provenance import setup_rows
 from ablation.report.table import Table
 from ablation.tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
@@ -26,7 +28,6 @@ from ablation.tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, 
 
 if TYPE_CHECKING:
     from ablation.report.race import Race
-    from ablation.core.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Plan:
     arms: dict[str, dict[str, str]]  # arm -> axis -> value, named and spelled as its trials log them
     baseline: str | None  # the first arm without attention sites
     seeds: int
-    spec: StudySpec | None = None
+    study: Study | None = None
 
 
 def _spec_text(uri: str, study: StudyRecord) -> bytes | None:
@@ -220,18 +221,16 @@ def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | N
         search = tree.get("search") if isinstance(tree, dict) else None
         if isinstance(search, dict) and search.get("method", "grid") != "grid":
             return None, None
-        from ablation.core.spec import SpecError, StudySpec, _describe  # torch comes with it: only a plan needs it
-
-        spec = StudySpec.model_validate(tree)
-        trials = spec.trials()
-    except (UnicodeDecodeError, yaml.YAMLError, SpecError, ValidationError) as err:
         # Its data.root, for one, may not exist on the machine that reports.
-        why = _describe(err) if isinstance(err, ValidationError) else " ".join(str(err).split())
+        spec = StudySpec.model_validate(tree, context=validation_context(data_on_disk=False))
+        study = Study.from_spec(spec, data_on_disk=False)
+    except (UnicodeDecodeError, yaml.YAMLError, SpecError, ValidationError) as err:
+        why = describe(err) if isinstance(err, ValidationError) else " ".join(str(err).split())
         return None, (f"The study's spec.yaml cannot be read here ({why}), so configurations that never "
                       "started are not listed.")
     arms: dict[str, dict[str, str]] = {}
     baseline = None
-    for trial in trials:
+    for trial in study.trials:
         # Spelled as tracking logs params, so a planned arm and its runs meet under one name.
         params = {k: as_param(v) for k, v in trial.params().items()}
         name = arm_name(params, axes)
@@ -239,8 +238,8 @@ def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | N
         if baseline is None and not trial.spec.model.sites:
             baseline = name
     if spec.search.race:  # the arm the race compared with, which the report compares with too
-        baseline = spec.race_baseline()
-    return Plan(arms, baseline, len(spec.search.seeds), spec), None
+        baseline = study.baseline
+    return Plan(arms, baseline, len(spec.search.seeds), study), None
 
 
 def class_names(arms: dict[str, Arm]) -> list[str]:
@@ -489,10 +488,10 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     chosen = baseline or (plan.baseline if plan and plan.baseline else default_baseline(arms))
     comparisons = _comparisons(arms, chosen, tuple(dict.fromkeys((*SCORES, rank_by))), planned, notes)
     race = None
-    if plan and plan.spec and plan.spec.search.race:
+    if plan and plan.study and plan.study.spec.search.race:
         from ablation.report.race import race_values, read_race
 
-        race = read_race(plan.spec, *race_values(arms, best(metric)))
+        race = read_race(plan.study, *race_values(arms, best(metric)))
     if planned and race is None:  # a race gives seeds only to the arms still open, by design
         short = [a.name for a in arms.values() if a.seeds < planned]
         if short:

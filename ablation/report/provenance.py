@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ablation.core.datasets import DATASETS
 from ablation.tracking import Tag, TrialRecord
 
 NOT_RECORDED = "not recorded"
@@ -98,7 +99,6 @@ def setting(key: str, records: list[TrialRecord], parent: Mapping[str, str], tre
 def _default_per_class(dataset: str, key: str) -> str:
     """What a per-class limit left unset means for `dataset`: its own default (a generated set's size), or all."""
     try:
-        from ablation.data import DATASETS  # torch comes with it: only a dataset's defaults need it
 
         default = DATASETS.get(dataset).default_per_class.get(key.removeprefix("data.").removesuffix("_per_class"))
     except ValueError:  # a dataset this version does not know

@@ -63,11 +63,12 @@ class Race:
                 "race, under a new study name (a finished race's settings are fixed).")
 
 
-def read_race(spec, values: Mapping[str, Mapping[int, float]], failed: Mapping[str, list[int]]) -> Race:
-    """The race of `spec` (a StudySpec) from its arms' best-epoch metric, arm -> seed -> value, and the
+def read_race(study, values: Mapping[str, Mapping[int, float]], failed: Mapping[str, list[int]]) -> Race:
+    """The race of `study` (a `core.Study`) from its arms' best-epoch metric, arm -> seed -> value, and the
     seeds that failed for good, arm -> seeds."""
+    spec = study.spec
     r, order = spec.search.race, spec.search.seeds
-    baseline = spec.race_baseline()
+    baseline = study.baseline
     family = [a for a in values if a != baseline] if r.mode == "baseline" else list(values)
 
     def decide(upto: int) -> dict[str, racing.Decision]:

@@ -32,8 +32,8 @@ class DataDigest(Protocol):
 _PARAM_LIMIT = 6000  # characters MLflow keeps of a param
 
 
-def study_params(spec) -> dict[str, Any]:
-    """The parent run's params (`spec` a StudySpec): the study's own settings, not the value a swept key
+def study_params(spec, arms: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The parent run's params (`spec` a StudySpec, `arms` its design's (label, overrides)): the study's own settings, not the value a swept key
     has in the spec (every trial overrides it, and the parent's would read as theirs in a compare
     view). Each key the design varies is logged instead as `search.space.<key>`, the JSON list of its
     values; a key every arm sets alike (an ofat centre's, say) as that value."""
@@ -41,11 +41,10 @@ def study_params(spec) -> dict[str, Any]:
     if spec.search.method != "grid" or spec.search.design == "grid":
         varied = {key: list(values) for key, values in spec.search.space.items()}
     else:  # ofat and loco arms each change some keys: their values across the arms, the spec's where unchanged
-        arms = [overrides for _, overrides in spec.arms()]
         varied = {}
-        for key in dict.fromkeys(k for overrides in arms for k in overrides):
+        for key in dict.fromkeys(k for _, overrides in arms for k in overrides):
             default = params[key] if key in params else spec.get(key)
-            for value in (overrides.get(key, default) for overrides in arms):
+            for value in (overrides.get(key, default) for _, overrides in arms):
                 if value not in varied.setdefault(key, []):
                     varied[key].append(value)
     own = {k: v for k, v in params.items() if not any(k == key or key.startswith(f"{k}.") for key in varied)}

@@ -1,0 +1,136 @@
+"""Reading a study spec: YAML that refuses a key given twice, `--set KEY=VALUE` overrides, and
+errors that name what to fix: the file, the key, or the --set a bad value came from."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ablation.core.model_spec import ModelSpec, Section, SpecError
+from ablation.core.schema import DataSpec, StudySpec, describe, each_error, key_parts, set_key, validation_context
+
+
+def _blame(err: ValidationError, path: Path, file_tree: dict[str, Any], given: list[tuple[tuple[str, ...], str]]) -> str:
+    """One line naming what to fix: each error under the --set it comes from, the others under the file."""
+    by_origin: dict[str, list[str]] = {}
+    for loc, part in each_error(err):
+        by_origin.setdefault(_origin(loc, path, file_tree, given), []).append(part)
+    return "; ".join(f"{origin}: {'; '.join(parts)}" for origin, parts in by_origin.items())
+
+
+def _origin(loc: tuple[str, ...], path: Path, file_tree: dict[str, Any], given: list[tuple[tuple[str, ...], str]]) -> str:
+    """The --set that put the value at `loc` (at or above it, or creating it), else the file."""
+    for parts, text in reversed(given):  # a later --set of the same key replaced the earlier ones
+        if loc[:len(parts)] == parts or (parts[:len(loc)] == loc and not _in_tree(file_tree, loc)):
+            return f"--set {text}"
+    return str(path)
+
+
+def _in_tree(tree: Any, loc: tuple[str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} appears twice (lines {first} and {second}); keep one")
+        self.key = key
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping: PyYAML would keep the
+    last one silently, so a second `train:` section would replace the first unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may give keys again: the mapping's own keys override merged ones
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise _DuplicateKey(key, lines[key], key_node.start_mark.line + 1)
+                lines[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key, which construct_mapping reports
+                pass
+        return super().construct_mapping(node, deep)
+
+
+# Dotted names, e.g. train.epochs or search.space.model.placement.
+_KEY = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=1` -> ("train.epochs", 1); the value is read as YAML, so types are checked."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=1")
+    key = key.strip()
+    if not _KEY.fullmatch(key):
+        raise SpecError(f"--set {text}: {key!r} is not a key; a key is names joined by dots, e.g. train.epochs "
+                        "or search.space.model.placement")
+    if not raw.strip():  # YAML would read it as null, which then looks like a fault of the spec file
+        raise SpecError(f"--set {text}: the value is empty; give one, or write null for none")
+    try:
+        return key, yaml.load(raw, Loader=_SpecLoader)
+    except _DuplicateKey as err:
+        raise SpecError(f"--set {text}: key {err.key!r} appears twice; keep one") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {key}: value {raw!r} is not valid YAML ({' '.join(str(err).split())})") from None
+
+
+def read_spec(path: Path, overrides: list[str] | tuple[str, ...] = (), *, data_on_disk: bool = True) -> StudySpec:
+    """Read, override and validate a study spec (its trials are `core.study.Study`'s to expand)."""
+    try:
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: expected UTF-8 text, but byte {err.start} (0x{err.object[err.start]:02x}) is not "
+                        "UTF-8; save the file as UTF-8") from None
+    except _DuplicateKey as err:
+        raise SpecError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(tree, dict):
+        raise SpecError(f"{path}: expected a mapping of sections (name, model, data, train, search, ...)")
+    file_tree = copy.deepcopy(tree)
+    given = []  # (where in the tree, the --set text) of each override, so an error there names it, not the file
+    for text in overrides:
+        key, value = parse_override(text)
+        try:
+            set_key(tree, key, value)
+        except SpecError as err:
+            raise SpecError(f"--set {text}: {err}") from None
+        given.append((key_parts(key), text))
+    try:
+        return StudySpec.model_validate(tree, context=validation_context(data_on_disk))
+    except ValidationError as err:
+        raise SpecError(_blame(err, path, file_tree, given)) from None
+
+
+class _ModelAndData(Section):
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+
+
+def read_sections(overrides: list[str] | tuple[str, ...] = ()) -> tuple[ModelSpec, DataSpec]:
+    """The model and data sections of the defaults, with `overrides`: what `inspect` builds without a spec."""
+    tree: dict[str, Any] = {}
+    for text in overrides:
+        set_key(tree, *parse_override(text))
+    try:
+        sections = _ModelAndData.model_validate(tree)
+    except ValidationError as err:
+        other_section = any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in err.errors())
+        hint = " (without a spec, only model.* and data.* apply)" if other_section else ""
+        raise SpecError(f"--set: {describe(err)}{hint}") from None
+    return sections.model, sections.data
