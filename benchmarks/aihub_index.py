@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ablation.data import aihub
-    from ablation.core.spec import DataSpec
+    from ablation.core import DataSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "aihub"

@@ -24,7 +24,7 @@ from torch import nn
 
 from ablation.accounting import count_macs
 from ablation.models import build_model, count_parameters
-from ablation.core.spec import ModelSpec
+from ablation.core import ModelSpec
 
 from results_file import publish  # benchmarks/, the script's own folder
 

@@ -51,7 +51,7 @@ def main() -> None:
     from ablation.data import ArrayDataset, aihub_layout, augmentation, read_index
     from ablation.data.pipeline import materialize
     from ablation.models import build_model
-    from ablation.core.spec import DataSpec, ModelSpec
+    from ablation.core import DataSpec, ModelSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

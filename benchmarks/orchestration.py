@@ -52,7 +52,7 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
     from ablation import engine
-    from ablation.core.spec import load_spec
+    from ablation.core import load_spec
     from ablation.driver.study import run_study
 
     path = tmp / "overhead.yaml"
@@ -99,7 +99,7 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
 def asha(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
-    from ablation.core.spec import load_spec
+    from ablation.core import load_spec
     from ablation.driver.study import run_study
 
     uri = f"sqlite:///{tmp / 'asha.db'}"

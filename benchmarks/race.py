@@ -45,7 +45,8 @@ from scipy.optimize import brentq
 
 from ablation.stats import paired_checks
 
-from ablation.stats import racing
+from ablation.stats import boundaries, racing
+from ablation.stats import fixed as fixed_designs
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHA = 0.05
@@ -263,7 +264,7 @@ def holm_mask(ranks: np.ndarray) -> np.ndarray:
 # boundaries: callables (start, N, levels) -> array (len(levels), looks) of one-sided t boundaries
 
 def exact_bounds(spending: str):
-    return lambda start, N, levels: racing._boundaries(start, N, tuple(float(a) for a in levels), spending)
+    return lambda start, N, levels: boundaries._boundaries(start, N, tuple(float(a) for a in levels), spending)
 
 
 def ranks(D: np.ndarray, start: int, margin: float, alpha: float, test_bounds, eq_bounds, scale=0.0):
@@ -384,7 +385,7 @@ def bayes_factor(t: float, n: int, g: float) -> float:
 def z_boundaries(fractions: np.ndarray, level: float, spending: str) -> np.ndarray:
     """Lan-DeMets one-sided boundaries on the Z scale (known variance), by the usual recursive numerical
     integration (Armitage, McPherson & Rowe), with Simpson's rule on the score scale."""
-    cum = racing.spent(spending, level, fractions)
+    cum = boundaries.spent(spending, level, fractions)
     h = math.sqrt(np.min(np.diff(np.concatenate([[0.0], fractions])))) / 12
 
     def grid(lo, hi):
@@ -494,8 +495,8 @@ def library_race(X: np.ndarray, start: int, margin: float, alpha: float, kind: s
     names = ["baseline"] + [f"arm{j}" for j in range(1, A)]
     seeds = list(range(N))
     have = {name: start for name in names}
-    fn = {"race": racing.decide, "naive": racing.naive_decide,
-          "naive_holm": lambda *a, **k: racing.naive_decide(*a, holm=True, **k)}[kind]
+    fn = {"race": racing.decide, "naive": fixed_designs.naive_decide,
+          "naive_holm": lambda *a, **k: fixed_designs.naive_decide(*a, holm=True, **k)}[kind]
     while True:
         values = {name: {s: float(X[a, s]) for s in range(have[name])} for a, name in enumerate(names)}
         got = fn(values, "baseline", seeds, margin=margin, alpha=alpha, max_seeds=N, start=start, arms=names[1:])
@@ -524,7 +525,7 @@ def cross_check(X, deltas, N, margin, alpha, count: int, studies=None) -> int:
                                  f"simulator {ref_state[s].tolist()} {ref_used[s].tolist()}")
         names = ["baseline"] + [f"arm{j}" for j in range(1, X.shape[1])]
         values = {name: {i: float(X[s, a, i]) for i in range(N)} for a, name in enumerate(names)}
-        got = racing.fixed_decide(values, "baseline", list(range(N)), margin=margin, alpha=alpha, max_seeds=N,
+        got = fixed_designs.fixed_decide(values, "baseline", list(range(N)), margin=margin, alpha=alpha, max_seeds=N,
                                   start=START)
         if [CODE[got[a].state] for a in names[1:]] != fx[s].tolist():
             raise SystemExit(f"cross-check failed (fixed, study {s})")
@@ -702,7 +703,7 @@ whatever order the trials finish in. **Better/worse** is a group-sequential pair
 alpha spending α·(n/max)⁸ over those looks (back-loaded, so that the last look keeps nearly the fixed
 design's power), with boundaries computed for the t statistic itself, unknown variance included (under
 "no difference" the t statistics of a Gaussian sample form a Markov chain whose law does not depend on σ,
-which `ablation.stats.racing.boundary` integrates numerically; exact up to that integration, checked by Monte
+which `ablation.stats.boundaries.boundary` integrates numerically; exact up to that integration, checked by Monte
 Carlo below, whereas the usual normal-theory boundaries exceed their level by 10–25 % at 3–20 seeds). An arm's
 sequential p-value, the smallest level whose boundary its path has crossed, is valid at every look, so
 Holm's step-down across the K arms, applied at every look, keeps the family-wise error at α: a first
@@ -1071,7 +1072,7 @@ def main() -> None:
     draws = 400_000 if args.quick else 2_000_000
     for start, N, level, kind in ((3, 8, 0.005, "power8"), (3, 20, 0.025 / 15, "power8"), (3, 8, 0.005, "obf"),
                                   (3, 20, 0.025 / 15, "obf"), (3, 20, 0.05 / 15, "pocock"), (3, 12, 0.01, "pocock")):
-        c = racing.boundary(start, N, level, kind)
+        c = boundaries.boundary(start, N, level, kind)
         z = normal_bounds(kind)(start, N, [level])[0]
         hits = hits_z = 0
         for _ in range(draws // 200_000):
@@ -1235,7 +1236,7 @@ def main() -> None:
         widths[f"K={K} single look"] = single
         lines.append(f"| {K} | one look at n | " + " | ".join(f"{v:.2f}" for v in single.values()) + " |")
         for N in (8, 12, 20):
-            c = racing.boundary(START, N, ALPHA / K, racing.EQUIVALENCE_SPENDING)
+            c = boundaries.boundary(START, N, ALPHA / K, racing.EQUIVALENCE_SPENDING)
             row = {n: float(c[n - START] / math.sqrt(n)) for n in (3, 4, 5, 6, 8, 10, 12, 16, 20) if n <= N}
             widths[f"K={K} race max {N}"] = row
             lines.append(f"| {K} | race, max {N} | " + " | ".join(f"{row[n]:.2f}" if n in row else "" for n in

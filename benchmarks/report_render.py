@@ -78,7 +78,7 @@ def demo_report(folder: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_report import log_known_study  # the report tests' study: four placements, two seeds
 
-    from ablation.report.model import make_report
+    from ablation.report.make import make_report
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     log_known_study(uri)

@@ -95,7 +95,7 @@ def _fit_loop(spec_path: str, repeats: int, out) -> None:
     import torch
 
     from ablation import engine
-    from ablation.core.spec import load_spec
+    from ablation.core import load_spec
 
     torch.set_num_threads(1)
     trial = load_spec(Path(spec_path)).trials()[0]

@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ablation import engine
-    from ablation.core.spec import StudySpec
+    from ablation.core import StudySpec
 
     spec = StudySpec.model_validate({
         "name": "calibration",

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from ablation.cli import main as cli
 
-from ablation.driver import study
+from ablation.driver import progress, study
 from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
@@ -180,14 +180,14 @@ def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(t
 
 
 def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, ray_session):
-    started = study._ProgressCallback.on_trial_start
+    started = progress.ProgressCallback.on_trial_start
 
     def kill_the_relay(self, *args, **kwargs):  # as Ray's memory monitor might, once a trial runs
         if self.relay is not None:
             ray.kill(self.relay)
         started(self, *args, **kwargs)
 
-    monkeypatch.setattr(study._ProgressCallback, "on_trial_start", kill_the_relay)
+    monkeypatch.setattr(progress.ProgressCallback, "on_trial_start", kill_the_relay)
     path = spec_file(tmp_path, "relay", epochs=2, placements=["none"], max_failures=0)
     result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                                       "--storage", str(tmp_path / "runs")])

@@ -5,7 +5,9 @@ import io
 
 from rich.console import Console
 
-from ablation.cli.progress import FIRST_EPOCH, BatchRelay, StudyProgress, clock, every
+from ablation.cli.progress import FIRST_EPOCH, StudyProgress, clock
+from ablation.driver.progress import BatchRelay
+from ablation.driver.trainable import every
 
 
 class Clock:

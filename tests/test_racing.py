@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ablation.stats import racing
+from ablation.stats import boundaries, fixed, racing
 from ablation.stats.racing import BETTER, EQUIVALENT, RACING, UNDECIDED, WORSE
 
 
@@ -42,20 +42,20 @@ def first_boundary(level: float, start: int, max_seeds: int, kind: str = racing.
 @pytest.mark.parametrize("kind", ["obf", "pocock", "linear", "power3"])
 def test_spending_ends_at_the_level_and_grows(kind):
     t = np.linspace(0.05, 1, 20)
-    spent = racing.spent(kind, 0.01, t)
+    spent = boundaries.spent(kind, 0.01, t)
     assert spent[-1] == pytest.approx(0.01)
     assert np.all(np.diff(spent) > 0)
 
 
 def test_spending_rejects_unknown_kinds():
     with pytest.raises(ValueError, match="unknown spending"):
-        racing.spent("haybittle", 0.05, 0.5)
+        boundaries.spent("haybittle", 0.05, 0.5)
 
 
 def test_a_single_look_is_the_t_quantile():
-    assert racing.boundary(5, 5, 0.01)[0] == pytest.approx(stats.t.isf(0.01, 4))
-    assert racing.boundary(3, 8, 0.0125, "obf")[0] == pytest.approx(first_boundary(0.0125, 3, 8, "obf"))
-    assert racing.boundary(3, 8, 0.0125, "power8")[0] == pytest.approx(first_boundary(0.0125, 3, 8, "power8"))
+    assert boundaries.boundary(5, 5, 0.01)[0] == pytest.approx(stats.t.isf(0.01, 4))
+    assert boundaries.boundary(3, 8, 0.0125, "obf")[0] == pytest.approx(first_boundary(0.0125, 3, 8, "obf"))
+    assert boundaries.boundary(3, 8, 0.0125, "power8")[0] == pytest.approx(first_boundary(0.0125, 3, 8, "power8"))
 
 
 def test_the_transition_law_against_numerical_integration():
@@ -82,13 +82,13 @@ def test_the_transition_law_against_numerical_integration():
                 (hi - 1 if np.isfinite(hi) else lo + 1 if np.isfinite(lo) else 0.0)
             if excess(inside) <= 0:
                 total += integrate.quad(density, lo, hi)[0]
-        assert float(racing.next_cdf(y, rho, k)) == pytest.approx(total, abs=1e-6)
+        assert float(boundaries.next_cdf(y, rho, k)) == pytest.approx(total, abs=1e-6)
 
 
 @pytest.mark.parametrize("start,max_seeds,level,kind", [(3, 8, 0.01, "obf"), (3, 8, 0.01, "power8"),
                                                          (3, 6, 0.02, "pocock"), (2, 6, 0.02, "linear")])
 def test_boundaries_hold_their_level_by_monte_carlo(start, max_seeds, level, kind):
-    c = racing.boundary(start, max_seeds, level, kind)
+    c = boundaries.boundary(start, max_seeds, level, kind)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((200_000, max_seeds)) * 3.7  # any sigma: the law of t does not depend on it
     n = np.arange(1, max_seeds + 1)
@@ -102,7 +102,7 @@ def test_boundaries_hold_their_level_by_monte_carlo(start, max_seeds, level, kin
 
 
 def test_boundaries_fall_as_the_level_rises():
-    strict, loose = racing.boundary(3, 10, 0.001), racing.boundary(3, 10, 0.01)
+    strict, loose = boundaries.boundary(3, 10, 0.001), boundaries.boundary(3, 10, 0.01)
     assert np.all(strict[np.isfinite(strict)] > loose[np.isfinite(strict)])
 
 
@@ -113,7 +113,7 @@ def test_a_clear_winner_stops_at_start():
     values = study({"win": [0.10, 0.1001, 0.0999]})
     t = 0.1 / (0.0001 / math.sqrt(3))  # 1732
     c = first_boundary(0.025, 3, 8)  # one arm: the two-sided 0.05 test is one-sided 0.025 a side; 226
-    assert c == pytest.approx(racing.boundary(3, 8, 0.025)[0])
+    assert c == pytest.approx(boundaries.boundary(3, 8, 0.025)[0])
     assert t > c
     got = racing.decide(values, "base", range(8), margin=0.01, max_seeds=8, start=3)["win"]
     assert (got.state, got.seeds, got.decided_at) == (BETTER, 3, 3)
@@ -132,7 +132,7 @@ def test_a_winner_that_a_t_test_at_start_would_call_waits():
     values = study({"arm": [0.09, 0.10, 0.11]})
     assert 2 * stats.t.sf(0.1 / (0.01 / math.sqrt(3)), 2) < 0.05
     assert racing.decide(values, "base", range(8), margin=0.0, max_seeds=8, start=3)["arm"].state == RACING
-    assert racing.naive_decide(values, "base", range(8), margin=0.0, max_seeds=8, start=3)["arm"].state == BETTER
+    assert fixed.naive_decide(values, "base", range(8), margin=0.0, max_seeds=8, start=3)["arm"].state == BETTER
 
 
 def test_an_arm_whose_spread_never_shrinks_goes_on_to_max():
@@ -149,7 +149,7 @@ def test_an_arm_whose_spread_never_shrinks_goes_on_to_max():
 def test_an_equivalent_arm_stops_once_inside_the_margin():
     diffs = [0.004, -0.006, 0.005, -0.004, 0.006, -0.005, 0.004, -0.005]
     margin, max_seeds = 0.01, 8
-    c = racing.boundary(3, max_seeds, 0.05, "pocock")  # one arm: the equivalence level is alpha
+    c = boundaries.boundary(3, max_seeds, 0.05, "pocock")  # one arm: the equivalence level is alpha
     low, high, expected = -math.inf, math.inf, None
     for n in range(3, max_seeds + 1):  # the running intersection of mean +- c_n s_n / sqrt(n), by hand
         x = np.array(diffs[:n])
@@ -181,7 +181,7 @@ def test_holm_counts_every_arm_of_the_family():
 def test_holm_steps_down_across_arms():
     """Two arms: one decided at Holm's first step (alpha/2), the other's t between the boundaries of its
     second step (alpha) and its first, so only the step-down decides it, not Bonferroni."""
-    first, second = racing.boundary(3, 8, 0.05 / 4)[0], racing.boundary(3, 8, 0.05 / 2)[0]
+    first, second = boundaries.boundary(3, 8, 0.05 / 4)[0], boundaries.boundary(3, 8, 0.05 / 2)[0]
     t = (first + second) / 2
     spread = 0.1 * math.sqrt(3) / t  # three differences 0.1 - e, 0.1, 0.1 + e have sd e
     weaker = [0.1 - spread, 0.1, 0.1 + spread]
@@ -294,7 +294,7 @@ def test_null_studies_keep_the_family_wise_error():
         got = race(full, margin=0.0, max_seeds=6)
         errors += any(d.state in (BETTER, WORSE) for d in got.values())
         values = {n: dict(enumerate(full[i])) for i, n in enumerate(["base", "arm1", "arm2", "arm3"])}
-        naive = racing.naive_decide(values, "base", range(6), margin=0.0, max_seeds=6, start=3)
+        naive = fixed.naive_decide(values, "base", range(6), margin=0.0, max_seeds=6, start=3)
         naive_errors += any(d.state in (BETTER, WORSE) for d in naive.values())
     slack = 3 * math.sqrt(0.05 * 0.95 / studies)
     assert errors / studies <= 0.05 + slack
@@ -336,10 +336,10 @@ def test_best_mode_ties_within_the_margin():
 
 def test_the_fixed_design_waits_for_max_and_holm_corrects():
     values = study({"win": [0.10, 0.101, 0.099, 0.1, 0.1, 0.1], "eq": [0.001, -0.001] * 3})
-    short = racing.fixed_decide(study({"win": [0.10, 0.101, 0.099]}), "base", range(6), margin=0.01,
+    short = fixed.fixed_decide(study({"win": [0.10, 0.101, 0.099]}), "base", range(6), margin=0.01,
                                 max_seeds=6, start=3)
     assert short["win"].state == RACING
-    got = racing.fixed_decide(values, "base", range(6), margin=0.01, max_seeds=6, start=3)
+    got = fixed.fixed_decide(values, "base", range(6), margin=0.01, max_seeds=6, start=3)
     assert got["win"].state == BETTER and got["eq"].state == EQUIVALENT
     raw = 2 * stats.t.sf(abs(np.mean([0.1, 0.101, 0.099, 0.1, 0.1, 0.1])
                              / (np.std([0.1, 0.101, 0.099, 0.1, 0.1, 0.1], ddof=1) / math.sqrt(6))), 5)

@@ -3,6 +3,7 @@
 import pytest
 
 from ablation.report.model import rank
+from ablation.report.tables import tables
 from ablation.tracking import TrialRecord
 
 
@@ -187,13 +188,13 @@ def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tm
             run.finish("FINISHED")
     from ablation.report.model import build_report
 
-    tables = {t.title: t for t in build_report(uri, "paper").tables()}
-    table1 = next(t for title, t in tables.items() if title.startswith("Table 1"))
+    by_title = {t.title: t for t in tables(build_report(uri, "paper"))}
+    table1 = next(t for title, t in by_title.items() if title.startswith("Table 1"))
     assert table1.header[1:] == ["ResNet50", "ResNet101", "ResNet50 + Identity-CBAM", "ResNet101 + Identity-CBAM"]
     assert table1.rows[0] == ["happy", "0.97 / 0.950", "0.98 / 0.950", "0.98 / 0.950", "0.98 / 0.950"]
-    table2 = next(t for title, t in tables.items() if title.startswith("Table 2"))
+    table2 = next(t for title, t in by_title.items() if title.startswith("Table 2"))
     assert table2.rows[0][2] == "83.23 / 80.000"
-    assert any(title.startswith("Marginal effect of model.arch") for title in tables)
+    assert any(title.startswith("Marginal effect of model.arch") for title in by_title)
 
 
 def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
@@ -209,7 +210,7 @@ def test_with_one_seed_the_report_says_there_is_nothing_to_pair(tmp_path):
 
     report = build_report(uri, "single")
     assert report.comparisons == {} and any("add seeds" in note for note in report.notes)
-    assert [t.title for t in report.tables()][0].startswith("Configurations")
+    assert [t.title for t in tables(report)][0].startswith("Configurations")
 
 
 def test_reporting_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp_path):
@@ -294,7 +295,7 @@ def test_an_interrupted_study_whose_baseline_never_started_says_so_rather_than_t
     assert report.arms["placement=none"].seeds == 0
     assert any("baseline (placement=none) has 0 of 2 seeds" in n for n in report.notes), report.notes
     assert not any("No configuration without attention" in n for n in report.notes)
-    configs = report.tables()[0]
+    configs = tables(report)[0]
     assert ["placement=none", "0 of 2"] in [row[:2] for row in configs.rows]
 
 
@@ -377,17 +378,17 @@ def test_a_study_ranks_by_the_test_counterpart_of_its_own_metric_in_its_mode(tmp
     assert [a.name for a in report.ranked()] == [
         "model.placement=layer4,model.reduction=16", "model.placement=layer4,model.reduction=8",
         "model.placement=none,model.reduction=8", "model.placement=none,model.reduction=16"]
-    tables = {t.title: t for t in report.tables()}
-    configs = report.tables()[0]
+    by_title = {t.title: t for t in tables(report)}
+    configs = tables(report)[0]
     assert configs.title.startswith("Configurations, best first by test loss (lower is better)")
     assert "test loss" in configs.header and not report.warnings  # three seeds each
-    placement = tables["Marginal effect of model.placement on test loss (mean over the other axes)"]
+    placement = by_title["Marginal effect of model.placement on test loss (mean over the other axes)"]
     assert [row[1] for row in placement.rows] == ["layer4", "none"]  # ascending: 0.61 before 0.86
-    compared = tables["test loss against the baseline (model.placement=none,model.reduction=16), paired by seed"]
+    compared = by_title["test loss against the baseline (model.placement=none,model.reduction=16), paired by seed"]
     verdicts = {row[0]: row[6] for row in compared.rows}
     assert verdicts["model.placement=layer4,model.reduction=16"] == "better"  # a lower loss is better
     # accuracy keeps "higher is better": the same figures make the same arm worse on it
-    accuracy = tables["test accuracy against the baseline (model.placement=none,model.reduction=16), paired by seed"]
+    accuracy = by_title["test accuracy against the baseline (model.placement=none,model.reduction=16), paired by seed"]
     assert {row[0]: row[6] for row in accuracy.rows}["model.placement=layer4,model.reduction=16"] == "worse"
     from ablation.report.files import write
 
@@ -411,7 +412,7 @@ def test_intervals_are_clipped_to_the_metric_range_and_marked_and_few_seeds_warn
     f1 = wide.interval("test_macro_f1")
     assert f1.clipped and f1.high == 1.0 and f1.low < 0.8
     assert not wide.interval("test_accuracy").clipped
-    configs = report.tables()[0]
+    configs = tables(report)[0]
     assert configs.rows[0][3].endswith("†") and "interval clipped to the metric's range" in configs.footnote
     from ablation.report.model import _warnings
 
@@ -532,7 +533,7 @@ def test_the_html_report_renders_in_a_headless_browser(tmp_path):
                     "Debian: apt-get install chromium")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)
-    from ablation.report.model import make_report
+    from ablation.report.make import make_report
 
     make_report(uri, "known", tmp_path / "report")
     figures = render.measure(render.render(tmp_path / "report" / "report.html", tmp_path / "page.png", browser))

@@ -9,7 +9,6 @@ from ablation.core import (
     SpecError,
     StudySpec,
     Trial,
-    Study,
     load_spec,
     load_study,
     parse_override,

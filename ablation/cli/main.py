@@ -45,6 +45,13 @@ def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool 
         raise _fail(message) from None
 
 
+def _live_view(**settings):
+    """The terminal's live view of a running study, which the driver feeds."""
+    from ablation.cli.progress import StudyProgress
+
+    return StudyProgress(console, **settings)
+
+
 data_app = typer.Typer(no_args_is_help=True, cls=cli_help.Group, help="Look at a dataset on disk, or write a generated one.")
 app.add_typer(data_app, name="data")
 
@@ -84,7 +91,7 @@ def run(
     spec_yaml = yaml.safe_dump(study.spec.model_dump(mode="json"), sort_keys=False)
     try:
         outcome = run_study(study, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
-                            console=console, argv=sys.argv, spec_path=spec_path)
+                            console=console, argv=sys.argv, spec_path=spec_path, view=_live_view)
     except (ResourceError, DataError, WeightsError, RaceChanged) as err:
         where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
         raise _fail(f"{spec_path}: {where}{err}") from None
@@ -119,7 +126,8 @@ def resume(
 
     cli_help.quiet_libraries(verbose)
     try:
-        study, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console)
+        study, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console,
+                                      view=_live_view)
     except (ResourceError, StateError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound,
             RaceChanged) as err:
         raise _fail(str(err)) from None
@@ -345,7 +353,7 @@ def report(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
 ) -> None:
     """Seed statistics of a study: which differences survive seed noise, at what cost, with pictures."""
-    from ablation.report.model import make_report
+    from ablation.report.make import make_report
     from ablation.tracking import REPORT_ARTIFACTS, StoreNotFound, StoreUnusable, StudyNotFound, check_store, resolve_uri
 
     uri = resolve_uri(tracking_uri)

@@ -1,9 +1,9 @@
 """The live view of a running study: one bar over all epochs of all trials with the study's ETA, and
 its trials, running (with their elapsed time and, within an epoch, batches done), pending and done.
 
-Plain rich; `study.py` feeds it from Ray Tune's callbacks, so it knows nothing of Ray. A trial's start
-and its epochs suffice for elapsed times and the ETA; `batches` (fed from the trainable, through
-`BatchRelay`) moves the bar within an epoch.
+Plain rich; the driver feeds it from Ray Tune's callbacks (`driver.progress.ProgressView` is what it
+calls), so it knows nothing of Ray. A trial's start and its epochs suffice for elapsed times and the
+ETA; `batches` (fed from the trainable, through `BatchRelay`) moves the bar within an epoch.
 """
 
 from __future__ import annotations
@@ -177,32 +177,3 @@ class StudyProgress:
         for arm, done, running, state in self.arms:
             race.add_row(Name(arm), str(done), str(running), state)
         return [race, table]
-
-
-class BatchRelay:
-    """The latest batch count of each trial, from the trials to the driver: `study.py` hosts one as a
-    Ray actor that trials `put` to and the driver `take`s from, to call `StudyProgress.batches`."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, tuple[int, int]] = {}
-
-    def put(self, key: str, done: int, total: int) -> None:
-        self.latest[key] = (done, total)
-
-    def take(self) -> dict[str, tuple[int, int]]:
-        latest, self.latest = self.latest, {}
-        return latest
-
-
-def every(seconds: float, send: Callable[[int, int], None], clock: Callable[[], float] = time.monotonic
-          ) -> Callable[[int, int], None]:
-    """`send(done, total)` at most once per `seconds`: what a trial calls after every batch."""
-    last = -float("inf")
-
-    def on_batch(done: int, total: int) -> None:
-        nonlocal last
-        if clock() - last >= seconds:
-            last = clock()
-            send(done, total)
-
-    return on_batch

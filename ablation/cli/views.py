@@ -196,7 +196,9 @@ def show(console: Console, table) -> None:
 def report(console: Console, made) -> None:
     """A report's tables in their compact form, what their marks mean, its notes and its warnings (last,
     where the eye lands)."""
-    for table in made.tables(compact=True):
+    from ablation.report.tables import tables
+
+    for table in tables(made, compact=True):
         show(console, table)
     for note in made.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -34,7 +33,7 @@ from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
 from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
-from ablation.cli.progress import BatchRelay, StudyProgress
+from ablation.driver.progress import BatchRelay, NoView, ProgressCallback, ViewFactory
 from ablation.driver.race import RaceSearcher
 from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
@@ -76,57 +75,6 @@ def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]]
     return space, settings
 
 
-_RELAY_WAIT = 5.0  # seconds the driver waits for the relay's batch counts before it gives up on them
-
-
-class _ProgressCallback(tune.Callback):
-    """Forwards Tune's trial events to the live view the driver owns, and the trials' batch counts from
-    their relay actor. Tune pickles its callbacks into the experiment state: neither the terminal's
-    view nor the relay travels with them (`__getstate__`)."""
-
-    def __init__(self, metric: str, view: StudyProgress, relay) -> None:
-        self.metric, self.view = metric, view
-        self.relay = relay  # the BatchRelay actor that trials put their batch counts to; None once it died
-        self.drained = 0.0
-        # The config of each trial that failed for good, by its path: Tune's result holds none for a trial
-        # that failed before its first report (its worker killed in its start-up, say).
-        self.failed: dict[str, dict[str, Any]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "view": None, "relay": None}
-
-    def on_step_end(self, iteration, trials, **info) -> None:
-        # Tune's loop turns many times a second; the trials' batch counts are fetched once a second.
-        if self.view and self.relay and time.monotonic() - self.drained >= 1:
-            self.drained = time.monotonic()
-            try:
-                counts = ray.get(self.relay.take.remote(), timeout=_RELAY_WAIT)
-            except ray.exceptions.RayError:
-                # Its worker died (Ray's memory monitor may pick it) or hangs: the view goes on, without
-                # batch counts, and so does the study. Trials' puts to a dead actor fail only when fetched.
-                self.relay = None
-                return
-            for key, (done, total) in counts.items():
-                self.view.batches(key, done, total)
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        if self.view:
-            self.view.trial_started(trial.trial_id, trial_name(trial.config))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.view and not result.get(DIVERGED_KEY):
-            self.view.epoch(trial.trial_id, int(result[STEP_KEY]), result[self.metric])
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        if self.view:
-            self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(DIVERGED_KEY))
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.failed[trial.path] = trial.config
-        if self.view:
-            self.view.trial_finished(trial.trial_id, ok=False, name=trial_name(trial.config))
-
-
 def _trainable_for(spec: StudySpec, context: StudyContext, relay):
     return tune.with_resources(tune.with_parameters(trainable, context=context, relay=relay),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -134,10 +82,11 @@ def _trainable_for(spec: StudySpec, context: StudyContext, relay):
 
 def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
               address: str | None = None, console=None, argv: Sequence[str] = (),
-              spec_path: Path | None = None) -> StudyOutcome:
+              spec_path: Path | None = None, view: ViewFactory = NoView) -> StudyOutcome:
     """Run the trials of `study` that have not finished before under Ray Tune, logging to MLflow
     under the study's one parent run; returns where the results are. `argv` (the command line that ran
-    it, the program first) and `spec_path` (the spec's file) are the parent run's provenance."""
+    it, the program first) and `spec_path` (the spec's file) are the parent run's provenance; `view`
+    makes the live view of the trials (the CLI's; none by default), `console` prints the rest."""
     from rich.console import Console
 
     console = console or Console()
@@ -187,7 +136,7 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
             return outcome
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return _fit(study, context, pending, parent, outcome, console)
+        return _fit(study, context, pending, parent, outcome, console, view)
 
 
 def _check_race_unchanged(uri: str, planned: Study) -> None:
@@ -233,7 +182,7 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
 
 
 def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
-                 console=None) -> tuple[Study, StudyOutcome]:
+                 console=None, view: ViewFactory = NoView) -> tuple[Study, StudyOutcome]:
     """Continue a study whose driver died, under its parent run: finished trials stay finished,
     unfinished and failed ones continue from their last checkpoints.
 
@@ -271,7 +220,7 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         quiet_tune()
         connect(address)
         check_resources(spec)
-        return study, _fit(study, context, pending, parent, outcome, console, redo=redo[:samples], samples=samples)
+        return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples)
 
 
 def _time_latencies(study: Study, outcome: StudyOutcome, console) -> None:
@@ -315,15 +264,15 @@ def _what_stopped(err: BaseException) -> str:
 
 
 def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
-         outcome: StudyOutcome, console, *, redo: list[dict[str, Any]] = (), samples: int | None = None
-         ) -> StudyOutcome:
+         outcome: StudyOutcome, console, make_view: ViewFactory, *, redo: list[dict[str, Any]] = (),
+         samples: int | None = None) -> StudyOutcome:
     spec = study.spec
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
-    view = StudyProgress(console, trials=count, epochs=spec.train.epochs, metric=spec.metric,
+    view = make_view(trials=count, epochs=spec.train.epochs, metric=spec.metric,
                          pending=[] if sampled or spec.search.race else [t.name for t in trials])
     relay = ray.remote(num_cpus=0)(BatchRelay).remote()
-    progress = _ProgressCallback(spec.metric, view, relay)
+    progress = ProgressCallback(spec.metric, view, relay)
     handle_memory_kills()  # a worker Ray's memory monitor kills is a trial failure, not the study's end
     kills = MemoryKillRecorder(spec, context)
     race = RaceSearcher(study, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,6 @@ from ablation import engine, tracking
 from ablation.checkpoints import CheckpointStore, pack_model
 from ablation.data import classes_of
 from ablation.driver.prepare import model_costs
-from ablation.cli.progress import every
 from ablation.core import StudySpec, Trial, label
 from ablation.driver.state import StudyContext
 
@@ -162,3 +162,17 @@ def trial_name(config: dict[str, Any]) -> str:
 
 def tune_trial_id(trial) -> str:
     return trial.config["trial"]["id"]
+
+
+def every(seconds: float, send: Callable[[int, int], None], clock: Callable[[], float] = time.monotonic
+          ) -> Callable[[int, int], None]:
+    """`send(done, total)` at most once per `seconds`: what a trial calls after every batch."""
+    last = -float("inf")
+
+    def on_batch(done: int, total: int) -> None:
+        nonlocal last
+        if clock() - last >= seconds:
+            last = clock()
+            send(done, total)
+
+    return on_batch

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv
 
-from ablation.core.catalog import ARCHITECTURES, Architecture
+from ablation.core.catalog import ARCHITECTURES
 from ablation.core.sites import STAGES, Site
 
 # torchvision's ResNet family.

@@ -16,6 +16,8 @@ from typing import Any
 
 from ablation.stats.analysis import pareto_front
 from ablation.report.model import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
+from ablation.report.paper import latex
+from ablation.report.tables import setup_table, tables
 from ablation.core.sites import STAGES, Site, parse_placement
 
 from ablation.tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
@@ -186,19 +188,17 @@ def _caption(i: int, picture: Picture) -> str:
 def write(report: StudyReport, out: Path) -> list[Path]:
     """report.md, report.csv, report.tex, report.html (self-contained: the PNGs embedded) and the PNGs,
     in `out`."""
-    from ablation.report.paper import latex
-
     out.mkdir(parents=True, exist_ok=True)
     pictures = draw(report, out)
-    tables = report.tables()
+    made = tables(report)
     notes = report.notes + [f"Baseline: {report.baseline}." if report.baseline else ""]
     md = [f"# Report: {report.study}", "", *[f"> **Warning:** {w}\n" for w in report.warnings],
           *[n for n in notes if n], ""]
-    for table in tables:
+    for table in made:
         md += [table.markdown(), ""]
     for i, p in enumerate(pictures, 1):
         md += [f"![{p.caption}]({p.path.name})", "", f"*{_caption(i, p)}*", ""]
-    md += [report.setup_table().markdown()]
+    md += [setup_table(report).markdown()]
     (out / "report.md").write_text("\n".join(md) + "\n")
     with open(out / "report.csv", "w", newline="") as f:
         header, rows = tidy(report)
@@ -210,8 +210,8 @@ def write(report: StudyReport, out: Path) -> list[Path]:
                      f'{base64.b64encode(p.path.read_bytes()).decode()}"><figcaption>{escape(_caption(i, p))}'
                      "</figcaption></figure>" for i, p in enumerate(pictures, 1))
     body = ("".join(f'<p class="warning"><strong>Warning:</strong> {escape(w)}</p>' for w in report.warnings)
-            + "".join(f"<p>{escape(n)}</p>" for n in notes if n) + "".join(t.html() for t in tables) + images
-            + report.setup_table().html("text"))
+            + "".join(f"<p>{escape(n)}</p>" for n in notes if n) + "".join(t.html() for t in made) + images
+            + setup_table(report).html("text"))
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(report.study)}</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"

@@ -1,7 +1,6 @@
-"""Summaries of a study read back from MLflow (never from Ray's files, so a remote server works too):
-the ranking `ablate run` prints, and the full report `ablate report` writes (tables with seed
-statistics, the paper's tables beside ours, pictures, the setup and provenance; as Markdown, a tidy
-CSV, LaTeX tables and one HTML file)."""
+"""The report model: a study read back from MLflow (never from Ray's files, so a remote server works
+too) as its arms, their seed statistics, paired comparisons, marginal means, learning curves, race
+and setup. It renders nothing: `tables`, `files`, `paper` and the terminal's views draw it."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
@@ -20,11 +18,9 @@ from ablation.core.emotions import EMOTIONS
 from ablation.core.schema import describe, validation_context
 from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
 from ablation.report.provenance import setup_rows
-from ablation.report.table import Table
-from ablation.tracking import (COSTS, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL,
-                       REPORT_ARTIFACTS, SPEC_ARTIFACT, TEST_ACCURACY, TEST_MACRO_F1, Outcome, RunNotFound,
-                       StoreUnusable, StudyRecord, Tag, TrialRecord, as_param, best, explanation, f1_class, find_study,
-                       is_score, metric_history, read_artifact, study_trials, test_f1)
+from ablation.tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, SPEC_ARTIFACT, TEST_ACCURACY,
+                               TEST_MACRO_F1, Outcome, RunNotFound, StudyRecord, Tag, TrialRecord, as_param, best,
+                               f1_class, find_study, is_score, metric_history, read_artifact, study_trials)
 
 if TYPE_CHECKING:
     from ablation.report.race import Race
@@ -247,25 +243,6 @@ def class_names(arms: dict[str, Arm]) -> list[str]:
     return [c for c in EMOTIONS if c in found] + sorted(found - set(EMOTIONS))
 
 
-CLIPPED = "†"
-CLIPPED_NOTE = (f"{CLIPPED} interval clipped to the metric's range ([0, 1] for accuracy and F1): the 95% t "
-                "interval of so few seeds runs past what the metric can take.")
-
-
-def _ci(interval: Interval | None, scale: float = 1.0) -> str:
-    if interval is None:
-        return "-"
-    if math.isnan(interval.low):
-        return f"{interval.mean * scale:.4g} (one seed)"
-    if interval.clipped:  # no longer symmetric about the mean, so its bounds rather than a half-width
-        return f"{interval.mean * scale:.4g} [{interval.low * scale:.3g}, {interval.high * scale:.3g}]{CLIPPED}"
-    return f"{interval.mean * scale:.4g} ± {interval.half_width * scale:.2g}"
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.3g}"
-
-
 @dataclass
 class StudyReport:
     study: str
@@ -291,154 +268,6 @@ class StudyReport:
 
     def lower_is_better(self, score: str) -> bool:
         return score == self.rank_by and self.mode == "min"
-
-    def tables(self, compact: bool = False) -> list[Table]:
-        """The report's tables; `compact` (for a terminal) leaves out per-class F1 and latency, and
-        compares on the ranking metric only."""
-        classes = [] if compact else class_names(self.arms)
-        planned = f" of {self.planned_seeds}" if self.planned_seeds else ""
-        extra = [] if self.rank_by in SCORES else [self.rank_by]
-        ranked = self.ranked()
-        intervals = {a.name: [a.interval(k) for k in (*SCORES, *extra, *map(test_f1, classes))] for a in ranked}
-        direction = "lower" if self.mode == "min" else "higher"
-        # A terminal's 80 columns hold the scores and sizes; what was lost goes beside the seeds there.
-        sizes = (PARAMS_TOTAL, MACS) if compact else (PARAMS_TOTAL, PARAMS_ADDED, MACS)
-        configs = Table(
-            f"Configurations, best first by {label(self.rank_by)} ({direction} is better): mean ± 95% CI "
-            "half-width over seeds, test split at the best validation epoch",
-            ["configuration", "seeds", "test accuracy", "test macro-F1", *map(label, extra),
-             *[f"F1 {c}" for c in classes], *(["params", "MACs"] if compact else ["params", "added", "MACs",
-                                                                                  "latency ms (median)", "lost"])],
-            [[a.name, f"{a.seeds}{planned}" + (f" ({_lost(a)})" if compact and _lost(a) != "-" else ""),
-              *map(_ci, intervals[a.name]), *[_count(a.costs.get(k)) for k in sizes],
-              *([] if compact else [_latency(a.costs), _lost(a)])]
-             for a in ranked],
-            footnote=" ".join(
-                [CLIPPED_NOTE] * any(i and i.clipped for row in intervals.values() for i in row)
-                + [LOADED_NOTE] * (not compact and any(_latency(a.costs).endswith(LOADED) for a in ranked))))
-        tables = [configs]
-        if self.race is not None:  # the study's answer comes first; the test split confirms it after
-            from ablation.report.race import race_table
-
-            tables.insert(0, race_table(self.race, label(self.metric), compact=compact))
-        compared = [(score, found) for score, found in self.comparisons.items()
-                    if not compact or score == self.rank_by]
-        dp = 4
-        if self.race is not None:  # the race's digits, so that both tables speak of a difference alike
-            from ablation.report.race import digits
-
-            dp = digits(self.race.margin, self.race.seed_sd)
-        for i, (score, found) in enumerate(compared, 1):
-            found = sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))
-            # The method is the same for every score, so it is said once, under the last of them.
-            full = [[c.arm, str(c.difference.n),
-                     f"{c.difference.mean:+.{dp}f} [{c.difference.low:+.{dp}f}, {c.difference.high:+.{dp}f}]",
-                     _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, self.lower_is_better(score)),
-                     _needed(c)] for c in found]
-            header = ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
-                      "verdict", "seeds for a decision"]
-            title = f"{label(score)} against the baseline ({self.baseline}), paired by seed"
-            notes = [METHOD] if i == len(compared) else []
-            sentences: list[str] = []
-            if self.race is not None:
-                # A race's arms get their seeds from the race, so its answer, not a power calculation,
-                # says whether more seeds could decide them: the last column is the race's instead.
-                from ablation.report.race import confirmation_columns
-
-                cells, sentences = confirmation_columns(self.race, found, self.lower_is_better(score))
-                for row, cell in zip(full, cells):
-                    row[-1] = cell
-                header[-1] = "race" if compact else "confirms the race?"
-                title = f"Confirmation on the test split: {title}"
-                notes = [RACE_METHOD] * (i == len(compared))
-            # A terminal's 80 columns: the race's answer takes the place of the pair count there.
-            shown = [0, 2, 5, 6, 7] if compact and self.race else [0, 1, 2, 5, 6] if compact else range(len(header))
-            tables.append(Table(title, [header[j] for j in shown], [[row[j] for j in shown] for row in full],
-                                note=" ".join(notes), footnote=" ".join(sentences) if self.race else ""))
-        cue_scores = [f"{m}_{g}" for g in ("all", "occluded", "unoccluded") for m in ("cue_energy", "pointing_game")]
-        keys = [explanation(score) for score in cue_scores]
-        if not compact and any(k in keys for a in self.arms.values() for k in a.scores):
-            tables.append(Table(
-                "Grad-CAM on the class cues (ablate explain --score; mean over the seeds scored)",
-                ["configuration", *[score.replace("_", " ") for score in cue_scores]],
-                [[a.name, *[f"{a.interval(k).mean:.3f}" if a.scores.get(k) else "-" for k in keys]]
-                 for a in ranked if any(a.scores.get(k) for k in keys)],
-                note="Cue energy: the share of the true class's Grad-CAM inside the generated face's cue mask "
-                     "(brows, eyes, mouth). Pointing game: how often its peak falls on a cue. Occluded faces "
-                     "wear glasses, a hand or hair over a cue."))
-        for axis, means in self.marginals.items():
-            tables.append(Table(f"Marginal effect of {axis} on {label(self.rank_by)} (mean over the other axes)",
-                                ["rank", axis, f"mean {label(self.rank_by)}"],
-                                [[str(i), value, f"{means[value]:.4f}"] for i, value in
-                                 enumerate(order(means, self.mode), 1)]))
-        if self.reference == "paper" and not compact:
-            from ablation.report.paper import published
-
-            tables += published(self)
-        return tables
-
-    def setup_table(self) -> Table:
-        return Table("Setup and provenance", ["setting", "value"], [list(row) for row in self.setup],
-                     note="Read from the study's runs in MLflow (their params and tags) and its spec.yaml; "
-                          "'not recorded' where none of them carries the value.")
-
-
-METHOD = ("Holm's correction runs over every configuration compared in a table. Wilcoxon's test joins from 6 "
-          "pairs. 'seeds for a decision': for a difference not yet significant, the pairs a paired t-test needs "
-          "for 80% power at the observed mean difference and spread, at 0.05 divided by the configurations "
-          "compared (Holm's strictest step).")
-
-
-LOADED = "*"
-UNDER_LOAD = 0.15  # accounting.BUSY, not imported from there: accounting imports torch, a report must not
-LOADED_NOTE = (f"{LOADED} latency timed while other processes kept more than {UNDER_LOAD:.0%} of the machine busy: "
-               "not a figure to quote.")
-
-
-def _latency(costs: dict[str, float]) -> str:
-    """The median latency with its interquartile range, marked if timed under load."""
-    if LATENCY_MS not in costs:
-        return "-"
-    spread = costs.get(LATENCY_IQR_MS)
-    shown = f"{costs[LATENCY_MS]:.2f}" + (" (no spread logged)" if spread is None else f" (IQR {spread:.2g})")
-    return shown + (LOADED if costs.get(LATENCY_BUSY, 0.0) > UNDER_LOAD else "")
-
-
-def _count(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.2f}{unit}"
-    return f"{value:.0f}"
-
-
-def _lost(arm: Arm) -> str:
-    parts = [(arm.failed, "failed"), (arm.diverged, "diverged"), (arm.stopped, "stopped early"),
-             (arm.unfinished, "unfinished")]
-    if not arm.finished and not any(names for names, _ in parts):
-        return "not started"  # only a planned arm has no trials at all
-    return ", ".join(f"{len(names)} {what}" for names, what in parts if names) or "-"
-
-
-RACE_METHOD = ("A confirmation, not the study's answer: the paired t-test on the test split at each trial's best "
-               "validation epoch, Holm-corrected across the configurations compared, on the seeds the race ran. "
-               "Wilcoxon's test joins from 6 pairs.")
-
-
-def _needed(c: Comparison) -> str:
-    if c.significant or math.isnan(c.p_t):
-        return "-"
-    return str(c.seeds_needed) if c.seeds_needed else "> 1000"
-
-
-def _verdict(c: Comparison, lower_is_better: bool = False) -> str:
-    if math.isnan(c.p_holm):
-        return "no spread to test"
-    if c.significant:
-        return "better" if (c.difference.mean < 0) == lower_is_better else "worse"
-    return "within seed noise"
-
 
 CURVE_SEEDS = 10  # seeds per configuration a learning curve averages: one history read per run
 
@@ -546,19 +375,3 @@ def _warnings(arms: dict[str, Arm]) -> list[str]:
             "are uninformative: a 95% t interval on two seeds is 12.7 standard errors wide on each side, and one "
             "seed gives none. Differences between configurations cannot be told from seed noise; run at least "
             f"{FEW_SEEDS} seeds (e.g. --set \"search.seeds=[0, 1, 2]\")."]
-
-
-def make_report(uri: str, study: str, out: Path, *,
-                baseline: str | None = None) -> tuple[StudyReport, list[Path], str | None]:
-    """Build the report of `study`, write it to `out`, and log it as the artifacts `report/` of the
-    study's parent run, so the MLflow UI shows it beside the runs. Returns the report, the files
-    written, and why the store did not take them (None when it did): the files are kept either way."""
-    from ablation.report.files import write
-
-    report = build_report(uri, study, baseline=baseline)
-    written = write(report, out)
-    try:
-        find_study(uri, study).run.log_folder(out, REPORT_ARTIFACTS)
-    except StoreUnusable as err:
-        return report, written, str(err)
-    return report, written, None

@@ -5,13 +5,11 @@ out as the paper's (per-class F1; accuracy and macro-F1) that drop into a LaTeX 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
+from ablation.core.names import MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, test_f1
+from ablation.report.model import Arm, StudyReport, class_names
+from ablation.report.table import Table
 from ablation.stats.analysis import Interval
-from ablation.tracking import MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, test_f1
-
-if TYPE_CHECKING:
-    from ablation.report.model import Arm, StudyReport, Table
 
 # The paper's published figures: single runs on AI-HUB at 256 px.
 PAPER_COLUMNS = {  # column -> (model.arch, model.attention)
@@ -29,8 +27,6 @@ PAPER_ACCURACY = (81.2, 81.99, 83.23, 82.17)  # Table 2, %
 
 def published(report: StudyReport) -> list[Table]:
     """Tables 1 and 2 as published, beside the measured means of the same four models."""
-    from ablation.report.model import Table
-
     measured: dict[str, Arm | None] = {}
     for column, (arch, attention) in PAPER_COLUMNS.items():
         measured[column] = next((a for a in report.arms.values()
@@ -89,8 +85,6 @@ def _table(caption: str, label: str, header: list[str], rows: list[list[str]], c
 def latex(report: StudyReport) -> str:
     """report.tex: Table 1, test F1 per class, and Table 2, test accuracy and macro-F1 (with costs), one
     row per configuration in the report's order; mean $\\pm$ 95% interval half-width over seeds."""
-    from ablation.report.model import class_names
-
     arms = [a for a in report.ranked() if a.seeds]
     classes = class_names(report.arms)
     study = escape(report.study)

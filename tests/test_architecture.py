@@ -1,0 +1,154 @@
+"""The layers of `ablation`, read from its source with `ast` (docs/architecture.md draws them): every
+import, at the top of a module, inside a function or under TYPE_CHECKING, points down a layer or stays
+within its own package, and no import goes round in a circle."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ablation"
+
+# Each part of the package and its floor: a part imports only parts on lower floors, and itself.
+LAYERS = {
+    "core": 0,
+    "stats": 1,
+    "models": 2, "data": 2, "tracking": 2,
+    "engine": 3, "accounting": 3, "checkpoints": 3,
+    "plan": 4, "driver": 4, "report": 4, "explain": 4,
+    "cli": 5,
+}
+LONGEST_CHAIN = 6  # modules, counting both ends
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of `ablation` that `name` imports, wherever in the file the import is."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            # `from ablation.core import design` imports the module ablation.core.design; `from
+            # ablation.core import Study` a name of ablation.core
+            targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # `import ablation.core.catalog.X` -> the module itself
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def part(module: str) -> str | None:
+    """The part of the package a module belongs to (`ablation.core.schema` -> core); None for the package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_part_of_the_package_has_a_floor():
+    assert {part(m) for m in modules()} - {None} == set(LAYERS)
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for module, targets in graph().items():
+        for target in targets:
+            here, there = part(module), part(target)
+            if here is None:  # the package itself: `ablation.load_study` is core's, and light
+                if there != "core":
+                    upward.append(f"ablation/__init__.py imports {target}")
+            elif there is None:
+                upward.append(f"{module} imports the package root ablation")
+            elif here != there and LAYERS[there] >= LAYERS[here]:
+                upward.append(f"{module} (floor {LAYERS[here]}) imports {target} (floor {LAYERS[there]})")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_no_import_goes_round_in_a_circle():
+    edges = graph()
+    circles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(edges[module]):
+            if state.get(target) == "open":
+                circles.append(" -> ".join(path[path.index(target):] + [module, target]) if target in path
+                               else f"{module} -> {target}")
+            elif target not in state:
+                visit(target, path + [module])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [])
+    assert not circles, "\n".join(circles)
+
+
+def test_the_longest_import_chain_between_parts_is_short():
+    """The drawing's chain: from the CLI down to core, through at most LONGEST_CHAIN parts."""
+    edges: dict[str, set[str]] = {}
+    for module, targets in graph().items():
+        if part(module) is not None:
+            edges.setdefault(part(module), set()).update(part(t) for t in targets if part(t) not in (None, part(module)))
+    longest: dict[str, list[str]] = {}
+
+    def chain(name: str) -> list[str]:
+        if name not in longest:
+            longest[name] = [name, *max((chain(t) for t in edges.get(name, ())), key=len, default=[])]
+        return longest[name]
+
+    deepest = max((chain(name) for name in edges), key=len)
+    assert len(deepest) <= LONGEST_CHAIN, " -> ".join(deepest)
+
+
+def test_no_module_is_long():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
+
+
+@pytest.mark.parametrize("command", [["--help"], ["schema"], ["plan", "--help"]])
+def test_the_light_commands_import_no_torch(command):
+    code = ("import sys; from typer.testing import CliRunner; from ablation.cli.main import app; "
+            f"result = CliRunner().invoke(app, {command!r}); assert result.exit_code == 0, result.output; "
+            "heavy = [m for m in ('torch', 'mlflow', 'ray') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_study_loads_without_torch_mlflow_or_ray():
+    code = """
+import sys
+from pathlib import Path
+import ablation
+for path in sorted(Path("search_spaces").glob("*.yaml")):
+    study = ablation.load_study(path, data_on_disk=False)
+    assert study.trials and study.every_trial
+heavy = [m for m in ("torch", "mlflow", "ray") if m in sys.modules]
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
