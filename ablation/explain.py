@@ -1,6 +1,8 @@
-"""Attribution maps of trained runs: Guided Backpropagation, Grad-CAM and Guided Grad-CAM (captum)
-for the predicted and the true class, one column per run, so the paper's figures 3 and 4 can be
-redrawn for any set of variants; and, on generated faces, whose cue masks are known, how much of
+"""`ablate explain`: attribution maps of trained runs, and how much of them falls on the face's cues.
+
+Guided Backpropagation, Grad-CAM and Guided Grad-CAM (captum) for the predicted and the true class,
+one column per run, so the paper's figures 3 and 4 can be redrawn for any set of variants; and, on
+generated faces, whose cue masks are known, how much of
 Grad-CAM's energy falls on the cues (the paper's "stays on the eyes behind glasses" as a number).
 
 Models come from each run's `best_model.pt` artifact (weights of the epoch validation chose, plus

@@ -11,17 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ablation"
+sys.path.insert(0, str(ROOT / "docs"))
+import layers  # noqa: E402  (docs/layers.py: the floors, and the README's "Where things live")
 
 # Each part of the package and its floor: a part imports only parts on lower floors, and itself.
-LAYERS = {
-    "core": 0,
-    "stats": 1,
-    "models": 2, "data": 2, "tracking": 2,
-    "engine": 3, "accounting": 3, "checkpoints": 3,
-    "plan": 4, "driver": 4, "report": 4, "explain": 4,
-    "cli": 5,
-}
-LONGEST_CHAIN = 6  # modules, counting both ends
+LAYERS = layers.FLOORS
+LONGEST_CHAIN = 6  # parts, counting both ends
 
 
 def modules() -> dict[str, Path]:
@@ -152,3 +147,50 @@ assert not heavy, heavy
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_says_where_things_live_as_the_tree_has_them():
+    assert layers.readme_block((ROOT / "README.md").read_text()) == layers.block(), \
+        "README.md's 'Where things live' is stale: run python docs/layers.py --write"
+
+
+def test_the_architecture_page_lists_every_floor():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for part, floor in LAYERS.items():
+        assert f"| {floor} | " in page and f"`{part}`" in page, part
+
+
+def test_the_readmes_notebook_example_runs(tmp_path):
+    """The README's notebook example, verbatim, against a store holding the quickstart study's trials
+    (logged as `ablate run` logs them, with known scores)."""
+    import re
+    import shutil
+
+    import yaml
+
+    from ablation import tracking
+    from ablation.core import load_study
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- notebook-example.*?```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "search_spaces").mkdir()
+    shutil.copy(ROOT / "search_spaces" / "quickstart.yaml", tmp_path / "search_spaces")
+    study = load_study(ROOT / "search_spaces" / "quickstart.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    experiment_id, parent = tracking.open_study(uri, study.name, params={}, spec_yaml=yaml.safe_dump(
+        study.spec.model_dump(mode="json")))
+    scores = {}
+    for i, trial in enumerate(study.trials):
+        run = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
+                                  params=trial.params())
+        scores[trial.arm] = 0.5 + i / 100
+        run.run.log(params=run.params)
+        run.run.log_metrics({"test_macro_f1": scores[trial.arm], "test_accuracy": 0.6})
+        run.run.finish()
+    parent.finish("FINISHED")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{len(study.trials)} {study.arm_names}")
+    for arm, score in scores.items():
+        assert re.search(rf"{re.escape(arm)}\s+{score:.2f}", done.stdout), (arm, done.stdout)

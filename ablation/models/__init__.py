@@ -1,4 +1,5 @@
-"""Models: ResNets with attention modules, built by name from the registries below."""
+"""Models: ResNets with attention modules, built by name from the descriptions in `ablation.core`
+(`catalog`, `attentions`), one builder registered per attention type."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """MLflow: where a study's runs go, what they are named, and reading them back. The only code that
 knows MLflow, one job per module, from the bottom up:
 
-- `names`: the run contract's names (tags, kinds, outcomes, metric keys, artifacts); no MLflow.
+- `core.names` (re-exported here): the run contract's names (tags, kinds, outcomes, metric keys,
+  artifacts), which the engine and the report import without MLflow.
+- `lease`: one driver per study: the lock or heartbeat lease a running study holds.
 - `store`: tracking URIs, probing and creating a store, the study's lease and experiment.
 - `provenance`: git, versions, the machine and the command line, as tags; no MLflow.
 - `system_metrics`: MLflow's system-metrics monitor for a trial's run.
@@ -21,7 +23,7 @@ from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY
                     race_state, test_f1)
 from ablation.tracking.provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
 from ablation.tracking.reading import (RunNotFound, StudyNotFound, StudyRecord, TrialRecord, find_parent, find_study, finished_trials,
-                      metric_history, read_artifact, study_trials, trial_record)
+                      metric_history, read_artifact, study_trials, trial_record, trials_frame)
 from ablation.tracking.runs import (TrackedRun, TrialRun, close_open_runs, log_explanation, log_latencies, log_metrics,
                    mark_stopped_early, open_trial)
 from ablation.tracking.store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,

@@ -149,3 +149,23 @@ def read_artifact(uri: str, run_id: str, path: str) -> bytes:
 def metric_history(uri: str, run_id: str, key: str) -> dict[int, float]:
     """`key` of one run, step -> value."""
     return {m.step: m.value for m in connect(uri).get_metric_history(run_id, key)}
+
+
+def trials_frame(study: str, tracking_uri: str | None = None):
+    """A study's trials as a pandas DataFrame, one row per trial run of its latest `ablate run`: the
+    run id, trial id, arm, seed and outcome, then every param (the spec's dotted keys, as logged)
+    and the latest value of every metric. For a notebook: `frame.groupby("arm")["test_macro_f1"]`."""
+    import pandas as pd
+
+    from ablation.tracking.store import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    found = find_study(uri, study)
+    rows = []
+    for record in study_trials(uri, found.experiment_id, found.run.run_id):
+        params = {k: v for k, v in record.params.items() if k not in ("arm", "seed")}
+        seed = record.params.get("seed")
+        rows.append({"run_id": record.run_id, "trial": record.trial_id, "arm": record.params.get("arm"),
+                     "seed": int(seed) if seed is not None else None, "outcome": str(record.outcome),
+                     **params, **record.metrics})
+    return pd.DataFrame(rows)

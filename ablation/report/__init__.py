@@ -1,0 +1,3 @@
+"""`ablate report`: the report model read back from MLflow (`model`, with the race's part in `race`), and
+what draws it: `tables` (the tables every renderer shows), `files` (Markdown, HTML, CSV and LaTeX, with
+`paper`'s tables and `figures`' plots), and `make`, which writes them and logs them to the study."""
