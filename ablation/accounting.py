@@ -18,6 +18,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablation.core.cache import cache_dir
 from ablation.models import build_model, count_parameters
-from ablation.core import ModelSpec
+from ablation.core import DataSpec, ModelSpec
 
 # Other processes keeping more than this share of the machine busy make a timing "under load".
 BUSY = 0.15
@@ -147,3 +148,15 @@ def arm_latency(spec: ModelSpec, *, num_classes: int, image_size: int) -> Latenc
     with torch.random.fork_rng(devices=[]):  # timing must not change the training that follows
         model = build_model(spec.model_copy(update={"pretrained": None}), num_classes=num_classes)
     return measure_latency(model, image_size)
+
+
+def variant_figures(model: ModelSpec, data: DataSpec, *, num_classes: int | None = None) -> dict[str, Any]:
+    """What `ablate inspect` prints of a model variant: its settings, input size, classes, parameters,
+    MACs and CPU latency (`num_classes` defaults to the dataset's classes)."""
+    from ablation.data import classes_of
+
+    num_classes = num_classes or len(classes_of(data))
+    built = build_model(model, num_classes=num_classes)
+    figures = {"model": model.model_dump(mode="json"), "input_size": data.image_size, "num_classes": num_classes}
+    figures |= model_costs(built, model, num_classes=num_classes, image_size=data.image_size)
+    return figures | {"params": figures["params_total"]}

@@ -212,18 +212,13 @@ def inspect(
 
     m, data = _load(spec_path, overrides, model_and_data=True)
 
-    from ablation.accounting import model_costs
-    from ablation.data import classes_of
-    from ablation.models import WeightsError, build_model
+    from ablation.accounting import variant_figures
+    from ablation.models import WeightsError
 
-    num_classes = classes or len(classes_of(data))
     try:
-        model = build_model(m, num_classes=num_classes)
+        figures = variant_figures(m, data, num_classes=classes)
     except WeightsError as err:
         raise _fail(f"model.pretrained: {err}") from None
-    figures = {"model": m.model_dump(mode="json"), "input_size": data.image_size, "num_classes": num_classes}
-    figures |= model_costs(model, m, num_classes=num_classes, image_size=data.image_size)
-    figures["params"] = figures["params_total"]
     if as_json:
         print(json.dumps(figures))
         return
