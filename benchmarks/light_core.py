@@ -63,19 +63,21 @@ experiment_id, parent = tracking.open_study(
                                                                      "trials": len(study.trials)},
     spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 tracking.describe_study(parent, axes=study.axes, design="grid", metric=spec.metric, mode=spec.mode,
-                        storage="/nowhere/thousand", experiment_id=experiment_id, datasets=[])
+                        storage="/nowhere/thousand", skipped=[], experiment_id=experiment_id, datasets=[])
 rng = np.random.default_rng(0)
+arm_index = {arm: i for i, arm in enumerate(study.arm_names)}
 for trial in study.trials:
     opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
                                  params=trial.params())
-    base = 0.5 + 0.001 * (hash(trial.arm) % 50)
+    opened.run.log(params=opened.params)
+    base = 0.5 + 0.001 * (arm_index[trial.arm] % 50)
     for epoch in range(1, epochs + 1):
         value = float(base * epoch / epochs + rng.normal(0, 0.01))
         opened.run.log_metrics({"val_macro_f1": value, "val_accuracy": value, "val_loss": 1 - value,
                                 "train_loss": 1 - value}, step=epoch)
     opened.run.log_metrics({"test_accuracy": value, "test_macro_f1": value, "params_total": 11.2e6, "macs": 3.6e7})
-    opened.run.finish("FINISHED")
-parent.finish("FINISHED")
+    opened.run.finish()
+parent.finish()
 """
 
 
