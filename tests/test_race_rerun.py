@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ablation.driver import race_settings
 from ablation.cli.main import app
-from ablation.core import load_spec
+from ablation.core import load_study
 
 BASELINE = "lr=1e-12"
 SPEC = {"name": "kept", "model": {"arch": "resnet18", "attention": "none", "placement": "none"},
@@ -101,7 +101,7 @@ def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path)
     # A re-run as it was, or changing only what the race does not decide by (a changed epoch count
     # gives new trials of the same arms, as before), is not refused.
     for overrides in ([], ["train.epochs=2"], ["resources.max_failures=3"], ["search.race.margin=0.050"]):
-        _check_race_unchanged(raced["uri"], load_spec(raced["spec"], overrides))
+        _check_race_unchanged(raced["uri"], load_study(raced["spec"], overrides))
     assert _store(raced["uri"])[0] == count
 
 
