@@ -57,6 +57,8 @@ def _number_expected(annotation: Any, value: Any) -> str | None:
 
 
 class Section(BaseModel):
+    """A section of a spec: an unknown key is an error, values are frozen, a boolean is never a number."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")

@@ -309,7 +309,6 @@ def check_setting(key: str) -> None:
                      f"(e.g. model.placement, data.augment.rotation), or model.count.<stage> / model.reduction.<stage>")
 
 
-
 def key_parts(key: str) -> tuple[str, ...]:
     """Where a dotted key sits in the spec tree; the keys of search.space and search.baseline are dotted themselves."""
     for mapping in ("space", "baseline"):
@@ -319,6 +318,7 @@ def key_parts(key: str) -> tuple[str, ...]:
 
 
 def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key in a spec's tree (a `--set`, or an arm's override), making sections as needed."""
     *parents, leaf = key_parts(key)
     node = tree
     for depth, part in enumerate(parents):
@@ -331,7 +331,6 @@ def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
             raise SpecError(f"{key}: {part!r} is not a section")
         node = child
     node[leaf] = value
-
 
 
 def describe(err: ValidationError) -> str:

@@ -32,7 +32,6 @@ def _p(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3g}"
 
 
-
 def tables(report: StudyReport, compact: bool = False) -> list[Table]:
     """The report's tables; `compact` (for a terminal) leaves out per-class F1 and latency, and
     compares on the ranking metric only."""
