@@ -58,7 +58,7 @@ __all__ = [
     "dataset_input", "describe_study", "finish_study", "log_race", "open_study", "reopen_study", "study_params",
     # reading back
     "RunNotFound", "StudyNotFound", "StudyRecord", "TrialRecord", "find_parent", "find_study", "finished_trials",
-    "metric_history", "read_artifact", "study_trials", "trial_record",
+    "metric_history", "read_artifact", "study_trials", "trial_record", "trials_frame",
     # the weights' keep policy
     "drop_superseded", "kept_models", "models_of_arm",
 ]
