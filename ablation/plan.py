@@ -9,6 +9,10 @@ each trial's own overhead, as `benchmarks/scale.py` measured them. The throughpu
 it is steady, and cached only when it was timed on a quiet machine, so a plan made under load says
 so instead of remembering a figure that is off. It is an estimate: real throughput varies by
 architecture and image size by a factor of about two.
+
+With every arm's costs and the throughput cached, a plan imports no torch (seconds of a plan's
+wall time otherwise): torch is imported where something must be counted or timed, and generated
+datasets are priced from `core`'s descriptions, without `ablation.data`.
 """
 
 from __future__ import annotations
@@ -21,15 +25,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import torch
-from torch import nn
-
-from ablation.accounting import BUSY, OthersBusy, count_macs, static_costs
-from ablation.core.cache import cache_dir
-from ablation.data import DATASETS, classes_of, split_sizes
-from ablation.data.records import SPLITS
-from ablation.models import build_model
+from ablation.accounting import BUSY, OthersBusy, static_costs, torch_version
 from ablation.core import DataSpec, ModelSpec, Study, Trial
+from ablation.core.cache import cache_dir
+from ablation.core.datasets import DATASETS, SPLITS
 
 # A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
 # first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.
@@ -129,31 +128,44 @@ def plan_study(study: Study, *, cpus: int | None = None) -> StudyPlan:
 
 
 def _classes(data: DataSpec) -> tuple[str, ...]:
-    if data.root is not None and not data.root.exists() and DATASETS.get(data.dataset).classes is None:
+    classes = DATASETS.get(data.dataset).classes
+    if classes is not None:
+        return classes
+    if data.root is not None and not data.root.exists():
         raise ValueError(f"data.root: no such folder: {data.root}, and the {data.dataset} dataset takes its "
                          "classes from its folders, so it cannot be priced without them")
+    from ablation.data import classes_of  # reads them from the folders
+
     return classes_of(data)
 
 
 def _sizes(data: DataSpec) -> tuple[dict[str, int], str | None]:
     """Images per split, and a note when they come from the spec rather than the data on disk."""
     if data.root is None or data.root.exists():
-        return split_sizes(data), None
+        if DATASETS.get(data.dataset).on_disk:
+            from ablation.data import split_sizes  # counts the dataset's index
+
+            return split_sizes(data), None
+        return _spec_sizes(data), None  # generated: what `ablation.data.split_sizes` counts for it
     missing = [f"data.{split}_per_class" for split in SPLITS if data.per_class(split) is None]
     if missing:
         raise ValueError(f"data.root: no such file or folder: {data.root}; without the dataset, the plan needs "
                          f"{', '.join(missing)} to count its images")
-    classes = len(_classes(data))
-    return ({split: data.per_class(split) * classes for split in SPLITS},
+    return (_spec_sizes(data),
             f"{data.root} is not on this machine: the splits were priced at the spec's per-class sizes times "
-            f"{data.dataset}'s {classes} classes, so a class with fewer images costs less")
+            f"{data.dataset}'s {len(_classes(data))} classes, so a class with fewer images costs less")
+
+
+def _spec_sizes(data: DataSpec) -> dict[str, int]:
+    """The spec's per-class images of each split times the dataset's classes."""
+    classes = len(_classes(data))
+    return {split: data.per_class(split) * classes for split in SPLITS}
 
 
 def calibrate(threads: int) -> Speed:
     """Training MACs per second on this machine's CPU with `threads` threads: from the cache if it was
     timed there on a quiet machine, else timed now (and cached, if the machine is quiet now)."""
-    path = cache_dir() / "calibration.json"
-    key = f"torch-{torch.__version__}/{platform.machine()}/{os.cpu_count()}cpu/{threads}threads"
+    path, key = cache_dir() / "calibration.json", _calibration_key(threads)
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -172,14 +184,25 @@ def calibrate(threads: int) -> Speed:
     return speed
 
 
+def _calibration_key(threads: int) -> str:
+    return f"torch-{torch_version()}/{platform.machine()}/{os.cpu_count()}cpu/{threads}threads"
+
+
 def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int = 5, budget: float = 10.0) -> Speed:
     """Time training steps until the last `steps` agree within 10% (or `budget` seconds pass)."""
+    import torch
+    from torch import nn
+
+    from ablation.models import build_model
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        spec = ModelSpec(arch="resnet18", attention="none")
         with torch.random.fork_rng(devices=[]):
-            model = build_model(ModelSpec(arch="resnet18", attention="none"), num_classes=6)
-        macs = count_macs(model, image_size)
+            model = build_model(spec, num_classes=6)
+        # Counted on the meta device (and cached): a few times quicker than a counted forward on the CPU.
+        macs = static_costs(spec, num_classes=6, image_size=image_size)["macs"]
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         x, y = torch.randn(batch, 3, image_size, image_size), torch.zeros(batch, dtype=torch.long)

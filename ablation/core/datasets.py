@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from ablation.core.emotions import EMOTIONS
 from ablation.core.registry import Registry
 
+SPLITS = ("train", "val", "test")
+
 
 @dataclass(frozen=True)
 class DatasetType:

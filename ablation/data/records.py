@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ablation.core.datasets import SPLITS  # noqa: F401  (re-exported: every reader fills these)
 from ablation.core.emotions import EMOTIONS  # noqa: F401  (re-exported: readers map their datasets' labels onto these)
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Why an input was not used; readers use these strings so summaries count them together.
 CORRUPT = "corrupt or truncated image"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from ablation.accounting import BUSY
 from ablation.core.names import LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, explanation, test_f1
 from ablation.report.race import confirmation_columns, digits, race_table
 from ablation.report.model import SCORES, Arm, StudyReport, class_names, label
@@ -122,7 +123,7 @@ METHOD = ("Holm's correction runs over every configuration compared in a table. 
 
 
 LOADED = "*"
-UNDER_LOAD = 0.15  # accounting.BUSY, not imported from there: accounting imports torch, a report must not
+UNDER_LOAD = BUSY  # the share of the machine others may use while a latency is timed
 LOADED_NOTE = (f"{LOADED} latency timed while other processes kept more than {UNDER_LOAD:.0%} of the machine busy: "
                "not a figure to quote.")
 
