@@ -58,9 +58,13 @@ class Trial:
                data_on_disk: bool = True) -> Trial:
         axes = {k: v for k, v in overrides.items() if k != "seed"}
         spec = apply(study, axes, origin="search" if arm else "overrides", data_on_disk=data_on_disk)
+        return cls.of(spec, label(axes) if arm is None else arm, overrides)
+
+    @classmethod
+    def of(cls, spec: StudySpec, arm: str, overrides: dict[str, Any]) -> Trial:
+        """The trial of an arm whose spec is validated already (every seed of an arm shares it)."""
         params = spec.params() | {"seed": overrides["seed"]}
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        arm = label(axes) if arm is None else arm
         return cls(id=digest, arm=arm, overrides=dict(overrides), spec=spec, seed=overrides["seed"])
 
     @property
@@ -108,9 +112,12 @@ def axes(spec: StudySpec) -> list[str]:
 
 def expand(spec: StudySpec, arm_list: list[tuple[str, dict[str, Any]]], seeds: list[int], *,
            data_on_disk: bool = True) -> list[Trial]:
-    """Every arm times each seed; two arms that build the same trial are an error."""
-    trials = [Trial.create(spec, overrides | {"seed": seed}, arm=arm, data_on_disk=data_on_disk)
-              for arm, overrides in arm_list for seed in seeds]
+    """Every arm times each seed; two arms that build the same trial are an error. An arm's spec is
+    validated once, not once per seed: the seed is no setting of the spec."""
+    trials = []
+    for arm, overrides in arm_list:
+        arm_spec = apply(spec, overrides, origin="search", data_on_disk=data_on_disk)
+        trials += [Trial.of(arm_spec, arm, overrides | {"seed": seed}) for seed in seeds]
     seen: dict[str, Trial] = {}
     for trial in trials:
         if trial.id in seen:
