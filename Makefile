@@ -1,11 +1,11 @@
-# The two commands a fresh clone needs: `make demo` and `make test`. Both create .venv/ on first
-# use and reinstall only when pyproject.toml or requirements.lock changed.
+# The two commands a fresh clone needs: `make demo` and `make test`; `make check` is the fast tier of
+# the tests. Each creates .venv/ on first use and reinstalls only when pyproject.toml or requirements.lock changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test check install clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fast tier: every test that starts no Ray, no MLflow server and no `ablate` process, and trains no
+# real study (tests/conftest.py refuses Ray in it). `make test` runs everything and is what CI runs.
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) ablate_runs

@@ -15,6 +15,23 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts Ray, an MLflow server or an `ablate` process, or trains a "
+                                       "real study; `make check` runs the others (pytest -m 'not slow')")
+
+
+@pytest.fixture(autouse=True)
+def _fast_means_no_ray(request, monkeypatch):
+    """A test not marked slow may not start Ray: the fast tier stays fast only if this is checked."""
+    if request.node.get_closest_marker("slow") is None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.slow")
+
+        monkeypatch.setattr(ray, "init", refuse)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory, monkeypatch):
     """Each test gets its own working directory and data cache, so nothing lands in the repo or ~."""

@@ -53,16 +53,19 @@ def inspect(*settings: str, size: int = 32) -> dict:
     ("resnet101", "none", 44_549_160),
     ("resnet101", "cbam", 49_330_172),
 ])
+@pytest.mark.slow
 def test_inspect_reproduces_the_published_imagenet_parameter_counts(arch, attention, published):
     figures = inspect(f"model.arch={arch}", f"model.attention={attention}", "model.placement=all")
     assert figures["params"] == published
 
 
+@pytest.mark.slow
 def test_inspect_reproduces_resnet50s_4_1_giga_macs_at_224_pixels():
     figures = inspect("model.arch=resnet50", "model.attention=none", size=224)
     assert figures["macs"] == pytest.approx(4.09e9, rel=0.005) and figures["input_size"] == 224
 
 
+@pytest.mark.slow
 def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machine():
     """`ablate inspect` times the model it builds; a study times each model after its trials. The same
     model must come out the same, or the report's latency column and `inspect` tell two stories."""

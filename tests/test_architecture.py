@@ -160,6 +160,7 @@ def test_the_architecture_page_lists_every_floor():
         assert f"| {floor} | " in page and f"`{part}`" in page, part
 
 
+@pytest.mark.slow
 def test_the_readmes_notebook_example_runs(tmp_path):
     """The README's notebook example, verbatim, against a store holding the quickstart study's trials
     (logged as `ablate run` logs them, with known scores)."""

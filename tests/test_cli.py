@@ -77,6 +77,7 @@ def test_help_is_fast_because_heavy_libraries_load_only_in_commands():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_plan_prices_a_study_without_running_it(tiny_spec, tmp_path):
     result = runner.invoke(app, ["plan", str(tiny_spec), "--json", "--set", "search.seeds=[0, 1]"])
     assert result.exit_code == 0, result.output

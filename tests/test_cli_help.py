@@ -128,6 +128,7 @@ def test_a_finished_run_ends_with_the_report_command(monkeypatch, tmp_path):
     assert conclude(other).endswith(f"ablate report quickstart --tracking-uri {other}")
 
 
+@pytest.mark.slow
 def test_mlflow_creates_its_store_quietly_unless_verbose(tmp_path):
     code = ("import sys; from ablation.cli import help as cli_help; cli_help.quiet_libraries(sys.argv[1] == 'verbose'); "
             "import mlflow; mlflow.MlflowClient(sys.argv[2]).search_experiments()")

@@ -1,6 +1,7 @@
 """Where trials run, tested without GPUs or a second machine: fractional GPUs that Ray is told exist,
 and a two-node Ray cluster on loopback logging through a real MLflow server, as a cluster would."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from ray.cluster_utils import Cluster
 from typer.testing import CliRunner
 
 from ablation.cli.main import app
+
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 
 
 def spec_file(tmp_path: Path, placements: list[str], **resources) -> Path:

@@ -21,6 +21,8 @@ from ablation.cli.main import app
 from ablation.tracking.lease import StudyBusy
 from ablation.tracking import hold_study
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 
 

@@ -277,6 +277,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_study_whose_last_batch_holds_one_image_finishes_every_trial_at_the_first_attempt(tiny_spec, tmp_path,
                                                                                             ray_session):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

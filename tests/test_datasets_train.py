@@ -85,6 +85,7 @@ def test_a_trial_trains_on_each_kind_of_dataset(dataset, tiny_spec, tmp_path):
     assert 0 <= final["test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_a_study_on_the_papers_dataset_logs_what_it_skipped(tiny_spec, tmp_path):
     root = write_aihub(tmp_path / "aihub")  # with 당황, which the paper does not use
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

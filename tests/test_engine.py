@@ -7,6 +7,8 @@ from ablation import engine
 from ablation.checkpoints import CheckpointStore
 from ablation.core import load_spec
 
+pytestmark = pytest.mark.slow  # each test trains a real model
+
 
 @pytest.fixture
 def spec(tiny_spec):

@@ -16,6 +16,8 @@ from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning
 from ablation.models import build_model
 from ablation.core import ModelSpec
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 runner = CliRunner()
 
 

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 
 

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from ablation import tracking
 from ablation.cli.main import app
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 
 @pytest.fixture
 def ray_session():

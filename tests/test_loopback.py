@@ -9,6 +9,8 @@ import ray
 
 from ablation.driver.study import connect
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 
 def _descendants(pid: int) -> set[int]:
     children = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()

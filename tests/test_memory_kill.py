@@ -28,6 +28,8 @@ from ablation.driver import progress, study
 from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 # Above what a study here adds to the machine's use (driver, Ray, two trial workers: 2.7 GB at its peak,
 # measured), so only the worker that allocates crosses it; others' use may grow by ~3.8 GB meanwhile.

@@ -355,6 +355,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_study_run_shows_its_system_metrics_provenance_dataset_and_outcome_and_ends_with_its_link(
         tiny_spec, tmp_path, ray_session, monkeypatch):
     from typer.testing import CliRunner

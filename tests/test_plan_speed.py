@@ -29,6 +29,7 @@ def mismatch(spec: ModelSpec, num_classes: int, image_size: int) -> str | None:
     return None if same else f"{spec.model_dump(exclude_defaults=True)}: composed {composed}, whole model {counted}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_every_shipped_arm_costs_exactly_what_its_whole_model_counts(path):
     study = load_study(path, ["data.dataset=synthetic", "data.root=null"] if path.stem == "paper" else [],

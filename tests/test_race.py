@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 BASELINE = "augment.flip=true,lr=1e-12"  # learns nothing: its validation loss is the untrained model's
 EQUIVALENT = "augment.flip=false,lr=1e-12"  # the same but for the flips: within 0.003 of it on every seed

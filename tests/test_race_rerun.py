@@ -17,6 +17,8 @@ from ablation.driver import race_settings
 from ablation.cli.main import app
 from ablation.core import load_study
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 BASELINE = "lr=1e-12"
 SPEC = {"name": "kept", "model": {"arch": "resnet18", "attention": "none", "placement": "none"},
         "data": {"image_size": 32, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},

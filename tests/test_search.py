@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from ablation.cli.main import app
 from ablation.core import SpecError, load_spec
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
 
 

@@ -8,6 +8,8 @@ from ablation import engine
 from ablation.data import aihub_layout
 from ablation.core import load_study
 
+pytestmark = pytest.mark.slow  # each shipped study is priced and trained for an epoch
+
 SPECS = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 TINY = ["data.image_size=32", "data.train_per_class=4", "data.val_per_class=2", "data.test_per_class=2",
         "train.epochs=1", "train.batch_size=8"]

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 # Root ignores file permissions; without these two capabilities it obeys them, as any user does.
 AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []

@@ -7,6 +7,8 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 
+pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+
 CLASSES = ["happy", "anger", "unrest", "wound", "sad", "neutral"]
 
 
