@@ -48,6 +48,7 @@ def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec,
         assert all(f"test_f1_{c}" in metrics for c in CLASSES)
         history = client.get_metric_history(child.info.run_id, "val_macro_f1")
         assert [m.step for m in history] == [1]
+        assert 300 < metrics["worker_peak_rss_mb"] < 8000  # the worker's high-water mark, in MB
     params = {c.data.params["model.placement"]: c.data.metrics["params_total"] for c in children}
     assert params["layer4"] > params["none"] == 11_179_590
     for child in children:

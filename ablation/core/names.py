@@ -126,6 +126,9 @@ TEST_ACCURACY, TEST_MACRO_F1 = "test_accuracy", "test_macro_f1"
 PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS = "params_total", "params_added", "macs", "latency_ms"
 LATENCY_IQR_MS, LATENCY_BUSY = "latency_iqr_ms", "latency_busy"  # its spread, and the load it was timed under
 COSTS = (PARAMS_TOTAL, PARAMS_ADDED, MACS, LATENCY_MS)
+# A trial worker's peak resident memory so far, logged each epoch: what a trial costs a node, the
+# figure to size concurrency by (a tiny ResNet-18 trial peaks near 1.4 GB, most of it imports).
+PEAK_RSS_MB = "worker_peak_rss_mb"
 DEFAULT_METRIC = "val_macro_f1"  # the ranking metric of a study whose parent run does not name one
 _TEST_F1, _EXPLAIN = "test_f1_", "explain_"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,7 +113,8 @@ class _Epochs:
         # After the last epoch, what becomes of the weights is said in that epoch's write.
         last = epoch == self.study.train.epochs
         tags = {tracking.Tag.MODEL: self.keep(self.best, metrics[tracking.best(self.study.metric)])} if last else {}
-        self.opened.log_epoch({k: v for k, v in metrics.items() if k != STEP_KEY}, epoch, tags)
+        logged = {k: v for k, v in metrics.items() if k != STEP_KEY} | {tracking.PEAK_RSS_MB: peak_rss_mb()}
+        self.opened.log_epoch(logged, epoch, tags)
         if checkpoint is not None:  # none after the last epoch: nothing resumes from it
             self.store.save(checkpoint)
         tune.report(metrics)
@@ -136,6 +139,12 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     weights, epoch = best
     opened.upload_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
     return tracking.ModelKept.KEPT
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (the kernel's high-water mark)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KB on Linux
 
 
 def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:

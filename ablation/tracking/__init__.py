@@ -17,7 +17,7 @@ MLflow loads when a client is first made, not on import.
 """
 
 from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACHINE_LEARNING,
-                    MACS, MODEL_FILE, PARAMS_ADDED, PARAMS_TOTAL, RACE_ARTIFACT, RACE_STATE_TAG, REPORT_ARTIFACTS,
+                    MACS, MODEL_FILE, PARAMS_ADDED, PARAMS_TOTAL, PEAK_RSS_MB, RACE_ARTIFACT, RACE_STATE_TAG, REPORT_ARTIFACTS,
                     SKIPPED_ARTIFACT, SPEC_ARTIFACT, TAG_LIMIT, TEST_ACCURACY, TEST_MACRO_F1, TRAIN_LOSS, VERSION_TAG,
                     Failure, Kind, ModelKept, Outcome, Status, Tag, as_param, best, explanation, f1_class, is_score,
                     race_state, test_f1)
@@ -38,7 +38,7 @@ from ablation.tracking.weights import drop_superseded, kept_models, models_of_ar
 __all__ = [
     # names
     "COSTS", "DEFAULT_METRIC", "EXPERIMENT_KIND", "LATENCY_BUSY", "LATENCY_IQR_MS", "LATENCY_MS", "MACHINE_LEARNING",
-    "MACS", "MODEL_FILE", "PARAMS_ADDED", "PARAMS_TOTAL", "RACE_ARTIFACT", "RACE_STATE_TAG", "REPORT_ARTIFACTS",
+    "MACS", "MODEL_FILE", "PARAMS_ADDED", "PARAMS_TOTAL", "PEAK_RSS_MB", "RACE_ARTIFACT", "RACE_STATE_TAG", "REPORT_ARTIFACTS",
     "SKIPPED_ARTIFACT", "SPEC_ARTIFACT", "TAG_LIMIT", "TEST_ACCURACY", "TEST_MACRO_F1", "TRAIN_LOSS", "VERSION_TAG",
     "Failure", "Kind", "ModelKept", "Outcome", "Status", "Tag", "as_param", "best", "explanation", "f1_class",
     "is_score", "race_state", "test_f1",
