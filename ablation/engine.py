@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from ablation.data import Splits, build_splits, check_trainable
 from ablation.models import build_model
 from ablation.core import StudySpec
+from ablation.core.names import TRAIN_LOSS, class_f1, split_metrics
 
 EpochCallback = Callable[[dict[str, float], dict[str, Any] | None], None]
 BestCallback = Callable[[dict[str, torch.Tensor], int], None]
@@ -143,7 +144,7 @@ def train_one_epoch(s: Setup, on_batch: BatchCallback | None = None) -> dict[str
     if not math.isfinite(worst) or worst > EXPLODED:
         raise Diverged(f"the training loss reached {worst:.4g}")
     s.scheduler.step()
-    return {"train_loss": total / seen}
+    return {TRAIN_LOSS: total / seen}
 
 
 @torch.no_grad()
@@ -167,9 +168,9 @@ def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, d
         total += nn.functional.cross_entropy(logits, labels, reduction="sum")
         metrics.update(logits, labels)
     values = metrics.compute()
-    out = {f"{prefix}_loss": total.item() / len(dataset), f"{prefix}_accuracy": values["accuracy"].item(),
-           f"{prefix}_macro_f1": values["macro_f1"].item()}
-    out |= {f"{prefix}_f1_{name.lower()}": f.item() for name, f in zip(classes, values["f1"])}
+    loss, accuracy, macro_f1 = split_metrics(prefix)
+    out = {loss: total.item() / len(dataset), accuracy: values["accuracy"].item(), macro_f1: values["macro_f1"].item()}
+    out |= {class_f1(prefix, name): f.item() for name, f in zip(classes, values["f1"])}
     return out
 
 

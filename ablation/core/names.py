@@ -138,8 +138,18 @@ def best(metric: str) -> str:
     return f"best_{metric}"
 
 
+def split_metrics(split: str) -> tuple[str, str, str]:
+    """The loss, accuracy and macro-F1 keys the engine logs for a split (`val_loss`, ...)."""
+    return f"{split}_loss", f"{split}_accuracy", f"{split}_macro_f1"
+
+
+def class_f1(split: str, class_name: str) -> str:
+    """A split's per-class F1 key, e.g. `test_f1_happy`."""
+    return f"{split}_f1_{class_name.lower()}"
+
+
 def test_f1(class_name: str) -> str:
-    return f"{_TEST_F1}{class_name}"
+    return class_f1("test", class_name)
 
 
 def f1_class(key: str) -> str | None:
