@@ -6,7 +6,7 @@ import io
 from rich.console import Console
 
 from ablation.cli.progress import FIRST_EPOCH, StudyProgress, clock
-from ablation.driver.progress import BatchRelay
+from ablation.driver.relay import BatchRelay
 from ablation.driver.trainable import every
 
 

@@ -1,5 +1,5 @@
 """Progress from a running study to whoever watches it: a Tune callback that forwards trial events to
-a view, the relay actor that trials put their batch counts to, and what a view must offer. The view
+a view (and the batch counts trials put to `relay.BatchRelay`), and what a view must offer. The view
 itself is the caller's (the CLI's live view); the driver knows only this protocol, and runs without one.
 """
 
@@ -57,21 +57,6 @@ class NoView:
 
     def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None:
         pass
-
-
-class BatchRelay:
-    """The latest batch count of each trial, from the trials to the driver: the driver hosts one as a
-    Ray actor that trials `put` to and the driver `take`s from, to call its view's `batches`."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, tuple[int, int]] = {}
-
-    def put(self, key: str, done: int, total: int) -> None:
-        self.latest[key] = (done, total)
-
-    def take(self) -> dict[str, tuple[int, int]]:
-        latest, self.latest = self.latest, {}
-        return latest
 
 
 _RELAY_WAIT = 5.0  # seconds the driver waits for the relay's batch counts before it gives up on them

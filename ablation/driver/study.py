@@ -33,7 +33,8 @@ from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
 from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
-from ablation.driver.progress import BatchRelay, NoView, ProgressCallback, ViewFactory
+from ablation.driver.progress import NoView, ProgressCallback, ViewFactory
+from ablation.driver.relay import BatchRelay
 from ablation.driver.race import RaceSearcher
 from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
