@@ -17,8 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ablation.data import Splits, build_splits, check_trainable
 from ablation.models import build_model
@@ -147,31 +145,40 @@ def train_one_epoch(s: Setup, on_batch: BatchCallback | None = None) -> dict[str
     return {TRAIN_LOSS: total / seen}
 
 
+def scores(confusion: torch.Tensor) -> tuple[float, float, list[float]]:
+    """Accuracy, macro-F1 and each class's F1 from a confusion matrix (rows true, columns predicted).
+
+    torchmetrics' definitions (tests/test_engine.py checks against it), counted here rather than
+    imported: torchmetrics loads torchvision and scipy, 250 MB in every trial's worker. A class's F1
+    is 0 when it is neither present nor predicted, and such a class is left out of the macro mean."""
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    fp, fn = confusion.sum(0) - tp, confusion.sum(1) - tp
+    denominator = 2 * tp + fp + fn
+    f1 = torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), 0.0)
+    seen = denominator > 0
+    macro = f1[seen].mean().item() if seen.any() else 0.0
+    return (tp.sum() / confusion.sum()).item(), macro, f1.tolist()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, classes: tuple[str, ...], prefix: str, device: torch.device,
              batch_size: int = 256, precision: Precision = Precision()) -> dict[str, float]:
     """Loss, accuracy, macro-F1 and per-class F1 (`{prefix}_f1_<class>`) over a split."""
     model.eval()
     n = len(classes)
-    metrics = MetricCollection(
-        {
-            "accuracy": MulticlassAccuracy(n, average="micro"),
-            "macro_f1": MulticlassF1Score(n, average="macro"),
-            "f1": MulticlassF1Score(n, average=None),
-        }
-    ).to(device)
-    total = torch.zeros((), device=device)  # read once, at the end, as the metrics are
+    # Kept on the device and read once, at the end: reading each batch would wait for the GPU.
+    total, confusion = torch.zeros((), device=device), torch.zeros(n * n, dtype=torch.int64, device=device)
     for images, labels in DataLoader(dataset, batch_size=batch_size):
         images, labels = precision.inputs(images.to(device)), labels.to(device)
         with precision.autocast(device):
             logits = model(images).float()
         total += nn.functional.cross_entropy(logits, labels, reduction="sum")
-        metrics.update(logits, labels)
-    values = metrics.compute()
-    loss, accuracy, macro_f1 = split_metrics(prefix)
-    out = {loss: total.item() / len(dataset), accuracy: values["accuracy"].item(), macro_f1: values["macro_f1"].item()}
-    out |= {class_f1(prefix, name): f.item() for name, f in zip(classes, values["f1"])}
-    return out
+        confusion += torch.bincount(labels * n + logits.argmax(1), minlength=n * n)
+    accuracy, macro_f1, f1 = scores(confusion.view(n, n).cpu())
+    loss_key, accuracy_key, macro_key = split_metrics(prefix)
+    out = {loss_key: total.item() / len(dataset), accuracy_key: accuracy, macro_key: macro_f1}
+    return out | {class_f1(prefix, name): value for name, value in zip(classes, f1)}
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:

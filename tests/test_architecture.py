@@ -149,6 +149,28 @@ assert not heavy, heavy
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_a_trials_worker_trains_without_torchvision_or_torchmetrics(tmp_path):
+    """Each would cost every trial's worker memory and start-up for code a trial does not run
+    (torchvision loads its detection ops, torchmetrics loads torchvision and scipy): the ResNet and
+    the F1 are written out, and torchvision's transforms are imported only for the augmentations
+    beyond a flip."""
+    code = """
+import sys
+import torch
+from ablation import engine
+from ablation.core import load_study
+import ablation.driver.trainable
+study = load_study(sys.argv[1], ["train.epochs=1", "data.image_size=16", "data.train_per_class=2",
+                                 "data.val_per_class=1", "data.test_per_class=1"])
+engine.fit(study.trials[0].spec, 0, on_epoch=lambda metrics, checkpoint: None)
+loaded = [m for m in ("torchvision", "torchmetrics") if m in sys.modules]
+assert not loaded, loaded
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "search_spaces" / "quickstart.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_readme_says_where_things_live_as_the_tree_has_them():
     assert layers.readme_block((ROOT / "README.md").read_text()) == layers.block(), \
         "README.md's 'Where things live' is stale: run python docs/layers.py --write"

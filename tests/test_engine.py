@@ -127,3 +127,30 @@ def test_a_loss_that_blows_up_is_a_divergence(spec):
     wild = load_spec_with(spec, lr=1e9, momentum=0.99)
     with pytest.raises(engine.Diverged, match="the training loss reached"):
         engine.fit(wild, seed=0, on_epoch=lambda m, c: None)
+
+
+@pytest.mark.parametrize("case", ["balanced", "a class never present", "a class never predicted",
+                                  "a class neither present nor predicted", "one class only"])
+def test_accuracy_and_f1_agree_with_torchmetrics_on_a_few_hundred_images(case):
+    """The scores are counted from a confusion matrix rather than by torchmetrics (which would load
+    torchvision and scipy into every worker); torchmetrics is the independent reference."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    n, size = 6, 300
+    generator = torch.Generator().manual_seed(len(case))
+    labels = torch.randint(n, (size,), generator=generator)
+    logits = torch.randn(size, n, generator=generator) + 2 * torch.nn.functional.one_hot(labels, n)  # beats chance
+    if case == "a class never present":
+        labels[labels == 2] = 3
+    elif case == "a class never predicted":
+        logits[:, 4] = -100
+    elif case == "a class neither present nor predicted":
+        labels[labels == 5] = 0
+        logits[:, 5] = -100
+    elif case == "one class only":
+        labels[:] = 1
+    confusion = torch.bincount(labels * n + logits.argmax(1), minlength=n * n).view(n, n)
+    accuracy, macro, per_class = engine.scores(confusion)
+    assert accuracy == pytest.approx(MulticlassAccuracy(n, average="micro")(logits, labels).item(), abs=1e-6)
+    assert macro == pytest.approx(MulticlassF1Score(n, average="macro")(logits, labels).item(), abs=1e-6)
+    assert per_class == pytest.approx(MulticlassF1Score(n, average=None)(logits, labels).tolist(), abs=1e-6)

@@ -28,6 +28,25 @@ def test_the_backbone_keeps_torchvision_state_dict_names_so_its_weights_load():
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_the_backbone_is_torchvisions_resnet_weight_for_weight_from_the_same_seed(arch):
+    """Written out rather than imported (importing torchvision costs a trial's worker 160 MB), it must
+    stay torchvision's network: the same names in the same order, the same weights drawn from a seed,
+    the same outputs."""
+    import torchvision.models
+
+    torch.manual_seed(7)
+    ours = build_model(ModelSpec(arch=arch, attention="none", placement="none"), num_classes=6).eval()
+    torch.manual_seed(7)
+    theirs = getattr(torchvision.models, arch)(num_classes=6).eval()
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert list(mine) == list(reference)
+    assert all(torch.equal(mine[k], reference[k]) for k in reference)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_stage_widths_in_the_spec_match_the_built_network(arch):
     model = build_model(ModelSpec(arch=arch, placement="all", reduction=16), num_classes=6)
     for stage in STAGES:

@@ -252,7 +252,9 @@ def log_interrupted_study(uri: str, finished: dict[str, dict[int, float]], kille
             run.finish("KILLED")
             continue
         run.log_metrics({"val_macro_f1": value}, step=1)
-        run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value})
+        # The worker's high-water mark, as the trainable logs it: 600 MB plus 100 MB per trial logged.
+        run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value,
+                         "worker_peak_rss_mb": 600.0 + 100 * len(run.client.search_runs([experiment_id]))})
         run.finish("FINISHED")
     parent.finish("KILLED")
     return spec
@@ -514,6 +516,8 @@ def test_the_report_states_the_setup_and_the_provenance_its_runs_carry(tmp_path)
     assert setup["git commit"] == "c95b736" and setup["ablate.version.torch"] == "2.14.1"
     assert setup["git branch"] == "not recorded"
     assert setup["dataset input (train)"] == "synthetic, digest d1g35t (images 1200)"
+    # Runs 2, 3 and 4 of the store (after the parent) finished: 800, 900 and 1,000 MB.
+    assert setup["trial worker memory"] == "peak RSS median 900 MB, largest 1,000 MB, over 3 trials"
     write(report, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### Setup and provenance" in md and "| git commit | c95b736 |" in md

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from ablation.core.datasets import DATASETS, DatasetType
 from ablation.data import aihub, fer2013, folder, rafdb
@@ -35,12 +34,17 @@ GENERATORS: dict[str, Callable[[DataSpec], Splits]] = {"synthetic": lambda spec:
 if {*READERS, *GENERATORS} != set(DATASETS.names()) or any(DATASETS.get(n).on_disk for n in GENERATORS):
     raise TypeError("every dataset described in core.datasets needs a reader (on disk) or a generator")
 
-# Images are centred around zero with a fixed scale; per-dataset statistics would tie a trained
-# model to one dataset's preprocessing for no gain at these sizes.
-_NORMALIZE = v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-def augmentation(spec: AugmentSpec, image_size: int) -> list[v2.Transform]:
+def augmentation(spec: AugmentSpec, image_size: int) -> Augment | None:
+    """The training split's random changes to a uint8 (3, H, W) image, or None. A flip alone (the
+    default) is done here; the others are torchvision's transforms, imported only when a spec asks for
+    one: importing torchvision costs every trial's worker 160 MB and 2 s."""
+    if spec.crop == 1 and not spec.rotation and not spec.color_jitter:
+        return _flip if spec.flip else None
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = []
     if spec.crop < 1:
         steps.append(v2.RandomResizedCrop(image_size, scale=(spec.crop, 1.0), antialias=True))
@@ -51,16 +55,21 @@ def augmentation(spec: AugmentSpec, image_size: int) -> list[v2.Transform]:
     if spec.color_jitter:
         steps.append(v2.ColorJitter(brightness=spec.color_jitter, contrast=spec.color_jitter,
                                     saturation=spec.color_jitter))
-    return steps
+    return v2.Compose(steps)
+
+
+def _flip(image: torch.Tensor) -> torch.Tensor:
+    # The draw torchvision's RandomHorizontalFlip makes, so a seed flips the images it flipped.
+    return image.flip(-1) if torch.rand(1) < 0.5 else image
 
 
 class ArrayDataset(Dataset):
     """uint8 images (N, H, W, 3), in memory or memory-mapped; floats are made per item, so a trial's
     memory does not grow with the dataset beyond the pages it touches."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, augment: list[v2.Transform] = ()) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, augment: Augment | None = None) -> None:
         self.images, self.labels = images, torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        self.transform = v2.Compose([*augment, v2.ToDtype(torch.float32, scale=True), _NORMALIZE])
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -68,7 +77,11 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         # A copy: the cache is mapped read-only, and one image is cheap to copy.
         image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
-        return self.transform(image), self.labels[index]
+        if self.augment is not None:
+            image = self.augment(image)
+        # Centred around zero with a fixed scale, in torchvision's ToDtype and Normalize arithmetic:
+        # per-dataset statistics would tie a trained model to one dataset's preprocessing for no gain.
+        return image.to(torch.float32).mul_(1 / 255).sub_(0.5).div_(0.25), self.labels[index]
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ def _synthetic(spec: DataSpec) -> Splits:
 
     def split(name: str) -> ArrayDataset:
         arrays = synthetic.load(name, n_per_class=spec.per_class(name), image_size=spec.image_size, seed=spec.seed)
-        augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
+        augment = augmentation(spec.augment, spec.image_size) if name == "train" else None
         return ArrayDataset(arrays.images, arrays.labels, augment=augment)
 
     return Splits(train=split("train"), val=split("val"), test=split("test"), classes=synthetic.CLASSES)
@@ -113,7 +126,7 @@ def _indexed(spec: DataSpec, on_progress: Progress | None) -> Splits:
         done += len(chosen[name])
         skipped.extend(cached.skipped)
         undecoded[name] = tuple(cached.skipped)
-        augment = augmentation(spec.augment, spec.image_size) if name == "train" else []
+        augment = augmentation(spec.augment, spec.image_size) if name == "train" else None
         return ArrayDataset(cached.images, cached.labels, augment=augment)
 
     train, val, test = split("train"), split("val"), split("test")

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.resnet import conv1x1, conv3x3
+from ablation.models.resnet import conv1x1, conv3x3
 
 from ablation.models.cbam import CBAM
 

@@ -5,12 +5,13 @@ so that a reader of the report can tell how its numbers were made without the ma
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ablation.core.datasets import DATASETS
-from ablation.tracking import Tag, TrialRecord
+from ablation.tracking import PEAK_RSS_MB, Tag, TrialRecord
 
 NOT_RECORDED = "not recorded"
 
@@ -154,8 +155,18 @@ def setup_rows(records: list[TrialRecord], *, axes: list[str], parent_params: Ma
     rows += _datasets(runs) or [("dataset input", NOT_RECORDED)]
     devices = _values(records, lambda r: r.tags.get(Tag.DEVICE))
     rows.append(("device", _joined(devices) if devices else NOT_RECORDED))
+    rows.append(("trial worker memory", _worker_memory(records)))
     rows += _tags(records, parent_tags)
     return rows
+
+
+def _worker_memory(records: list[TrialRecord]) -> str:
+    """The peak resident memory of the worker process each trial ran in, as the trial logged it: what
+    to divide a node's memory by to know how many trials fit at once."""
+    peaks = sorted(r.metrics[PEAK_RSS_MB] for r in records if PEAK_RSS_MB in r.metrics)
+    if not peaks:
+        return NOT_RECORDED
+    return f"peak RSS median {statistics.median(peaks):,.0f} MB, largest {peaks[-1]:,.0f} MB, over {len(peaks)} trials"
 
 
 def _tags(records: list[TrialRecord], parent_tags: Mapping[str, str]) -> list[tuple[str, str]]:
