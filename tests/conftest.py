@@ -32,6 +32,42 @@ def _fast_means_no_ray(request, monkeypatch):
         monkeypatch.setattr(ray, "init", refuse)
 
 
+@pytest.fixture(scope="session")
+def _ray_of_the_session():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def shared_ray(_ray_of_the_session):
+    """For tests that run studies in this process: they share one private Ray. The first `ablate run`
+    starts it (as `connect` does, on loopback) and it stays up for the next test, which saves its
+    start and stop, 4-6 s a test. A Ray a test left with work on it (a trial still holding a CPU) is
+    shut down, so the next run starts a fresh one."""
+    import ray
+
+    deadline = time.monotonic() + 5  # a study's actors may take a moment to give their CPUs back
+    while ray.is_initialized() and ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        if time.monotonic() > deadline:
+            ray.shutdown()
+            break
+        time.sleep(0.1)
+    yield
+
+
+@pytest.fixture
+def own_ray():
+    """For tests that need no Ray running as they start (they check that nothing started one, start
+    their own with settings of its own, or change what its workers inherit) and leave none running."""
+    import ray
+
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory, monkeypatch):
     """Each test gets its own working directory and data cache, so nothing lands in the repo or ~."""

@@ -15,11 +15,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def _no_ray_left_running():
-    """Shut down any Ray a command started, even when the test fails before its end: a Ray left running
-    would be joined by later tests (connect() reuses an initialized Ray). A no-op when none was started."""
+def _no_ray_running(own_ray):
+    """These tests check that a refused command started no Ray, so none may be running before them
+    (the one the slow tests share), and any a command did start is shut down after them."""
     yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def trial_tags(uri: str) -> list[dict[str, str]]:
     return [r.data.tags for r in runs if r.data.tags.get("ablate.kind") == "trial" and r.info.status == "FINISHED"]
 
 
-def test_two_half_gpu_trials_share_one_device_and_train_on_the_cpu_without_cuda(tmp_path):
+def test_two_half_gpu_trials_share_one_device_and_train_on_the_cpu_without_cuda(tmp_path, own_ray):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")  # a GPU in name only
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -52,7 +52,7 @@ def test_two_half_gpu_trials_share_one_device_and_train_on_the_cpu_without_cuda(
     assert [t["ablate.device"] for t in tags] == ["cpu", "cpu"]  # and, without CUDA, fell back to the CPU
 
 
-def test_a_trial_asking_for_more_gpus_than_the_cluster_has_is_refused_before_anything_runs(tmp_path):
+def test_a_trial_asking_for_more_gpus_than_the_cluster_has_is_refused_before_anything_runs(tmp_path, own_ray):
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         result = CliRunner().invoke(app, ["run", str(spec_file(tmp_path, ["none"], gpu=2)), "--tracking-uri",
@@ -62,7 +62,8 @@ def test_a_trial_asking_for_more_gpus_than_the_cluster_has_is_refused_before_any
     assert result.exit_code == 2 and "resources.gpu" in result.output
 
 
-def test_a_study_on_a_two_node_cluster_lands_on_both_nodes_and_logs_through_the_server(tmp_path, mlflow_server):
+def test_a_study_on_a_two_node_cluster_lands_on_both_nodes_and_logs_through_the_server(tmp_path, mlflow_server,
+                                                                                      own_ray):
     url, served = mlflow_server
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})

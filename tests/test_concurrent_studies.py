@@ -26,12 +26,6 @@ pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 
 
-@pytest.fixture
-def no_ray_left():
-    yield
-    ray.shutdown()
-
-
 def wait_for(condition, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,7 +42,7 @@ def lease_holder(path: Path) -> dict | None:
         return None
 
 
-def test_a_second_run_or_resume_of_a_running_study_exits_2_naming_the_first(tmp_path, no_ray_left):
+def test_a_second_run_or_resume_of_a_running_study_exits_2_naming_the_first(tmp_path, own_ray):
     db = tmp_path / "s.db"
     uri = f"sqlite:///{db}"
     spec = {"name": "twice", "model": {"arch": "resnet18"},

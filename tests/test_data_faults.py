@@ -109,7 +109,7 @@ def _val_only_corrupt(tmp_path):
 
 
 @pytest.fixture
-def run_refused(tiny_spec, tmp_path):
+def run_refused(tiny_spec, tmp_path, own_ray):
     """`ablate run` of the tiny study on a dataset, with the store and storage it would create."""
     store, runs = tmp_path / "store", tmp_path / "runs"
 
@@ -118,8 +118,7 @@ def run_refused(tiny_spec, tmp_path):
                                    "--set", f"data.dataset={dataset}", "--set", f"data.root={root}"])
 
     run.created = lambda: [p for p in (store, runs, Path("mlruns"), Path("ablate_runs")) if p.exists()]
-    yield run
-    ray.shutdown()
+    return run
 
 
 @pytest.mark.parametrize(("make", "dataset"), [
@@ -271,15 +270,9 @@ def test_fit_refuses_a_training_split_of_one_image(tiny_spec, tmp_path):
         engine.fit(spec, seed=0, on_epoch=lambda m, c: None)
 
 
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_a_study_whose_last_batch_holds_one_image_finishes_every_trial_at_the_first_attempt(tiny_spec, tmp_path,
-                                                                                            ray_session):
+                                                                                            shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = runner.invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
                                  "--set", "data.train_per_class=4", "--set", "train.batch_size=23"])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -86,15 +85,12 @@ def test_a_trial_trains_on_each_kind_of_dataset(dataset, tiny_spec, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_on_the_papers_dataset_logs_what_it_skipped(tiny_spec, tmp_path):
+def test_a_study_on_the_papers_dataset_logs_what_it_skipped(tiny_spec, tmp_path, shared_ray):
     root = write_aihub(tmp_path / "aihub")  # with 당황, which the paper does not use
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    try:
-        result = CliRunner().invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage",
-                                          str(tmp_path / "runs"), "--set", "data.dataset=aihub", "--set",
-                                          f"data.root={root}", "--set", "search.space.model.placement=[layer4]"])
-    finally:
-        ray.shutdown()
+    result = CliRunner().invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage",
+                                      str(tmp_path / "runs"), "--set", "data.dataset=aihub", "--set",
+                                      f"data.root={root}", "--set", "search.space.model.placement=[layer4]"])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "9 input(s) skipped" in said and "9 class not used: 당황 (left out on purpose" in said

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -22,11 +21,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def trained(tiny_spec, tmp_path):
+def trained(tiny_spec, tmp_path, shared_ray):
     """Two finished runs (vanilla and layer4) of the tiny study, in their own store."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = runner.invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
-    ray.shutdown()
     assert result.exit_code == 0, result.output
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
@@ -21,12 +20,6 @@ from mlflow_runs import epochs_logged, trial_runs
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
-
-
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
 
 
 def spec_file(tmp_path: Path, name: str, *, epochs: int, placements: list[str], per_class: int = 8, **train) -> Path:
@@ -63,7 +56,7 @@ def epochs_done(uri: str, study: str, n: int = 1):
     return next((r for r in runs if r.info.status == "RUNNING" and len(epochs_logged(uri, r)) >= n), None)
 
 
-def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path, ray_session):
+def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = spec_file(tmp_path, "again", epochs=1, placements=["none", "layer4"])
     common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
@@ -144,7 +137,7 @@ def test_a_trial_killed_mid_study_resumes_from_its_checkpoint_in_the_same_run(tm
     assert epochs_logged(uri, run) == list(range(1, epochs + 1))  # each epoch logged once, across both attempts
 
 
-def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_session):
+def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = spec_file(tmp_path, "orphan", epochs=3, placements=["none", "layer3", "layer4"], per_class=30)
     driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
@@ -167,7 +160,7 @@ def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, ray_se
     assert parent.info.status == "FINISHED"
 
 
-def test_a_diverging_trial_is_recorded_as_such_and_not_retried(tmp_path, ray_session):
+def test_a_diverging_trial_is_recorded_as_such_and_not_retried(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = spec_file(tmp_path, "diverge", epochs=2, placements=["none"], lr=1e9, momentum=0.99)
     result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])

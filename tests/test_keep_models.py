@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -12,12 +11,6 @@ from ablation import tracking
 from ablation.cli.main import app
 
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
-
-
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
 
 
 def trial_runs(uri: str, name: str) -> list:
@@ -32,7 +25,7 @@ def has_model(uri: str, run) -> bool:
 
 
 def test_by_default_each_arm_keeps_the_weights_of_its_best_seed_only_and_explain_names_them(
-        tiny_spec, tmp_path, ray_session):
+        tiny_spec, tmp_path, shared_ray):
     spec = yaml.safe_load(tiny_spec.read_text())
     spec["search"]["seeds"] = [0, 1, 2]
     spec["data"] |= {"image_size": 16, "train_per_class": 2, "val_per_class": 2, "test_per_class": 1}

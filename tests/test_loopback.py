@@ -49,7 +49,7 @@ def listening_addresses(pids: set[int]) -> set[str]:
     return found
 
 
-def test_the_private_ray_listens_on_loopback_only():
+def test_the_private_ray_listens_on_loopback_only(own_ray):
     connect(None)
     try:
         @ray.remote
@@ -66,7 +66,7 @@ def test_the_private_ray_listens_on_loopback_only():
 
 
 @pytest.mark.parametrize("moved", ["a Ray it was not tried with", "the switch gone"])
-def test_a_ray_whose_loopback_switch_is_not_known_is_refused_before_it_starts(monkeypatch, moved):
+def test_a_ray_whose_loopback_switch_is_not_known_is_refused_before_it_starts(monkeypatch, moved, own_ray):
     from ray._private import ray_constants
 
     if moved == "the switch gone":

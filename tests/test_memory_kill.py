@@ -120,14 +120,8 @@ def ablate(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
-
-
 def test_a_trial_killed_for_memory_in_its_start_up_fails_alone_in_one_line_and_resume_finishes_it(tmp_path,
-                                                                                                     ray_session):
+                                                                                                     own_ray):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
     path = spec_file(tmp_path, "oom", epochs=1, placements=["none", "layer4"], max_failures=0)
     status, output = ablate("run", str(path), "--tracking-uri", uri, "--storage", str(storage),
@@ -162,7 +156,7 @@ def test_a_trial_killed_for_memory_in_its_start_up_fails_alone_in_one_line_and_r
     assert all(r.data.tags["ablate.last_failure"] == "oom" for r in runs if r.info.run_id in killed)
 
 
-def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(tmp_path):
+def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(tmp_path, own_ray):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
     path = spec_file(tmp_path, "oom_retry", epochs=3, placements=["layer4"], max_failures=2, per_class=24)
     status, output = ablate("run", str(path), "--tracking-uri", uri, "--storage", str(storage),
@@ -181,7 +175,7 @@ def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(t
     assert epochs_logged(uri, run) == [1, 2, 3]  # each epoch once, across the attempts
 
 
-def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, ray_session):
+def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, own_ray):
     started = progress.ProgressCallback.on_trial_start
 
     def kill_the_relay(self, *args, **kwargs):  # as Ray's memory monitor might, once a trial runs
@@ -198,7 +192,7 @@ def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, r
     assert run.info.status == "FINISHED"
 
 
-def test_ray_failing_mid_study_is_one_line_with_the_resume_command_and_exit_3(tmp_path, monkeypatch, ray_session):
+def test_ray_failing_mid_study_is_one_line_with_the_resume_command_and_exit_3(tmp_path, monkeypatch, own_ray):
     class Failing:  # Tune raising out of fit, as it did for a memory kill before Ray's error was handled
         def fit(self):
             raise RuntimeError("Caught unexpected exception: something Ray did not expect\nand 200 lines more")

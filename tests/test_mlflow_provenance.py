@@ -347,17 +347,9 @@ def test_the_spec_takes_a_description(tmp_path):
 
 # ------------------------------------------------------------------------------------ end to end
 
-@pytest.fixture
-def ray_session():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_a_study_run_shows_its_system_metrics_provenance_dataset_and_outcome_and_ends_with_its_link(
-        tiny_spec, tmp_path, ray_session, monkeypatch):
+        tiny_spec, tmp_path, own_ray, monkeypatch):
     from typer.testing import CliRunner
 
     from ablation.cli.main import app

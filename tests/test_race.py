@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -22,12 +21,6 @@ ABLATE = [sys.executable, "-m", "ablation.cli"]
 BASELINE = "augment.flip=true,lr=1e-12"  # learns nothing: its validation loss is the untrained model's
 EQUIVALENT = "augment.flip=false,lr=1e-12"  # the same but for the flips: within 0.003 of it on every seed
 OPEN = ("augment.flip=true,lr=0.01", "augment.flip=false,lr=0.01")  # trained: 0.05 to 0.9 off, so undecided
-
-
-@pytest.fixture
-def no_ray_left():
-    yield
-    ray.shutdown()
 
 
 def race_spec(tmp_path: Path, name: str, epochs: int = 1) -> Path:
@@ -54,7 +47,7 @@ def seeds_run(uri: str, study: str) -> dict[str, list[int]]:
 
 
 def test_a_race_stops_the_decided_arm_gives_the_open_ones_more_seeds_and_gains_none_when_run_again(
-        tmp_path, no_ray_left):
+        tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = ["run", str(race_spec(tmp_path, "race")), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
     result = CliRunner().invoke(app, command)
@@ -84,7 +77,7 @@ def test_a_race_stops_the_decided_arm_gives_the_open_ones_more_seeds_and_gains_n
     assert (tmp_path / "report" / "race.png").stat().st_size > 10_000
 
 
-def test_a_race_whose_driver_was_killed_is_finished_by_resume_with_each_seed_once(tmp_path, no_ray_left):
+def test_a_race_whose_driver_was_killed_is_finished_by_resume_with_each_seed_once(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # Two epochs: a trial reports epochs before its last, which hold no best-epoch figures yet.
     driver = subprocess.Popen([*ABLATE, "run", str(race_spec(tmp_path, "killed_race", epochs=2)), "--tracking-uri", uri,

@@ -40,10 +40,7 @@ def raced(tmp_path_factory):
         spec = folder / "kept.yaml"
         spec.write_text(yaml.safe_dump(SPEC))
         command = ["run", str(spec), "--tracking-uri", uri, "--storage", str(folder / "runs")]
-        try:
-            result = CliRunner().invoke(app, command)
-        finally:
-            ray.shutdown()
+        result = CliRunner().invoke(app, command)  # on the Ray the session's tests share
         assert result.exit_code == 0, result.output
         yield {"uri": uri, "spec": spec, "storage": folder / "runs", "command": command}
 
@@ -76,7 +73,7 @@ EDITS = {
 
 
 @pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
-def test_a_rerun_that_changes_a_race_setting_is_refused_before_ray_or_any_write(raced, tmp_path, edit):
+def test_a_rerun_that_changes_a_race_setting_is_refused_before_ray_or_any_write(raced, tmp_path, edit, own_ray):
     change, flags, named = edit
     spec = tmp_path / "kept.yaml"  # the same study, edited
     spec.write_text(yaml.safe_dump(_edited(SPEC, change)))
@@ -107,7 +104,7 @@ def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path)
     assert _store(raced["uri"])[0] == count
 
 
-def test_a_resume_whose_saved_spec_changed_the_race_is_refused(raced, tmp_path):
+def test_a_resume_whose_saved_spec_changed_the_race_is_refused(raced, tmp_path, own_ray):
     folder = tmp_path / "kept"
     shutil.copytree(raced["storage"] / "kept", folder)
     state = json.loads((folder / "ablate_study.json").read_text())

@@ -2,7 +2,6 @@
 stop weak trials early, on real Ray and MLflow."""
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -16,7 +15,7 @@ PLACEMENTS = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
 
 
 @pytest.fixture
-def study(tmp_path):
+def study(tmp_path, shared_ray):
     def make(**search):
         spec = {
             "name": "search",
@@ -29,11 +28,7 @@ def study(tmp_path):
         path = tmp_path / "search.yaml"
         path.write_text(yaml.safe_dump(spec))
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        try:
-            result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri,
-                                              "--storage", str(tmp_path / "runs")])
-        finally:
-            ray.shutdown()
+        result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("search").experiment_id])
         return result, [r for r in runs if r.data.tags.get("ablate.kind") == "trial"]
@@ -69,7 +64,7 @@ def test_a_sampling_method_needs_a_grid_design(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["random", "optuna"])
-def test_a_resumed_search_continues_its_unfinished_draw_and_draws_only_what_is_left(tmp_path, method):
+def test_a_resumed_search_continues_its_unfinished_draw_and_draws_only_what_is_left(tmp_path, method, shared_ray):
     import json
 
     spec = {"name": "drawn", "model": {"arch": "resnet18", "attention": "identity_cbam"},
@@ -81,22 +76,18 @@ def test_a_resumed_search_continues_its_unfinished_draw_and_draws_only_what_is_l
     path = tmp_path / "drawn.yaml"
     path.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    try:
-        first = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
-        assert first.exit_code == 0, first.output
-        client = MlflowClient(uri)
-        [drawn] = [r for r in client.search_runs([client.get_experiment_by_name("drawn").experiment_id])
-                   if r.data.tags.get("ablate.kind") == "trial"]
-        client.set_terminated(drawn.info.run_id, "KILLED")  # as if the driver died during it
-        state = tmp_path / "runs" / "drawn" / "ablate_study.json"
-        saved = json.loads(state.read_text())
-        saved["spec"]["search"]["num_samples"] = 2  # one more draw was still to come
-        state.write_text(json.dumps(saved))
-        ray.shutdown()
+    first = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
+    assert first.exit_code == 0, first.output
+    client = MlflowClient(uri)
+    [drawn] = [r for r in client.search_runs([client.get_experiment_by_name("drawn").experiment_id])
+               if r.data.tags.get("ablate.kind") == "trial"]
+    client.set_terminated(drawn.info.run_id, "KILLED")  # as if the driver died during it
+    state = tmp_path / "runs" / "drawn" / "ablate_study.json"
+    saved = json.loads(state.read_text())
+    saved["spec"]["search"]["num_samples"] = 2  # one more draw was still to come
+    state.write_text(json.dumps(saved))
 
-        resumed = CliRunner().invoke(app, ["resume", str(state.parent)])
-    finally:
-        ray.shutdown()
+    resumed = CliRunner().invoke(app, ["resume", str(state.parent)])
     assert resumed.exit_code == 0, resumed.output
     runs = [r for r in client.search_runs([client.get_experiment_by_name("drawn").experiment_id])
             if r.data.tags.get("ablate.kind") == "trial"]

@@ -26,12 +26,6 @@ ABLATE = [sys.executable, "-m", "ablation.cli"]
 AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
 
 
-@pytest.fixture
-def no_ray_left():
-    yield
-    ray.shutdown()
-
-
 def write_spec(folder: Path, name: str = "faults", **train) -> Path:
     spec = {"name": name, "model": {"arch": "resnet18"},
             "data": {"image_size": 32, "train_per_class": 4, "val_per_class": 2, "test_per_class": 2},
@@ -80,7 +74,7 @@ def closed_port() -> str:
 
 @pytest.mark.parametrize("server", ["closed", "silent"])
 def test_a_tracking_server_that_does_not_answer_is_refused_within_seconds(tmp_path, server, silent_server,
-                                                                          no_ray_left):
+                                                                          own_ray):
     uri = closed_port() if server == "closed" else silent_server
     start = time.monotonic()
     result = CliRunner().invoke(app, ["run", str(write_spec(tmp_path)), "--tracking-uri", uri,
@@ -147,7 +141,7 @@ def test_resume_with_a_damaged_state_file_names_it(tmp_path):
     assert f"{folder}/ablate_study.json is damaged" in one_line(result.output)
 
 
-def test_resume_against_a_store_without_the_study_exits_2_and_creates_no_store(tmp_path, no_ray_left):
+def test_resume_against_a_store_without_the_study_exits_2_and_creates_no_store(tmp_path, own_ray):
     folder = tmp_path / "runs" / "faults"
     folder.mkdir(parents=True)
     missing = tmp_path / "elsewhere" / "mlflow.db"
@@ -177,11 +171,10 @@ class Planted:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_resume_runs_what_is_left_without_unpickling_rays_files(tmp_path, no_ray_left):
+def test_resume_runs_what_is_left_without_unpickling_rays_files(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
     assert CliRunner().invoke(app, ["run", str(write_spec(tmp_path)), *common]).exit_code == 0
-    ray.shutdown()
     client = MlflowClient(uri)
     runs = [r for r in client.search_runs([client.get_experiment_by_name("faults").experiment_id])
             if r.data.tags.get("ablate.kind") == "trial"]

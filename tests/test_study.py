@@ -1,7 +1,6 @@
 """A real study end to end: a local Ray runs the trials, a SQLite MLflow store records them."""
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -12,13 +11,7 @@ pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 CLASSES = ["happy", "anger", "unrest", "wound", "sad", "neutral"]
 
 
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
-
-
-def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec, tmp_path, ray_session):
+def test_a_two_trial_study_logs_a_parent_run_with_one_child_per_trial(tiny_spec, tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri,
                                       "--storage", str(tmp_path / "runs")])
