@@ -226,7 +226,10 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
         metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began
         if _improved(metrics[spec.metric], best["value"], spec.mode):
-            best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+            # A copy, as training goes on to change them; the last epoch's weights change no more.
+            best_weights = s.model.state_dict()
+            if epoch < spec.train.epochs:
+                best_weights = {k: v.detach().clone() for k, v in best_weights.items()}
             if on_best is not None:
                 on_best(best_weights, epoch)
             # Tested now, while these weights are at hand, rather than reloaded at the end; only the

@@ -52,7 +52,7 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
     from ablation import engine
-    from ablation.core import load_spec
+    from ablation.core import load_study
     from ablation.driver.study import run_study
 
     path = tmp / "overhead.yaml"
@@ -64,16 +64,16 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
         "search": {"space": {"model.placement": ["none", "layer2", "layer3", "layer4"]}, "seeds": [0, 1]},
         "resources": {"cpu": 1},
     }))
-    spec = load_spec(path)
-    engine.setup(spec.trials()[0].spec, 0)  # generate the data outside both timings
+    study = load_study(path)
+    engine.setup(study.trials[0].spec, 0)  # generate the data outside both timings
     began = time.perf_counter()
-    for trial in spec.trials():
+    for trial in study.trials:
         engine.fit(trial.spec, trial.seed, on_epoch=lambda m, c: None)
     plain = time.perf_counter() - began
     uri = f"sqlite:///{tmp / 'overhead.db'}"
     called = time.time()
     began = time.perf_counter()
-    run_study(spec, path.read_text(), tracking_uri=uri, storage=str(tmp / "runs"), console=QUIET)
+    run_study(study, path.read_text(), tracking_uri=uri, storage=str(tmp / "runs"), console=QUIET)
     tuned = time.perf_counter() - began
     ray.shutdown()
     runs = study_runs(uri, "overhead")
@@ -99,7 +99,7 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
 def asha(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
-    from ablation.core import load_spec
+    from ablation.core import load_study
     from ablation.driver.study import run_study
 
     uri = f"sqlite:///{tmp / 'asha.db'}"
@@ -110,12 +110,12 @@ def asha(tmp: Path, args) -> tuple[dict, list[str]]:
                  f"search.reduction_factor={args.reduction_factor}"]
     ranked = {}
     for name, extra in (("grid", []), ("asha", scheduler)):
-        placement = load_spec(ROOT / "search_spaces" / "placement.yaml", [*tiny, f"name={name}", *extra])
+        placement = load_study(ROOT / "search_spaces" / "placement.yaml", [*tiny, f"name={name}", *extra])
         run_study(placement, "", tracking_uri=uri, storage=str(tmp / "runs"), console=QUIET)
         ray.shutdown()
         client = MlflowClient(uri)
         history = {r.data.params["model.placement"]: [m.value for m in client.get_metric_history(
-            r.info.run_id, placement.metric)] for r in study_runs(uri, name)}
+            r.info.run_id, placement.spec.metric)] for r in study_runs(uri, name)}
         ranked[name] = {"epochs": sum(map(len, history.values())),
                         "order": sorted(history, key=lambda p: max(history[p]), reverse=True)}
     grid_epochs, asha_epochs = ranked["grid"]["epochs"], ranked["asha"]["epochs"]

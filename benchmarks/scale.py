@@ -95,10 +95,10 @@ def _fit_loop(spec_path: str, repeats: int, out) -> None:
     import torch
 
     from ablation import engine
-    from ablation.core import load_spec
+    from ablation.core import load_study
 
     torch.set_num_threads(1)
-    trial = load_spec(Path(spec_path)).trials()[0]
+    trial = load_study(Path(spec_path)).trials[0]
     times = []
     for _ in range(repeats):
         began = time.perf_counter()

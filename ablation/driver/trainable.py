@@ -19,7 +19,7 @@ import torch
 from ray import tune
 
 from ablation import engine, tracking
-from ablation.checkpoints import CheckpointStore, pack_model
+from ablation.checkpoints import CheckpointStore, save_model
 from ablation.data import classes_of
 from ablation.driver.prepare import model_costs
 from ablation.core import StudySpec, Trial, label
@@ -137,7 +137,8 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     if best is None or k == 0:
         return tracking.ModelKept.NOT_KEPT
     weights, epoch = best
-    opened.upload_model(pack_model(trial.spec.model_dump_json(), classes_of(trial.spec.data), epoch, weights))
+    opened.upload_model(lambda file: save_model(file, trial.spec.model_dump_json(), classes_of(trial.spec.data),
+                                                epoch, weights))
     return tracking.ModelKept.KEPT
 
 

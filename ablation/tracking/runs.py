@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,11 +78,13 @@ class TrackedRun:
         except (OSError, MlflowException) as err:
             raise StoreUnusable(f"{type(err).__name__}: {' '.join(str(err).split())}") from None
 
-    def log_bytes(self, data: bytes, path: str) -> None:
+    def log_file(self, name: str, write: Callable[[Path], None]) -> None:
+        """An artifact `name`, which `write(path)` writes to a file of that name: written to disk, not
+        held in memory, whatever its size."""
         no_progress_bars()
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / path).write_bytes(data)
-            self.client.log_artifact(self.run_id, str(Path(folder) / path))
+            write(Path(folder) / name)
+            self.client.log_artifact(self.run_id, str(Path(folder) / name))
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
@@ -138,9 +140,10 @@ class TrialRun:
             self._monitor.finish()
             self._monitor = None
 
-    def upload_model(self, data: bytes) -> None:
-        """The trained weights, as MODEL_FILE; the epoch's write then tags the run `ModelKept.KEPT`."""
-        self.run.log_bytes(data, MODEL_FILE)
+    def upload_model(self, write: Callable[[Path], None]) -> None:
+        """The trained weights, as MODEL_FILE: `write(path)` writes them to a file of that name, which is
+        uploaded; the epoch's write then tags the run `ModelKept.KEPT`."""
+        self.run.log_file(MODEL_FILE, write)
 
     def log_epoch(self, metrics: Mapping[str, float], epoch: int, tags: Mapping[str, Any] = {}) -> None:
         """One epoch's metrics, and `tags` in the same write (the last epoch's say what became of the weights)."""
