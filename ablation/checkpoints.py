@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,27 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint ablate wrote: truncated, damaged, or holding more than tensors and
+    numbers (which `weights_only` refuses to unpickle, so nothing in it ran)."""
+
+
+def load_plain(data: bytes, what: str) -> dict[str, Any]:
+    """A checkpoint or model file ablate wrote, read back with `weights_only=True`."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
+        # Not torch's own message: it suggests weights_only=False, which would run whatever the file holds.
+        raise CheckpointError(f"{what} is not a file ablate wrote (truncated, damaged, or holding more than "
+                              f"tensors and numbers: {type(err).__name__}); it was not loaded") from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{what} is not a file ablate wrote (it holds a {type(loaded).__name__}); "
+                              "it was not loaded")
+    return loaded
 
 
 class Background:
@@ -53,6 +75,7 @@ class CheckpointStore:
         self.location = location
         self.fs, self.path = pafs.FileSystem.from_uri(location)
         self._background = Background()
+        self.set_aside: str | None = None  # where `load` moved a checkpoint it could not read
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         # The previous write ends, and frees its copy, before the next copy is made: one per trial at most.
@@ -71,13 +94,20 @@ class CheckpointStore:
         self.fs.move(partial, self.path)
 
     def load(self) -> dict[str, Any] | None:
-        """The stored checkpoint, or None if there is none yet."""
+        """The stored checkpoint, or None if there is none yet. One that cannot be read is renamed
+        `<name>.pt.unreadable` (`set_aside`) and None returned, so the trial begins again rather than
+        failing on it at every attempt and every resume."""
         try:
             with self.fs.open_input_stream(self.path) as stream:
                 data = stream.read()
         except FileNotFoundError:
             return None
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            return load_plain(data, self.location)
+        except CheckpointError:
+            self.set_aside = f"{self.path}.unreadable"
+            self.fs.move(self.path, self.set_aside)
+            return None
 
     def delete(self) -> None:
         self.wait()
@@ -98,5 +128,9 @@ def save_model(file: Path, trial_spec: str, classes: list[str], epoch: int, weig
     torch.save({"spec": trial_spec, "classes": list(classes), "epoch": epoch, "model": weights}, file)
 
 
-def unpack_model(data: bytes) -> dict[str, Any]:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+def unpack_model(data: bytes, what: str = "the model file") -> dict[str, Any]:
+    """A file `save_model` wrote; a CheckpointError for anything else."""
+    packed = load_plain(data, what)
+    if not {"spec", "classes", "model"} <= packed.keys():
+        raise CheckpointError(f"{what} is not a model ablate saved: it lacks {', '.join(sorted({'spec', 'classes', 'model'} - packed.keys()))}")
+    return packed

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ablation.checkpoints import unpack_model
+from ablation.checkpoints import CheckpointError, unpack_model
 from ablation.data import ArrayDataset
 from ablation.data.pipeline import preprocess
 from ablation.data.records import Item
@@ -63,7 +63,10 @@ def load_trained(uri: str, run_id: str, layer: str = "layer4") -> TrainedModel:
                            + ("; runs of its arm that have them: "
                               + ", ".join(f"{r.run_id} ({r.name})" for r in kept) if kept else
                               "; set keep_models: all (or a number) in the spec to keep more"))
-    packed = unpack_model(read_artifact(uri, run_id, MODEL_FILE))
+    try:
+        packed = unpack_model(read_artifact(uri, run_id, MODEL_FILE), f"run {run_id}'s {MODEL_FILE}")
+    except CheckpointError as err:
+        raise ExplainError(str(err)) from None
     spec = StudySpec.model_validate_json(packed["spec"])
     model = build_model(spec.model.model_copy(update={"pretrained": None}), num_classes=len(packed["classes"]))
     model.load_state_dict(packed["model"])
@@ -124,7 +127,7 @@ def images_from_path(path: Path, size: int, classes: list[str], n: int) -> Image
             break
         try:
             pixels.append(preprocess(Item(str(file), label=0, split="test"), size))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             skipped.append(f"{file}: {type(err).__name__}")
             continue
         folder = file.parent.name.lower()

@@ -25,12 +25,43 @@ def test_a_missing_checkpoint_is_none_and_a_deleted_one_is_gone(tmp_path):
     assert store.load() is None and not (tmp_path / "trial.pt").exists()
 
 
-def test_a_checkpoint_that_is_not_plain_tensors_and_numbers_is_refused_on_load(tmp_path):
-    store = CheckpointStore(str(tmp_path / "trial.pt"))
-    store.save({"epoch": 1, "sneaky": object()})
-    store.close()
-    with pytest.raises(Exception, match="weights_only"):
-        store.load()
+class Planted:
+    """A pickle that would create `marker` if it were ever unpickled."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("content", ["a pickle payload", "garbage", "truncated"])
+def test_a_checkpoint_that_cannot_be_read_is_set_aside_unrun_so_the_trial_begins_again(tmp_path, content):
+    """Raising instead failed the trial at every attempt and every resume, the bad file still in place."""
+    path = tmp_path / "trial.pt"
+    marker = tmp_path / "ran"
+    if content == "a pickle payload":
+        torch.save({"epoch": 1, "model": Planted(marker)}, path)
+    elif content == "garbage":
+        path.write_bytes(b"\x80\x04not a checkpoint at all" * 40)
+    else:
+        good = tmp_path / "good.pt"
+        torch.save({"epoch": 1, "model": {"w": torch.zeros(1000)}}, good)
+        path.write_bytes(good.read_bytes()[:2000])
+    store = CheckpointStore(str(path))
+    assert store.load() is None
+    assert not marker.exists()  # nothing in it ran
+    assert store.set_aside == f"{path}.unreadable" and (tmp_path / "trial.pt.unreadable").exists()
+    assert not path.exists() and store.load() is None  # the next attempt starts clean
+
+
+def test_a_model_file_that_is_not_ablates_says_so_without_suggesting_unsafe_loading(tmp_path):
+    from ablation.checkpoints import CheckpointError, unpack_model
+
+    with pytest.raises(CheckpointError) as refused:
+        unpack_model(b"\x80\x04garbage", "run abc's best_model.pt")
+    assert "run abc's best_model.pt is not a file ablate wrote" in str(refused.value)
+    assert "weights_only=False" not in str(refused.value)
 
 
 def test_the_writer_holds_one_copy_of_the_state_the_next_save_waits_for_the_last_write(tmp_path, monkeypatch):

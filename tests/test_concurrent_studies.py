@@ -108,7 +108,7 @@ with hold_study(sys.argv[1], "shared", ttl=float(sys.argv[2])):
 """
 
 
-def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_after_it_dies(mlflow_server):
+def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_the_moment_it_dies(mlflow_server):
     url, _ = mlflow_server
     ttl = 3.0
     holder = subprocess.Popen([sys.executable, "-c", HOLD, url, str(ttl)], stdout=subprocess.PIPE, text=True)
@@ -120,17 +120,10 @@ def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_after_it_
                 pass
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        killed = time.monotonic()
-
-        def taken_over() -> bool:
-            try:
-                with hold_study(url, "shared", ttl=ttl):
-                    return True
-            except StudyBusy:
-                return False
-
-        wait_for(taken_over, timeout=4 * ttl)
-        assert time.monotonic() - killed < 3 * ttl
+        # On the machine it ran on, a dead holder is seen at once: no heartbeat to wait out, however long
+        # the lease's ttl (a holder elsewhere lapses with its heartbeat: tests/test_lease.py).
+        with hold_study(url, "shared", ttl=600):
+            pass
     finally:
         holder.kill()
 

@@ -55,17 +55,36 @@ def test_explain_draws_every_method_for_each_run_and_scores_grad_cam_against_the
     assert "explain_cue_energy_all" in logged
 
 
+def bomb_png(path) -> None:
+    """A PNG whose header claims 40,000 x 40,000 pixels: PIL refuses it on opening as a decompression bomb."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    header = data[12:29]  # the IHDR chunk's type and data, which its CRC covers
+    header[4:12] = struct.pack(">II", 40_000, 40_000)
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(header)))
+    path.write_bytes(bytes(data))
+
+
 def test_explain_reads_a_folder_of_images_and_skips_what_it_cannot_read(trained, tmp_path):
     uri, run_ids = trained
     folder = tmp_path / "faces" / "happy"
     folder.mkdir(parents=True)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / "a.png")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    bomb_png(folder / "bomb.png")
     out = tmp_path / "explain"
     result = runner.invoke(app, ["explain", run_ids[0], "--images", str(tmp_path / "faces"), "--out", str(out),
                                  "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
-    assert "broken.jpg" in result.output and len(list(out.glob("explain_*.png"))) == 1
+    said = " ".join(result.output.split())
+    assert "broken.jpg" in said and "bomb.png: DecompressionBombError" in said
+    assert len(list(out.glob("explain_*.png"))) == 1
     no_cues = runner.invoke(app, ["explain", run_ids[0], "--images", str(folder), "--score", "--tracking-uri", uri])
     assert no_cues.exit_code == 2 and "cue masks" in no_cues.output
     bad_layer = runner.invoke(app, ["explain", run_ids[0], "--from-split", "test", "--layer", "layer9",

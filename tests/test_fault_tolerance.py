@@ -137,6 +137,31 @@ def test_a_trial_killed_mid_study_resumes_from_its_checkpoint_in_the_same_run(tm
     assert epochs_logged(uri, run) == list(range(1, epochs + 1))  # each epoch logged once, across both attempts
 
 
+def test_sigterm_stops_a_study_as_ctrl_c_does(tmp_path):
+    """What a scheduler, `kill` or `docker stop` sends. Ray's own handler exited mid-step: rc 134, a stack
+    dump, and the parent run left RUNNING."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = spec_file(tmp_path, "termed", epochs=3, placements=["none", "layer4"], per_class=30)
+    folder, log = tmp_path / "runs" / "termed", tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", uri, "--storage",
+                                   str(tmp_path / "runs")], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while_driver_runs(driver, log, lambda: (folder / "ablate_study.json").exists())
+        while_driver_runs(driver, log, lambda: epochs_done(uri, "termed"))
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    output = log.read_text()
+    assert driver.returncode == 130, output
+    assert "Traceback" not in output and f"ablate resume {folder}" in " ".join(output.split()), output
+    parent = MlflowClient(uri).get_run(trial_runs(uri, "termed")[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"  # as an interrupted study's: `ablate resume` continues it
+
+
 def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, shared_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = spec_file(tmp_path, "orphan", epochs=3, placements=["none", "layer3", "layer4"], per_class=30)

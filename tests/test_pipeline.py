@@ -81,3 +81,15 @@ def test_large_jpegs_are_decoded_at_reduced_scale_with_the_same_result(tmp_path)
     image = Image.open(big).convert("RGB")  # no draft: full-size decode
     slow = np.asarray(image.resize((64, 64), Image.BILINEAR, box=(400, 300, 800, 700)))
     assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 3
+
+
+def test_a_16_bit_greyscale_png_keeps_its_brightness(tmp_path):
+    """Converted to RGB as it is, a 16-bit image clips at 255: a mid-grey photo reached the model white."""
+    rng = np.random.default_rng(0)
+    grey = rng.integers(20_000, 45_000, size=(48, 48), dtype=np.uint16)  # mid-grey on 0-65535
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode.startswith("I")  # read back as 16-bit, as PNG stores it
+    cached = materialize([Item(str(path), 0, "train")], 48)
+    assert abs(cached.images[0].mean() - grey.mean() / 257) < 1.0
+    assert (cached.images[0, ..., 0] == cached.images[0, ..., 2]).all()  # still grey

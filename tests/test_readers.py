@@ -290,6 +290,25 @@ def test_image_folder_class_names_are_nfc_normalised_into_one_class(tmp_path):
     assert index.counts()["test"]["café"] == 1
 
 
+def test_class_folders_that_differ_only_in_case_are_refused_naming_both(tmp_path):
+    """Metric keys name a class in lower case (test_f1_cat): Cat and cat would train as two classes
+    and report as one, so one class's F1 would vanish."""
+    root = _folders(tmp_path, ["train/Cat/a.jpg", "train/cat/b.jpg", "test/dog/c.jpg"])
+    with pytest.raises(ValueError, match=r"class folders Cat/ and cat/ differ only in case"):
+        _folder(root)
+
+
+def test_a_class_folder_without_images_is_no_class_and_is_counted_as_skipped(tmp_path):
+    root = _folders(tmp_path, ["train/happy/a.jpg", "train/sad/b.jpg", "train/empty/notes.txt", "test/sad/c.jpg"])
+    (root / "test" / "empty").mkdir()
+    index = _folder(root)
+    assert index.classes == ("happy", "sad")
+    assert index.counts()["train"] == {"happy": 1, "sad": 1}
+    empty = sorted(Path(s.path).relative_to(root).as_posix() for s in index.skipped if s.reason == folder.EMPTY_CLASS)
+    assert empty == ["test/empty", "train/empty"]
+    assert [s.reason for s in index.skipped if s.path.endswith("notes.txt")] == [folder.NOT_AN_IMAGE]
+
+
 def test_an_image_folder_root_without_train_or_classes_is_a_clear_error(tmp_path):
     _folders(tmp_path / "flat", ["happy/a.jpg"])
     with pytest.raises(ValueError, match=r"flat: no train/ folder; expected .*; found happy"):

@@ -547,3 +547,14 @@ def test_the_html_report_renders_in_a_headless_browser(tmp_path):
     (tmp_path / "broken.html").write_text(re.sub(r'base64,[^"]+', "base64,AAAA", html))
     broken = render.measure(render.render(tmp_path / "broken.html", tmp_path / "broken.png", browser))
     assert "the plots did not draw" in render.blank(broken), broken
+
+
+def test_report_md_shows_what_a_cell_holds_without_running_html_or_adding_columns():
+    """Markdown passes raw HTML through to the page, and a pipe in a cell starts another column."""
+    from ablation.report.table import Table
+
+    md = Table("arms <b>", ["configuration", "value"], [["<img src=x onerror=alert(1)>", "1|2"]],
+               note="a & b").markdown()
+    assert "<img" not in md and "<b>" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    row = md.splitlines()[4]
+    assert len(re.split(r"(?<!\\)\|", row)[1:-1]) == 2  # the escaped pipe stays inside its cell

@@ -28,6 +28,12 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(USAGE_ERROR)
 
 
+def _check_out(folder: Path, holds: str) -> None:
+    """Refuse an --out that names a file, before any work: it would fail once the work is done."""
+    if folder.exists() and not folder.is_dir():
+        raise _fail(f"--out {folder}: is a file; give a folder, which will hold {holds}")
+
+
 def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool = False,
           flags: dict[str, str] | None = None, data_on_disk: bool = True):
     """The study at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
@@ -353,6 +359,7 @@ def report(
 
     uri = resolve_uri(tracking_uri)
     folder = out or Path("reports") / study
+    _check_out(folder, "report.md, report.html, report.csv and the figures")
     try:
         check_store(uri, writing=False)
         made, written, not_logged = make_report(uri, study, folder, baseline=baseline)
@@ -390,6 +397,7 @@ def explain(
         raise _fail("give exactly one of --images PATH and --from-split SPLIT")
     if from_split is not None and from_split not in ("train", "val", "test"):
         raise _fail(f"--from-split {from_split}: expected train, val or test")
+    _check_out(out, "the figures and scores.json")
 
     from ablation.explain import ExplainError, explain_runs
     from ablation.tracking import RunNotFound, StoreNotFound, StoreUnusable, resolve_uri
@@ -419,6 +427,8 @@ def ui(
     from ablation.tracking import resolve_uri, server_command
 
     uri = resolve_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        _check_port_free(host, port)
     console.print(cli_help.ui_banner(uri, host, port), highlight=False, soft_wrap=True)
     if uri.startswith(("http://", "https://")):  # a server already: nothing to start
         return
@@ -427,6 +437,19 @@ def ui(
     sys.stdout.flush()
     # The server takes this process's place, so Ctrl-C and a service manager's SIGTERM reach it directly.
     os.execve(command[0], command, env)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before printing a link to it: the server would fail
+    among its own log lines, after the link."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise _fail(f"--port {port}: {host}:{port} is not free ({err.strerror}); pass another, e.g. "
+                        f"--port {port + 1}") from None
 
 
 def _print_ranking(study, outcome) -> None:

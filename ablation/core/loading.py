@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,40 @@ class _DuplicateKey(yaml.YAMLError):
         self.key = key
 
 
+# A spec is a page of YAML. Bounds, so that a wrong path (/dev/zero, a FIFO, a dataset) or a hostile
+# file fails at once: a 2 KB file of nested aliases expands to a billion nodes, and validating it ran
+# for minutes before writing a 2 GB error.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_NODES = 100_000
+
+
+class _TooLarge(yaml.YAMLError):
+    pass
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once every alias in it is expanded; `sizes` memoises each node,
+    so this takes time in the document's own size, not its expansion's."""
+    if id(node) not in sizes:
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
 class _SpecLoader(yaml.SafeLoader):
     """yaml.safe_load's loader, refusing a key given twice in one mapping: PyYAML would keep the
-    last one silently, so a second `train:` section would replace the first unnoticed."""
+    last one silently, so a second `train:` section would replace the first unnoticed. It also
+    refuses a document whose aliases expand it past MAX_SPEC_NODES."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and (size := _expanded_size(node, {})) > MAX_SPEC_NODES:
+            raise _TooLarge(f"its aliases (*name) expand it to {size:,} values, more than the {MAX_SPEC_NODES:,} "
+                            "a spec may hold")
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
@@ -87,16 +119,30 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError(f"--set {key}: value {raw!r} is not valid YAML ({' '.join(str(err).split())})") from None
 
 
+def _read_text(path: Path) -> str:
+    """The spec file's text, from a regular file of at most MAX_SPEC_BYTES only."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise SpecError(f"{path}: is {kind}, not a spec file; expected a YAML file such as search_spaces/quickstart.yaml")
+    with path.open("rb") as file:
+        data = file.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: is larger than {MAX_SPEC_BYTES >> 20} MB; a spec is a page of YAML, is this the "
+                        "right file?")
+    return data.decode("utf-8")
+
+
 def read_spec(path: Path, overrides: list[str] | tuple[str, ...] = (), *, data_on_disk: bool = True) -> StudySpec:
     """Read, override and validate a study spec (its trials are `core.study.Study`'s to expand)."""
     try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)
+        tree = yaml.load(_read_text(path), Loader=_SpecLoader)
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: expected UTF-8 text, but byte {err.start} (0x{err.object[err.start]:02x}) is not "
                         "UTF-8; save the file as UTF-8") from None
-    except _DuplicateKey as err:
+    except (_DuplicateKey, _TooLarge) as err:
         raise SpecError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None

@@ -39,6 +39,7 @@ class Tag(StrEnum):
     GPU_IDS = "ablate.gpu_ids"
     ATTEMPTS = "ablate.attempts"
     RESUMED_FROM_EPOCH = "ablate.resumed_from_epoch"
+    CHECKPOINT_SET_ASIDE = "ablate.checkpoint_set_aside"  # an unreadable checkpoint, renamed: the trial began again
     FAILURE = "ablate.failure"  # a `Failure`; dropped when a later attempt goes on
     ERROR = "ablate.error"
     LAST_FAILURE = "ablate.last_failure"  # an earlier attempt's, when it died without recording one

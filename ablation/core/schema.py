@@ -9,6 +9,7 @@ MLflow run exists, and every error names the file and the key.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -117,11 +118,17 @@ class RaceSpec(Section):
                                                    "without attention modules")
 
 
+# Bounds on a study's size: past them `plan` would list more than anyone reads, and expanding the design
+# alone would take minutes (a spec asking for a million seeds went silent for ten).
+MAX_SEEDS = 1000
+MAX_TRIALS = 100_000
+
+
 class SearchSpec(Section):
     method: Literal["grid", "random", "optuna"] = Field(
         "grid", description="grid: every arm of the design, once per seed; random, optuna (TPE): num_samples "
                             "trials drawn from the space, each with one of the seeds")
-    num_samples: int = Field(10, ge=1, description="random/optuna: how many trials to draw")
+    num_samples: int = Field(10, ge=1, le=MAX_TRIALS, description="random/optuna: how many trials to draw")
     max_concurrent: int | None = Field(None, ge=1, description="optuna: how many trials it suggests at once")
     scheduler: Literal["fifo", "asha", "hyperband"] = Field(
         "fifo", description="fifo runs every trial to the end (an ablation's default: early stopping is biased "
@@ -150,6 +157,8 @@ class SearchSpec(Section):
             unknown = set(budget) - {"start", "max"}
             if unknown or not isinstance(budget.get("max"), int) or isinstance(budget.get("max"), bool):
                 raise ValueError(f"seeds: expected a list of seeds or {{start: N, max: M}}, got {budget!r}")
+            if not 1 <= budget["max"] <= MAX_SEEDS:
+                raise ValueError(f"seeds: max is {budget['max']}; a race runs 1 to {MAX_SEEDS} seeds of each arm")
             race = tree.get("race")
             if not isinstance(race, dict):
                 raise ValueError("seeds: {start, max} is a race's budget; add race: {margin: ...}")
@@ -201,9 +210,18 @@ class SearchSpec(Section):
 
     @field_validator("seeds")
     @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+    def _distinct_seeds(cls, seeds: list[int], info: ValidationInfo) -> list[int]:
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"{len(seeds):,} seeds; a study runs at most {MAX_SEEDS:,} of each arm")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
+        space = info.data.get("space") or {}
+        if info.data.get("method", "grid") == "grid" and info.data.get("design", "grid") == "grid" and space:
+            arms = math.prod(len(values) for values in space.values())
+            if arms * len(seeds) > MAX_TRIALS:
+                raise ValueError(f"{arms:,} arms x {len(seeds):,} seeds = {arms * len(seeds):,} trials; one study runs at "
+                                 f"most {MAX_TRIALS:,}: split the space over studies, or draw from it "
+                                 "(method: random or optuna)")
         return seeds
 
     @field_validator("race")
@@ -230,7 +248,8 @@ class ResourcesSpec(Section):
 
 
 class StudySpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="MLflow experiment name")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                      description="MLflow experiment name; it also names the study's folder and files")
     description: str | None = Field(
         None, description="what the study asks, in a sentence or a few (Markdown): the MLflow experiment's "
                           "description, and its parent run's")

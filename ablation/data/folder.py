@@ -4,9 +4,11 @@ Splits are `train` (required), `val` (also spelled `valid` or `validation`) and 
 case-insensitively; a split folder that is absent is an empty split. Classes are the union of the
 class folder names across the splits, NFC-normalised (so a name written by macOS and by Linux is
 one class) and sorted; labels index into that tuple, `Index.classes`, and are not mapped onto the
-paper's six classes. Images are files ending .jpg, .jpeg, .png, .bmp or .webp (any case), found
-anywhere below their class folder. Other files are skipped as NOT_AN_IMAGE, files lying directly
-in a split folder as NOT_IN_A_CLASS; hidden files and folders (a leading dot) are ignored.
+paper's six classes. Two names that differ only in case are refused (metric keys are lower case),
+and a class whose folders hold no image is left out (skipped as EMPTY_CLASS). Images are files
+ending .jpg, .jpeg, .png, .bmp or .webp (any case), found anywhere below their class folder. Other
+files are skipped as NOT_AN_IMAGE, files lying directly in a split folder as NOT_IN_A_CLASS; hidden
+files and folders (a leading dot) are ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 NOT_AN_IMAGE = "not an image file"
 NOT_IN_A_CLASS = "file outside a class folder"
+EMPTY_CLASS = "class folder without images, left out of the classes"
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -69,6 +72,11 @@ def classes(root: Path) -> tuple[str, ...]:
     if not names:
         raise ValueError(f"{root}: no class folders in {', '.join(f.name + '/' for f in folders.values())}; "
                          f"expected one folder of images per class, e.g. {root}/train/happy/")
+    lowered: dict[str, str] = {}
+    for name in names:
+        if (other := lowered.setdefault(name.lower(), name)) != name:
+            raise ValueError(f"{root}: class folders {other}/ and {name}/ differ only in case, and a run's metrics "
+                             f"name a class in lower case (test_f1_{name.lower()}); rename or merge one of them")
     return tuple(names)
 
 
@@ -78,21 +86,26 @@ def read(spec: DataSpec) -> Index:
     root = Path(spec.root)
     folders = split_folders(root)
     names = classes(root)
-    items: list[Item] = []
+    images: list[tuple[str, str, str]] = []  # (class, path, split)
     skipped: list[Skipped] = []
     for split, split_folder in sorted(folders.items(), key=lambda pair: SPLITS.index(pair[0])):
         for entry in sorted(split_folder.iterdir()):
             if not entry.name.startswith(".") and not entry.is_dir():
                 skipped.append(Skipped(str(entry), NOT_IN_A_CLASS))
         for name, class_folders in _class_folders(split_folder).items():
-            label = names.index(name)
             for class_folder in class_folders:
                 for path in _files(class_folder):
                     if path.name.lower().endswith(IMAGE_EXTENSIONS):
-                        items.append(Item(source=str(path), label=label, split=split))
+                        images.append((name, str(path), split))
                     else:
                         skipped.append(Skipped(str(path), NOT_AN_IMAGE))
-    return Index(dataset="folder", classes=names, items=items, skipped=skipped)
+    # A class folder with no image in any split would be an output class no image can teach or test.
+    present = {name for name, _, _ in images}
+    kept = tuple(name for name in names if name in present)
+    skipped += [Skipped(str(folder / name), EMPTY_CLASS) for name in names if name not in kept
+                for folder in folders.values() if name in _class_folders(folder)]
+    items = [Item(source=path, label=kept.index(name), split=split) for name, path, split in images]
+    return Index(dataset="folder", classes=kept, items=items, skipped=skipped)
 
 
 def _files(folder: Path) -> list[Path]:

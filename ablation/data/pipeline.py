@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 from ablation.core import cache
 from ablation.data.records import CORRUPT, Index, Item, Skipped
 
-VERSION = 1  # part of the cache key: bump it whenever preprocessing changes
+VERSION = 2  # part of the cache key: bump it whenever preprocessing changes (2: 16-bit greyscale scaled)
 OUTSIDE = "face box outside the image"
 _IN_PROCESS = 256  # below this many images a process pool costs more than it saves
 
@@ -70,9 +70,20 @@ def preprocess(item: Item, size: int) -> np.ndarray:
         image = Image.open(item.source)
         scale = _draft(image, item.box, size)
         image = ImageOps.exif_transpose(image)
-    image = image.convert("RGB")
+    image = _eight_bit(image).convert("RGB")
     box = _square(item.box, scale, image.size)
     return np.asarray(image.resize((size, size), Image.BILINEAR, box=box, reducing_gap=2.0))
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PNG's I;16, or I holding 16-bit values) scaled onto 0-255: converting it to
+    RGB as it is would clip every value above 255, and a photo would reach the model nearly white."""
+    if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "I" and values.max(initial=0) <= 255:  # 8-bit values in a 32-bit image
+        return Image.fromarray(values.astype(np.uint8))
+    return Image.fromarray(np.clip(np.rint(values / 257), 0, 255).astype(np.uint8))
 
 
 def _draft(image: Image.Image, box: tuple[float, float, float, float] | None, size: int) -> float:

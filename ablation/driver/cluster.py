@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,6 +46,7 @@ def connect(address: str | None) -> None:
         local = address.split(":")[0] in ("127.0.0.1", "localhost")
         ray.init(address=address, runtime_env={"py_modules": [str(package)], "env_vars": WORKER_ENV},
                  **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
+        _sigterm_as_ctrl_c()
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     os.environ.update(WORKER_ENV)  # Ray's processes on this machine inherit this process's environment
@@ -56,6 +59,15 @@ def connect(address: str | None) -> None:
             object_store_memory=min(2 * 2**30, memory // 10),
             **quiet,
         )
+    _sigterm_as_ctrl_c()
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (what a scheduler, `kill` or `docker stop` sends) stops a study as Ctrl-C does: trials
+    stopped, the parent run marked KILLED, the resume command printed, exit 130. `ray.init` sets its own
+    handler, which exited mid-step (rc 134, a stack dump, the parent left RUNNING)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def _ray_constants():

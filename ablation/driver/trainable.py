@@ -50,6 +50,8 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
     resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
     opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                  name=trial.name, trial_id=trial.id, params=trial.params())
+    if store.set_aside:  # an unreadable checkpoint, renamed: the trial begins again
+        opened.run.set_tags({tracking.Tag.CHECKPOINT_SET_ASIDE: store.set_aside})
     if opened.finished:
         # Restarted after its last epoch (the driver died before it heard): tell Tune how it ended.
         tune.report(opened.run.latest_metrics() | {STEP_KEY: study.train.epochs})

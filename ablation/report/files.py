@@ -18,6 +18,7 @@ from ablation.stats.analysis import pareto_front
 from ablation.report.model import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
 from ablation.report.paper import latex
 from ablation.report.tables import setup_table, tables
+from ablation.report.table import markdown_text
 from ablation.core.sites import STAGES, Site, parse_placement
 
 from ablation.tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
@@ -192,12 +193,12 @@ def write(report: StudyReport, out: Path) -> list[Path]:
     pictures = draw(report, out)
     made = tables(report)
     notes = report.notes + [f"Baseline: {report.baseline}." if report.baseline else ""]
-    md = [f"# Report: {report.study}", "", *[f"> **Warning:** {w}\n" for w in report.warnings],
-          *[n for n in notes if n], ""]
+    md = [f"# Report: {markdown_text(report.study)}", "", *[f"> **Warning:** {markdown_text(w)}\n" for w in report.warnings],
+          *[markdown_text(n) for n in notes if n], ""]
     for table in made:
         md += [table.markdown(), ""]
     for i, p in enumerate(pictures, 1):
-        md += [f"![{p.caption}]({p.path.name})", "", f"*{_caption(i, p)}*", ""]
+        md += [f"![{markdown_text(p.caption)}]({p.path.name})", "", f"*{markdown_text(_caption(i, p))}*", ""]
     md += [setup_table(report).markdown()]
     (out / "report.md").write_text("\n".join(md) + "\n")
     with open(out / "report.csv", "w", newline="") as f:

@@ -1,10 +1,16 @@
 """A report's table: a title, a header, rows of text, and the words that say how to read it; written as
-Markdown or HTML (every cell escaped), and shown in a terminal by `views.report`."""
+Markdown or HTML (every cell escaped for each), and shown in a terminal by `views.report`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
+
+
+def markdown_text(text: str) -> str:
+    """Text as Markdown shows it, whatever it holds: HTML's special characters as entities (Markdown passes
+    raw HTML through to the page), and a pipe or a line break, which would add a column or end a row."""
+    return escape(text.replace("\\", "\\\\"), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 @dataclass
@@ -16,10 +22,12 @@ class Table:
     footnote: str = ""  # what a mark in its cells means; the terminal shows it too
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + [f"\n{text}" for text in (self.footnote, self.note) if text])
+        def row(cells: list[str]) -> str:
+            return "| " + " | ".join(map(markdown_text, cells)) + " |"
+
+        lines = [f"### {markdown_text(self.title)}", "", row(self.header), "|" + "---|" * len(self.header)]
+        lines += [row(cells) for cells in self.rows]
+        return "\n".join(lines + [f"\n{markdown_text(text)}" for text in (self.footnote, self.note) if text])
 
     def html(self, css_class: str = "") -> str:
         cells = "".join(f"<th>{escape(h)}</th>" for h in self.header)

@@ -8,7 +8,9 @@ starts until it is done, and a second driver is refused with the holder's host, 
   store. The kernel drops it when its holder dies, however it dies (SIGKILL included), so a
   `resume` after a killed driver never waits.
 - On a server, the lease is a record the holder rewrites every `ttl / 4` seconds (a heartbeat).
-  A record whose heartbeat is older than `ttl` belongs to a dead driver and is taken over.
+  A record whose heartbeat is older than `ttl` belongs to a dead driver and is taken over; so is,
+  at once, the record of a holder that ran on this machine (its host and process namespace) and
+  whose pid has gone.
   Writers race only within one heartbeat: each writes its own token, waits, and reads back;
   the one whose token stayed holds the lease.
 
@@ -39,11 +41,25 @@ class Holder:
     since: str  # ISO 8601, UTC
     token: str = ""
     heartbeat: float = 0.0  # time.time() of the last heartbeat (server leases)
+    pid_namespace: str = ""  # where `pid` means something: two containers may share a host name
 
     @classmethod
     def me(cls) -> Holder:
         return cls(socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   uuid.uuid4().hex, time.time())
+                   uuid.uuid4().hex, time.time(), _pid_namespace())
+
+    def gone(self) -> bool:
+        """Known to be dead: it ran on this machine, in this process namespace, and its pid is not there.
+        Anywhere else, only its heartbeat can tell."""
+        if self.host != socket.gethostname() or not self.pid_namespace or self.pid_namespace != _pid_namespace():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
     @classmethod
     def parse(cls, text: str | None) -> Holder | None:
@@ -57,6 +73,13 @@ class Holder:
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}, running since {self.since}"
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: a pid is then never taken as proof of anything
+        return ""
 
 
 class StudyBusy(RuntimeError):
@@ -123,7 +146,7 @@ class HeartbeatLease:
     def _live_other(self) -> Holder | None:
         holder = Holder.parse(self._read())
         if holder and holder.token != (self._me.token if self._me else None) \
-                and time.time() - holder.heartbeat < self.ttl:
+                and time.time() - holder.heartbeat < self.ttl and not holder.gone():
             return holder
         return None
 
