@@ -149,6 +149,7 @@ assert not heavy, heavy
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # trains, in a process of its own that imports what a worker imports
 def test_a_trials_worker_trains_without_torchvision_or_torchmetrics(tmp_path):
     """Each would cost every trial's worker memory and start-up for code a trial does not run
     (torchvision loads its detection ops, torchmetrics loads torchvision and scipy): the ResNet and
