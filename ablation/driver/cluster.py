@@ -21,13 +21,6 @@ LOOPBACK_RAY = ((2, 60), (3, 0))
 _SWITCH = ("ENABLE_RAY_CLUSTER", "ENABLE_RAY_CLUSTERS_ENV_VAR")
 
 
-# What a trial's worker process starts with. glibc gives each new thread its own malloc arena, up to 8
-# per core, and keeps what is freed in each: Tune runs every trial of a reused worker in a new thread, so
-# a tiny trial's worker grew by ~80 MB a trial, from 1.2 GB to 2.7 GB over 16 trials (measured; one
-# arena: 1.27 GB after 20, and training no slower). A value the user set is kept.
-WORKER_ENV = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
-
-
 class ResourceError(ValueError):
     """The study asks for more than the Ray cluster has, or cannot run where it is asked to; nothing was started."""
 
@@ -44,12 +37,11 @@ def connect(address: str | None) -> None:
         # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`) must be
         # joined from loopback too, or Ray looks for it at the machine's outward address.
         local = address.split(":")[0] in ("127.0.0.1", "localhost")
-        ray.init(address=address, runtime_env={"py_modules": [str(package)], "env_vars": WORKER_ENV},
+        ray.init(address=address, runtime_env={"py_modules": [str(package)]},
                  **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         _sigterm_as_ctrl_c()
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    os.environ.update(WORKER_ENV)  # Ray's processes on this machine inherit this process's environment
     with _loopback_only():
         ray.init(
             num_cpus=os.cpu_count(),

@@ -6,6 +6,8 @@ the trial, which the driver (`study.py`) writes and reads back.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -80,6 +82,7 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
     finally:
         store.close()
         opened.stop_system_metrics()
+        release_freed_memory()
     opened.finish()
     store.delete()  # a finished trial is never resumed
 
@@ -142,6 +145,23 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     opened.upload_model(lambda file: save_model(file, trial.spec.model_dump_json(), classes_of(trial.spec.data),
                                                 epoch, weights))
     return tracking.ModelKept.KEPT
+
+
+def release_freed_memory() -> None:
+    """Give what the trial freed back to the system. Tune runs each trial of a reused worker in a new
+    thread, glibc gives new threads malloc arenas of their own (up to 8 per core), and each keeps what
+    was freed in it: a tiny trial's worker grew from 1.2 GB to 2.7 GB over 16 trials (measured).
+    Capping the arenas at one (MALLOC_ARENA_MAX=1) stopped the growth but made a quickstart trial 15%
+    slower, its threads contending for the one; trimming after each trial costs milliseconds."""
+    libc = ctypes.util.find_library("c")
+    if not libc or not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc's; musl has none
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)
 
 
 def peak_rss_mb() -> float:
