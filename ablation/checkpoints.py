@@ -131,6 +131,6 @@ def save_model(file: Path, trial_spec: str, classes: list[str], epoch: int, weig
 def unpack_model(data: bytes, what: str = "the model file") -> dict[str, Any]:
     """A file `save_model` wrote; a CheckpointError for anything else."""
     packed = load_plain(data, what)
-    if not {"spec", "classes", "model"} <= packed.keys():
-        raise CheckpointError(f"{what} is not a model ablate saved: it lacks {', '.join(sorted({'spec', 'classes', 'model'} - packed.keys()))}")
+    if missing := {"spec", "classes", "model"} - packed.keys():
+        raise CheckpointError(f"{what} is not a model ablate saved: it lacks {', '.join(sorted(missing))}")
     return packed
