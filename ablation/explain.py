@@ -27,7 +27,7 @@ from torch import nn
 from ablation.checkpoints import CheckpointError, unpack_model
 from ablation.data import ArrayDataset
 from ablation.data.pipeline import preprocess
-from ablation.data.records import Item
+from ablation.data.records import Item, printable
 from ablation.models import build_model
 from ablation.core import DataSpec, StudySpec
 from ablation.tracking import (MODEL_FILE, ModelKept, Tag, check_store, log_explanation, models_of_arm, read_artifact,
@@ -128,11 +128,11 @@ def images_from_path(path: Path, size: int, classes: list[str], n: int) -> Image
         try:
             pixels.append(preprocess(Item(str(file), label=0, split="test"), size))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-            skipped.append(f"{file}: {type(err).__name__}")
+            skipped.append(f"{printable(str(file))}: {type(err).__name__}")
             continue
         folder = file.parent.name.lower()
         labels.append(classes.index(folder) if folder in classes else None)
-        names.append(file.name)
+        names.append(printable(file.name))  # drawn in its figure: matplotlib refuses a name that is not UTF-8
     if not pixels:
         raise ExplainError(f"--images {path}: no readable image (looked for {', '.join(IMAGE_SUFFIXES)})")
     return Images(np.stack(pixels), labels, names, skipped=tuple(skipped))

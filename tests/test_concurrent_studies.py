@@ -142,3 +142,51 @@ def test_a_local_lease_is_free_the_moment_its_holder_is_killed(tmp_path):
             pass
     finally:
         holder.kill()
+
+
+def test_a_driver_suspended_past_the_ttl_finds_its_study_taken_over_and_stops_writing_nothing(tmp_path, own_ray,
+                                                                                         mlflow_server):
+    """SIGSTOP the driver after its first epoch (its worker blocks at its next report, so the study cannot end
+    meanwhile), let a second take the study over, SIGCONT the first. Before, both exited 0 and the
+    trial's run held each epoch twice; now the first stops, exit 4, naming the new holder."""
+    url, _ = mlflow_server
+    spec = {"name": "frozen", "model": {"arch": "resnet18"},
+            "data": {"image_size": 32, "train_per_class": 40, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": 3, "batch_size": 16}, "search": {"space": {"model.placement": ["layer4"]}},
+            "resources": {"cpu": 1}}
+    path = tmp_path / "frozen.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = os.environ | {"ABLATE_LEASE_TTL": "4"}
+    folder = tmp_path / "runs" / "frozen"
+    first = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", url, "--storage", str(tmp_path / "runs")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    client = MlflowClient(url)
+
+    def trial_run():
+        experiment = client.get_experiment_by_name("frozen")
+        runs = experiment and [r for r in client.search_runs([experiment.experiment_id])
+                               if r.data.tags.get("ablate.kind") == "trial"]
+        return runs[0] if runs else None
+
+    try:
+        wait_for(lambda: first.poll() is not None or (run := trial_run()) and client.get_metric_history(
+            run.info.run_id, "train_loss"), 180)
+        assert first.poll() is None, first.communicate()[0]
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.run([*ABLATE, "resume", str(folder)], capture_output=True, text=True, env=env,
+                                timeout=300)
+        first.send_signal(signal.SIGCONT)
+        output, _ = first.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.kill()
+    assert second.returncode == 0, second.stdout + second.stderr
+    text = " ".join(output.split())
+    assert first.returncode == 4, output
+    # The second driver finished before the first woke, so the record it names is gone.
+    assert "was taken over" in text and "wrote nothing more" in text and "Traceback" not in text, output
+    run = trial_run()
+    assert run.info.status == "FINISHED"
+    for metric in ("train_loss", "val_macro_f1"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert sorted(steps) == [1, 2, 3], f"{metric} at steps {steps}"

@@ -1,14 +1,17 @@
 """A dataset a study cannot train on is refused before Ray starts, with one line naming the dataset
-and the split at fault; the counts `ablate data summary --verify` shows are those a study would use;
-and training never fails on the size of its last batch.
+and the split at fault; the counts `ablate data summary --verify` shows are those a study would use,
+a file whose name is not UTF-8 among them; and training never fails on the size of its last batch.
 
 Every dataset is written here, in tmp_path, in its real on-disk layout; nothing is mocked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,11 @@ from typer.testing import CliRunner
 
 from ablation import engine
 from ablation.cli.main import app
-from ablation.data import aihub_layout
+from ablation.data import aihub_layout, build_splits, check_trainable, read_index
+from ablation.data.digest import data_digest
 from ablation.data.records import CORRUPT, MALFORMED, MISSING_FILE, UNUSED_CLASS, DataError, Skipped, describe_skipped
 from ablation.driver.prepare import prepare_data
-from ablation.core import Study, load_spec
+from ablation.core import DataSpec, Study, load_spec
 
 runner = CliRunner()
 
@@ -108,6 +112,21 @@ def _val_only_corrupt(tmp_path):
     return root, ["the val split has no usable images", f"all 4 of its images were skipped (4 {CORRUPT})"]
 
 
+# A name whose bytes are not UTF-8 (Latin-1's "café", say), as Python reads it from the disk: os.fsdecode
+# turns the odd byte into a lone surrogate, which no UTF-8 console, JSON file or MLflow key can hold.
+CAFE = os.fsdecode(b"caf\xe9")
+
+
+def _class_folder_not_utf8(tmp_path):
+    root = images(tmp_path / "faces", GOOD + [f"train/{CAFE}/0.jpg", f"test/{CAFE}/0.jpg"])
+    return root, [f"class folder {root}/train/caf\\xe9/ is not UTF-8", "test_f1_<class>", "rename the folder"]
+
+
+def _class_folder_mlflow_cannot_name(tmp_path):
+    root = images(tmp_path / "faces", GOOD + ["train/happy+sad/0.jpg", "test/happy+sad/0.jpg"])
+    return root, [f"class folder {root}/train/happy+sad/ holds a character MLflow refuses", "rename the folder"]
+
+
 @pytest.fixture
 def run_refused(tiny_spec, tmp_path, own_ray):
     """`ablate run` of the tiny study on a dataset, with the store and storage it would create."""
@@ -130,6 +149,8 @@ def run_refused(tiny_spec, tmp_path, own_ray):
     (_one_training_image, "folder"),
     (_only_corrupt_images, "folder"),
     (_val_only_corrupt, "folder"),
+    (_class_folder_not_utf8, "folder"),
+    (_class_folder_mlflow_cannot_name, "folder"),
 ], ids=lambda v: getattr(v, "__name__", v).strip("_"))
 def test_a_dataset_a_study_cannot_train_on_exits_2_in_one_line_before_ray_starts(make, dataset, tmp_path,
                                                                                  tiny_spec, run_refused):
@@ -177,6 +198,65 @@ def _row(table: str, name: str) -> list[str]:
         if cells and cells[0] == name:
             return cells[1:]
     raise AssertionError(f"no row {name!r} in\n{table}")
+
+
+def test_a_file_whose_name_is_not_utf8_is_counted_read_and_trained_like_any_other(tmp_path, tiny_spec):
+    root = images(tmp_path / "faces", GOOD + [f"train/happy/{CAFE}.jpg"])
+    odd = str(root / "train" / "happy" / f"{CAFE}.jpg")
+    assert b"caf\xe9.jpg" in os.listdir(os.fsencode(root / "train" / "happy"))  # on disk, the byte 0xe9 as it is
+    spec = load_spec(tiny_spec, ["data.dataset=folder", f"data.root={root}"])
+
+    summary = runner.invoke(app, ["data", "summary", "--dataset", "folder", "--root", str(root), "--verify", "--json"])
+    assert summary.exit_code == 0, summary.output
+    assert json.loads(summary.output)["counts"]["train"] == {"happy": 3, "sad": 2}
+    # Training uses what the summary counted: the odd name is chosen, decoded and trained on.
+    chosen = read_index(spec.data).split("train", None, spec.data.seed)
+    assert odd in [item.source for item in chosen]
+    splits = build_splits(spec.data)
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.skipped) == (5, 4, 4, ())
+    check_trainable(spec.data, splits)
+    assert data_digest(spec.data).profile["train"] == 5  # what the study's MLflow dataset input records
+    final = engine.fit(spec, seed=0, on_epoch=lambda m, c: None)
+    assert 0 <= final["test_accuracy"] <= 1
+
+
+def test_a_name_that_is_not_utf8_joins_a_split_without_moving_the_others(tmp_path):
+    """A split is chosen by a hash of each file's name: the odd name hashes too, adding it moves no other
+    file, and UTF-8 names are hashed as they always were, so a study run before keeps its split."""
+    spec = DataSpec(dataset="folder", root=images(tmp_path / "faces", [f"train/happy/{i}.jpg" for i in range(8)]
+                                                  + ["train/sad/0.jpg"]))
+    happy = [item.source for item in read_index(spec).split("train", None, 0) if "/happy/" in item.source]
+    assert happy == sorted(happy, key=lambda source: hashlib.sha1(f"0/{source}".encode()).digest())
+    odd = str(images(spec.root, [f"train/happy/{CAFE}.jpg"]) / "train" / "happy" / f"{CAFE}.jpg")
+    after = [item.source for item in read_index(spec).split("train", None, 0) if "/happy/" in item.source]
+    assert odd in after and [source for source in after if source != odd] == happy
+
+
+def test_a_skipped_file_whose_name_is_not_utf8_is_listed_with_its_bytes_escaped(tmp_path):
+    root = images(tmp_path / "faces", GOOD + [f"train/happy/{CAFE}.jpg", f"train/sad/{CAFE}.txt"],
+                  truncated=(f"train/happy/{CAFE}.jpg",))
+    result = runner.invoke(app, ["data", "summary", "--dataset", "folder", "--root", str(root), "--verify"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"{root}/train/happy/caf\\xe9.jpg" in text and f"{root}/train/sad/caf\\xe9.txt" in text
+
+
+# ---------------------------------------------------------------- what PIL only warns of
+
+
+def test_an_image_pil_only_warns_of_as_a_decompression_bomb_is_decoded_without_the_warning(tmp_path, monkeypatch):
+    """PIL warns of an image past MAX_IMAGE_PIXELS and refuses one past twice that. The refused one is
+    skipped and counted; the other decodes like any image, so its warning would be noise on the terminal."""
+    root = images(tmp_path / "faces", GOOD)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 48 - 1)  # each 48 x 48 image: warned of, not refused
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = runner.invoke(app, ["data", "summary", "--dataset", "folder", "--root", str(root), "--verify",
+                                      "--json"])
+        splits = build_splits(DataSpec(dataset="folder", root=root, image_size=32))
+    assert summary.exit_code == 0, summary.output
+    assert json.loads(summary.output)["skipped"] == [] and len(splits.train) == 4 and splits.skipped == ()
+    assert [w.message for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
 
 
 # ---------------------------------------------------------------- skipped files at real scale

@@ -133,3 +133,36 @@ def test_data_commands_refuse_bad_input_with_exit_2(tmp_path):
                  ["generate", "--root", str(tmp_path / "full")]):
         result = CliRunner().invoke(app, ["data", *args])
         assert result.exit_code == 2 and "error:" in result.output, args
+
+
+@pytest.mark.slow
+def test_a_rerun_or_resume_over_changed_image_folders_is_refused_naming_the_change(tiny_spec, tmp_path, shared_ray):
+    """Before, `ablate resume` after a class folder was added and images removed trained new seeds on 3 classes
+    beside finished 2-class ones, and the in-flight trial failed on `size mismatch for fc.bias`."""
+    root = write_folders(tmp_path / "faces")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--set", "data.dataset=folder",
+              "--set", f"data.root={root}", "--set", "search.space.model.placement=[layer4]", "--set",
+              "search.seeds=[0]"] + [f"--set=data.{split}_per_class=null" for split in ("train", "val", "test")]
+    first = CliRunner().invoke(app, ["run", str(tiny_spec), *common])
+    assert first.exit_code == 0, first.output
+    unchanged = CliRunner().invoke(app, ["run", str(tiny_spec), *common])  # same data: nothing to run again
+    assert unchanged.exit_code == 0, unchanged.output
+
+    (root / "train" / "happy" / "0.png").unlink()
+    (root / "train" / "surprise").mkdir()
+    for i in range(2):
+        faces(1, 64, 9)[0][0].save(root / "train" / "surprise" / f"{i}.png")
+    for split in ("val", "test"):
+        (root / split / "surprise").mkdir()
+        faces(1, 64, 9)[0][0].save(root / split / "surprise" / "0.png")
+    rerun = CliRunner().invoke(app, ["run", str(tiny_spec), *common, "--set", "search.seeds=[0,1]"])
+    resumed = CliRunner().invoke(app, ["resume", str(tmp_path / "runs" / "tiny")])
+    for refused in (rerun, resumed):
+        said = " ".join(refused.output.split())
+        assert refused.exit_code == 2, refused.output
+        assert "changed since its trials trained on it" in said and "class surprise added" in said, said
+        assert "train 12 -> 13 images" in said and "--set name=tiny-2" in said, said
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sum(r.data.tags.get("ablate.kind") == "trial" for r in runs) == 1  # nothing started on the new data

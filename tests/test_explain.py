@@ -1,6 +1,7 @@
 """`ablate explain` on a tiny study trained for real: the figures, the cue scores, bad input."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 from ablation.data.records import EMOTIONS
-from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, render
+from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, images_from_path, render
 from ablation.models import build_model
 from ablation.core import ModelSpec
 
@@ -161,3 +162,19 @@ def test_a_figure_has_one_row_per_method_when_the_prediction_is_the_truth_and_co
     # the colour bars, in a strip right of the maps: Grad-CAM's jet runs from deep blue to deep red
     bars = one_row_each[:, -one_row_each.shape[1] // 8:]
     assert ((bars[..., 0] - bars[..., 2]) > 150).any() and ((bars[..., 2] - bars[..., 0]) > 150).any()
+
+
+def test_images_whose_names_are_not_utf8_are_explained_and_named_with_their_bytes_escaped(tmp_path):
+    """`--images` with files named in Latin-1 (café, its é the byte 0xe9): the readable one is drawn, its name
+    written with that byte escaped, and the unreadable one is listed the same way; matplotlib cannot draw
+    the name as Python reads it (a lone surrogate)."""
+    folder = tmp_path / "faces" / "happy"
+    folder.mkdir(parents=True)
+    Image.fromarray(_faces(1)[0]).save(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    with open(os.path.join(os.fsencode(folder), b"bad\xe9.jpg"), "wb") as out:
+        out.write(b"not a jpeg")
+    trained = _untrained(placement="layer4")
+    shown = images_from_path(tmp_path / "faces", 32, list(EMOTIONS), 4)
+    assert shown.names == ["caf\\xe9.png"] and shown.labels == [EMOTIONS.index("happy")]
+    assert shown.skipped == (f"{folder}/bad\\xe9.jpg: UnidentifiedImageError",)
+    assert len(render([explain(trained, shown)], shown, tmp_path / "explain")) == 1

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from ablation.tracking.lease import HeartbeatLease, Holder, StudyBusy
+from ablation.tracking.lease import HeartbeatLease, Holder, LeaseCheck, LeaseLost, StudyBusy
 
 
 def lease_over(record: dict, ttl: float = 30.0) -> HeartbeatLease:
@@ -54,3 +54,50 @@ def test_a_holder_elsewhere_is_known_only_by_its_heartbeat(where):
         lease_over({"value": holder.dump()}).acquire()
     stale = {"value": replace(holder, heartbeat=time.time() - 31).dump()}
     lease_over(stale).acquire().release()
+
+
+def test_a_holder_cut_off_from_the_store_finds_its_study_taken_over_and_writes_nothing_more():
+    """A driver suspended (SIGSTOP) or cut off past the ttl: another takes the study over. Before, the first
+    one's heartbeat went on rewriting the record and both drivers trained the same trials."""
+    record, cut_off = {}, {"now": False}
+
+    def write(text):
+        if cut_off["now"]:
+            raise ConnectionError("the store cannot be reached")
+        record["value"] = text
+
+    ttl = 0.4
+    first = HeartbeatLease("shared", "http://127.0.0.1:5000", read=lambda: record.get("value"), write=write,
+                           delete=record.clear, ttl=ttl, settle=0.0).acquire()
+    trial_of_first = LeaseCheck("shared", "http://127.0.0.1:5000", first.token, lambda: record.get("value"), ttl)
+    trial_of_first()  # the lease is its driver's
+    first.check()
+    cut_off["now"] = True
+    time.sleep(ttl * 1.5)  # no heartbeat for longer than the ttl
+    second = lease_over(record, ttl=ttl).acquire()
+    cut_off["now"] = False  # back in touch: the first driver's next beat must not take the study back
+    time.sleep(ttl)
+    assert Holder.parse(record["value"]).token == second.token
+    with pytest.raises(LeaseLost, match=f"taken over by pid {second._me.pid}"):
+        first.check()
+    with pytest.raises(LeaseLost):
+        trial_of_first()
+    first.release()  # leaves the second driver's record where it is
+    assert Holder.parse(record["value"]).token == second.token
+    second.check()
+    second.release()
+
+
+def test_a_trial_reads_the_lease_at_most_every_quarter_ttl_while_its_heartbeat_is_fresh():
+    reads = []
+    holder = Holder.me()
+    record = holder.dump()
+    check = LeaseCheck("shared", "http://127.0.0.1:5000", holder.token, lambda: reads.append(1) or record, ttl=30.0)
+    for _ in range(100):
+        check()
+    assert len(reads) == 1
+    stale = replace(holder, heartbeat=time.time() - 20).dump()  # its driver not heard from for 2/3 of a ttl
+    check_stale = LeaseCheck("shared", "http://127.0.0.1:5000", holder.token, lambda: reads.append(1) or stale, 30.0)
+    check_stale()
+    check_stale()
+    assert len(reads) == 3  # a record that old is read again before each write

@@ -150,6 +150,19 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     assert {"report/report.html", "report/report.csv", "report/report.tex", "report/heatmap.png"} <= logged
 
 
+@pytest.mark.slow  # an MLflow server
+def test_a_study_logged_through_a_server_and_its_report_print_no_mlflow_links(mlflow_server, tmp_path, capsys):
+    """Through a server, MLflow prints "🏃 View run <name> at: http://..." and "🧪 View experiment at: ..."
+    each time a run ends: a line pair per trial among a study's output. `ablate` gives its own links."""
+    url, _ = mlflow_server
+    log_known_study(url)  # ends nine runs, as a study's driver and trials do
+    result = CliRunner().invoke(app, ["report", "known", "--tracking-uri", url, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    printed = capsys.readouterr()
+    for text in (printed.out, printed.err, result.output):
+        assert "View run" not in text and "View experiment" not in text and "🏃" not in text
+
+
 def test_reporting_a_study_that_does_not_exist_names_what_the_store_has(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_known_study(uri)
@@ -489,6 +502,37 @@ def test_the_heatmap_gives_block_sites_a_column_of_their_own():
     assert {c for (arm, c) in values if arm == "c"} == {"layer3.2", "layer4"}
     assert {c for (arm, c) in values if arm == "d"} == {"layer1", "layer2", "layer3", "layer4"}
     assert values[("e", "none")] == 0.5
+
+
+def test_the_figures_of_configurations_with_long_names_are_drawn_without_a_layout_warning(tmp_path):
+    """A configuration's name is written beside its point and in legends beside the axes. Fitted into the
+    figure (`tight_layout`), a long one squeezed the axes until matplotlib gave up and warned on the
+    terminal of `ablate report`; the figures now grow to hold the names instead."""
+    import warnings
+
+    from ablation.report import figures
+    from ablation.report.files import draw
+
+    names = [f"model.attention=identity_cbam,model.placement=layer{i}.1+layer4,model.reduction=16,train.lr=0.01"
+             for i in range(1, 5)]
+    arms = [made_arm(name, {"test_macro_f1": {0: 0.7 + i / 50, 1: 0.72 + i / 50},
+                            **{f"test_f1_{c}": {0: 0.6, 1: 0.7} for c in EMOTIONS}},
+                     costs={"params_total": 11e6 + i * 1e5, "macs": 1.8e9 + i * 1e7, "latency_ms": 12.0 + i},
+                     levels={"model.placement": f"layer{i + 1}.1+layer4"})
+            for i, name in enumerate(names)]
+    report = made_report(*arms)
+    report.curves = {name: {1: 0.5, 2: 0.6} for name in names}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drawn = [p.path for p in draw(report, tmp_path)]
+        drawn.append(figures.race_intervals({name: {2: (-0.1, 0.1), 3: (-0.05, 0.06)} for name in names}, margin=0.01,
+                                            baseline=names[0], metric="macro-F1", path=tmp_path / "race.png"))
+    assert [str(w.message) for w in caught] == []
+    assert {p.name for p in drawn} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png", "learning_curves.png",
+                                       "race.png"}
+    for picture in drawn:
+        with Image.open(picture) as image:
+            assert np.asarray(image.convert("L")).std() > 5  # drawn, not blank
 
 
 def test_the_report_states_the_setup_and_the_provenance_its_runs_carry(tmp_path):

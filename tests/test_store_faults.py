@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,147 @@ def test_a_tracking_server_that_does_not_answer_is_refused_within_seconds(tmp_pa
     assert result.exit_code == 2, result.output
     assert f"--tracking-uri {uri}: no MLflow server answers there" in one_line(result.output)
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+class NotMlflow(BaseHTTPRequestHandler):
+    """A web server that is up, answering 200 on /health as many do, but is not MLflow: `answer`
+    says what it serves on every other path."""
+
+    answer = "404"
+
+    def do_GET(self) -> None:
+        if self.path == "/health" or self.answer == "html":
+            self._send(200, "text/html", b"<html><body>another app</body></html>")
+        else:
+            self._send(404, "text/plain", b"not found")
+
+    def _send(self, status: int, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def not_mlflow(request):
+    """The address of a `NotMlflow` on loopback that answers `request.param` ("404" or "html")."""
+    handler = type("Answer", (NotMlflow,), {"answer": request.param})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(("not_mlflow", "answered"),
+                         [("404", "answered 404 Not Found"), ("html", "answered 200 OK with text/html")],
+                         indirect=["not_mlflow"])
+def test_an_address_that_answers_but_is_not_mlflow_is_refused_naming_what_answered(tmp_path, not_mlflow, answered,
+                                                                                   own_ray):
+    result = CliRunner().invoke(app, ["run", str(write_spec(tmp_path)), "--tracking-uri", not_mlflow,
+                                      "--storage", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    message = one_line(result.output)
+    assert f"--tracking-uri {not_mlflow}: the server there is not an MLflow tracking server" in message
+    assert f"GET /api/2.0/mlflow/experiments/search {answered}" in message
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_a_real_mlflow_server_passes_the_probe(mlflow_server):
+    from ablation.tracking import check_store
+
+    url, _ = mlflow_server
+    check_store(url, writing=True)
+    check_store(f"{url}/", writing=False)
+
+
+HOLD_LOCKED = """
+import sqlite3, sys
+from mlflow.tracking import MlflowClient
+MlflowClient(f"sqlite:///{sys.argv[1]}").search_experiments()  # a store with its tables, as a study leaves it
+print("ready", flush=True)
+sys.stdin.readline()
+store = sqlite3.connect(sys.argv[1], isolation_level=None)
+store.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()  # held until the test closes stdin
+"""
+
+
+class LockedStore:
+    """A SQLite store that another process holds in an exclusive transaction (a tool writing to it,
+    or one stopped mid-write) from `lock` until `release`."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        db.parent.mkdir()
+        self.holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCKED, str(db)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.holder.stdout.readline().strip() == "ready"
+
+    def lock(self) -> "LockedStore":
+        self.holder.stdin.write("lock\n")
+        self.holder.stdin.flush()
+        assert self.holder.stdout.readline().strip() == "locked"
+        return self
+
+    def release(self) -> None:
+        if self.holder.poll() is None:
+            self.holder.stdin.close()
+            self.holder.wait(timeout=30)
+
+    def experiments(self) -> list[str]:
+        return sorted(e.name for e in MlflowClient(f"sqlite:///{self.db}").search_experiments())
+
+
+@pytest.fixture
+def store_to_lock(tmp_path):
+    store = LockedStore(tmp_path / "store" / "mlflow.db")
+    yield store
+    store.release()
+
+
+@pytest.fixture
+def locked_store(store_to_lock):
+    return store_to_lock.lock()
+
+
+def test_a_store_another_process_holds_locked_is_refused_within_seconds_before_ray_starts(tmp_path, locked_store,
+                                                                                          own_ray):
+    uri = f"sqlite:///{locked_store.db}"
+    start = time.monotonic()
+    result = CliRunner().invoke(app, ["run", str(write_spec(tmp_path)), "--tracking-uri", uri,
+                                      "--storage", str(tmp_path / "runs")])
+    assert time.monotonic() - start < 15
+    assert result.exit_code == 2, result.output
+    assert f"another process holds the store {locked_store.db} locked" in one_line(result.output)
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+    result = CliRunner().invoke(app, ["report", "faults", "--tracking-uri", uri, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 2, result.output
+    assert f"another process holds the store {locked_store.db} locked" in one_line(result.output)
+
+    locked_store.release()
+    assert locked_store.experiments() == ["Default"]  # nothing was written, and the store reads as before
+
+
+def test_a_lock_taken_after_the_check_ends_in_the_same_line_when_the_store_opens(store_to_lock, capfd):
+    """The driver opens the store while Ray starts, and again for the study's parent run: a lock taken
+    by then waits out MLflow's own busy timeout (20 s), then ends in the line `check_store` would say."""
+    from ablation.tracking import StoreUnusable, create_store
+
+    uri = f"sqlite:///{store_to_lock.db}"
+    create_store(uri)  # the first time: the store opens, as the driver's does
+    store_to_lock.lock()
+    with pytest.raises(StoreUnusable, match="another process holds the store .* locked"):
+        create_store(uri)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def read_only_store(folder: Path) -> str:

@@ -21,6 +21,7 @@ errors = Console(stderr=True)
 
 USAGE_ERROR = 2
 STUDY_STOPPED = 3  # Ray or Tune failed mid-study (not a trial): `ablate resume` continues it
+TAKEN_OVER = 4  # another driver took the study over while this one was suspended: it stopped, writing nothing
 
 
 def _fail(message: str) -> typer.Exit:
@@ -90,16 +91,17 @@ def run(
     from ablation.tracking.lease import StudyBusy
     from ablation.models import WeightsError
     from ablation.driver.race_settings import RaceChanged
+    from ablation.driver.data_check import DataChanged
     from ablation.driver.study import ResourceError, StudyStopped, run_study, storage_location
-    from ablation.tracking import StoreUnusable
+    from ablation.tracking import LeaseLost, StoreUnusable
 
     cli_help.quiet_libraries(verbose)
     spec_yaml = yaml.safe_dump(study.spec.model_dump(mode="json"), sort_keys=False)
     try:
         outcome = run_study(study, spec_yaml, tracking_uri=tracking_uri, storage=storage, address=address,
                             console=console, argv=sys.argv, spec_path=spec_path, view=_live_view)
-    except (ResourceError, DataError, WeightsError, RaceChanged) as err:
-        where = {DataError: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
+    except (ResourceError, DataError, DataChanged, WeightsError, RaceChanged) as err:
+        where = {DataError: "data: ", DataChanged: "data: ", WeightsError: "model.pretrained: "}.get(type(err), "")
         raise _fail(f"{spec_path}: {where}{err}") from None
     except (StoreUnusable, StudyBusy) as err:
         raise _fail(str(err)) from None
@@ -108,6 +110,8 @@ def run(
         raise typer.Exit(130) from None
     except StudyStopped as err:
         raise _stopped(err) from None
+    except LeaseLost as err:
+        raise _stopped(err, TAKEN_OVER) from None
     if outcome.already_finished:
         console.print(f"{outcome.already_finished} of {len(study.trials)} trials had finished in an earlier run of "
                       "this study and were not run again.")
@@ -126,28 +130,31 @@ def resume(
     from ablation.data.records import DataError
     from ablation.tracking.lease import StudyBusy
     from ablation.driver.race_settings import RaceChanged
+    from ablation.driver.data_check import DataChanged
     from ablation.driver.state import StateError
     from ablation.driver.study import ResourceError, StudyStopped, resume_study
-    from ablation.tracking import StoreNotFound, StoreUnusable, StudyNotFound
+    from ablation.tracking import LeaseLost, StoreNotFound, StoreUnusable, StudyNotFound
 
     cli_help.quiet_libraries(verbose)
     try:
         study, outcome = resume_study(study_dir, tracking_uri=tracking_uri, address=address, console=console,
                                       view=_live_view)
-    except (ResourceError, StateError, DataError, StoreNotFound, StoreUnusable, StudyBusy, StudyNotFound,
-            RaceChanged) as err:
+    except (ResourceError, StateError, DataError, DataChanged, StoreNotFound, StoreUnusable, StudyBusy,
+            StudyNotFound, RaceChanged) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
         raise typer.Exit(130) from None
     except StudyStopped as err:
         raise _stopped(err) from None
+    except LeaseLost as err:
+        raise _stopped(err, TAKEN_OVER) from None
     _conclude(study, outcome, resume_hint=f"ablate resume {study_dir}")
 
 
-def _stopped(err: Exception) -> typer.Exit:
+def _stopped(err: Exception, status: int = STUDY_STOPPED) -> typer.Exit:
     errors.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-    return typer.Exit(STUDY_STOPPED)
+    return typer.Exit(status)
 
 
 def _by_cause(trials: dict[str, str]) -> dict[str, list[str]]:
@@ -297,6 +304,7 @@ def data_summary(
                     "expected aihub, fer2013, rafdb or folder")
 
     from ablation.data import read_index
+    from ablation.data.records import printable
 
     try:
         index = read_index(spec)
@@ -315,7 +323,9 @@ def data_summary(
     if as_json:
         print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),
                           "counts": index.counts(), "subjects": index.subjects(), "verified": verify,
-                          "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
+                          # A file name that is not UTF-8 is printed with its odd bytes escaped, as JSON must be text.
+                          "skipped": [{"path": printable(s.path), "reason": s.reason} for s in skipped]},
+                         ensure_ascii=False))
         return
     views.dataset(console, spec, index, skipped, verified=verify)
 

@@ -27,6 +27,9 @@ class Tag(StrEnum):
     MODE = "ablate.mode"
     STORAGE = "ablate.storage"
     DATA_SKIPPED = "ablate.data_skipped"
+    # On the parent run, JSON {data settings' key: digest} of the data its trials trained on: a re-run or
+    # resume over data changed on disk since is refused (`driver.data_check`).
+    DATA_DIGESTS = "ablate.data_digests"
     TRIALS_FAILED = "ablate.trials_failed"
     TRIALS_DIVERGED = "ablate.trials_diverged"
     TRIALS_UNFINISHED = "ablate.trials_unfinished"

@@ -58,7 +58,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item,
-                      Skipped)
+                      Skipped, as_bytes)
 
 if TYPE_CHECKING:
     from ablation.core import DataSpec
@@ -267,7 +267,7 @@ def _split_by_subject(items: list[Item], seed: int) -> list[Item]:
     by_subject: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_subject[item.subject].append(item)
-    order = sorted(by_subject, key=lambda s: (hashlib.sha1(f"{seed}/{s}".encode()).digest(), s))
+    order = sorted(by_subject, key=lambda s: (hashlib.sha1(as_bytes(f"{seed}/{s}")).digest(), s))
     sides = {"val": [0] * len(EMOTIONS), "test": [0] * len(EMOTIONS)}
     out = []
     for subject in order:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablation.data import DATASETS, read_index
-from ablation.data.records import SPLITS
+from ablation.data.records import SPLITS, as_bytes
 
 if TYPE_CHECKING:
     from ablation.core import DataSpec
@@ -61,7 +61,7 @@ def data_digest(data: DataSpec) -> DataDigest:
         lines = sorted(f"{item.split}\t{classes[item.label]}\t{_under(item.source, roots)}"
                        for items in chosen.values() for item in items)
         source_type, source = "local", {"uri": roots[1]}
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(as_bytes("\n".join(lines))).hexdigest()[:12]
     profile = sizes | {"image_size": data.image_size, "classes": list(classes)}
     name = data.dataset if data.root is None else f"{data.dataset}:{Path(data.root).name}"
     return DataDigest(name, digest, profile, source_type, source)

@@ -4,7 +4,8 @@ Splits are `train` (required), `val` (also spelled `valid` or `validation`) and 
 case-insensitively; a split folder that is absent is an empty split. Classes are the union of the
 class folder names across the splits, NFC-normalised (so a name written by macOS and by Linux is
 one class) and sorted; labels index into that tuple, `Index.classes`, and are not mapped onto the
-paper's six classes. Two names that differ only in case are refused (metric keys are lower case),
+paper's six classes. Two names that differ only in case are refused (metric keys are lower case), as
+is a name that cannot be part of a metric key (not UTF-8, or a character MLflow refuses such as '+'),
 and a class whose folders hold no image is left out (skipped as EMPTY_CLASS). Images are files
 ending .jpg, .jpeg, .png, .bmp or .webp (any case), found anywhere below their class folder. Other
 files are skipped as NOT_AN_IMAGE, files lying directly in a split folder as NOT_IN_A_CLASS; hidden
@@ -16,10 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import os
+import re
 import unicodedata
 from pathlib import Path
 
-from ablation.data.records import SPLITS, Index, Item, Skipped
+from ablation.data.records import SPLITS, Index, Item, Skipped, printable
 
 if TYPE_CHECKING:
     from ablation.core import DataSpec
@@ -29,6 +31,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 NOT_AN_IMAGE = "not an image file"
 NOT_IN_A_CLASS = "file outside a class folder"
 EMPTY_CLASS = "class folder without images, left out of the classes"
+# What MLflow accepts in a metric's name (mlflow.utils.validation), which a class's F1 is logged under.
+_METRIC_KEY = re.compile(r"[\w.\- :]+")
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -68,10 +72,22 @@ def _class_folders(split_folder: Path) -> dict[str, list[Path]]:
 def classes(root: Path) -> tuple[str, ...]:
     """The class names of an image-folder dataset, sorted (its labels' order), listing folders only."""
     folders = split_folders(root)
-    names = sorted({name for folder in folders.values() for name in _class_folders(folder)})
+    first: dict[str, Path] = {}  # each name's first folder, to name in an error
+    for folder in (folders[split] for split in SPLITS if split in folders):
+        for name, class_folders in _class_folders(folder).items():
+            first.setdefault(name, class_folders[0])
+    names = sorted(first)
     if not names:
         raise ValueError(f"{root}: no class folders in {', '.join(f.name + '/' for f in folders.values())}; "
                          f"expected one folder of images per class, e.g. {root}/train/happy/")
+    for name in names:
+        # Checked here, before Ray starts: MLflow would refuse the key only once a trial logs its metrics.
+        if not _METRIC_KEY.fullmatch(name.lower()):
+            folder = printable(str(first[name]))
+            why = ("is not UTF-8" if printable(name) != name else
+                   "holds a character MLflow refuses in a metric's name (letters, digits, spaces and _ - . : only)")
+            raise ValueError(f"{printable(str(root))}: the name of class folder {folder}/ {why}, and a class's name "
+                             f"is part of its metrics' names (test_f1_<class>); rename the folder")
     lowered: dict[str, str] = {}
     for name in names:
         if (other := lowered.setdefault(name.lower(), name)) != name:

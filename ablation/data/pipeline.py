@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ablation.core import cache
-from ablation.data.records import CORRUPT, Index, Item, Skipped
+from ablation.data.records import CORRUPT, Index, Item, Skipped, as_bytes
 
 VERSION = 2  # part of the cache key: bump it whenever preprocessing changes (2: 16-bit greyscale scaled)
 OUTSIDE = "face box outside the image"
@@ -57,12 +58,21 @@ def cache_key(items: Sequence[Item], image_size: int) -> str:
                 origin = f"{stat.st_size}/{stat.st_mtime_ns}"
             except OSError:
                 origin = "missing"
-        digest.update(f"\0{item.source}\0{origin}\0{item.label}\0{item.box}".encode())
+        digest.update(as_bytes(f"\0{item.source}\0{origin}\0{item.label}\0{item.box}"))
     return digest.hexdigest()[:20]
 
 
 def preprocess(item: Item, size: int) -> np.ndarray:
     """One item as an (S, S, 3) uint8 array; raises on an image that cannot be used."""
+    with warnings.catch_warnings():
+        # PIL warns of an image past MAX_IMAGE_PIXELS (on opening, or on loading a frame) and refuses one
+        # past twice that. A refused one is skipped and counted (CORRUPT); one it only warns of decodes like
+        # any other, so its warning would be noise on the user's terminal, from every process that decodes.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _preprocess(item, size)
+
+
+def _preprocess(item: Item, size: int) -> np.ndarray:
     if item.pixels is not None:
         image = Image.fromarray(item.pixels)
         scale = 1.0

@@ -33,7 +33,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ablation.data.fer2013 import label_mapping
-from ablation.data.records import EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item, Skipped
+from ablation.data.records import (EMOTIONS, MALFORMED, MISSING_FILE, NO_RECORD, UNKNOWN_LABEL, UNUSED_CLASS, Index, Item,
+                                   Skipped, as_bytes)
 
 if TYPE_CHECKING:
     from ablation.core import DataSpec
@@ -133,6 +134,6 @@ def _val_names(records: dict[str, tuple[str, str]], seed: int) -> set[str]:
             by_label[source_label].append(name)
     val: set[str] = set()
     for names in by_label.values():
-        names.sort(key=lambda name: hashlib.sha1(f"{seed}/{name}".encode()).digest())
+        names.sort(key=lambda name: hashlib.sha1(as_bytes(f"{seed}/{name}")).digest())
         val.update(names[:int(len(names) * VAL_FRACTION + 0.5)])  # rounded half up
     return val

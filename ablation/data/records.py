@@ -28,6 +28,24 @@ MALFORMED = "malformed record"  # a CSV row or label line that does not parse; t
 UNKNOWN_LABEL = "unknown label"
 
 
+def as_bytes(text: str) -> bytes:
+    """`text` as UTF-8, for hashing a file's name, whatever its bytes. A name that is not UTF-8 reaches
+    Python with its odd bytes as lone surrogates (surrogateescape), which `str.encode()` refuses;
+    "surrogatepass" encodes them too, and any other text exactly as `encode()` does, so an order or a
+    digest of UTF-8 names does not change."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def printable(text: str) -> str:
+    """`text` as it can be printed and logged: a file name that is not UTF-8 with its odd bytes written
+    as escapes (`caf\\xe9.jpg`); a console, MLflow and JSON written as UTF-8 refuse its lone surrogates."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the name's own bytes
+    except UnicodeEncodeError:  # a surrogate no file name decodes to: from a label file, say
+        return text.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class DataError(ValueError):
     """A dataset a study cannot train on (no usable images, an empty split, one class); the message
     names the root or split and what was expected. Raised before Ray starts or any run exists."""
@@ -69,7 +87,7 @@ def describe_skipped(skipped: Sequence[Skipped], *, listed: int = 3) -> list[str
         for s in members[:listed]:
             # The detail after the reason, without the path when it repeats it (a label file that does not parse).
             detail = s.reason[len(reason):].lstrip(": ").removeprefix(f"{s.path}: ")
-            lines.append(f"    {s.path}" + (f" ({detail})" if detail else ""))
+            lines.append(f"    {printable(s.path)}" + (f" ({printable(detail)})" if detail else ""))
         if len(members) > listed:
             lines.append(f"    ... and {len(members) - listed:,} more")
     return lines
@@ -111,6 +129,6 @@ class Index:
         chosen = []
         for label in range(len(self.classes)):
             members = [item for item in self.items if item.split == name and item.label == label]
-            members.sort(key=lambda item: hashlib.sha1(f"{seed}/{item.source}".encode()).digest())
+            members.sort(key=lambda item: hashlib.sha1(as_bytes(f"{seed}/{item.source}")).digest())
             chosen += members if per_class is None else members[:per_class]
         return chosen

@@ -26,6 +26,10 @@ class StudyContext:
     experiment_id: str
     parent_run_id: str
     storage: str  # the study's folder or URI: trials keep their checkpoints under it
+    # The driver's hold on the study (a server lease's token and ttl; none for a local lock): a trial
+    # writes nothing once another driver has taken the study over (`tracking.lease_check`).
+    lease_token: str = ""
+    lease_ttl: float = 0.0
 
 
 @dataclass

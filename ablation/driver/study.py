@@ -28,7 +28,7 @@ from ablation.driver import race_settings
 from ablation.stats import racing
 from ablation.stats.analysis import mean_ci
 from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
-from ablation.data.digest import digests
+from ablation.driver.data_check import check_data_unchanged, current_data
 from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
 from ablation.models import check_weights
@@ -104,9 +104,11 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
     trials = list(study.trials)
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
     skipped = prepare_data(trials, console)
+    data = current_data(t.spec.data for t in trials)
+    recorded = check_data_unchanged(uri, spec.name, data)
     if not address:
         check_local_resources(spec)  # before the lease creates the store
-    with tracking.hold_study(uri, spec.name), ThreadPoolExecutor(1) as background:
+    with tracking.hold_study(uri, spec.name) as lease, ThreadPoolExecutor(1) as background:
         # A new store's tables take seconds to create, and so does Ray: side by side, on a local Ray
         # (whose resources were checked above, so no store is made for a study that cannot start).
         store = None if address else background.submit(tracking.create_store, uri)
@@ -126,7 +128,8 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
         tracking.describe_study(parent, axes=study.axes, design=spec.search.design, metric=spec.metric,
                                 mode=spec.mode, storage=f"{storage}/{spec.name}",
                                 skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-                                experiment_id=experiment_id, datasets=digests(t.spec.data for t in trials))
+                                experiment_id=experiment_id, datasets=data.values(),
+                                data_digests=recorded | {k: d.digest for k, d in data.items() if d.source_type == "local"})
         # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
         done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
         pending = [t for t in trials if t.id not in done]
@@ -135,9 +138,10 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
         if not pending and not spec.search.race:  # a race may still want seeds beyond its start
             parent.finish()
             return outcome
-        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage)
+        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage,
+                               lease_token=lease.token, lease_ttl=lease.ttl)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return _fit(study, context, pending, parent, outcome, console, view)
+        return _fit(study, context, pending, parent, outcome, console, view, lease=lease)
 
 
 def _check_race_unchanged(uri: str, planned: Study) -> None:
@@ -161,7 +165,7 @@ def _check_race_unchanged(uri: str, planned: Study) -> None:
 
 def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
            samples: int | None = None, race: RaceSearcher | None = None,
-           callbacks: Sequence[tune.Callback] = (), relay=None) -> tune.Tuner:
+           callbacks: Sequence[tune.Callback] = (), relay=None, stop: tune.Stopper | None = None) -> tune.Tuner:
     """A Tuner over the pending trials (a grid), or drawing `samples` trials (default the spec's), the
     configurations in `redo` first (sampled trials a resumed study continues), or running a race."""
     if race is not None:  # it suggests every trial, from MLflow's finished runs
@@ -175,7 +179,7 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
         param_space=space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, reuse_actors=True, **settings),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=0,
+            name=name, storage_path=storage, verbose=0, stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             callbacks=list(callbacks),
         ),
@@ -203,7 +207,9 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     study = state.study(folder)
     spec = study.spec
     _check_race_unchanged(uri, study)  # a state file from an older version, or edited, may differ
-    with tracking.hold_study(uri, spec.name):
+    check_data_unchanged(uri, spec.name, current_data(t.spec.data for t in study.trials))
+    with tracking.hold_study(uri, spec.name) as lease:
+        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl)
         records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
         ended = {r.trial_id for r in records if r.ended}
         pending = [t for t in study.trials if t.id in set(state.trials) and t.id not in ended]
@@ -221,7 +227,8 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         quiet_tune()
         connect(address)
         check_resources(spec)
-        return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples)
+        return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples,
+                           lease=lease)
 
 
 def _time_latencies(study: Study, outcome: StudyOutcome, console) -> None:
@@ -249,6 +256,34 @@ def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
     return {"axes": axes, "seed": int(record.params["seed"])}
 
 
+class LeaseStopper(tune.Stopper):
+    """Stops every trial once another driver has taken the study over (this one was suspended, or cut
+    off from the store): Tune asks after each step, and the lease reads its record only when its last
+    answer has grown old, so this costs a read every few seconds at most."""
+
+    def __init__(self, lease) -> None:
+        self.lease = lease
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its settings to `tuner.pkl`, which `ablate resume` never unpickles; a lease's thread
+        # cannot be pickled, and a copy of it would hold nothing.
+        return {"lease": None}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.lease is None:
+            return False
+        try:
+            self.lease.check()
+        except tracking.LeaseLost:
+            return True
+        except Exception:  # noqa: BLE001 - an unreadable record is not a lost lease; its heartbeat decides
+            return False
+        return False
+
+
 class StudyStopped(RuntimeError):
     """Ray or Tune failed while running the study, not one of its trials: the study stopped, the trials
     that finished are kept, and `ablate resume` continues it."""
@@ -266,7 +301,7 @@ def _what_stopped(err: BaseException) -> str:
 
 def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
          outcome: StudyOutcome, console, make_view: ViewFactory, *, redo: list[dict[str, Any]] = (),
-         samples: int | None = None) -> StudyOutcome:
+         samples: int | None = None, lease) -> StudyOutcome:
     spec = study.spec
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
@@ -279,14 +314,19 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     race = RaceSearcher(study, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
     tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race, callbacks=[progress, kills],
-                   relay=relay)
+                   relay=relay, stop=LeaseStopper(lease))
     try:
         with view:
             results = tuner.fit()
+        lease.check()  # taken over while this driver was suspended: everything below is the new holder's
     except KeyboardInterrupt:
+        lease.check()
         parent.finish(tracking.Status.KILLED)
         raise
+    except tracking.LeaseLost:
+        raise
     except Exception as err:  # Ray or Tune failed, not a trial: say so in one line, and how to go on
+        lease.check()
         with contextlib.suppress(Exception):
             parent.finish(tracking.Status.KILLED)  # as an interrupted study's: a resume continues it
         raise StudyStopped(f"Ray stopped the study ({_what_stopped(err)}); trials that finished are kept. "

@@ -50,8 +50,10 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     store = checkpoint_store(context.storage, trial.id)
     resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
+    fence = tracking.lease_check(context.tracking_uri, context.experiment_id, study.name, context.lease_token,
+                                 context.lease_ttl)
     opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                                 name=trial.name, trial_id=trial.id, params=trial.params())
+                                 name=trial.name, trial_id=trial.id, params=trial.params(), fence=fence)
     if store.set_aside:  # an unreadable checkpoint, renamed: the trial begins again
         opened.run.set_tags({tracking.Tag.CHECKPOINT_SET_ASIDE: store.set_aside})
     if opened.finished:
@@ -72,6 +74,8 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
         opened.fail(tracking.Failure.DIVERGENCE, str(err))
         tune.report({STEP_KEY: -1, DIVERGED_KEY: 1.0, study.metric: float("nan")})
         return
+    except tracking.LeaseLost:
+        raise  # the study is another driver's now: this attempt writes nothing more, not even its end
     except BaseException as err:
         failure = _failure(err)
         if failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:

@@ -18,10 +18,19 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    # "tight" grows the canvas to hold what lies outside the axes: the legends placed there.
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+def _save(figure, path: Path, beside: Sequence = ()) -> Path:
+    """Write `figure` as a PNG, its canvas grown ("tight") to hold whatever lies outside the axes: tick
+    labels, and legends placed beside them, however long a configuration's name.
+
+    No layout engine fits these into a fixed figure: a long name squeezes the axes to nothing, and
+    `tight_layout` (or the constrained layout) then gives up and warns on the user's terminal. So a figure
+    of one axes has no engine, and one of several panels (laid out by the constrained layout) names in
+    `beside` what it draws outside them, which is left out of its layout."""
+    for artist in beside:
+        artist.set_in_layout(False)
+    # An artist left out of the layout is also left out of "tight"'s box, unless it is named here.
+    figure.savefig(path, dpi=120, bbox_inches="tight",
+                   bbox_extra_artists=[*figure.get_default_bbox_extra_artists(), *beside])
     plt.close(figure)
     return path
 
@@ -62,19 +71,26 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
     """The score (`scores[arm]`: mean, low, high) against each cost (`costs[axis label][arm]`), one panel
     each, with error bars for the intervals; `fronts[axis label]`, the Pareto front, joined in red when
     it holds two or more arms (a single point is no front)."""
-    figure, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 4.0), squeeze=False)
+    figure, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 4.0), squeeze=False, layout="constrained")
+    beside = []
     for ax, (axis, spent) in zip(axes[0], costs.items()):
         arms = [a for a in scores if a in spent]
         x = [spent[a] for a in arms]
         ax.errorbar(x, [scores[a][0] for a in arms], yerr=_whiskers([scores[a] for a in arms]), fmt="o",
                     markersize=4, capsize=3, color="tab:blue", ecolor="0.55", zorder=3,
                     label="configuration: mean and 95% interval over seeds")
+        # A name is written towards the middle of its panel (left of a point in the right half), so it
+        # stays inside the panel rather than running under the next one.
+        middle = (min(x) + max(x)) / 2 if x else 0
         for arm, cost in zip(arms, x):
-            ax.annotate(arm, (cost, scores[arm][0]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            inward = cost > middle
+            beside.append(ax.annotate(arm, (cost, scores[arm][0]), fontsize=7, xytext=(-4 if inward else 4, 3),
+                                      textcoords="offset points", ha="right" if inward else "left"))
         front = sorted((spent[a], scores[a][0]) for a in fronts.get(axis, ()) if a in spent)
         if len(front) > 1:
             ax.plot(*zip(*front), color="tab:red", linewidth=1.2, marker="o", markersize=5, zorder=4,
                     label="Pareto front")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # costs like 0.2045 GMACs: more ticks would run together
         ax.set_xlabel(axis)
         ax.set_ylabel(score_label)
         ax.grid(alpha=0.3)
@@ -83,9 +99,9 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
         for handle, text in zip(*ax.get_legend_handles_labels()):
             if text not in labels:
                 handles, labels = [*handles, handle], [*labels, text]
-    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8,
-                  frameon=False)
-    return _save(figure, path)
+    beside.append(figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels),
+                                fontsize=8, frameon=False))
+    return _save(figure, path, beside)
 
 
 def class_bars(per_class: Mapping[str, Mapping[str, tuple[float, float, float]]], classes: Sequence[str], *,

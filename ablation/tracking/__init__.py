@@ -16,18 +16,28 @@ knows MLflow, one job per module, from the bottom up:
 MLflow loads when a client is first made, not on import.
 """
 
+import os
+
+# Through a server store, MLflow prints "🏃 View run <name> at: <url>" and "🧪 View experiment at: <url>"
+# to stdout whenever a run ends (TrackingServiceClient._log_url): a pair per trial among a study's output,
+# where `ablate` gives its own links (`ablate ui`). This is the switch MLflow reads each time; set here, it
+# holds before any client exists, in the driver and in every Ray worker that imports this package. A value
+# the user set is kept.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACHINE_LEARNING,
                     MACS, MODEL_FILE, PARAMS_ADDED, PARAMS_TOTAL, PEAK_RSS_MB, RACE_ARTIFACT, RACE_STATE_TAG, REPORT_ARTIFACTS,
                     SKIPPED_ARTIFACT, SPEC_ARTIFACT, TAG_LIMIT, TEST_ACCURACY, TEST_MACRO_F1, TRAIN_LOSS, VERSION_TAG,
                     Failure, Kind, ModelKept, Outcome, Status, Tag, as_param, best, explanation, f1_class, is_score,
                     race_state, test_f1)
 from ablation.tracking.provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
-from ablation.tracking.reading import (RunNotFound, StudyNotFound, StudyRecord, TrialRecord, find_parent, find_study, finished_trials,
+from ablation.tracking.reading import (RunNotFound, StudyNotFound, StudyRecord, TrialRecord, dataset_profiles, find_parent, find_study, finished_trials,
                       metric_history, read_artifact, study_trials, trial_record, trials_frame)
 from ablation.tracking.runs import (TrackedRun, TrialRun, close_open_runs, log_explanation, log_latencies, log_metrics,
                    mark_stopped_early, open_trial)
+from ablation.tracking.lease import LeaseLost, StudyBusy
 from ablation.tracking.store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,
-                    resolve_uri)
+                    lease_check, resolve_uri)
 from ablation.tracking.study_run import (dataset_input, describe_study, finish_study, log_race, open_study, reopen_study,
                         study_params)
 from ablation.tracking.system_metrics import FIRST_SAMPLE, SYSTEM_INTERVAL, watch_system
@@ -43,7 +53,8 @@ __all__ = [
     "Failure", "Kind", "ModelKept", "Outcome", "Status", "Tag", "as_param", "best", "explanation", "f1_class",
     "is_score", "race_state", "test_f1",
     # store
-    "DEFAULT_STORE", "StoreNotFound", "StoreUnusable", "check_store", "create_store", "hold_study", "resolve_uri",
+    "DEFAULT_STORE", "StoreNotFound", "StoreUnusable", "check_store", "create_store", "hold_study", "lease_check",
+    "resolve_uri", "LeaseLost", "StudyBusy",
     # provenance
     "command_line", "cpu_model", "git_tags", "machine_tags", "study_provenance", "versions",
     # system metrics
@@ -57,7 +68,7 @@ __all__ = [
     # the parent run
     "dataset_input", "describe_study", "finish_study", "log_race", "open_study", "reopen_study", "study_params",
     # reading back
-    "RunNotFound", "StudyNotFound", "StudyRecord", "TrialRecord", "find_parent", "find_study", "finished_trials",
+    "RunNotFound", "StudyNotFound", "StudyRecord", "TrialRecord", "dataset_profiles", "find_parent", "find_study", "finished_trials",
     "metric_history", "read_artifact", "study_trials", "trial_record", "trials_frame",
     # the weights' keep policy
     "drop_superseded", "kept_models", "models_of_arm",

@@ -13,6 +13,10 @@ starts until it is done, and a second driver is refused with the holder's host, 
   whose pid has gone.
   Writers race only within one heartbeat: each writes its own token, waits, and reads back;
   the one whose token stayed holds the lease.
+- A holder that was not heard from (suspended, or cut off) may find on waking that another driver took
+  its study over. Its token is then a fencing token: the heartbeat reads the record before rewriting
+  it, the driver asks `check()` before it writes, and each trial asks a `LeaseCheck` before its writes.
+  One that has lost the lease writes nothing more and stops with `LeaseLost`, naming the new holder.
 
 Nothing here knows MLflow: `tracking/store.py` hands the record's read, write and delete in.
 """
@@ -32,6 +36,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 DEFAULT_TTL = 30.0  # seconds without a heartbeat before a server lease counts as abandoned
+TTL_ENV = "ABLATE_LEASE_TTL"  # another ttl, for a store reached over a slow or unsteady network
+
+
+def ttl_setting() -> float:
+    """The server lease's ttl: $ABLATE_LEASE_TTL seconds if set (a positive number), else DEFAULT_TTL."""
+    text = os.environ.get(TTL_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_TTL
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"${TTL_ENV}={text!r}: expected a positive number of seconds (default {DEFAULT_TTL:.0f})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,12 +109,49 @@ class StudyBusy(RuntimeError):
                          f"stop it (Ctrl-C), then run `ablate resume` or `ablate run` again")
 
 
+class LeaseLost(RuntimeError):
+    """Another driver took the study's lease over while this one was not heard from: it must write no more."""
+
+    def __init__(self, study: str, holder: Holder | None, where: str) -> None:
+        self.holder = holder
+        who = f"by {holder}" if holder else "(its record is gone: another driver held it and finished)"
+        super().__init__(f"study {study!r} on {where} was taken over {who} while this driver was not heard from "
+                         f"(suspended, or cut off from the store); this driver stopped and wrote nothing more")
+
+
+class LeaseCheck:
+    """Whether the lease whose token is `token` is still that holder's, as the record read by `read` says.
+
+    An answer is trusted for a quarter of the ttl, and never past half a ttl after the record's last
+    heartbeat: another driver may take over only a whole ttl after it. So a trial writing every epoch
+    reads the record at most every few seconds, and a process that was suspended reads it again."""
+
+    def __init__(self, study: str, where: str, token: str, read: Callable[[], str | None], ttl: float) -> None:
+        self.study, self.where, self.token, self._read, self.ttl = study, where, token, read, ttl
+        self._until = -1.0  # time.time() until which the last answer holds
+
+    def __call__(self) -> None:
+        """Return if the lease is still the token's; else raise `LeaseLost`."""
+        now = time.time()
+        if now < self._until:
+            return
+        holder = Holder.parse(self._read())
+        if holder is None or holder.token != self.token:
+            raise LeaseLost(self.study, holder, self.where)
+        self._until = min(now + self.ttl / 4, holder.heartbeat + self.ttl / 2)
+
+
 class FileLease:
     """An exclusive lock on `path`, holding the holder's record as its content."""
+
+    token, ttl = "", 0.0  # a lock the kernel holds for its process cannot be lost while the process lives
 
     def __init__(self, path: Path, study: str) -> None:
         self.path, self.study = path, study
         self._fd: int | None = None
+
+    def check(self) -> None:
+        """The lock is this process's until it lets go: nothing to check."""
 
     def acquire(self, *, wait: bool = False) -> FileLease:
         """Take the lock, or raise `StudyBusy` naming its holder (with `wait`, wait for it instead)."""
@@ -142,6 +196,23 @@ class HeartbeatLease:
         self._me: Holder | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._lost: LeaseLost | None = None
+        self._check: LeaseCheck | None = None
+
+    @property
+    def token(self) -> str:
+        return self._me.token if self._me else ""
+
+    def check(self) -> None:
+        """Raise `LeaseLost` if another driver has taken the lease over (read again if the heartbeat
+        has not confirmed it lately: after this process was suspended, say)."""
+        if self._lost is None and self._check is not None:
+            try:
+                self._check()
+            except LeaseLost as lost:
+                self._lost = lost
+        if self._lost is not None:
+            raise self._lost
 
     def _live_other(self) -> Holder | None:
         holder = Holder.parse(self._read())
@@ -159,13 +230,19 @@ class HeartbeatLease:
         if other := self._live_other():
             self._me = None
             raise StudyBusy(self.study, other, self.where)
+        self._check = LeaseCheck(self.study, self.where, self._me.token, self._read, self.ttl)
         self._beat = threading.Thread(target=self._heartbeat, name="ablate-lease", daemon=True)
         self._beat.start()
         return self
 
     def _heartbeat(self) -> None:
+        # Read before each rewrite: a beat that overwrote a new holder's record would take the study back.
         while not self._stop.wait(self.ttl / 4):
             try:
+                holder = Holder.parse(self._read())
+                if holder is None or holder.token != self._me.token:
+                    self._lost = LeaseLost(self.study, holder, self.where)
+                    return
                 self._me = Holder(**{**asdict(self._me), "heartbeat": time.time()})
                 self._write(self._me.dump())
             except Exception:  # noqa: BLE001 - a missed beat is retried; the lease lapses only after ttl
@@ -176,6 +253,6 @@ class HeartbeatLease:
         if self._beat is not None:
             self._beat.join()
             self._beat = None
-        if self._me is not None and not self._live_other():
+        if self._me is not None and self._lost is None and not self._live_other():
             self._delete()
         self._me = None

@@ -3,6 +3,7 @@ run, an artifact, a metric's history. Reading never creates a local store."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,19 @@ def find_study(uri: str, name: str) -> StudyRecord:
                             + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
     return StudyRecord(parent.info.experiment_id, TrackedRun(client, parent.info.run_id), dict(parent.data.params),
                        dict(parent.data.tags))
+
+
+def dataset_profiles(study: StudyRecord) -> dict[str, tuple[str, dict]]:
+    """The datasets the study's parent run logged as its inputs: digest -> (name, profile)."""
+    inputs = study.run.client.get_run(study.run.run_id).inputs
+    found = {}
+    for given in inputs.dataset_inputs if inputs else ():
+        try:
+            profile = json.loads(given.dataset.profile or "{}")
+        except ValueError:
+            profile = {}
+        found[given.dataset.digest] = (given.dataset.name, profile)
+    return found
 
 
 def find_parent(uri: str, experiment_id: str, parent_run_id: str) -> None:

@@ -119,6 +119,8 @@ class TrialRun:
     finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
     params: Mapping[str, Any] = field(default_factory=dict)  # a new run's, logged with its start
     uri: str = ""  # the store's, for the system metrics' own client; none: no system metrics
+    # Called before each write; raises `LeaseLost` once the study has passed to another driver.
+    fence: Callable[[], None] = field(default=lambda: None, repr=False)
     _monitor: Any = field(default=None, repr=False)  # sampling the system metrics, from `start`
 
     def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int,
@@ -130,6 +132,7 @@ class TrialRun:
                 Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch} | machine_tags(gpu_name)
         if self.lost:
             tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
+        self.fence()
         self.run.log(params=self.params, tags=tags, metrics=costs)
         if self.uri:
             self._monitor = watch_system(self.uri, self.run.run_id, resume=bool(self.attempts))
@@ -143,10 +146,12 @@ class TrialRun:
     def upload_model(self, write: Callable[[Path], None]) -> None:
         """The trained weights, as MODEL_FILE: `write(path)` writes them to a file of that name, which is
         uploaded; the epoch's write then tags the run `ModelKept.KEPT`."""
+        self.fence()
         self.run.log_file(MODEL_FILE, write)
 
     def log_epoch(self, metrics: Mapping[str, float], epoch: int, tags: Mapping[str, Any] = {}) -> None:
         """One epoch's metrics, and `tags` in the same write (the last epoch's say what became of the weights)."""
+        self.fence()
         if epoch not in self.logged_epochs:  # an earlier attempt may have logged it before dying
             self.run.log(metrics=metrics, tags=tags, step=epoch)
         elif tags:
@@ -155,11 +160,13 @@ class TrialRun:
     def fail(self, failure: Failure, error: str) -> None:
         """End the run as failed, saying how: KILLED if the study was interrupted, else FAILED."""
         self.stop_system_metrics()
+        self.fence()
         self.run.set_tags({Tag.FAILURE: failure, Tag.ERROR: error[:TAG_LIMIT]})
         self.run.finish(Status.KILLED if failure == Failure.INTERRUPTED else Status.FAILED)
 
     def finish(self) -> None:
         self.stop_system_metrics()
+        self.fence()
         self.run.finish()
 
 
@@ -176,18 +183,20 @@ def _clear_failure(client: MlflowClient, run) -> None:
 
 
 def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
-               params: Mapping[str, Any]) -> TrialRun:
+               params: Mapping[str, Any], fence: Callable[[], None] = lambda: None) -> TrialRun:
     """The trial's child run under the study's parent: the one an earlier attempt left unfinished
-    (a retry continues it, so each trial has one run and each epoch is logged once), else a new one."""
+    (a retry continues it, so each trial has one run and each epoch is logged once), else a new one.
+    `fence` is called before each write (see `store.lease_check`)."""
     client = connect(uri)
     earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
     done = [r for r in earlier if r.info.status == Status.FINISHED]
     if done:  # Tune restarted a trial that had finished before its driver could record it
-        return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True)
+        return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True, fence=fence)
+    fence()
     if not earlier:
         run = client.create_run(experiment_id, run_name=name,
                                 tags={Tag.PARENT: parent_run_id, Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id})
-        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params, uri=uri)
+        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params, uri=uri, fence=fence)
     run = earlier[0]
     lost = run.info.status == Status.RUNNING
     client.update_run(run.info.run_id, status=Status.RUNNING)
@@ -196,7 +205,7 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     attempts = int(run.data.tags.get(Tag.ATTEMPTS, "1"))
     # An attempt that died between creating the run and its first write left it without params.
     return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost,
-                    params={} if run.data.params else params, uri=uri)
+                    params={} if run.data.params else params, uri=uri, fence=fence)
 
 
 def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, epoch: int) -> None:

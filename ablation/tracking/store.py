@@ -8,7 +8,8 @@ log into Ray's temp directory and be lost. MLflow itself loads only when a clien
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +19,19 @@ from ablation.core.names import Kind, Tag
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from ablation.tracking.lease import FileLease, HeartbeatLease
+
 DEFAULT_STORE = Path("mlruns")
 PROBE_TIMEOUT = 5.0  # seconds; MLflow itself would retry an absent server for minutes
+# A cheap MLflow REST call that every tracking server since MLflow 1.28 answers with JSON: `/health`
+# alone is answered by many other web servers, which MLflow's client then meets with a bare 404.
+SERVER_PROBE = "/api/2.0/mlflow/experiments/search"
+LOCK_WAIT = 5.0  # seconds a busy SQLite store is waited for at start; MLflow would wait 20 s a query, then fail
 
 
 class StoreUnusable(RuntimeError):
-    """A store that cannot take a study: a server that does not answer, or a store that is read-only."""
+    """A store that cannot take a study: a server that does not answer or is not MLflow, a store that
+    is read-only, or one that another process holds locked."""
 
 
 class StoreNotFound(LookupError):
@@ -48,29 +56,115 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_store(uri: str, *, writing: bool) -> None:
-    """Fail at once, naming the store, if it cannot be used: a server must answer, and a local store
-    that a study writes to must be writable (checked without creating anything)."""
+    """Fail at once, naming the store, if it cannot be used: a server must answer as MLflow does, and
+    a local store must not be held locked by another process and, if a study writes to it, must be
+    writable (checked without creating anything)."""
     if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT)
-        except requests.RequestException as err:
-            reason = f"no answer within {PROBE_TIMEOUT:.0f} s" if isinstance(err, requests.Timeout) \
-                else "connection refused or host unreachable"
-            raise StoreUnusable(f"--tracking-uri {uri}: no MLflow server answers there ({reason}); start one "
-                                "(mlflow server --host 127.0.0.1 ...) or check the address") from None
+        _check_server(uri)
         return
     db = sqlite_path(uri)
-    if db is None or not writing:
+    if db is None:
         return
-    existing = next(p for p in (db, *db.parents) if p.exists())
-    needed = [db, db.parent] if existing == db else [existing]  # SQLite writes its journal beside the file
-    needed += [p for p in (db.parent / "artifacts",) if p.exists()]
-    for path in needed:
-        if not os.access(path, os.W_OK):
-            raise StoreUnusable(f"--tracking-uri {uri}: {path} is read-only, and a study writes its runs there; "
-                                "pass --tracking-uri a store you can write to")
+    if writing:
+        existing = next(p for p in (db, *db.parents) if p.exists())
+        needed = [db, db.parent] if existing == db else [existing]  # SQLite writes its journal beside the file
+        needed += [p for p in (db.parent / "artifacts",) if p.exists()]
+        for path in needed:
+            if not os.access(path, os.W_OK):
+                raise StoreUnusable(f"--tracking-uri {uri}: {path} is read-only, and a study writes its runs there; "
+                                    "pass --tracking-uri a store you can write to")
+    if db.is_file():
+        _check_not_locked(uri, db, writing=writing)
+
+
+def _check_server(uri: str) -> None:
+    """One MLflow REST call, made as MLflow's client makes it (its credentials and TLS settings from the
+    environment) but without its retries, and its answer checked for MLflow's JSON."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        answer = http_request(get_default_host_creds(uri.rstrip("/")), SERVER_PROBE, "GET",
+                              params={"max_results": 1}, max_retries=0, backoff_factor=0, timeout=PROBE_TIMEOUT,
+                              raise_on_status=False)
+    except MlflowException as err:  # MLflow wraps requests' errors; the timeout shows further down the chain
+        reason = f"no answer within {PROBE_TIMEOUT:.0f} s" if _raised_from(err, TimeoutError) \
+            else "connection refused or host unreachable"
+        raise StoreUnusable(f"--tracking-uri {uri}: no MLflow server answers there ({reason}); start one "
+                            "(mlflow server --host 127.0.0.1 ...) or check the address") from None
+    what = f"GET {SERVER_PROBE} answered {answer.status_code} {answer.reason or ''}".rstrip()
+    if answer.status_code in (401, 403):
+        raise StoreUnusable(f"--tracking-uri {uri}: the server refused access ({what}); give MLflow its "
+                            "credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                            "MLFLOW_TRACKING_TOKEN), or, if it checks host names, start it with --allowed-hosts")
+    if answer.status_code >= 500:
+        raise StoreUnusable(f"--tracking-uri {uri}: the server there failed ({what}); see its log")
+    if answer.status_code == 200 and _is_mlflow_answer(answer):
+        return
+    if answer.status_code == 200:
+        what += f" with {answer.headers.get('Content-Type', 'no content type').split(';')[0]}, not MLflow's JSON"
+    raise StoreUnusable(f"--tracking-uri {uri}: the server there is not an MLflow tracking server ({what}); "
+                        "check the address and port, or start one (mlflow server --host 127.0.0.1 ...)")
+
+
+def _is_mlflow_answer(answer) -> bool:
+    """A search's answer: a JSON object holding a list of experiments, or empty (protobuf's JSON leaves
+    out an empty list, as when every experiment was deleted)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    return body == {} or isinstance(body, dict) and isinstance(body.get("experiments"), list)
+
+
+def _check_not_locked(uri: str, db: Path, *, writing: bool) -> None:
+    """Wait `LOCK_WAIT` at most for the lock a study's first write (or a reader's first read) needs.
+    Another process holding the store in a long transaction would otherwise fail MLflow's first
+    query only after its own 20 s, with SQLAlchemy's traceback, and after Ray had started. Any other
+    fault of the file is left to MLflow, which names it."""
+    import sqlite3
+
+    try:  # `mode` so that a missing file is not created; autocommit, so the lock is taken only below
+        store = sqlite3.connect(f"{db.as_uri()}?mode={'rw' if writing else 'ro'}", uri=True, timeout=LOCK_WAIT,
+                                isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        store.execute("BEGIN IMMEDIATE" if writing else "BEGIN")  # IMMEDIATE: the lock a writer takes
+        store.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a reader's lock
+        store.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        if _is_locked(err):
+            raise StoreUnusable(_locked_message(uri, db, LOCK_WAIT)) from None
+    finally:
+        store.close()
+
+
+def _is_locked(err: BaseException | None) -> bool:
+    """SQLite's "database is locked" (also under SQLAlchemy's and MLflow's wrappers)."""
+    import sqlite3
+
+    err = _raised_from(err, sqlite3.OperationalError)
+    # Extended codes (SQLITE_BUSY_RECOVERY, ...) keep the primary code in their low byte.
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    return err is not None and code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _locked_message(uri: str, db: Path, waited: float) -> str:
+    return (f"--tracking-uri {uri}: another process holds the store {db} locked (waited {waited:.0f} s); "
+            "let it finish or stop it, then run this again")
+
+
+def _raised_from(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """`err` or the first exception it was raised from (or while handling) that is a `kind`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def connect(uri: str) -> MlflowClient:
@@ -107,10 +201,35 @@ def _create_store(db: Path) -> None:
     from ablation.tracking.lease import FileLease
 
     lock = FileLease(_locks(db) / "store.lock", "the store's creation").acquire(wait=True)
+    start = time.monotonic()
     try:
-        connect(f"sqlite:///{db}").search_experiments(max_results=1)
+        with _db_errors_unlogged():
+            connect(f"sqlite:///{db}").search_experiments(max_results=1)
+    except Exception as err:
+        # Locked after `check_store` passed (while Ray started): the same one line, after MLflow's own wait.
+        if _is_locked(err):
+            raise StoreUnusable(_locked_message(f"sqlite:///{db}", db, time.monotonic() - start)) from None
+        raise
     finally:
         lock.release()
+
+
+@contextmanager
+def _db_errors_unlogged() -> Iterator[None]:
+    """MLflow logs each failed query with its traceback before raising it: the error raised says it once.
+    Its other messages (creating the tables, with --verbose) still pass."""
+    import logging
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+
+    def unlogged(record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+    logger.addFilter(unlogged)
+    try:
+        yield
+    finally:
+        logger.removeFilter(unlogged)
 
 
 def _locks(db: Path) -> Path:
@@ -124,10 +243,11 @@ def no_progress_bars() -> None:
 
 
 @contextmanager
-def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[None]:
-    """Hold the study's lease for the duration (see lease.py); `StudyBusy` names the driver that has it.
+def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[FileLease | HeartbeatLease]:
+    """Hold the study's lease for the duration (see lease.py), and yield it: its `token` and `check()`
+    fence what a driver that was suspended would write. `StudyBusy` names the driver that has it.
     On a server, creates the study's experiment, where the lease is a tag."""
-    from ablation.tracking.lease import DEFAULT_TTL, FileLease, HeartbeatLease
+    from ablation.tracking.lease import FileLease, HeartbeatLease, ttl_setting
 
     db = sqlite_path(uri)
     if db is not None:  # the lease needs no store: `create_store` makes one, while Ray starts
@@ -136,15 +256,26 @@ def hold_study(uri: str, name: str, *, ttl: float | None = None) -> Iterator[Non
         client = connect(uri)
         experiment_id = experiment(client, uri, name)
         lease = HeartbeatLease(
-            name, uri, ttl=ttl or DEFAULT_TTL,
+            name, uri, ttl=ttl or ttl_setting(),
             read=lambda: client.get_experiment(experiment_id).tags.get(Tag.LEASE),
             write=lambda text: client.set_experiment_tag(experiment_id, Tag.LEASE, text),
             delete=lambda: client.delete_experiment_tag(experiment_id, Tag.LEASE))
     lease.acquire()
     try:
-        yield
+        yield lease
     finally:
         lease.release()
+
+
+def lease_check(uri: str, experiment_id: str, study: str, token: str, ttl: float) -> Callable[[], None]:
+    """What a trial calls before it writes: raises `LeaseLost` once the study's lease (held with `token`)
+    has passed to another driver. A lease without a token (a local lock) cannot be lost."""
+    if not token:
+        return lambda: None
+    from ablation.tracking.lease import LeaseCheck
+
+    client = connect(uri)
+    return LeaseCheck(study, uri, token, lambda: client.get_experiment(experiment_id).tags.get(Tag.LEASE), ttl)
 
 
 def experiment(client: MlflowClient, uri: str, name: str) -> str:

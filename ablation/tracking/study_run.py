@@ -103,14 +103,16 @@ def reopen_study(uri: str, parent_run_id: str) -> TrackedRun:
 
 def describe_study(parent: TrackedRun, *, axes: list[str], design: str, metric: str, mode: str, storage: str,
                    skipped: list[dict[str, str]], experiment_id: str | None = None,
-                   datasets: Iterable[DataDigest] = ()) -> None:
+                   datasets: Iterable[DataDigest] = (), data_digests: Mapping[str, str] = {}) -> None:
     """Tag a study's parent run with what its report reads back, and list the inputs its data skipped;
-    log each of `datasets` (one per distinct DataSpec: `ablation.data.digest.digests`) as its input; and
+    log each of `datasets` (one per distinct DataSpec: `ablation.data.digest.digests`) as its input, and
+    `data_digests` (data settings' key -> digest, every run of the study's) as `Tag.DATA_DIGESTS`; and
     keep the experiment's saved view of the study (`study_view`), which `study_link` opens."""
     if skipped:
         parent.log_text(json.dumps(skipped, indent=1), SKIPPED_ARTIFACT)
     parent.set_tags({Tag.DATA_SKIPPED: len(skipped), Tag.AXES: ",".join(axes), Tag.DESIGN: design,
-                     Tag.METRIC: metric, Tag.MODE: mode, Tag.STORAGE: storage})
+                     Tag.METRIC: metric, Tag.MODE: mode, Tag.STORAGE: storage}
+                    | ({Tag.DATA_DIGESTS: json.dumps(dict(data_digests), sort_keys=True)} if data_digests else {}))
     inputs = [dataset_input(d) for d in datasets]
     if inputs:
         parent.client.log_inputs(parent.run_id, datasets=inputs)
