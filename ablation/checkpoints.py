@@ -11,7 +11,9 @@ back with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import io
 import warnings
 from collections.abc import Callable
@@ -21,6 +23,32 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+
+
+class StorageFull(OSError):
+    """The storage has no room for a checkpoint (ENOSPC, or EDQUOT: a quota): a retry would fill it again.
+    `strerror` says which, `filename` is the folder."""
+
+
+_NO_ROOM = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+class _Recording:
+    """A stream that keeps the first OSError its writes raise: torch.save reports a failed write as its own
+    RuntimeError ("unexpected pos ..."), which says nothing of the disk."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.error = stream, None
+
+    def write(self, data) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class CheckpointError(ValueError):
@@ -87,11 +115,23 @@ class CheckpointStore:
 
     def _write(self, checkpoint: dict[str, Any]) -> None:
         folder, _, _ = self.path.rpartition("/")
-        self.fs.create_dir(folder, recursive=True)
         partial = f"{self.path}.partial"
-        with self.fs.open_output_stream(partial) as out:
-            torch.save(checkpoint, out)
-        self.fs.move(partial, self.path)
+        sink = None
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            with self.fs.open_output_stream(partial) as out:
+                sink = _Recording(out)
+                torch.save(checkpoint, sink)
+            self.fs.move(partial, self.path)
+        except Exception as err:
+            # A half-written file would keep the room it took from Tune's own files and the other trials;
+            # the checkpoint before it is still in place.
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(partial)
+            cause = (sink and sink.error) or err
+            if isinstance(cause, OSError) and cause.errno in _NO_ROOM:
+                raise StorageFull(cause.errno, _NO_ROOM[cause.errno], folder) from None
+            raise
 
     def load(self) -> dict[str, Any] | None:
         """The stored checkpoint, or None if there is none yet. One that cannot be read is renamed

@@ -29,6 +29,7 @@ from ablation.accounting import BUSY, OthersBusy, static_costs, torch_version
 from ablation.core import DataSpec, ModelSpec, Study, Trial
 from ablation.core.cache import cache_dir
 from ablation.core.datasets import DATASETS, SPLITS
+from ablation.core.memory import MemoryFit, available_mb, trial_memory_mb
 
 # A study's fixed costs on a 2-core machine, from benchmarks/results/scale.md: from `ablate run` to its
 # first trial, and each trial's own (its MLflow run, Tune's scheduling) beyond training.
@@ -86,6 +87,8 @@ class StudyPlan:
     most_macs: int | None = None
     most_seconds: float | None = None
     data_note: str | None = None  # how the split sizes were found when the dataset is not on this machine
+    memory: MemoryFit | None = None  # whether the trials run at once fit in this machine's memory
+    cpus: int = 1  # this machine's
 
     @property
     def macs_per_second(self) -> float:
@@ -105,7 +108,7 @@ def plan_study(study: Study, *, cpus: int | None = None) -> StudyPlan:
     first: dict[str, Trial] = {}
     for trial in trials:
         first.setdefault(trial.arm, trial)
-    arms, notes = [], set()
+    arms, notes, memory = [], set(), 0.0
     for arm, trial in first.items():
         t = trial.spec
         sizes, note = _sizes(t.data)
@@ -113,10 +116,13 @@ def plan_study(study: Study, *, cpus: int | None = None) -> StudyPlan:
         costs = static_costs(t.model, num_classes=len(_classes(t.data)), image_size=t.data.image_size)
         arms.append(ArmPlan(arm, costs["params_total"], costs["params_added"], costs["macs"],
                             trial_macs(costs["macs"], sizes, t.train.epochs)))
+        memory = max(memory, trial_memory_mb(t.model.arch, costs["params_total"], t.data.image_size,
+                                             t.train.batch_size))
     per_arm = {a.arm: a.train_macs for a in arms}
     threads = max(1, int(spec.resources.cpu))
     speed = calibrate(threads)
-    concurrent = max(1, min(len(trials), (cpus or os.cpu_count() or 1) // threads))
+    cpus = cpus or os.cpu_count() or 1
+    concurrent = max(1, min(len(trials), cpus // threads))
 
     def seconds(planned: list[Trial]) -> float:
         training = sum(per_arm[t.arm] for t in planned) / speed.macs_per_second
@@ -124,7 +130,8 @@ def plan_study(study: Study, *, cpus: int | None = None) -> StudyPlan:
 
     most = sum(per_arm[t.arm] for t in every) if spec.search.race else None
     return StudyPlan(trials, arms, sum(per_arm[t.arm] for t in trials), speed, concurrent, seconds(trials),
-                     most, None if most is None else seconds(every), next((n for n in notes if n), None))
+                     most, None if most is None else seconds(every), next((n for n in notes if n), None),
+                     MemoryFit(memory, False, concurrent, available_mb()), cpus)
 
 
 def _classes(data: DataSpec) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from ablation.cli import main as cli
+from ablation.core.memory import MemoryFit
 
 from ablation.cli import help as cli_help
 
@@ -193,7 +194,8 @@ def test_the_plan_fits_80_columns():
                              macs=333_660_000 + i * 18e6, train_macs=192.59e12 + i * 1e13) for i, a in enumerate(arms)]
     speed = SimpleNamespace(cached=False, under_load=True, busy=0.6, spread=0.3, measured="2026-12-02")
     plan = SimpleNamespace(trials=trials, arms=costs, total_macs=10.25e15, macs_per_second=1.2e9, concurrent=1,
-                           estimated_seconds=8e6, most_macs=None, speed=speed,
+                           estimated_seconds=8e6, most_macs=None, speed=speed, cpus=16,
+                           memory=MemoryFit(3000, False, 16, 23_000),  # the longer line: it does not fit
                            data_note="/data/aihub is not on this machine: the splits were priced at the spec's sizes")
     _fits(_rendered(lambda c: views.plan(c, _study(), plan, gpu=("a100", 312e12, 0.3, 12.5))), arms)
 

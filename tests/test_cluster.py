@@ -91,3 +91,40 @@ def test_a_cluster_study_refuses_a_local_sqlite_store_before_starting(tmp_path):
                                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert result.exit_code == 2 and "cannot write to it" in " ".join(result.output.split())
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_trial_needing_more_memory_than_any_node_offers_is_refused_before_anything_runs(tmp_path, mlflow_server,
+                                                                                       own_ray):
+    """On a cluster each trial asks Ray for the memory it needs, so Ray schedules by memory, not by CPUs alone;
+    one that no node can hold would wait for ever, so it is refused."""
+    url, _ = mlflow_server
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False, "memory": 512 * 2**20})
+    env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    try:
+        driver = subprocess.run(
+            [sys.executable, "-m", "ablation.cli", "run", str(spec_file(tmp_path, ["layer4"])), "--address",
+             cluster.address, "--tracking-uri", url, "--storage", str(tmp_path / "shared-runs")],
+            capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        cluster.shutdown()
+    said = " ".join((driver.stdout + driver.stderr).split())
+    assert driver.returncode == 2, said
+    assert "a trial needs about 1.1 GB of memory, and the largest node of the Ray cluster offers 0.5 GB" in said
+    assert not trial_tags(url)
+
+
+def test_without_address_a_study_starts_its_own_ray_even_beside_one_that_ray_start_left_running(tmp_path, own_ray):
+    """`ray.init()` joins a Ray it finds on this machine and then refuses the CPUs it was given: before, a
+    researcher with `ray start --head` running got that ValueError's traceback from `ablate run`."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    try:
+        driver = subprocess.run(
+            [sys.executable, "-m", "ablation.cli", "run", str(spec_file(tmp_path, ["layer4"])), "--tracking-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "runs")],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        cluster.shutdown()
+    assert driver.returncode == 0, driver.stdout + driver.stderr
+    assert len(trial_tags(f"sqlite:///{tmp_path / 'mlflow.db'}")) == 1

@@ -42,15 +42,21 @@ def lease_holder(path: Path) -> dict | None:
         return None
 
 
+def one_trial_spec(folder: Path, name: str, *, train_per_class: int, epochs: int) -> Path:
+    """A study of one ResNet-18 trial at 32 px, long enough to be caught running."""
+    spec = {"name": name, "model": {"arch": "resnet18"},
+            "data": {"image_size": 32, "train_per_class": train_per_class, "val_per_class": 4, "test_per_class": 4},
+            "train": {"epochs": epochs, "batch_size": 16}, "search": {"space": {"model.placement": ["layer4"]}},
+            "resources": {"cpu": 1}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def test_a_second_run_or_resume_of_a_running_study_exits_2_naming_the_first(tmp_path, own_ray):
     db = tmp_path / "s.db"
     uri = f"sqlite:///{db}"
-    spec = {"name": "twice", "model": {"arch": "resnet18"},
-            "data": {"image_size": 32, "train_per_class": 30, "val_per_class": 4, "test_per_class": 4},
-            "train": {"epochs": 2, "batch_size": 16}, "search": {"space": {"model.placement": ["layer4"]}},
-            "resources": {"cpu": 1}}
-    path = tmp_path / "twice.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = one_trial_spec(tmp_path, "twice", train_per_class=30, epochs=2)
     common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs")]
     first = subprocess.Popen([*ABLATE, "run", str(path), *common], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -150,12 +156,7 @@ def test_a_driver_suspended_past_the_ttl_finds_its_study_taken_over_and_stops_wr
     meanwhile), let a second take the study over, SIGCONT the first. Before, both exited 0 and the
     trial's run held each epoch twice; now the first stops, exit 4, naming the new holder."""
     url, _ = mlflow_server
-    spec = {"name": "frozen", "model": {"arch": "resnet18"},
-            "data": {"image_size": 32, "train_per_class": 40, "val_per_class": 4, "test_per_class": 4},
-            "train": {"epochs": 3, "batch_size": 16}, "search": {"space": {"model.placement": ["layer4"]}},
-            "resources": {"cpu": 1}}
-    path = tmp_path / "frozen.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = one_trial_spec(tmp_path, "frozen", train_per_class=40, epochs=3)
     env = os.environ | {"ABLATE_LEASE_TTL": "4"}
     folder = tmp_path / "runs" / "frozen"
     first = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", url, "--storage", str(tmp_path / "runs")],

@@ -101,3 +101,12 @@ def test_a_trial_reads_the_lease_at_most_every_quarter_ttl_while_its_heartbeat_i
     check_stale()
     check_stale()
     assert len(reads) == 3  # a record that old is read again before each write
+
+
+def test_a_lost_lease_survives_the_copy_ray_makes_of_a_trials_exception():
+    import copy
+    import pickle
+
+    lost = LeaseLost.to("shared", Holder.me(), "http://127.0.0.1:5000")
+    for copied in (copy.copy(lost), pickle.loads(pickle.dumps(lost))):
+        assert str(copied) == str(lost) and "was taken over by pid" in str(copied)

@@ -105,10 +105,12 @@ def memory_kill_env(tmp_path: Path, when: str) -> dict[str, str]:
                          "ABLATE_TEST_HOG_WHEN": when}
 
 
-def ablate(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """`ablate ARGS` in its own process group (with the Ray it starts): its exit status and output."""
+def ablate(*args: str, env: dict[str, str] | None = None, cgroup: Path | None = None) -> tuple[int, str]:
+    """`ablate ARGS` in its own process group (with the Ray it starts), and in `cgroup` if given: its exit
+    status and output."""
+    join = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
     driver = subprocess.Popen([*ABLATE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+                              start_new_session=True, preexec_fn=join)
     try:
         output, _ = driver.communicate(timeout=240)
     finally:
@@ -173,6 +175,46 @@ def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(t
     assert int(run.data.tags["ablate.attempts"]) >= 2 and int(run.data.tags["ablate.resumed_from_epoch"]) >= 1
     assert "ablate.failure" not in run.data.tags  # dropped when the retry went on
     assert epochs_logged(uri, run) == [1, 2, 3]  # each epoch once, across the attempts
+
+
+@pytest.fixture
+def memory_cgroup():
+    """A memory cgroup (v1, as on this machine) of 5 GB under this process's own: the driver, its Ray and
+    two trial workers hold about 3.6 GB, so only the worker that allocates makes the kernel kill."""
+    line = next((l for l in Path("/proc/self/cgroup").read_text().splitlines() if l.split(":")[1] == "memory"), None)
+    if line is None:
+        pytest.skip("no cgroup v1 memory controller here to confine the study to")
+    group = Path("/sys/fs/cgroup/memory" + line.split(":", 2)[2]) / f"ablate-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(5 * 2**30))
+    except OSError as err:
+        pytest.skip(f"cannot make a memory cgroup here ({err})")
+    yield group
+    group.rmdir()
+
+
+def test_a_trial_the_kernels_oom_killer_kills_is_recorded_as_oom_and_retried_from_its_checkpoint(
+        tmp_path, memory_cgroup, own_ray):
+    """Before, a worker the kernel killed (Ray's monitor off, or too slow) was tagged `lost_worker`, as if its
+    node had gone, with Ray's tracebacks on the terminal."""
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
+    path = spec_file(tmp_path, "kernel_oom", epochs=3, placements=["layer4"], max_failures=2, per_class=24)
+    env = memory_kill_env(tmp_path, str(storage / "kernel_oom" / "checkpoints")) | {"RAY_memory_monitor_refresh_ms": "0"}
+    status, output = ablate("run", str(path), "--tracking-uri", uri, "--storage", str(storage), env=env,
+                            cgroup=memory_cgroup)
+    assert (tmp_path / "hogged").exists(), output
+    assert status == 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "OOM killer" in line]
+    assert len(lines) == 1, output
+    [line] = lines
+    assert "1 trial was killed by the kernel's OOM killer (its container's limit of 5.0 GB ran out)" in line, output
+    assert "last checkpoint" in line, output
+    [run] = trial_runs(uri, "kernel_oom")
+    assert run.info.status == "FINISHED", output
+    assert run.data.tags["ablate.last_failure"] == "oom"
+    assert epochs_logged(uri, run) == [1, 2, 3]
 
 
 def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, own_ray):

@@ -70,3 +70,49 @@ def test_gpu_hours_come_from_the_named_gpus_published_peak_at_the_stated_utilisa
     assert priced["gpu_hours"] == pytest.approx(2 * priced["total_macs"] / (312e12 * plan.GPU_UTILISATION) / 3600)
     refused = CliRunner().invoke(app, ["plan", str(tiny_spec), "--gpu", "gtx480"])
     assert refused.exit_code == 2 and "a100" in refused.output
+
+
+def test_plan_says_what_a_trial_holds_in_memory_and_the_concurrency_that_fits_when_all_at_once_would_not(tmp_path):
+    from ablation.core.memory import MemoryFit
+
+    fits = MemoryFit(1200, False, 2, 20_000)
+    assert fits.fits and fits.describe(2, 1) == ("Memory: each trial's worker needs about 1.2 GB (estimated, within "
+                                                 "about 25%); 2 at once need 2.3 GB of the 19.5 GB available.")
+    crowded = MemoryFit(3000, True, 16, 23_000)  # a 16-core box, one core a trial, 3 GB each: 48 GB
+    said = crowded.describe(16, 1)
+    assert not crowded.fits and crowded.fits_at_once == 6
+    assert "(the largest peak its trials recorded)" in said and "more than 80% of the 22.5 GB available" in said
+    assert said.endswith("6 fit: run them with --set resources.cpu=3 (5 at once).")
+    assert "Not even one fits" in MemoryFit(30_000, False, 1, 23_000).describe(2, 1)
+
+
+def test_the_memory_estimate_is_as_close_to_measured_peaks_as_it_says():
+    """benchmarks/memory.py measured real trial workers; the estimate's constants must still match them."""
+    import json
+
+    from ablation.core.memory import ESTIMATE_ERROR, trial_memory_mb
+
+    rows = json.loads((Path(__file__).parents[1] / "benchmarks/results/memory.json").read_text())["rows"]
+    assert len(rows) >= 5 and len({r["arch"] for r in rows}) >= 3
+    for r in rows:
+        estimated = trial_memory_mb(r["arch"], r["params"], r["image_size"], r["batch_size"])
+        assert abs(estimated / r["measured_mb"] - 1) <= ESTIMATE_ERROR, r
+
+
+def test_run_warns_before_ray_starts_when_the_trials_at_once_would_not_fit(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ablation.core import load_study
+    from ablation.driver.memory_fit import check_memory
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\nmodel: {arch: resnet152}\ndata: {image_size: 448}\ntrain: {batch_size: 256}\n"
+                    "search: {space: {model.placement: [layer4]}}\n")
+    out = StringIO()
+    need = check_memory(load_study(path), f"sqlite:///{tmp_path / 'none.db'}", Console(file=out, width=300))
+    assert need > 100_000  # MB: ResNet-152's activations at 448 px, 256 images a batch
+    said = " ".join(out.getvalue().split())
+    assert "Memory: each trial's worker needs about" in said and "Not even one fits" in said
+    assert not (tmp_path / "none.db").exists()  # reading a store that is not there creates none

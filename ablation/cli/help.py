@@ -66,6 +66,7 @@ NOISE = {
     # says each cause in one line at the end, the trial's run keeps its error, and Tune's error.txt the rest.
     "ray.tune.execution.tune_controller": logging.CRITICAL,
     "ray.tune.tune": logging.CRITICAL,  # "Trials did not complete: [...]", which the summary says by name
+    "ablation.driver.ray": logging.CRITICAL,  # the raylet's "a worker died" paragraphs (`cluster.RAY_ERRORS`)
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -92,8 +93,9 @@ def run(
     from ablation.models import WeightsError
     from ablation.driver.race_settings import RaceChanged
     from ablation.driver.data_check import DataChanged
+    from ablation.driver.halts import Halted
     from ablation.driver.study import ResourceError, StudyStopped, run_study, storage_location
-    from ablation.tracking import LeaseLost, StoreUnusable
+    from ablation.tracking import LeaseLost, StoreUnusable, resolve_uri
 
     cli_help.quiet_libraries(verbose)
     spec_yaml = yaml.safe_dump(study.spec.model_dump(mode="json"), sort_keys=False)
@@ -108,10 +110,13 @@ def run(
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {storage_location(storage)}/{study.name}")
         raise typer.Exit(130) from None
-    except StudyStopped as err:
+    except (StudyStopped, Halted) as err:
         raise _stopped(err) from None
     except LeaseLost as err:
         raise _stopped(err, TAKEN_OVER) from None
+    except Exception as err:  # the store failed the driver's own writes, after the trials
+        folder = f"{storage_location(storage)}/{study.name}"
+        raise _store_stopped(err, lambda: resolve_uri(tracking_uri), folder) from None
     if outcome.already_finished:
         console.print(f"{outcome.already_finished} of {len(study.trials)} trials had finished in an earlier run of "
                       "this study and were not run again.")
@@ -131,9 +136,10 @@ def resume(
     from ablation.tracking.lease import StudyBusy
     from ablation.driver.race_settings import RaceChanged
     from ablation.driver.data_check import DataChanged
-    from ablation.driver.state import StateError
-    from ablation.driver.study import ResourceError, StudyStopped, resume_study
-    from ablation.tracking import LeaseLost, StoreNotFound, StoreUnusable, StudyNotFound
+    from ablation.driver.state import StateError, StudyState
+    from ablation.driver.halts import Halted
+    from ablation.driver.study import ResourceError, StudyStopped, resume_study, storage_location
+    from ablation.tracking import LeaseLost, StoreNotFound, StoreUnusable, StudyNotFound, resolve_uri
 
     cli_help.quiet_libraries(verbose)
     try:
@@ -145,16 +151,29 @@ def resume(
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted.[/yellow] Continue with:  ablate resume {study_dir}")
         raise typer.Exit(130) from None
-    except StudyStopped as err:
+    except (StudyStopped, Halted) as err:
         raise _stopped(err) from None
     except LeaseLost as err:
         raise _stopped(err, TAKEN_OVER) from None
+    except Exception as err:  # the store failed the driver's own writes, after the trials
+        raise _store_stopped(err, lambda: resolve_uri(tracking_uri or StudyState.load(
+            storage_location(study_dir)).context.tracking_uri), study_dir) from None
     _conclude(study, outcome, resume_hint=f"ablate resume {study_dir}")
 
 
 def _stopped(err: Exception, status: int = STUDY_STOPPED) -> typer.Exit:
     errors.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
     return typer.Exit(status)
+
+
+def _store_stopped(err: Exception, uri: Callable[[], str], folder: str) -> typer.Exit:
+    """Exit 3 with one line if `err` is the study's store (at `uri()`) failing mid-study; else `err` goes on."""
+    from ablation.driver.halts import store_stopped
+    from ablation.tracking.runs import store_failure
+
+    if store_failure(err, "") is None:
+        raise err
+    return _stopped(store_stopped(err, uri(), folder))
 
 
 def _by_cause(trials: dict[str, str]) -> dict[str, list[str]]:

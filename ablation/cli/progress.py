@@ -31,6 +31,7 @@ class _Row:
     name: str
     status: str = "pending"
     epoch: int = 0  # epochs finished
+    counted: int = 0  # epochs it added to the bar: a retry trains again some it had finished
     value: float | None = None
     batches: tuple[int, int] | None = None  # (done, total) of the epoch under way
     started: float | None = None
@@ -38,8 +39,9 @@ class _Row:
 
     @property
     def partial(self) -> float:
-        """The share of its epoch under way that a running trial has done, below 1."""
-        if self.status != "running" or not self.batches or not self.batches[1]:
+        """The share of its epoch under way that a running trial has done, below 1 (none while a retry
+        trains again an epoch the bar has counted)."""
+        if self.status != "running" or not self.batches or not self.batches[1] or self.epoch < self.counted:
             return 0.0
         return min(self.batches[0] / self.batches[1], 0.99)
 
@@ -96,10 +98,11 @@ class StudyProgress:
     def epoch(self, key: str, epoch: int, value: float) -> None:
         with self.lock:
             row = self.rows[key]
-            # A trial resumed from a checkpoint reports its first epoch after the ones it had done.
-            self.finished += max(1, epoch - row.epoch)
+            # A trial resumed from a checkpoint reports its first epoch after the ones it had done; one that
+            # Tune retries (from its checkpoint, or from the start) reports again epochs the bar has counted.
+            self.finished += max(0, epoch - row.counted)
             self.trained += 1
-            row.epoch, row.value, row.batches = epoch, value, None
+            row.epoch, row.value, row.batches, row.counted = epoch, value, None, max(row.counted, epoch)
             self._advance()
 
     def batches(self, key: str, done: int, total: int) -> None:
@@ -118,7 +121,8 @@ class StudyProgress:
                     self.pending.remove(name)
             row = self.rows[key]
             # Epochs it will never run still count (it failed, or a scheduler stopped it), so the bar ends.
-            self.finished += max(0, self.epochs - row.epoch)
+            self.finished += max(0, self.epochs - row.counted)
+            row.counted = self.epochs
             row.status, row.ended, row.batches = "done" if ok else "error", self.clock(), None
             self._advance()
 

@@ -111,6 +111,9 @@ def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | N
                   f"estimated {_duration(p.estimated_seconds)} here on CPU, with the study's start-up and each "
                   "trial's overhead. Trust it to within a factor of about two: throughput varies with the "
                   "architecture and the image size.")
+    if p.memory is not None:
+        console.print(("" if p.memory.fits else "[yellow]") + escape(p.memory.describe(p.cpus, spec.resources.cpu))
+                      + ("" if p.memory.fits else "[/yellow]"), highlight=False)
     if gpu is not None:
         name, peak, utilisation, hours = gpu
         console.print(f"On one {name.upper()} ({peak / 1e12:.0f} TFLOPS fp16/bf16 peak, at an assumed "

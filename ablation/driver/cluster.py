@@ -25,10 +25,14 @@ class ResourceError(ValueError):
     """The study asks for more than the Ray cluster has, or cannot run where it is asked to; nothing was started."""
 
 
+RAY_ERRORS = "ablation.driver.ray"  # the logger the raylet's error messages go to (`--verbose` shows them)
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at `address`, or start a private Ray on this machine, on loopback only."""
     if ray.is_initialized():  # a caller (a notebook, the tests) already chose the cluster
         return
+    _raylet_errors_to_log()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if address:
@@ -44,6 +48,9 @@ def connect(address: str | None) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     with _loopback_only():
         ray.init(
+            # "local": a new private Ray even when `ray start` left one running on this machine, which
+            # `ray.init()` would otherwise join (and refuse, since it is given CPUs to start with).
+            address="local",
             num_cpus=os.cpu_count(),
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
@@ -97,7 +104,29 @@ def _loopback_only():
         ray_constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
-def check_resources(spec: StudySpec) -> None:
+def _raylet_errors_to_log() -> None:
+    """Ray prints the raylet's error messages (a worker that died, with a paragraph of possible causes)
+    straight to the driver's stdout, whatever `log_to_driver` says, beside the live view. The study says
+    each trial's failure in one line and records it on the trial's run, so they go to a logger instead."""
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_ablate", False):
+        return
+
+    def printed(data, *args, **kwargs):
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                logging.getLogger(RAY_ERRORS).warning("%s", line)
+            return
+        original(data, *args, **kwargs)
+
+    printed._ablate = True
+    ray_worker.print_to_stdstream = printed
+
+
+def check_resources(spec: StudySpec, *, memory_mb: float = 0.0) -> None:
+    """Refuse a trial that no node can hold: its CPUs, GPUs, or the memory it asks for (`memory_mb`)."""
     have = ray.cluster_resources()
     for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
         wanted, available = getattr(spec.resources, key), have.get(name, 0.0)
@@ -105,6 +134,12 @@ def check_resources(spec: StudySpec) -> None:
             raise ResourceError(
                 f"resources.{key}: a trial asks for {wanted} but the Ray cluster has {available:g} {name}s"
             )
+    if memory_mb:  # Ray would otherwise leave the trials pending for ever, waiting for a node that big
+        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0) / 2**20
+        if memory_mb > largest:
+            raise ResourceError(f"a trial needs about {memory_mb / 1024:.1f} GB of memory, and the largest node of "
+                                f"the Ray cluster offers {largest / 1024:.1f} GB: lower train.batch_size or "
+                                "data.image_size, or add a larger node")
 
 
 def check_local_resources(spec: StudySpec) -> None:

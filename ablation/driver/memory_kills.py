@@ -13,12 +13,18 @@ another path, which it handles.
 `resources.max_failures`, then fails it for good, and the other trials go on. `MemoryKillRecorder`
 records each kill on the trial's MLflow run (`ablate.failure=oom`, Ray's reason in `ablate.error`), and
 `cause` turns Ray's message into the one line the driver prints.
+
+The kernel's OOM killer (a machine or container out of memory before Ray's monitor acted, or with it
+off) kills a worker without a word to Ray: Tune sees an actor that died, as it would for a lost node.
+The kernel counts its kills (`/proc/vmstat`), so a worker that died while that count rose is taken as
+its kill, recorded as `oom` too, with the container's memory limit if it has one (`KernelOomKills`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -71,6 +77,57 @@ def reason(text: str) -> str:
     return " ".join(lines)
 
 
+class KernelOomKills:
+    """The kernel's count of processes its OOM killer killed, on this machine (a cluster's other nodes
+    keep their own): `new()` says whether it rose since the last look."""
+
+    def __init__(self, vmstat: Path = Path("/proc/vmstat")) -> None:
+        self.vmstat = vmstat
+        self.seen = self._count()
+
+    def _count(self) -> int | None:
+        try:
+            for line in self.vmstat.read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return None  # not Linux, or a kernel before 4.13: no kill is ever taken for the kernel's
+
+    def new(self) -> bool:
+        now = self._count()
+        rose = now is not None and self.seen is not None and now > self.seen
+        self.seen = now
+        return rose
+
+
+def kernel_cause() -> str:
+    """The one line for a worker the kernel's OOM killer killed, with this container's memory limit."""
+    limit = _cgroup_limit()
+    where = f"its container's limit of {limit / 2**30:.1f} GB" if limit else "the machine's memory"
+    return f"killed by the kernel's OOM killer ({where} ran out)"
+
+
+def _cgroup_limit() -> int | None:
+    """This process's memory cgroup's limit in bytes (cgroup v2, else v1), or None without one."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = {"": ("/sys/fs/cgroup", "memory.max"), "memory": ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")}
+        if controllers in candidates:
+            root, name = candidates[controllers]
+            try:
+                text = (Path(root + path) / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 2**60:  # "max", or v1's huge number: no limit
+                return int(text)
+    return None
+
+
 _handling: BaseException | None = None  # the failure Tune is processing now; its callbacks run within it
 
 
@@ -120,9 +177,10 @@ class MemoryKillRecorder(tune.Callback):
     def __init__(self, spec: StudySpec, context: StudyContext) -> None:
         self.study: tuple[StudySpec, StudyContext] | None = (spec, context)
         self.killed: dict[str, str] = {}
+        self.kernel: KernelOomKills | None = KernelOomKills()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "study": None}
+        return {**self.__dict__, "study": None, "kernel": None}
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._record(trial.config)
@@ -132,12 +190,18 @@ class MemoryKillRecorder(tune.Callback):
 
     def _record(self, config: dict[str, Any]) -> None:
         error = _handling
-        if self.study is None or not is_memory_kill(error) or not config:
+        if self.study is None or not config:
+            return
+        if is_memory_kill(error):
+            text = str(error)
+            said = cause(text) or text
+        elif isinstance(error, RayActorError) and self.kernel is not None and self.kernel.new():
+            said = text = kernel_cause()  # a dead worker while the kernel's count of OOM kills rose
+        else:
             return
         spec, context = self.study
-        text = str(error)
         found = trial_of(spec, config)
-        self.killed[found.name] = cause(text) or text
+        self.killed[found.name] = said
         try:
             opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                          name=found.name, trial_id=found.id, params=found.params())

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import ray
 from ray import tune
 
+from ablation.driver.halts import HALT_KEY
 from ablation.driver.trainable import DIVERGED_KEY, STEP_KEY, trial_name
 
 
@@ -97,12 +98,13 @@ class ProgressCallback(tune.Callback):
             self.view.trial_started(trial.trial_id, trial_name(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.view and not result.get(DIVERGED_KEY):
+        if self.view and not result.get(DIVERGED_KEY) and not result.get(HALT_KEY):
             self.view.epoch(trial.trial_id, int(result[STEP_KEY]), result[self.metric])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if self.view:
-            self.view.trial_finished(trial.trial_id, ok=not (trial.last_result or {}).get(DIVERGED_KEY))
+            last = trial.last_result or {}
+            self.view.trial_finished(trial.trial_id, ok=not last.get(DIVERGED_KEY) and not last.get(HALT_KEY))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.failed[trial.path] = trial.config

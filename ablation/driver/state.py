@@ -30,6 +30,7 @@ class StudyContext:
     # writes nothing once another driver has taken the study over (`tracking.lease_check`).
     lease_token: str = ""
     lease_ttl: float = 0.0
+    memory_mb: float = 0.0  # on a cluster, what each trial asks Ray for (`memory_fit`); 0: CPUs alone decide
 
 
 @dataclass

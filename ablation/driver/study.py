@@ -29,6 +29,8 @@ from ablation.stats import racing
 from ablation.stats.analysis import mean_ci
 from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
 from ablation.driver.data_check import check_data_unchanged, current_data
+from ablation.driver.memory_fit import check_memory, trial_memory
+from ablation.driver.halts import Halts
 from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
 from ablation.models import check_weights
@@ -77,8 +79,9 @@ def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]]
 
 
 def _trainable_for(spec: StudySpec, context: StudyContext, relay):
+    memory = {"memory": int(context.memory_mb * 2**20)} if context.memory_mb else {}
     return tune.with_resources(tune.with_parameters(trainable, context=context, relay=relay),
-                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu} | memory)
 
 
 def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
@@ -106,6 +109,8 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
     skipped = prepare_data(trials, console)
     data = current_data(t.spec.data for t in trials)
     recorded = check_data_unchanged(uri, spec.name, data)
+    # On a cluster, Ray schedules each trial by the memory it asks for; here, say if they would not fit.
+    memory = trial_memory(study, uri)[0] if address else check_memory(study, uri, console)
     if not address:
         check_local_resources(spec)  # before the lease creates the store
     with tracking.hold_study(uri, spec.name) as lease, ThreadPoolExecutor(1) as background:
@@ -114,7 +119,7 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
         store = None if address else background.submit(tracking.create_store, uri)
         quiet_tune()
         connect(address)
-        check_resources(spec)
+        check_resources(spec, memory_mb=memory if address else 0.0)
         if store:
             store.result()
         pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
@@ -139,7 +144,7 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
             parent.finish()
             return outcome
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage,
-                               lease_token=lease.token, lease_ttl=lease.ttl)
+                               lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory if address else 0.0)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
         return _fit(study, context, pending, parent, outcome, console, view, lease=lease)
 
@@ -208,8 +213,9 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     spec = study.spec
     _check_race_unchanged(uri, study)  # a state file from an older version, or edited, may differ
     check_data_unchanged(uri, spec.name, current_data(t.spec.data for t in study.trials))
+    memory = trial_memory(study, uri)[0] if address else check_memory(study, uri, console)
     with tracking.hold_study(uri, spec.name) as lease:
-        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl)
+        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory if address else 0.0)
         records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
         ended = {r.trial_id for r in records if r.ended}
         pending = [t for t in study.trials if t.id in set(state.trials) and t.id not in ended]
@@ -226,7 +232,7 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
             return study, outcome
         quiet_tune()
         connect(address)
-        check_resources(spec)
+        check_resources(spec, memory_mb=memory if address else 0.0)
         return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples,
                            lease=lease)
 
@@ -313,10 +319,11 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     kills = MemoryKillRecorder(spec, context)
     race = RaceSearcher(study, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
+    halts = Halts(LeaseStopper(lease), context.storage)  # a full storage, an unwritable store: no trial can go on
     tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race, callbacks=[progress, kills],
-                   relay=relay, stop=LeaseStopper(lease))
+                   relay=relay, stop=halts)
     try:
-        with view:
+        with view, halts:
             results = tuner.fit()
         lease.check()  # taken over while this driver was suspended: everything below is the new holder's
     except KeyboardInterrupt:
@@ -334,6 +341,7 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     finally:
         with contextlib.suppress(Exception):  # it may be dead already
             ray.kill(relay)
+    halts.check(parent, outcome)
     outcome.memory_kills = dict(kills.killed)
     early = spec.search.scheduler != "fifo"
     settled: set[str] = set()  # names of the trials that ended one way or another
@@ -345,7 +353,7 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
         name, metrics = trial_name(config), result.metrics or {}
         if result.error is not None:
             text = str(result.error).strip() or type(result.error).__name__
-            outcome.errors[name] = memory_kill(text) or text.splitlines()[-1]
+            outcome.errors[name] = memory_kill(text) or kills.killed.get(name) or text.splitlines()[-1]
         elif metrics.get(DIVERGED_KEY):
             outcome.diverged.append(name)
         elif metrics.get(STEP_KEY) == spec.train.epochs:

@@ -23,9 +23,11 @@ from ray import tune
 from ablation import engine, tracking
 from ablation.checkpoints import CheckpointStore, save_model
 from ablation.data import classes_of
+from ablation.driver import halts
 from ablation.driver.prepare import model_costs
 from ablation.core import StudySpec, Trial, label
 from ablation.driver.state import StudyContext
+from ablation.tracking.runs import store_failure, unlog_store_failures
 
 STEP_KEY = "epoch"
 DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan
@@ -42,8 +44,22 @@ def _failure(err: BaseException) -> tracking.Failure:
 
 
 def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.ActorHandle | None = None) -> None:
-    """One trial: open its run, train with callbacks that log, checkpoint and report each epoch (from
-    its checkpoint if this is a retry), and record how it ended."""
+    """One trial (`_trial`). One that cannot go on because no trial can (the storage has no room for its
+    checkpoint, the store takes no writes) reports why and ends rather than fail: Tune would retry it,
+    and it would fail again each time. The driver then stops the study (`halts`)."""
+    unlog_store_failures()
+    try:
+        _trial(config, context, relay)
+    except Exception as err:
+        halted = halts.why(err, storage=context.storage, uri=context.tracking_uri, trial=trial_name(config))
+        if halted is None:
+            raise
+        tune.report({STEP_KEY: -1, StudySpec.model_validate(context.spec).metric: float("nan")} | halted)
+
+
+def _trial(config: dict[str, Any], context: StudyContext, relay: ray.actor.ActorHandle | None) -> None:
+    """Open the trial's run, train with callbacks that log, checkpoint and report each epoch (from its
+    checkpoint if this is a retry), and record how it ended."""
     study = StudySpec.model_validate(context.spec)
     trial = trial_of(study, config)
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
@@ -78,7 +94,9 @@ def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.Ac
         raise  # the study is another driver's now: this attempt writes nothing more, not even its end
     except BaseException as err:
         failure = _failure(err)
-        if failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:
+        if store_failure(err, context.tracking_uri) is not None:
+            pass  # a store that takes no writes takes no record of it either
+        elif failure == tracking.Failure.INTERRUPTED and epochs.last == study.train.epochs:
             opened.finish()  # stopped as its last report arrived: it had finished
         else:
             opened.fail(failure, f"{type(err).__name__}: {err}")

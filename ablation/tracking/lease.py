@@ -110,13 +110,14 @@ class StudyBusy(RuntimeError):
 
 
 class LeaseLost(RuntimeError):
-    """Another driver took the study's lease over while this one was not heard from: it must write no more."""
+    """Another driver took the study's lease over while this one was not heard from: it must write no more.
+    Its one argument is its message, so Ray can copy it out of a trial (`copy.copy` rebuilds from `args`)."""
 
-    def __init__(self, study: str, holder: Holder | None, where: str) -> None:
-        self.holder = holder
+    @classmethod
+    def to(cls, study: str, holder: Holder | None, where: str) -> LeaseLost:
         who = f"by {holder}" if holder else "(its record is gone: another driver held it and finished)"
-        super().__init__(f"study {study!r} on {where} was taken over {who} while this driver was not heard from "
-                         f"(suspended, or cut off from the store); this driver stopped and wrote nothing more")
+        return cls(f"study {study!r} on {where} was taken over {who} while this driver was not heard from "
+                   f"(suspended, or cut off from the store); this driver stopped and wrote nothing more")
 
 
 class LeaseCheck:
@@ -137,7 +138,7 @@ class LeaseCheck:
             return
         holder = Holder.parse(self._read())
         if holder is None or holder.token != self.token:
-            raise LeaseLost(self.study, holder, self.where)
+            raise LeaseLost.to(self.study, holder, self.where)
         self._until = min(now + self.ttl / 4, holder.heartbeat + self.ttl / 2)
 
 
@@ -241,7 +242,7 @@ class HeartbeatLease:
             try:
                 holder = Holder.parse(self._read())
                 if holder is None or holder.token != self._me.token:
-                    self._lost = LeaseLost(self.study, holder, self.where)
+                    self._lost = LeaseLost.to(self.study, holder, self.where)
                     return
                 self._me = Holder(**{**asdict(self._me), "heartbeat": time.time()})
                 self._write(self._me.dump())

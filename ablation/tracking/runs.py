@@ -4,6 +4,8 @@ how it ended. Also the metrics added to finished runs (latencies, explanation sc
 
 from __future__ import annotations
 
+import errno
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -13,11 +15,59 @@ from typing import TYPE_CHECKING, Any
 
 from ablation.core.names import MODEL_FILE, TAG_LIMIT, TRAIN_LOSS, Failure, Kind, Status, Tag, as_param, explanation
 from ablation.tracking.provenance import machine_tags
-from ablation.tracking.store import StoreUnusable, connect, no_progress_bars
+from ablation.tracking.store import StoreUnusable, _raised_from, connect, no_progress_bars, sqlite_path
 from ablation.tracking.system_metrics import watch_system
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+
+class StoreFailed(RuntimeError):
+    """The study's store stopped taking writes mid-study: made read-only, deleted or moved, or full. Every
+    trial would fail on it alike, so the study stops rather than retry them (`store_failure`)."""
+
+
+class StoreGone(StoreFailed):
+    """The store's file was deleted or moved: the runs in it went with it."""
+
+
+# Refusals of the file system under a local artifact store, as an artifact's copy meets them.
+_REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def store_failure(err: BaseException | None, uri: str) -> StoreFailed | None:
+    """The `StoreFailed` that `err` is or was raised from: SQLite refusing a write because of its file
+    (read-only, deleted or moved, full, unreadable), under MLflow's and SQLAlchemy's wrappers; None for
+    any other error."""
+    import sqlite3
+
+    if (failed := _raised_from(err, StoreFailed)) is not None:
+        return failed
+    cause = _raised_from(err, sqlite3.OperationalError)
+    if cause is None:
+        return None
+    where = sqlite_path(uri) or uri
+    code = getattr(cause, "sqlite_errorcode", 0)
+    # A deleted file still takes writes through the connections open on it, until SQLite notices
+    # (DBMOVED); a connection opened since finds a new, empty file.
+    if code == sqlite3.SQLITE_READONLY_DBMOVED or "no such table" in str(cause):
+        return StoreGone(f"the MLflow store {where} was deleted or moved while the study ran")
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN):
+        return StoreFailed(f"the MLflow store {where} can no longer be written ({cause})")
+    return None
+
+
+class _StoreFailureUnlogged(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and store_failure(record.exc_info[1], ""))
+
+
+def unlog_store_failures() -> None:
+    """MLflow logs each failed query with its traceback before raising it: a store that fails mid-study
+    would print one per write, where the study's end says it once."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _StoreFailureUnlogged) for f in logger.filters):
+        logger.addFilter(_StoreFailureUnlogged())
 
 
 def _now_ms() -> int:
@@ -84,7 +134,13 @@ class TrackedRun:
         no_progress_bars()
         with tempfile.TemporaryDirectory() as folder:
             write(Path(folder) / name)
-            self.client.log_artifact(self.run_id, str(Path(folder) / name))
+            try:
+                self.client.log_artifact(self.run_id, str(Path(folder) / name))
+            except OSError as err:
+                if err.errno not in _REFUSED:
+                    raise
+                raise StoreFailed(f"the MLflow store's artifacts can no longer be written ({err.strerror}: "
+                                  f"{err.filename})") from None
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
@@ -187,6 +243,9 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     """The trial's child run under the study's parent: the one an earlier attempt left unfinished
     (a retry continues it, so each trial has one run and each epoch is logged once), else a new one.
     `fence` is called before each write (see `store.lease_check`)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():  # connecting would create a new, empty store in its place
+        raise StoreGone(f"the MLflow store {db} was deleted or moved while the study ran")
     client = connect(uri)
     earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
     done = [r for r in earlier if r.info.status == Status.FINISHED]
