@@ -7,52 +7,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ablation.cli import help as cli_help
 
 from ablation.cli import views
+from ablation.cli.common import STUDY_STOPPED, TAKEN_OVER, console, errors
+from ablation.cli.common import check_out as _check_out
+from ablation.cli.common import fail as _fail
+from ablation.cli.common import load as _load
+from ablation.cli.data import data_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=cli_help.Group,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Distributed ablation studies of attention modules in ResNets (Ray Tune + MLflow).")
-console = Console()
-errors = Console(stderr=True)
-
-USAGE_ERROR = 2
-STUDY_STOPPED = 3  # Ray or Tune failed mid-study (not a trial): `ablate resume` continues it
-TAKEN_OVER = 4  # another driver took the study over while this one was suspended: it stopped, writing nothing
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(USAGE_ERROR)
-
-
-def _check_out(folder: Path, holds: str) -> None:
-    """Refuse an --out that names a file, before any work: it would fail once the work is done."""
-    if folder.exists() and not folder.is_dir():
-        raise _fail(f"--out {folder}: is a file; give a folder, which will hold {holds}")
-
-
-def _load(spec_path: Path | None, overrides: list[str], *, model_and_data: bool = False,
-          flags: dict[str, str] | None = None, data_on_disk: bool = True):
-    """The study at `spec_path` with `overrides` (or, with `model_and_data`, its model and data settings,
-    of the defaults without a path); a fault exits 2, naming an override of a key in `flags` as its flag."""
-    from ablation.core import SpecError, Study, load_model_and_data
-
-    try:
-        if model_and_data:
-            return load_model_and_data(spec_path, overrides)
-        return Study.load(spec_path, overrides, data_on_disk=data_on_disk)
-    except SpecError as err:
-        message = str(err)
-        for key, flag in (flags or {}).items():
-            message = message.replace(f"--set: {key}:", f"{flag}:")
-        raise _fail(message) from None
-
-
 def _live_view(**settings):
     """The terminal's live view of a running study, which the driver feeds."""
     from ablation.cli.progress import StudyProgress
@@ -60,7 +28,6 @@ def _live_view(**settings):
     return StudyProgress(console, **settings)
 
 
-data_app = typer.Typer(no_args_is_help=True, cls=cli_help.Group, help="Look at a dataset on disk, or write a generated one.")
 app.add_typer(data_app, name="data")
 
 
@@ -300,77 +267,6 @@ def schema() -> None:
     from ablation.core import json_schema
 
     print(json.dumps(json_schema(), indent=1))
-
-
-@data_app.command("summary", cls=cli_help.Command)
-def data_summary(
-    dataset: Annotated[str, typer.Option(help="aihub, fer2013, rafdb or folder")],
-    root: Annotated[Path, typer.Option(help="the dataset as extracted")],
-    overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
-                                                 help="a data.* setting, e.g. --set data.label_from=uploader")] = [],
-    verify: Annotated[bool, typer.Option(help="also decode every image, to find corrupt ones")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-) -> None:
-    """Images per split and class, subjects per split, and what was skipped, by reason (--json lists every file)."""
-    import json
-
-    # JSON strings are YAML strings, so a path is never read as a number or a date.
-    given = [f"data.dataset={json.dumps(dataset)}", f"data.root={json.dumps(str(root))}"]
-    _, spec = _load(None, [*given, *overrides], model_and_data=True,
-                    flags={"data.dataset": "--dataset", "data.root": "--root"})
-    if spec.dataset == "synthetic":
-        raise _fail("--dataset: the generated dataset has nothing on disk to summarise; "
-                    "expected aihub, fer2013, rafdb or folder")
-
-    from ablation.data import read_index
-    from ablation.data.records import printable
-
-    try:
-        index = read_index(spec)
-    except ValueError as err:
-        raise _fail(str(err)) from None
-    skipped = list(index.skipped)
-    if verify:
-        from rich.progress import Progress
-
-        from ablation.data.pipeline import verified
-
-        with Progress(console=errors, transient=True) as bar:
-            task = bar.add_task("decoding every image", total=len(index.items))
-            index, undecodable = verified(index, on_progress=lambda done, _: bar.update(task, completed=done))
-        skipped += undecodable
-    if as_json:
-        print(json.dumps({"dataset": spec.dataset, "root": str(spec.root), "classes": list(index.classes),
-                          "counts": index.counts(), "subjects": index.subjects(), "verified": verify,
-                          # A file name that is not UTF-8 is printed with its odd bytes escaped, as JSON must be text.
-                          "skipped": [{"path": printable(s.path), "reason": s.reason} for s in skipped]},
-                         ensure_ascii=False))
-        return
-    views.dataset(console, spec, index, skipped, verified=verify)
-
-
-@data_app.command("generate", cls=cli_help.Command)
-def data_generate(
-    root: Annotated[Path, typer.Option(help="an empty or new folder to write into")],
-    layout: Annotated[str, typer.Option(help="the on-disk layout to imitate: aihub")] = "aihub",
-    per_class: Annotated[int, typer.Option(min=1, help="training images per emotion")] = 100,
-    valid_per_class: Annotated[int, typer.Option(min=1, help="validation images per emotion (split into val/test)")] = 40,
-    width: Annotated[int, typer.Option(min=64, help="photo width in pixels")] = 1280,
-    height: Annotated[int, typer.Option(min=64, help="photo height in pixels")] = 960,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-) -> None:
-    """Write generated faces as a dataset on disk, e.g. in the AI-HUB layout, to try a reader on."""
-    if layout != "aihub":
-        raise _fail(f"--layout {layout!r}: expected aihub")
-    if root.exists() and any(root.iterdir()):
-        raise _fail(f"--root {root}: not empty; choose a new folder")
-
-    from ablation.data import aihub_layout
-
-    with console.status(f"writing {aihub_layout.photo_count(per_class, valid_per_class):,} photos to {root}"):
-        aihub_layout.write(root, per_class=per_class, valid_per_class=valid_per_class, image_size=(width, height),
-                           face_size=min(256, width, height), seed=seed)
-    views.generated(console, root, per_class=per_class, valid_per_class=valid_per_class)
 
 
 @app.command(cls=cli_help.Command)
