@@ -183,7 +183,7 @@ def _study(axes=("model.placement",)):
                            data=SimpleNamespace(image_size=64), train=SimpleNamespace(epochs=30),
                            search=SimpleNamespace(seeds=[0, 1, 2], design="grid", race=race),
                            resources=SimpleNamespace(cpu=2))
-    return SimpleNamespace(spec=spec, name="placement", axes=list(axes), baseline="placement=none")
+    return SimpleNamespace(spec=spec, name="placement", axes=list(axes), baseline="placement=none", factorial=None)
 
 
 def test_the_plan_fits_80_columns():
@@ -198,6 +198,17 @@ def test_the_plan_fits_80_columns():
                            memory=MemoryFit(3000, False, 16, 23_000),  # the longer line: it does not fit
                            data_note="/data/aihub is not on this machine: the splits were priced at the spec's sizes")
     _fits(_rendered(lambda c: views.plan(c, _study(), plan, gpu=("a100", 312e12, 0.3, 12.5))), arms)
+
+
+def test_a_fractions_design_and_aliases_fit_80_columns():
+    from ablation.core import SearchSpec
+    from ablation.core.factorial import build
+
+    keys = [f"model.placement.layer{i}" for i in range(1, 5)] + ["model.zero_init", "data.augment.flip"]
+    design = build(SearchSpec(design="fractional", resolution=4, space={key: [False, True] for key in keys}))
+    text = _rendered(lambda c: views.two_level(c, design))
+    _fits(text, ["model.placement.layer1", "placement.layer1 x placement.layer2"])
+    assert "2^(6-2) fractional factorial, resolution IV: 16 of the 64 arms" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(("axes", "levels"), [

@@ -30,7 +30,8 @@ def test_the_shipped_studies_have_the_arms_their_comments_promise():
     anywhere = ["data.dataset=synthetic", "data.root=null"]  # paper.yaml reads AI-HUB from ./aihub
     arms = {path.stem: len(load_study(path, anywhere).arms) for path in (ROOT / "search_spaces").glob("*.yaml")}
     assert arms == {"quickstart": 6, "placement": 16, "count": 17, "reduction": 17, "components": 8,
-                    "baselines": 6, "paper": 4, "placement_race": 16, "race_quick": 6}
+                    "baselines": 6, "paper": 4, "placement_race": 16, "race_quick": 6, "stage_effects": 8,
+                    "stage_effects_full": 16}
 
 
 def test_the_placement_study_covers_all_sixteen_stage_subsets_over_three_seeds():

@@ -6,8 +6,8 @@ From the bottom up:
 - `registry`, `sites`, `emotions`, `cache`: names and small helpers;
 - `catalog`, `attentions`, `datasets`: what the models and datasets offer, each entry describing itself;
 - `names`: the run contract's names (tags, params, metric keys) that engine, tracking and report share;
-- `model_spec`, `schema`: the study spec's schema;
-- `design`: arms and trials;
+- `model_spec`, `schema`, `spec_errors`: the study spec's schema, and its errors in the spec's words;
+- `factorial`, `design`: two-level designs (their runs and aliases); every design's arms and trials;
 - `loading`: YAML, `--set` overrides, errors naming what to fix;
 - `study`: the `Study` value, built once.
 """

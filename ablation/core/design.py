@@ -1,6 +1,6 @@
-"""A study's design expanded: its arms (grid, one factor at a time, leave one component out), each
-a set of overrides of the spec, and its trials, one per arm and seed, each validated and named by
-the content of its settings.
+"""A study's design expanded: its arms (grid, one factor at a time, leave one component out, a two-level
+factorial or a fraction of one), each a set of overrides of the spec, and its trials, one per arm and
+seed, each validated and named by the content of its settings.
 
 `data_on_disk=False` validates as `ablate plan` needs: a dataset kept on another machine need not
 exist on this one. It is passed down, never read from a global.
@@ -16,14 +16,35 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ablation.core import factorial
 from ablation.core.catalog import ATTENTIONS
+from ablation.core.factorial import Factorial
 from ablation.core.model_spec import COMPONENTS, SpecError
-from ablation.core.schema import StudySpec, describe, set_key, validation_context
+from ablation.core.schema import MAX_TRIALS, StudySpec, describe, set_key, validation_context
 
 
 def label(point: dict[str, Any]) -> str:
     """`{"model.skip": False, "train.lr": 0.1}` -> `skip=false,lr=0.1`, values spelled as in a spec."""
     return ",".join(f"{_short(k)}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in point.items())
+
+
+def _named(spec: StudySpec, point: dict[str, Any]) -> str:
+    """An arm's label, its stage switches spelled as the one placement they make of the spec's
+    (`placement=layer1+layer3`)."""
+    switches = [k for k in point if _switches_a_stage(k)]
+    if not switches:
+        return label(point)
+    tree = {"model": {"placement": point.get("model.placement", spec.model.placement),
+                      "attention": point.get("model.attention", spec.model.attention)}}
+    for key in switches:
+        set_key(tree, key, point[key])
+    first = list(point).index(switches[0])
+    rest = [(k, v) for k, v in point.items() if k not in switches and k != "model.placement"]
+    return label(dict(rest[:first] + [("model.placement", tree["model"]["placement"])] + rest[first:]))
+
+
+def _switches_a_stage(key: str) -> bool:
+    return key.startswith("model.placement.")
 
 
 def _short(key: str) -> str:
@@ -34,7 +55,8 @@ def _short(key: str) -> str:
 def apply(spec: StudySpec, overrides: dict[str, Any], origin: str, *, data_on_disk: bool = True) -> StudySpec:
     """`spec` with `overrides` (dotted keys) set, validated; SpecError naming `origin` and the values."""
     tree = spec.model_dump(mode="json")
-    for key, value in overrides.items():
+    # Stage switches last: they switch a stage of the placement (and attention type) the other overrides set.
+    for key, value in sorted(overrides.items(), key=lambda item: _switches_a_stage(item[0])):
         set_key(tree, key, value)
     try:
         return StudySpec.model_validate(tree, context=validation_context(data_on_disk))
@@ -77,12 +99,25 @@ class Trial:
         return self.spec.params() | axes | {"arm": self.arm, "seed": self.seed}
 
 
-def arms(spec: StudySpec, *, data_on_disk: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """The configurations the design asks for, as (label, overrides of the spec)."""
+def two_level_design(spec: StudySpec) -> Factorial | None:
+    """The two-level design of a factorial or fractional study (its runs, generators and aliases); else None."""
+    return factorial.build(spec.search) if spec.search.design in factorial.DESIGNS else None
+
+
+def arms(spec: StudySpec, *, data_on_disk: bool = True,
+         two_level: Factorial | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The configurations the design asks for, as (label, overrides of the spec). A factorial design's are
+    `two_level`'s runs, in its order (built from the spec when not given)."""
     search = spec.search
+    if search.design in factorial.DESIGNS:
+        points = (two_level or factorial.build(search)).points()
+        if len(points) * len(search.seeds) > MAX_TRIALS:
+            raise SpecError(f"search: {len(points):,} arms x {len(search.seeds):,} seeds; one study runs at most "
+                            f"{MAX_TRIALS:,} trials")
+        return [(_named(spec, point), point) for point in points]
     grid = [dict(zip(search.space, point)) for point in itertools.product(*search.space.values())]
     if search.design == "grid":
-        return [(label(point), point) for point in grid]
+        return [(_named(spec, point), point) for point in grid]
     if search.design == "ofat":
         centre = apply(spec, search.baseline, origin="search.baseline", data_on_disk=data_on_disk)
         at_centre = {key: centre.get(key) for key in search.space}

@@ -13,12 +13,15 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
+from ablation.core import factorial
+from ablation.core.catalog import ATTENTIONS
 from ablation.core.datasets import DATASETS
 from ablation.core.emotions import EMOTIONS
 from ablation.core.model_spec import PER_STAGE, RETIRED, ModelSpec, Section, SpecError
-from ablation.core.sites import STAGES, placement_subsets
+from ablation.core.sites import STAGES, parse_placement, placement_subsets, switch_stage
+from ablation.core.spec_errors import describe, each_error  # noqa: F401  (the schema's errors, read from here too)
 
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 # The validation context's switch: False while a spec is only priced (`ablate plan`), where a dataset
@@ -135,10 +138,16 @@ class SearchSpec(Section):
                             "against slow starters); asha and hyperband stop the weaker trials early")
     grace_period: int = Field(1, ge=1, description="asha: epochs every trial gets before it may be stopped")
     reduction_factor: int = Field(3, ge=2, description="asha/hyperband: 1/this of the trials go on at each rung")
-    design: Literal["grid", "ofat", "loco"] = Field(
-        "grid", description="grid: every combination of the space; ofat: one factor at a time around the baseline; "
-                            "loco: the module, the module without each component in turn, and the baseline")
+    design: Literal["grid", "ofat", "loco", *factorial.DESIGNS] = Field(  # type: ignore[valid-type]
+        "grid", description="grid: every combination of the space; ofat: one factor at a time around the baseline; loco: "
+                            "the module, the module without each component in turn, and the baseline; factorial: every "
+                            "combination of two levels, [low, high], of each key; fractional: a fraction of those")
     space: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    generators: list[str] | None = Field(None, description="fractional: each generated factor as a product of the "
+                                         "others, e.g. [D = ABC]; A, B, C, ... name the space's keys in order")
+    resolution: Literal[3, 4, 5, "III", "IV", "V"] | None = Field(None, validate_default=True, description=(
+        "fractional: the fewest arms with no main effect confounded with another (III), nor with a two-factor "
+        "interaction (IV), nor two such interactions with each other (V)"))
     baseline: dict[str, Any] = Field(
         default_factory=dict, description="dotted key -> value: ofat's centre (default: the spec as written), "
                                           "loco's reference arm (default: model.attention=none)")
@@ -172,6 +181,9 @@ class SearchSpec(Section):
         if design != "grid" and info.data.get("method", "grid") != "grid":
             raise ValueError(f"design {design} lists its arms; method {info.data['method']} samples a grid space, "
                              "so use design: grid with it (or method: grid with this design)")
+        if design in factorial.DESIGNS and info.data.get("scheduler", "fifo") != "fifo":
+            raise ValueError(f"design {design} estimates effects from every arm's final score; a scheduler that stops "
+                             "trials early leaves some without one (use scheduler: fifo)")
         return design
 
     @field_validator("space", mode="before")
@@ -199,7 +211,19 @@ class SearchSpec(Section):
                 raise ValueError(f"{key!r} has no values")
             if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
                 raise ValueError(f"{key!r} lists a value twice")
+        if info.data.get("design") in factorial.DESIGNS:
+            factorial.check_factors(space, info.data["design"])
         return space
+
+    @field_validator("generators")
+    @classmethod
+    def _generators_of_the_factors(cls, generators: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return factorial.check_generators(info.data, generators)
+
+    @field_validator("resolution")
+    @classmethod
+    def _a_fraction_says_which(cls, resolution: int | str | None, info: ValidationInfo) -> int | None:
+        return factorial.check_fraction(info.data, resolution)
 
     @field_validator("baseline")
     @classmethod
@@ -216,7 +240,8 @@ class SearchSpec(Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         space = info.data.get("space") or {}
-        if info.data.get("method", "grid") == "grid" and info.data.get("design", "grid") == "grid" and space:
+        every_combination = info.data.get("design", "grid") in ("grid", "factorial")
+        if info.data.get("method", "grid") == "grid" and every_combination and space:
             arms = math.prod(len(values) for values in space.values())
             if arms * len(seeds) > MAX_TRIALS:
                 raise ValueError(f"{arms:,} arms x {len(seeds):,} seeds = {arms * len(seeds):,} trials; one study runs at "
@@ -231,6 +256,10 @@ class SearchSpec(Section):
             return None
         if info.data.get("method", "grid") != "grid":
             raise ValueError(f"race decides the arms of a design; method {info.data['method']} draws its trials")
+        if info.data.get("design") in factorial.DESIGNS:
+            raise ValueError(f"a race decides arms one by one and stops giving seeds to those decided, but "
+                             f"search.design {info.data['design']} estimates effects from every arm at every seed: "
+                             "remove search.race")
         if info.data.get("scheduler", "fifo") != "fifo":
             raise ValueError("race compares finished seeds; a scheduler that stops trials early leaves none to compare "
                              "(use scheduler: fifo)")
@@ -287,6 +316,8 @@ class StudySpec(Section):
         """The value at a dotted key (`model.reduction`, or `model.reduction.layer3` of a per-stage setting)."""
         section, leaf, *stage = key.split(".")
         value = getattr(getattr(self, section), leaf)
+        if stage and key.startswith("model.placement."):  # a stage factor: does the placement hold that stage?
+            return stage[0] in {s.stage for s in parse_placement(value, everywhere=_everywhere(self.model.attention))}
         if stage and isinstance(value, dict):
             return value.get(stage[0])
         return value
@@ -318,14 +349,15 @@ def check_setting(key: str) -> None:
     parent, _, leaf = key.rpartition(".")
     if key in _leaf_keys() and leaf not in _SUBSECTIONS.get(parent, ()):
         return
-    if parent in {f"model.{k}" for k in PER_STAGE} and leaf in STAGES:
+    if parent in {f"model.{k}" for k in (*PER_STAGE, "placement")} and leaf in STAGES:
         return
     if parent == "data.augment" and leaf in AugmentSpec.model_fields:
         return
     if key in RETIRED:
         raise ValueError(f"{key!r}: {RETIRED[key]}")
-    raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} "
-                     f"(e.g. model.placement, data.augment.rotation), or model.count.<stage> / model.reduction.<stage>")
+    raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} (e.g. model.placement, "
+                     "data.augment.rotation), model.count.<stage> / model.reduction.<stage>, or "
+                     "model.placement.<stage> (on or off)")
 
 
 def key_parts(key: str) -> tuple[str, ...]:
@@ -339,6 +371,14 @@ def key_parts(key: str) -> tuple[str, ...]:
 def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
     """Set a dotted key in a spec's tree (a `--set`, or an arm's override), making sections as needed."""
     *parents, leaf = key_parts(key)
+    if parents == ["model", "placement"]:  # one stage switched on or off in the placement the tree has
+        model, default = tree.setdefault("model", {}), {k: f.default for k, f in ModelSpec.model_fields.items()}
+        try:
+            model["placement"] = switch_stage(str(model.get("placement", default["placement"])), leaf, value,
+                                              _everywhere(model.get("attention", default["attention"])))
+        except ValueError as err:
+            raise SpecError(f"{key}: {err}") from None
+        return
     node = tree
     for depth, part in enumerate(parents):
         if depth == 1 and parents[0] == "model" and part in PER_STAGE and not isinstance(node.get(part), dict):
@@ -352,27 +392,5 @@ def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def describe(err: ValidationError) -> str:
-    """pydantic's errors as `key: what was expected`, on one line."""
-    return "; ".join(part for _, part in each_error(err))
-
-
-def each_error(err: ValidationError) -> list[tuple[tuple[str, ...], str]]:
-    """pydantic's errors as (where, `key: what was expected`)."""
-    parts = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        key = ".".join(loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            parts.append((loc, f"{key}: {RETIRED.get(key, 'unknown key')}"))
-        elif e["type"] == "missing":
-            parts.append((loc, f"{key}: required key is missing"))
-        elif e["type"] == "bool_for_number":  # its message says what it got, spelled as in YAML
-            parts.append((loc, f"{key}: {e['msg']}"))
-        else:
-            message = e["msg"].removeprefix("Value error, ")
-            value = repr(e.get("input"))
-            got = "" if isinstance(e.get("input"), dict) or value in message else f" (got {value})"
-            parts.append((loc, f"{key}: {message}{got}"))
-    return parts
-
+def _everywhere(attention: Any) -> tuple[str, ...]:
+    return ATTENTIONS.get(attention).all_stages if attention in ATTENTIONS else STAGES  # what placement `all` means

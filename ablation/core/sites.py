@@ -73,3 +73,16 @@ def placement_subsets(subsets_of: list[str], size: int | list[int] | None = None
     # section's validation knows (and which spells every placement canonically for it).
     return list(dict.fromkeys(format_placement(c, spell_all=False) for k in sizes
                               for c in itertools.combinations(sites, k)))
+
+
+def switch_stage(placement: str, stage: str, on: bool, everywhere: Sequence[str] = STAGES) -> str:
+    """`placement` with modules at the whole of `stage` (on) or nowhere in it (off), the other stages
+    as they were: what a stage factor (`model.placement.layer3: [off, on]`) makes of the spec's placement.
+    Spelled as the model section spells it, so the arm's label and its trial agree."""
+    if stage not in STAGES:
+        raise ValueError(f"{stage!r} is not a stage; expected one of {', '.join(STAGES)}")
+    if not isinstance(on, bool):
+        raise ValueError(f"expected on or off (true or false), got {on!r}")
+    kept = [s for s in parse_placement(placement, everywhere=everywhere) if s.stage != stage]
+    sites = parse_placement("+".join(str(s) for s in [*kept, *[Site(stage)] * on])) if kept or on else ()
+    return format_placement(sites, spell_all=tuple(everywhere) == STAGES)

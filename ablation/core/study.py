@@ -1,7 +1,7 @@
 """A study, built once: its spec, its arms and every trial they expand to, its baseline and its
-race settings, as one immutable value that `run`, `plan`, `report` and the race searcher receive
-and never re-expand. It is also the API a notebook uses (`ablation.load_study`), and it loads
-without torch, MLflow or Ray.
+race settings (or its two-level design: each arm's coding, the aliases), as one immutable value that
+`run`, `plan`, `report` and the race searcher receive and never re-expand. It is also the API a
+notebook uses (`ablation.load_study`), and it loads without torch, MLflow or Ray.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from ablation.core import design
 from ablation.core.design import Trial
+from ablation.core.factorial import Factorial
 from ablation.core.loading import read_sections, read_spec
 from ablation.core.model_spec import ModelSpec, SpecError
 from ablation.core.schema import DataSpec, StudySpec
@@ -26,6 +27,9 @@ class Study:
     every_trial: tuple[Trial, ...]  # every arm at every seed (a race runs only those it needs)
     baseline: str | None  # the arm a race decides the others against; None without a race
     path: Path | None = None  # the spec file, when it came from one
+    # A factorial or fractional design: its factors, each arm's ±1 coding (`runs`, in `arms`' order), its
+    # generators and alias table; None for the other designs.
+    factorial: Factorial | None = None
     _by_arm_seed: dict[tuple[str, int], Trial] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -34,10 +38,11 @@ class Study:
     @classmethod
     def from_spec(cls, spec: StudySpec, *, path: Path | None = None, data_on_disk: bool = True) -> Study:
         """Expand `spec`: every arm at every seed must be a valid trial (e.g. a reduction for each placement)."""
-        arms = design.arms(spec, data_on_disk=data_on_disk)
+        two_level = design.two_level_design(spec)
+        arms = design.arms(spec, data_on_disk=data_on_disk, two_level=two_level)
         every = design.expand(spec, arms, spec.search.seeds, data_on_disk=data_on_disk)
         baseline = design.race_baseline(spec, every) if spec.search.race else None
-        return cls(spec, tuple(arms), tuple(every), baseline, path)
+        return cls(spec, tuple(arms), tuple(every), baseline, path, two_level)
 
     @classmethod
     def load(cls, path: Path | str, overrides: list[str] | tuple[str, ...] = (), *, data_on_disk: bool = True) -> Study:
