@@ -49,10 +49,14 @@ def numbers(table: Table, *headers: str) -> None:
         table.add_column(header, justify="right", no_wrap=True)
 
 
-def _print(console: Console, title: str, table: Table, note: str = "") -> None:
-    """A table between its title and note, which span the terminal rather than wrap to a narrow table's width."""
+def _print(console: Console, title: str, table: Table | None, note: str = "", lead: list[str] = ()) -> None:
+    """A table (if any) between its title and lead and its note, which span the terminal rather than wrap to
+    a narrow table's width."""
     console.print(escape(title), style="table.title", highlight=False)
-    console.print(table)
+    for text in lead:
+        console.print(escape(text), highlight=False)
+    if table is not None:
+        console.print(table)
     if note:
         console.print(escape(note), style="table.caption", highlight=False)
 
@@ -229,14 +233,16 @@ def race(console: Console, race, metric: str) -> None:
 
 
 def show(console: Console, table) -> None:
-    """A report's table (`report_table.Table`) in a terminal: names wrap at their commas, figures do not."""
-    shown = Table(**LIGHT)
-    shown.add_column(table.header[0])
-    for column in table.header[1:]:
-        shown.add_column(column, justify="right", overflow="fold")
-    for row in table.rows:
-        shown.add_row(Name(row[0]), *row[1:])
-    _print(console, table.title, shown, table.footnote)
+    """A report's table (`report_table.Table`) in a terminal: names wrap at their commas, figures do not; its
+    lead, what it answers in words, between its title and its rows (a table of words only has none)."""
+    shown = Table(**LIGHT) if table.header else None
+    if shown is not None:
+        shown.add_column(table.header[0])
+        for column in table.header[1:]:
+            shown.add_column(column, justify="right", overflow="fold")
+        for row in table.rows:
+            shown.add_row(Name(row[0]), *row[1:])
+    _print(console, table.title, shown, table.footnote, lead=table.lead)
 
 
 def report(console: Console, made) -> None:

@@ -21,9 +21,10 @@ from scipy import stats  # noqa: E402
 from ablation.stats.effects import LENTH, EffectsFit  # noqa: E402
 
 
-def half_normal(fit: EffectsFit, *, metric: str, path: Path) -> Path:
-    """|effect| (x) against half-normal quantiles (y), the Holm-significant effects labelled; the line is
-    where noise of the fit's standard error would put them (Lenth's PSE with one seed)."""
+def half_normal(fit: EffectsFit, *, metric: str, path: Path, join: str = ":") -> Path:
+    """|effect| (x) against half-normal quantiles (y), the Holm-significant effects labelled (an interaction's
+    factors joined by `join`); the line is where noise of the fit's standard error would put them (Lenth's
+    PSE with one seed)."""
     effects = sorted(fit.effects, key=lambda e: abs(e.estimate))
     m = len(effects)
     size = np.array([abs(e.estimate) for e in effects])
@@ -44,8 +45,8 @@ def half_normal(fit: EffectsFit, *, metric: str, path: Path) -> Path:
                 label="noise alone (Lenth's PSE)" if fit.method == LENTH else "noise alone (standard error)")
     for e, x, y, flagged in zip(effects, size, quantile, significant):
         if flagged:
-            ax.annotate(e.name, (x, y), xytext=(-5, 3), textcoords="offset points", ha="right", fontsize=8,
-                        parse_math=False)
+            ax.annotate(join.join(e.factors), (x, y), xytext=(-5, 3), textcoords="offset points", ha="right",
+                        fontsize=8, parse_math=False)
     ax.xaxis.set_major_locator(MaxNLocator(5))  # effects like 0.0125: more ticks would run together
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)

@@ -11,18 +11,20 @@ from ablation.stats.effects import Effect, EffectsFit
 
 
 def sentences(fit: EffectsFit, metric: str, *, levels: Mapping[str, tuple[Any, Any]] | None = None,
-              digits: int = 3) -> list[str]:
+              digits: int = 3, join: str = ":") -> list[str]:
     """A sentence per effect whose Holm-adjusted p-value is below the fit's alpha: main effects first, then
     interactions, the larger first within each; one sentence saying so when there is none. `levels` names
-    each factor's (low, high) levels, as the spec writes them; without them they are "low" and "high"."""
+    each factor's (low, high) levels, as the spec writes them; without them they are "low" and "high".
+    `join` writes an interaction's factors together in an alias (" x ", as a report's table names them)."""
     found = sorted(fit.significant(), key=lambda e: (len(e.factors), -abs(e.estimate)))
     if not found:
         return [f"No main effect or two-factor interaction on {metric} is distinguishable from seed noise "
                 f"(every Holm-adjusted p ≥ {fit.alpha:g})."]
-    return [_sentence(e, fit, metric, levels or {}, digits) for e in found]
+    return [_sentence(e, fit, metric, levels or {}, digits, join) for e in found]
 
 
-def _sentence(effect: Effect, fit: EffectsFit, metric: str, levels: Mapping[str, tuple[Any, Any]], digits: int) -> str:
+def _sentence(effect: Effect, fit: EffectsFit, metric: str, levels: Mapping[str, tuple[Any, Any]], digits: int,
+              join: str) -> str:
     confidence = f"{fit.confidence * 100:g}% CI"
     p = "Holm p < 0.001" if effect.p_holm < 0.001 else f"Holm p = {effect.p_holm:.3f}"
     if len(effect.factors) == 1:
@@ -39,9 +41,10 @@ def _sentence(effect: Effect, fit: EffectsFit, metric: str, levels: Mapping[str,
                 f"sum of each alone ({confidence} {low:+.{digits}f} to {high:+.{digits}f}; "
                 f"interaction effect {effect.estimate:+.{digits}f}, {p})")
     if effect.aliases:
-        chain = " ".join(f"- {a[1:]}" if a.startswith("-") else f"+ {a}" for a in effect.aliases)
-        text += f"; it is confounded with {', '.join(a.lstrip('-') for a in effect.aliases)}: the estimate is " \
-                f"{effect.name} {chain}"
+        named = [(a.startswith("-"), join.join(a.lstrip("-").split(":"))) for a in effect.aliases]
+        chain = " ".join(f"- {a}" if negative else f"+ {a}" for negative, a in named)
+        text += f"; it is confounded with {', '.join(a for _, a in named)}: the estimate is " \
+                f"{join.join(effect.factors)} {chain}"
     return text + "."
 
 

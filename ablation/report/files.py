@@ -36,7 +36,7 @@ def draw(report: StudyReport, out: Path) -> list[Picture]:
 
     arms = [a for a in report.ranked() if a.scores.get(report.rank_by)]
     if not arms:
-        return []
+        return _half_normal(report, out)
     means = {a.name: a.interval(report.rank_by).mean for a in arms}
     drawn = [_heatmap(report, arms, means, out), *_cost_scatter(report, arms, out), *_class_bars(report, arms, out)]
     curves = {a.name: report.curves[a.name] for a in report.ranked() if report.curves.get(a.name)}
@@ -50,7 +50,21 @@ def draw(report: StudyReport, out: Path) -> list[Picture]:
         drawn.append(Picture(path, f"The race: each arm's sequentially valid interval for its difference from "
                                    f"{report.race.baseline} as its seeds arrived; grey, the band of practical "
                                    f"equivalence (±{report.race.margin:g})."))
-    return drawn
+    return drawn + _half_normal(report, out)
+
+
+def _half_normal(report: StudyReport, out: Path) -> list[Picture]:
+    """A factorial study's effects against where noise alone would put them (Daniel's plot)."""
+    from ablation.report.effects import TIMES
+    from ablation.report.effects_plot import half_normal
+
+    effects = report.effects
+    if effects is None or effects.fit is None:
+        return []
+    path = half_normal(effects.fit, metric=effects.label, path=out / "effects_half_normal.png", join=TIMES)
+    return [Picture(path, f"The effects on {effects.label} by size (half-normal plot): each effect's absolute "
+                          "estimate against where it would lie if every effect were noise; those that stand off the "
+                          f"dashed line are real, and the ones with Holm p < {effects.fit.alpha:g} are named.")]
 
 
 def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
@@ -160,7 +174,9 @@ def _upper(text: str) -> str:
 
 def tidy(report: StudyReport) -> tuple[list[str], list[list[Any]]]:
     """report.csv: one row per configuration and metric, numbers only (mean, low, high over n seeds;
-    a cost has its value as the mean); a configuration with nothing finished has one row with n = 0."""
+    a cost has its value as the mean); a configuration with nothing finished has one row with n = 0. A
+    factorial study adds a row per effect, its estimate and errors in columns of their own (low and high
+    its interval, n the trials fitted)."""
     axes = list(dict.fromkeys(a for arm in report.arms.values() for a in arm.levels if a != "arm"))
     header = ["rank", "configuration", *axes, "metric", "mean", "low", "high", "n", "clipped"]
     classes = class_names(report.arms)
@@ -175,7 +191,17 @@ def tidy(report: StudyReport) -> tuple[list[str], list[list[Any]]]:
         rows += [[*start, key, _number(arm.costs[key]), "", "", "", ""] for key in COSTS if key in arm.costs]
         if not keys:
             rows.append([*start, report.rank_by, "", "", "", 0, ""])
-    return header, rows
+    effects = report.effects
+    if effects is None or effects.fit is None:
+        return header, rows
+    # A factorial study's effects: one row each, in columns of their own (stats.effects' tidy rows).
+    extra = ["effect", "estimate", "se", "p", "p_holm", "aliases", "method"]
+    rows = [row + [""] * len(extra) for row in rows]
+    for e in effects.fit.rows():
+        rows.append(["", "", *[""] * len(axes), effects.metric, "", _number(e["low"]), _number(e["high"]),
+                     effects.fit.observations, "", e["effect"], *[_number(e[k]) for k in extra[1:5]], e["aliases"],
+                     e["method"]])
+    return header + extra, rows
 
 
 def _number(value: float) -> str:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from ablation.core import SpecError, Study, StudySpec
 from ablation.core.emotions import EMOTIONS
+from ablation.core.factorial import DESIGNS as FACTORIAL_DESIGNS
 from ablation.core.schema import describe, validation_context
 from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
 from ablation.report.provenance import setup_rows
@@ -23,6 +24,7 @@ from ablation.tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOT
                                f1_class, find_study, is_score, metric_history, read_artifact, study_trials)
 
 if TYPE_CHECKING:
+    from ablation.report.effects import StudyEffects
     from ablation.report.race import Race
 
 
@@ -260,6 +262,7 @@ class StudyReport:
     mode: str = "max"  # the study's: whether more of `rank_by` is better
     warnings: list[str] = field(default_factory=list)  # what makes the figures less than they look
     setup: list[tuple[str, str]] = field(default_factory=list)  # (label, value): `provenance.setup_rows`
+    effects: StudyEffects | None = None  # a factorial or fractional study's effects model
 
     def ranked(self) -> list[Arm]:
         """Configurations best first by `rank_by` in the study's mode; those without it last."""
@@ -297,12 +300,16 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     logged = collect(records, axes, keep=(rank_by,))
     spec_text = _spec_text(uri, found)
     # A study that ran all it planned needs no plan to list what never started, and reading one brings
-    # in the spec (and torch, seconds of a report's time); a race reads its settings from it.
+    # in the spec (and torch, seconds of a report's time); a race reads its settings from it, and a
+    # factorial design's effects code each run by its planned arm.
     parent = found.run.client.get_run(found.run.run_id)
     ran_all = parent.info.status == "FINISHED" and found.tags.get(Tag.TRIALS_UNFINISHED) == "0" \
         and Tag.RACE_BASELINE not in found.tags
-    plan, why = (None, None) if ran_all else read_plan(spec_text, axes)
-    notes = [why] if why else []
+    tree = _tree(spec_text)
+    search = tree.get("search") if tree else None
+    factorial = (found.tags.get(Tag.DESIGN) or isinstance(search, dict) and search.get("design")) in FACTORIAL_DESIGNS
+    plan, why = (None, None) if ran_all and not factorial else read_plan(spec_text, axes)
+    notes = [why] if why and not ran_all else []
     # An interrupted study has planned arms without a single run; they are listed, in the plan's order.
     arms = logged if plan is None else (
         {name: logged.get(name) or Arm(name, levels) for name, levels in plan.arms.items()} | logged)
@@ -332,7 +339,11 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
         means = {a.name: a.interval(rank_by).mean for a in arms.values() if a.scores.get(rank_by)}
         marginals = {axis: marginal_means(means, {n: arms[n].levels for n in means}, axis) for axis in real_axes}
     curves = _curves(uri, arms.values(), metric)
-    tree = _tree(spec_text)
+    effects = None
+    if factorial:
+        from ablation.report.effects import study_effects
+
+        effects = study_effects(plan.study if plan else None, records, metric, label(best(metric)))
     first = next((r for r in records if r.outcome == Outcome.FINISHED), None)
     setup = setup_rows(records, axes=axes, parent_params=found.params, parent_tags=found.tags, tree=tree,
                        metric=metric, mode=mode, rank_by=rank_by,
@@ -341,7 +352,7 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
                        reference=tree.get("reference") if tree else None, race=race, rank_by=rank_by, mode=mode,
                        warnings=_warnings(arms) + ([w] if race and (w := race.margin_warning(label(metric))) else []),
-                       setup=setup)
+                       setup=setup, effects=effects)
 
 
 def _comparisons(arms: dict[str, Arm], chosen: str | None, scores: tuple[str, ...], planned: int | None,

@@ -1,12 +1,15 @@
 """A report's tables in the form of the paper (Oh et al., ../shared/paper.md): its published Tables 1
 and 2 beside the measured means, and `report.tex`, booktabs tables of the study's own results laid
-out as the paper's (per-class F1; accuracy and macro-F1) that drop into a LaTeX paper."""
+out as the paper's (per-class F1; accuracy and macro-F1) that drop into a LaTeX paper, led by a factorial
+study's effects (their sentences, then their table)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 from ablation.core.names import MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, test_f1
+from ablation.report.effects import TIMES, StudyEffects
 from ablation.report.model import Arm, StudyReport, class_names
 from ablation.report.table import Table
 from ablation.stats.analysis import Interval
@@ -49,7 +52,10 @@ def published(report: StudyReport) -> list[Table]:
 # --- report.tex ------------------------------------------------------------------------------------
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            # The report's sentences say "Holm p < 0.001" and "±1 coding": an OT1 font prints < as ¡, and
+            # pdflatex stops at a ≥ it has no glyph for.
+            "<": r"\textless{}", ">": r"\textgreater{}", "≥": r"$\geq$", "≤": r"$\leq$", "±": r"$\pm$"}
 
 
 def escape(text: str) -> str:
@@ -71,11 +77,13 @@ def cell(interval: Interval | None, scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean} $\\pm$ {interval.half_width * scale:.{digits}f}"
 
 
-def _table(caption: str, label: str, header: list[str], rows: list[list[str]], clipped: bool) -> str:
+def _table(caption: str, label: str, header: list[str], rows: list[list[str]], clipped: bool,
+           align: str | None = None) -> str:
     # Scaled down to the text width only if wider: a table of six classes' intervals overflows a column.
     lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}", "\\small",
              "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
-             f"\\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}", "\\toprule", " & ".join(header) + " \\\\",
+             f"\\begin{{tabular}}{{{align or 'l' + 'r' * (len(header) - 1)}}}", "\\toprule",
+             " & ".join(header) + " \\\\",
              "\\midrule", *[" & ".join(row) + " \\\\" for row in rows], "\\bottomrule", "\\end{tabular}}"]
     if clipped:
         lines += ["\\par\\smallskip{\\footnotesize $^{\\dagger}$\\,interval clipped to the metric's range.}"]
@@ -109,4 +117,33 @@ def latex(report: StudyReport) -> str:
         any(i is not None and i.clipped for row in scores for i in row))
     head = (f"% Tables of the study {report.study}, written by `ablate report`.\n"
             "% They need \\usepackage{booktabs} and \\usepackage{graphicx} in the preamble.\n")
-    return head + "\n\n".join([table1, table2]) + "\n"
+    effects = [] if report.effects is None else [effects_latex(report.effects, study, key)]
+    return head + "\n\n".join([*effects, table1, table2]) + "\n"
+
+
+def effects_latex(effects: StudyEffects, study: str, key: str) -> str:
+    """A factorial study's effects: the sentences as paragraphs for an ablation section's text, then each
+    effect's estimate, interval, p-values and aliases in a table; the sentence alone without a fit."""
+    words = "\n\n".join(escape(text) for text in effects.lead())
+    if effects.fit is None:
+        return f"% The effects of the factors: why there are none.\n{words} {escape(' '.join(effects.notes()))}"
+
+    def named(factors) -> str:
+        return " $\\times$ ".join(map(escape, factors))
+
+    def p(value: float) -> str:
+        return "--" if math.isnan(value) else "$<0.001$" if value < 0.001 else f"{value:.3f}"
+
+    dp = effects.digits
+    rows = [[named(e.factors), f"${e.estimate:+.{dp}f}$",
+             "--" if math.isnan(e.low) else f"$[{e.low:+.{dp}f}, {e.high:+.{dp}f}]$", p(e.p), p(e.p_holm),
+             ", ".join(("$-$" if a.startswith("-") else "") + named(a.lstrip("-").split(":")) for a in e.aliases)
+             or "--"] for e in effects.fit.effects]
+    # The design's size as a paper writes it: 2^(4-1) as $2^{4-1}$, not as a caret and parentheses.
+    notes = re.sub(r"2\\textasciicircum\{\}\(?(\d+)(-\d+)?\)?", r"$2^{\1\2}$", escape(" ".join(effects.notes())))
+    caption = (f"Effects on {escape(effects.label)} of the factors of {study}: each main effect and estimable "
+               "two-factor interaction (the mean at the factor's high level less the mean at its low one), its 95\\% "
+               f"confidence interval, $p$ and Holm-adjusted $p$ over the {len(rows)} effects. {notes}")
+    table = _table(caption, f"tab:{key}-effects", ["Effect", "Estimate", "95\\% CI", "$p$", "Holm $p$",
+                                                   "Aliased with"], rows, False, align="lrrrrl")
+    return f"% The effects of the factors, in words for the text, then as a table.\n{words}\n\n{table}"

@@ -1,6 +1,7 @@
-"""A study report as tables: the race's answer first, then the configurations ranked, the paired
-comparisons (the race's confirmation on the test split), explanation scores, marginal effects, the
-paper's tables, and the setup. Each renderer (terminal, Markdown, HTML, LaTeX) draws these."""
+"""A study report as tables: the race's answer (or a factorial study's effects) first, then the
+configurations ranked, the paired comparisons (the race's confirmation on the test split), explanation
+scores, marginal effects, the paper's tables, and the setup. Each renderer (terminal, Markdown, HTML,
+LaTeX) draws these."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def tables(report: StudyReport, compact: bool = False) -> list[Table]:
     out = [configs]
     if report.race is not None:  # the study's answer comes first; the test split confirms it after
         out.insert(0, race_table(report.race, label(report.metric), compact=compact))
+    if report.effects is not None:  # a factorial study's answer, as a race's is (a factorial never races)
+        out.insert(0, report.effects.table(compact=compact))
     compared = [(score, found) for score, found in report.comparisons.items()
                 if not compact or score == report.rank_by]
     dp = 4
