@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from ablation.cli.progress import StudyProgress
+from processes import one_line, while_driver_runs
 from mlflow_runs import epochs_logged, trial_runs
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
@@ -36,9 +36,6 @@ def spec_file(folder: Path, name: str, *, epochs: int, per_class: int = 4) -> Pa
     path.write_text(yaml.safe_dump(spec))
     return path
 
-
-def one_line(output: str) -> str:
-    return " ".join(output.split())
 
 
 def test_a_retried_trial_does_not_count_its_epochs_twice():
@@ -122,18 +119,6 @@ def restore_permissions(folder: Path) -> None:
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
-
-def while_driver_runs(driver: subprocess.Popen, log: Path, condition, timeout: float = 120.0):
-    """`condition()` once true, polled while the driver runs; a driver that ended first fails the test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) first:\n{log.read_text()}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting; the driver said:\n{log.read_text()}")
 
 
 def an_epoch_logged(uri: str, study: str) -> bool:

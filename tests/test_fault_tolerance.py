@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ablation.cli.main import app
+from processes import while_driver_runs
 from mlflow_runs import epochs_logged, trial_runs
 
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
@@ -71,19 +72,6 @@ def test_running_a_study_again_runs_only_the_trials_it_has_not_finished(tmp_path
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1  # all under the study's one parent run
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "0", "1", "1"]
 
-
-def while_driver_runs(driver: subprocess.Popen, log: Path, condition, timeout: float = 120.0, every: float = 0.5):
-    """`condition()` once true, polled while the driver runs; a driver that ended fails the test at once,
-    with its output, rather than at the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) first:\n{log.read_text()}")
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting; the driver said:\n{log.read_text()}")
 
 
 def trial_pid(uri: str, study: str) -> int | None:

@@ -18,6 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from processes import one_line
 from ablation.cli.main import app
 
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
@@ -36,9 +37,6 @@ def write_spec(folder: Path, name: str = "faults", **train) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path
 
-
-def one_line(output: str) -> str:
-    return " ".join(output.split())
 
 
 @pytest.fixture

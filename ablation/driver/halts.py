@@ -37,17 +37,6 @@ class Halted(RuntimeError):
     """The study stopped because it cannot go on: its message is the line the user reads."""
 
 
-def _found(err: BaseException | None, kind) -> BaseException | None:
-    """`err` or the first exception it was raised from (or while handling) that is a `kind`."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def _on_storage(storage: str) -> str:
     """The --storage a study folder (`<storage>/<study>`) was made under, as the user named it."""
     return f"{storage.rpartition('/')[0] or storage} (the study's --storage)"
@@ -57,9 +46,9 @@ def why(err: BaseException, *, storage: str, uri: str, trial: str) -> dict[str, 
     """What a trial reports in place of failing with `err`, if `err` means that no trial can go on: its
     checkpoint found no room in the study's `storage`, or its store at `uri` took no write. None for
     any other error, and for a trial Tune is stopping (whatever its end could not record)."""
-    if _found(err, (SystemExit, KeyboardInterrupt)) is not None:
+    if tracking.raised_from(err, (SystemExit, KeyboardInterrupt)) is not None:
         return None
-    full = _found(err, StorageFull)
+    full = tracking.raised_from(err, StorageFull)
     if full is not None:
         return {HALT_KEY: f"{full.strerror} on {_on_storage(storage)} while saving the checkpoint of trial {trial}",
                 REMEDY_KEY: _FREE_SPACE}

@@ -37,7 +37,7 @@ from ablation.tracking.runs import (TrackedRun, TrialRun, close_open_runs, log_e
                    mark_stopped_early, open_trial)
 from ablation.tracking.lease import LeaseLost, StudyBusy
 from ablation.tracking.store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,
-                    lease_check, resolve_uri)
+                    lease_check, raised_from, resolve_uri)
 from ablation.tracking.study_run import (dataset_input, describe_study, finish_study, log_race, open_study, reopen_study,
                         study_params)
 from ablation.tracking.system_metrics import FIRST_SAMPLE, SYSTEM_INTERVAL, watch_system
@@ -53,7 +53,7 @@ __all__ = [
     "Failure", "Kind", "ModelKept", "Outcome", "Status", "Tag", "as_param", "best", "explanation", "f1_class",
     "is_score", "race_state", "test_f1",
     # store
-    "DEFAULT_STORE", "StoreNotFound", "StoreUnusable", "check_store", "create_store", "hold_study", "lease_check",
+    "DEFAULT_STORE", "StoreNotFound", "StoreUnusable", "check_store", "create_store", "hold_study", "lease_check", "raised_from",
     "resolve_uri", "LeaseLost", "StudyBusy",
     # provenance
     "command_line", "cpu_model", "git_tags", "machine_tags", "study_provenance", "versions",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ablation.core.names import MODEL_FILE, TAG_LIMIT, TRAIN_LOSS, Failure, Kind, Status, Tag, as_param, explanation
 from ablation.tracking.provenance import machine_tags
-from ablation.tracking.store import StoreUnusable, _raised_from, connect, no_progress_bars, sqlite_path
+from ablation.tracking.store import StoreUnusable, raised_from, connect, no_progress_bars, sqlite_path
 from ablation.tracking.system_metrics import watch_system
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ def store_failure(err: BaseException | None, uri: str) -> StoreFailed | None:
     any other error."""
     import sqlite3
 
-    if (failed := _raised_from(err, StoreFailed)) is not None:
+    if (failed := raised_from(err, StoreFailed)) is not None:
         return failed
-    cause = _raised_from(err, sqlite3.OperationalError)
+    cause = raised_from(err, sqlite3.OperationalError)
     if cause is None:
         return None
     where = sqlite_path(uri) or uri

@@ -89,7 +89,7 @@ def _check_server(uri: str) -> None:
                               params={"max_results": 1}, max_retries=0, backoff_factor=0, timeout=PROBE_TIMEOUT,
                               raise_on_status=False)
     except MlflowException as err:  # MLflow wraps requests' errors; the timeout shows further down the chain
-        reason = f"no answer within {PROBE_TIMEOUT:.0f} s" if _raised_from(err, TimeoutError) \
+        reason = f"no answer within {PROBE_TIMEOUT:.0f} s" if raised_from(err, TimeoutError) \
             else "connection refused or host unreachable"
         raise StoreUnusable(f"--tracking-uri {uri}: no MLflow server answers there ({reason}); start one "
                             "(mlflow server --host 127.0.0.1 ...) or check the address") from None
@@ -145,7 +145,7 @@ def _is_locked(err: BaseException | None) -> bool:
     """SQLite's "database is locked" (also under SQLAlchemy's and MLflow's wrappers)."""
     import sqlite3
 
-    err = _raised_from(err, sqlite3.OperationalError)
+    err = raised_from(err, sqlite3.OperationalError)
     # Extended codes (SQLITE_BUSY_RECOVERY, ...) keep the primary code in their low byte.
     code = getattr(err, "sqlite_errorcode", 0) & 0xFF
     return err is not None and code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -156,7 +156,7 @@ def _locked_message(uri: str, db: Path, waited: float) -> str:
             "let it finish or stop it, then run this again")
 
 
-def _raised_from(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+def raised_from(err: BaseException | None, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
     """`err` or the first exception it was raised from (or while handling) that is a `kind`."""
     seen = set()
     while err is not None and id(err) not in seen:

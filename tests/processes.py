@@ -1,0 +1,25 @@
+"""Watching an `ablate` process a test started: its output in one line, and waiting on a condition while
+it runs (a driver that ended first fails the test at once, with its output)."""
+
+import subprocess
+import time
+from pathlib import Path
+
+
+def one_line(output: str) -> str:
+    """Output as one line, whatever width rich wrapped it to."""
+    return " ".join(output.split())
+
+
+def while_driver_runs(driver: subprocess.Popen, log: Path, condition, timeout: float = 120.0, every: float = 0.5):
+    """`condition()` once true, polled while the driver runs; a driver that ended fails the test at once,
+    with its output, rather than at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited ({driver.returncode}) first:\n{log.read_text()}")
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting; the driver said:\n{log.read_text()}")
