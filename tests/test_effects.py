@@ -224,3 +224,18 @@ def test_the_half_normal_plot_is_a_png_even_with_a_dollar_in_a_name(tmp_path):
     one_seed = fit([Observation(r, 0, float(y)) for r, y in zip(
         [{f: 1 if (i >> j) & 1 else -1 for j, f in enumerate("ABCD")} for i in range(16)], FILTRATION)])
     assert half_normal(one_seed, metric="filtration", path=tmp_path / "lenth.png").stat().st_size > 0
+
+
+def test_the_half_normal_plot_names_the_significant_effects_and_the_largest_even_when_none_stands_out():
+    from ablation.report.effects_plot import named
+
+    rng = np.random.default_rng(3)
+    runs = [{"a": a, "b": b, "c": c} for a, b, c in itertools.product((-1, 1), repeat=3)]
+    planted = fit(observe(runs, [0, 1, 2], lambda r: 0.5 + 0.2 * r["a"], rng))
+    ordered = sorted(planted.effects, key=lambda e: abs(e.estimate))
+    names = [e.name for e, shown in zip(ordered, named(ordered, planted.alpha)) if shown]
+    assert "a" in names and len(names) == 3  # the planted one is the largest, and two more
+    noise = fit(observe(runs, [0, 1, 2], lambda r: 0.5, rng))
+    ordered = sorted(noise.effects, key=lambda e: abs(e.estimate))
+    assert not any(e.p_holm < noise.alpha for e in ordered)
+    assert [shown for shown in named(ordered, noise.alpha)] == [False] * (len(ordered) - 3) + [True] * 3

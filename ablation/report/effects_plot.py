@@ -1,6 +1,6 @@
 """The half-normal plot of a factorial study's effects (Daniel 1959, "Use of half-normal plots in
 interpreting factorial two-level experiments", Technometrics 1(4)): each effect's size against where it
-would sit if every effect were noise, so the real ones stand off the line, and are labelled.
+would sit if every effect were noise, so the real ones stand off the line; those and the largest are labelled.
 
 Headless (Agg) and saved as `figures` saves: a PNG grown ("tight") to hold its labels. Effect and metric
 names are the user's, drawn as plain text (no mathtext: a `$` in a name is a dollar sign).
@@ -21,10 +21,18 @@ from scipy import stats  # noqa: E402
 from ablation.stats.effects import LENTH, EffectsFit  # noqa: E402
 
 
+LARGEST_NAMED = 3  # named even when none stands out: the largest are what a reader looks for first
+
+
+def named(effects, alpha: float) -> list[bool]:
+    """Which of `effects` (in increasing |effect|) the plot names: the Holm-significant, and the largest few."""
+    return [e.p_holm < alpha or i >= len(effects) - LARGEST_NAMED for i, e in enumerate(effects)]
+
+
 def half_normal(fit: EffectsFit, *, metric: str, path: Path, join: str = ":") -> Path:
-    """|effect| (x) against half-normal quantiles (y), the Holm-significant effects labelled (an interaction's
-    factors joined by `join`); the line is where noise of the fit's standard error would put them (Lenth's
-    PSE with one seed)."""
+    """|effect| (x) against half-normal quantiles (y), the Holm-significant effects and the largest few
+    labelled (an interaction's factors joined by `join`); the line is where noise of the fit's standard
+    error would put them (Lenth's PSE with one seed)."""
     effects = sorted(fit.effects, key=lambda e: abs(e.estimate))
     m = len(effects)
     size = np.array([abs(e.estimate) for e in effects])
@@ -43,10 +51,11 @@ def half_normal(fit: EffectsFit, *, metric: str, path: Path, join: str = ":") ->
         reach = np.array([0.0, max(quantile.max(initial=0.0), 0.5) * 1.05])
         ax.plot(reach * se, reach, color="0.55", linewidth=0.9, linestyle="--",
                 label="noise alone (Lenth's PSE)" if fit.method == LENTH else "noise alone (standard error)")
-    for e, x, y, flagged in zip(effects, size, quantile, significant):
+    for e, x, y, flagged in zip(effects, size, quantile, named(effects, fit.alpha)):
         if flagged:
-            ax.annotate(join.join(e.factors), (x, y), xytext=(-5, 3), textcoords="offset points", ha="right",
-                        fontsize=8, parse_math=False)
+            # To the right: the axis and its label are on the left, and the noise line leaves room there.
+            ax.annotate(join.join(e.factors), (x, y), xytext=(6, -1), textcoords="offset points", ha="left",
+                        va="center", fontsize=8, parse_math=False)
     ax.xaxis.set_major_locator(MaxNLocator(5))  # effects like 0.0125: more ticks would run together
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
