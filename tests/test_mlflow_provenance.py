@@ -220,7 +220,7 @@ def test_the_parent_run_gets_the_dataset_input_and_the_experiment_its_descriptio
     data = DataSpec(train_per_class=4, val_per_class=2, test_per_class=2)
     tracking.describe_study(parent, axes=["model.placement"], design="grid", metric="val_macro_f1", mode="max",
                             storage="/x", skipped=[], experiment_id=experiment_id,
-                            datasets=digests([data, data.model_copy()]))
+                            datasets=digests([data, data.model_copy()]).values())
     client = MlflowClient(uri)
     run = client.get_run(parent.run_id)
     [logged] = run.inputs.dataset_inputs  # one dataset, however many trials share it

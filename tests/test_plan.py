@@ -111,7 +111,7 @@ def test_run_warns_before_ray_starts_when_the_trials_at_once_would_not_fit(tmp_p
     path.write_text("name: huge\nmodel: {arch: resnet152}\ndata: {image_size: 448}\ntrain: {batch_size: 256}\n"
                     "search: {space: {model.placement: [layer4]}}\n")
     out = StringIO()
-    need = check_memory(load_study(path), f"sqlite:///{tmp_path / 'none.db'}", Console(file=out, width=300))
+    need = check_memory(load_study(path), f"sqlite:///{tmp_path / 'none.db'}", None, Console(file=out, width=300))
     assert need > 100_000  # MB: ResNet-152's activations at 448 px, 256 images a batch
     said = " ".join(out.getvalue().split())
     assert "Memory: each trial's worker needs about" in said and "Not even one fits" in said

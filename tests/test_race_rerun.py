@@ -89,7 +89,7 @@ def test_a_rerun_that_changes_a_race_setting_is_refused_before_ray_or_any_write(
 
 
 def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path):
-    from ablation.driver.study import _check_race_unchanged
+    from ablation.driver.study import _check_race_unchanged, _recorded
 
     count, params, _ = _store(raced["uri"])
     assert {k: params[k] for k in ("search.race.margin", "search.race.start", "search.race.baseline", "metric",
@@ -100,7 +100,8 @@ def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path)
     # A re-run as it was, or changing only what the race does not decide by (a changed epoch count
     # gives new trials of the same arms, as before), is not refused.
     for overrides in ([], ["train.epochs=2"], ["resources.max_failures=3"], ["search.race.margin=0.050"]):
-        _check_race_unchanged(raced["uri"], load_study(raced["spec"], overrides))
+        planned = load_study(raced["spec"], overrides)
+        _check_race_unchanged(raced["uri"], planned, _recorded(raced["uri"], planned.name))
     assert _store(raced["uri"])[0] == count
 
 

@@ -67,10 +67,15 @@ def data_digest(data: DataSpec) -> DataDigest:
     return DataDigest(name, digest, profile, source_type, source)
 
 
-def digests(specs: Iterable[DataSpec]) -> list[DataDigest]:
-    """One `data_digest` per distinct data spec of `specs` (a study's trials mostly share one)."""
-    distinct = {spec.model_dump_json(): spec for spec in specs}.values()
-    return [data_digest(spec) for spec in distinct]
+def data_key(data: DataSpec) -> str:
+    """What names a study's data settings in its record (the dataset, its root, sizes and seed)."""
+    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()[:12]
+
+
+def digests(specs: Iterable[DataSpec]) -> dict[str, DataDigest]:
+    """One `data_digest` per distinct data spec of `specs` (a study's trials mostly share one), by `data_key`."""
+    distinct = {data_key(spec): spec for spec in specs}
+    return {key: data_digest(spec) for key, spec in distinct.items()}
 
 
 def _under(source: str, roots: tuple[str, ...]) -> str:

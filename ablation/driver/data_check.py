@@ -10,36 +10,22 @@ follows ablate's version, and an upgrade is not a change of the user's data.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 
 from ablation import tracking
-from ablation.core import DataSpec
-from ablation.data.digest import DataDigest, data_digest
+from ablation.data.digest import DataDigest
 
 
 class DataChanged(ValueError):
     """The study's data on disk is not what its trials trained on."""
 
 
-def data_key(data: DataSpec) -> str:
-    """What names a study's data settings in its record (the dataset, its root, sizes and seed)."""
-    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()[:12]
-
-
-def current_data(specs: Iterable[DataSpec]) -> dict[str, DataDigest]:
-    """The digest of each distinct data settings among `specs`, by `data_key`."""
-    distinct = {data_key(spec): spec for spec in specs}
-    return {key: data_digest(spec) for key, spec in distinct.items()}
-
-
-def check_data_unchanged(uri: str, name: str, current: dict[str, DataDigest]) -> dict[str, str]:
-    """Raise `DataChanged`, naming what changed, if data on disk differs from what the study's trials
-    trained on; returns the digests recorded so far (data settings' key -> digest). It only reads."""
-    try:
-        study = tracking.find_study(uri, name)
-    except (tracking.StoreNotFound, tracking.StudyNotFound):
+def check_data_unchanged(study: tracking.StudyRecord | None, name: str,
+                         current: dict[str, DataDigest]) -> dict[str, str]:
+    """Raise `DataChanged`, naming what changed, if data on disk (`current`, by `data.digest.data_key`) differs
+    from what the study's trials trained on, as its parent run `study` (None: a new study) records; returns the
+    digests recorded so far (data settings' key -> digest). It only reads."""
+    if study is None:
         return {}
     try:
         recorded = json.loads(study.tags.get(tracking.Tag.DATA_DIGESTS) or "{}")

@@ -17,17 +17,14 @@ from ablation.core.memory import MemoryFit, available_mb, trial_memory_mb
 from ablation.data import classes_of
 
 
-def trial_memory(study: Study, uri: str) -> tuple[float, bool]:
-    """The memory, in MB, the study's largest trial needs, and whether a recorded peak says so."""
+def trial_memory(study: Study, uri: str, found: tracking.StudyRecord | None) -> tuple[float, bool]:
+    """The memory, in MB, the study's largest trial needs, and whether a recorded peak says so (`found`: the
+    study's parent run, if it ran before)."""
     peaks: dict[str, float] = {}
-    try:
-        found = tracking.find_study(uri, study.name)
-        for record in tracking.study_trials(uri, found.experiment_id, found.run.run_id):
-            if tracking.PEAK_RSS_MB in record.metrics:
-                arm = record.params.get("arm", "")
-                peaks[arm] = max(peaks.get(arm, 0.0), record.metrics[tracking.PEAK_RSS_MB])
-    except (tracking.StoreNotFound, tracking.StudyNotFound):
-        pass
+    for record in tracking.study_trials(uri, found.experiment_id, found.run.run_id) if found else ():
+        if tracking.PEAK_RSS_MB in record.metrics:
+            arm = record.params.get("arm", "")
+            peaks[arm] = max(peaks.get(arm, 0.0), record.metrics[tracking.PEAK_RSS_MB])
     largest, measured = 0.0, True
     for arm, trial in {t.arm: t for t in study.trials}.items():
         if arm in peaks:
@@ -41,10 +38,10 @@ def trial_memory(study: Study, uri: str) -> tuple[float, bool]:
     return largest, measured
 
 
-def check_memory(study: Study, uri: str, console) -> float:
+def check_memory(study: Study, uri: str, found: tracking.StudyRecord | None, console) -> float:
     """Say, before a private Ray starts, whether the trials run at once fit in this machine's memory, and
     if not, the `resources.cpu` that fits; returns a trial's memory in MB."""
-    need, measured = trial_memory(study, uri)
+    need, measured = trial_memory(study, uri, found)
     spec = study.spec
     cpus = os.cpu_count() or 1
     at_once = max(1, min(len(study.trials), int(cpus // spec.resources.cpu)))
@@ -54,3 +51,12 @@ def check_memory(study: Study, uri: str, console) -> float:
 
         console.print(f"[yellow]{escape(fit.describe(cpus, spec.resources.cpu))}[/yellow]", highlight=False)
     return need
+
+
+def memory_to_ask(study: Study, uri: str, found: tracking.StudyRecord | None, console, *, cluster: bool) -> float:
+    """What each trial asks Ray for, in MB: on a cluster its memory, so that Ray places trials by it; on this
+    machine 0 (its CPUs decide), once `check_memory` has said whether the trials at once fit."""
+    if cluster:
+        return trial_memory(study, uri, found)[0]
+    check_memory(study, uri, found, console)
+    return 0.0

@@ -28,8 +28,9 @@ from ablation.driver import race_settings
 from ablation.stats import racing
 from ablation.stats.analysis import mean_ci
 from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
-from ablation.driver.data_check import check_data_unchanged, current_data
-from ablation.driver.memory_fit import check_memory, trial_memory
+from ablation.data.digest import digests
+from ablation.driver.data_check import check_data_unchanged
+from ablation.driver.memory_fit import memory_to_ask
 from ablation.driver.halts import Halts
 from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
@@ -102,15 +103,15 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
                             "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
     tracking.check_store(uri, writing=True)
     # First of all: refusing takes a moment, and a refused re-run must neither wait for its data nor write.
-    _check_race_unchanged(uri, study)
+    found = _recorded(uri, spec.name)  # read once for the three checks before Ray
+    _check_race_unchanged(uri, study, found)
     storage = storage_location(storage)
     trials = list(study.trials)
     # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
     skipped = prepare_data(trials, console)
-    data = current_data(t.spec.data for t in trials)
-    recorded = check_data_unchanged(uri, spec.name, data)
-    # On a cluster, Ray schedules each trial by the memory it asks for; here, say if they would not fit.
-    memory = trial_memory(study, uri)[0] if address else check_memory(study, uri, console)
+    data = digests(t.spec.data for t in trials)
+    recorded = check_data_unchanged(found, spec.name, data)
+    memory = memory_to_ask(study, uri, found, console, cluster=bool(address))
     if not address:
         check_local_resources(spec)  # before the lease creates the store
     with tracking.hold_study(uri, spec.name) as lease, ThreadPoolExecutor(1) as background:
@@ -119,7 +120,7 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
         store = None if address else background.submit(tracking.create_store, uri)
         quiet_tune()
         connect(address)
-        check_resources(spec, memory_mb=memory if address else 0.0)
+        check_resources(spec, memory_mb=memory)
         if store:
             store.result()
         pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
@@ -144,17 +145,23 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
             parent.finish()
             return outcome
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage,
-                               lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory if address else 0.0)
+                               lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
         return _fit(study, context, pending, parent, outcome, console, view, lease=lease)
 
 
-def _check_race_unchanged(uri: str, planned: Study) -> None:
-    """Refuse (`RaceChanged`) to run a race again with settings other than those its parent run records
-    (see race_settings.py). It only reads: an absent store or study has nothing to compare with."""
+def _recorded(uri: str, name: str) -> tracking.StudyRecord | None:
+    """The study's parent run if it ran on this store before, else None. It only reads."""
     try:
-        study = tracking.find_study(uri, planned.name)
+        return tracking.find_study(uri, name)
     except (tracking.StoreNotFound, tracking.StudyNotFound):
+        return None
+
+
+def _check_race_unchanged(uri: str, planned: Study, study: tracking.StudyRecord | None) -> None:
+    """Refuse (`RaceChanged`) to run a race again with settings other than those its parent run `study`
+    records (see race_settings.py). It only reads: a study that never ran has nothing to compare with."""
+    if study is None:
         return
     stored = race_settings.recorded(study.params, study.tags.get(tracking.Tag.RACE_BASELINE))
     arms_run = None
@@ -211,11 +218,12 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
     tracking.find_parent(uri, context.experiment_id, context.parent_run_id)
     study = state.study(folder)
     spec = study.spec
-    _check_race_unchanged(uri, study)  # a state file from an older version, or edited, may differ
-    check_data_unchanged(uri, spec.name, current_data(t.spec.data for t in study.trials))
-    memory = trial_memory(study, uri)[0] if address else check_memory(study, uri, console)
+    found = _recorded(uri, spec.name)
+    _check_race_unchanged(uri, study, found)  # a state file from an older version, or edited, may differ
+    check_data_unchanged(found, spec.name, digests(t.spec.data for t in study.trials))
+    memory = memory_to_ask(study, uri, found, console, cluster=bool(address))
     with tracking.hold_study(uri, spec.name) as lease:
-        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory if address else 0.0)
+        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory)
         records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
         ended = {r.trial_id for r in records if r.ended}
         pending = [t for t in study.trials if t.id in set(state.trials) and t.id not in ended]
@@ -232,7 +240,7 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
             return study, outcome
         quiet_tune()
         connect(address)
-        check_resources(spec, memory_mb=memory if address else 0.0)
+        check_resources(spec, memory_mb=memory)
         return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples,
                            lease=lease)
 
