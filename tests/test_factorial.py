@@ -3,6 +3,7 @@ its design matrix confounds, its arms are the placements its runs code for, and 
 is refused before anything runs, naming the key."""
 
 import itertools
+import json
 import math
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def stages(resolution="IV", **extra) -> dict:
     (stages(**{"model.reduction": [8]}), "search.space: 'model.reduction' has 1 level ([8]); a factor of design "
                                          "fractional has two, [low, high]"),
     (stages(**{"model.reduction": [8, 16, 32]}), "'model.reduction' has 3 levels"),
+    (stages(**{STAGES[0]: [False]}), f"'{STAGES[0]}' has 1 level ([off]);"),  # as the spec wrote it, not [False]
     (stages(**{"model.depth": [1, 2]}), "'model.depth' is not a setting"),
     (stages(**{"model.placement.layer5": [False, True]}), "'model.placement.layer5' is not a setting"),
     (stages(**{"model.attention": ["identity_cbam", "sknet"]}), "model.attention: Input should be 'none', "
@@ -151,6 +153,18 @@ def test_the_shipped_fraction_runs_half_the_full_factorials_trials_at_their_plac
     # The same question: each trial of the fraction is the full factorial's trial of that configuration.
     assert {t.id for t in fraction.every_trial} < {t.id for t in full.every_trial}
     assert full.factorial.generators == () and full.factorial.resolution is None
+
+
+def test_plan_json_gives_the_design_its_factors_and_aliases():
+    result = CliRunner().invoke(app, ["plan", str(ROOT / "search_spaces" / "stage_effects.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    design = json.loads(result.output)["design"]
+    assert (design["arms"], design["full_factorial"], design["resolution"]) == (8, 16, 4)
+    assert design["generators"] == ["D = ABC"] and design["defining_relation"] == ["ABCD"]
+    assert design["factors"][3] == {"letter": "D", "key": STAGES[3], "low": False, "high": True}
+    assert design["aliases"][4] == {"effect": "AB", "aliased_with": ["CD"], "in_words": [
+        "placement.layer1 x placement.layer2", "placement.layer3 x placement.layer4"]}
+    assert len(design["aliases"]) == 4 + 3  # main effects, then each pair of aliased interactions once
 
 
 def test_each_arm_carries_its_coding_for_the_effects_model(tmp_path):

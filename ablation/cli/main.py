@@ -251,7 +251,7 @@ def plan(
         print(json.dumps({
             "trials": [{"id": t.id, "arm": t.arm, "seed": t.seed, "overrides": t.overrides} for t in p.trials],
             "arms": [dataclasses.asdict(a) for a in p.arms],
-            "total_macs": p.total_macs, "speed": dataclasses.asdict(p.speed), "concurrent": p.concurrent,
+            "design": study.factorial and study.factorial.summary(), "total_macs": p.total_macs, "speed": dataclasses.asdict(p.speed), "concurrent": p.concurrent,
             "data_note": p.data_note, "gpu_hours": gpu and gpu_hours(p.total_macs, gpu),
             "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))

@@ -146,7 +146,7 @@ _RESOLUTION = {3: "main effects are clear of each other but aliased with two-fac
 def two_level(console: Console, design) -> None:
     """A factorial design (`core.factorial.Factorial`): its size against the full factorial, its factors'
     letters and levels, its generators, and which main effects and two-factor interactions it confounds."""
-    from ablation.core.factorial import ROMAN, name
+    from ablation.core.factorial import ROMAN, level_word, name
 
     runs, full, k = len(design.runs), design.full_runs, design.k
     if design.generators:
@@ -162,9 +162,8 @@ def two_level(console: Console, design) -> None:
     factors = Table(**LIGHT)
     for header in ("factor", "key", "-1", "+1"):
         factors.add_column(header)
-    for key, levels in zip(design.factors, design.levels):  # booleans as a spec writes a switch
-        factors.add_row(design.letter(key), key, *(("on" if v else "off") if isinstance(v, bool) else str(v)
-                                                   for v in levels))
+    for key, levels in zip(design.factors, design.levels):
+        factors.add_row(design.letter(key), key, *map(level_word, levels))
     console.print(factors)
     if not design.generators:
         return

@@ -150,20 +150,41 @@ class Factorial:
                     table.append((effect, low))
         return table
 
+    def summary(self) -> dict[str, Any]:
+        """The design as `ablate plan --json` gives it: sizes, factors and levels, generators, and each alias set
+        of main effects and two-factor interactions."""
+        return {
+            "arms": len(self.runs), "full_factorial": self.full_runs, "resolution": self.resolution,
+            "factors": [{"letter": self.letter(key), "key": key, "low": low, "high": high}
+                        for key, (low, high) in zip(self.factors, self.levels)],
+            "generators": [str(g) for g in self.generators],
+            "defining_relation": [name(e, s) for e, s in self.words],
+            "aliases": [{"effect": name(e), "aliased_with": [name(a, s) for a, s in others],
+                         "in_words": [self.describe(e), *(self.describe(a) for a, _ in others)]}
+                        for e, others in self.alias_table(order=2)],
+        }
+
     def describe(self, effect: Effect) -> str:
         """An effect in the spec's words: `placement.layer1 x reduction`."""
         return " x ".join(self.factors[i].split(".", 1)[1] for i in sorted(effect))
 
 
+def level_word(value: Any) -> str:
+    """A level as the spec wrote it: YAML reads a switch's `off`/`on` as a boolean, said back as the word."""
+    return ("on" if value else "off") if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+
+
 def _not_a_level(key: str, value: Any, levels: tuple[Any, Any]) -> int:
-    raise ValueError(f"{key}={value!r} is neither of its levels, {levels[0]!r} (-1) and {levels[1]!r} (+1)")
+    raise ValueError(f"{key}={level_word(value)} is neither of its levels, {level_word(levels[0])} (-1) and "
+                     f"{level_word(levels[1])} (+1)")
 
 
 def check_factors(space: Mapping[str, list[Any]], design: str) -> None:
     """A factorial design's space: two levels for each of 1 (2 for a fraction) to MAX_FACTORS keys."""
     for key, values in space.items():
         if len(values) != 2:
-            raise ValueError(f"{key!r} has {len(values)} level{'s' * (len(values) != 1)} ({values!r}); a factor of "
+            raise ValueError(f"{key!r} has {len(values)} level{'s' * (len(values) != 1)} "
+                             f"([{', '.join(map(level_word, values))}]); a factor of "
                              f"design {design} has two, [low, high], coded -1 and +1")
     least = 2 if design == "fractional" else 1
     if not least <= len(space) <= MAX_FACTORS:
