@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The fast tier: every test that starts no Ray, no MLflow server and no `ablate` process, and trains no
-# real study (tests/conftest.py refuses Ray in it). `make test` runs everything and is what CI runs.
+# real study (tests/conftest.py refuses Ray in it), in one process per core (pytest-xdist): they share nothing
+# but their folders, which are each test's own. `make test` runs everything and is what CI runs.
 check: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 clean:
 	rm -rf $(VENV) ablate_runs

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ablation import optim
 from ablation.data import Splits, build_splits, check_trainable
 from ablation.models import build_model
 from ablation.core import StudySpec
@@ -81,10 +82,7 @@ def setup(spec: StudySpec, seed: int, device: torch.device | str = "cpu") -> Set
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     t = spec.train
-    if t.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = optim.optimizer(model.parameters(), t)
     if t.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
     else:

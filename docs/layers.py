@@ -25,7 +25,7 @@ README = ROOT / "README.md"
 FLOORS = {
     "core": 0,
     "stats": 1,
-    "models": 2, "data": 2, "tracking": 2,
+    "models": 2, "data": 2, "optim": 2, "tracking": 2,
     "engine": 3, "accounting": 3, "checkpoints": 3,
     "plan": 4, "driver": 4, "report": 4, "explain": 4,
     "cli": 5,

@@ -150,11 +150,11 @@ assert not heavy, heavy
 
 
 @pytest.mark.slow  # trains, in a process of its own that imports what a worker imports
-def test_a_trials_worker_trains_without_torchvision_or_torchmetrics(tmp_path):
+def test_a_trials_worker_trains_without_torchvision_torchmetrics_or_dynamo(tmp_path):
     """Each would cost every trial's worker memory and start-up for code a trial does not run
-    (torchvision loads its detection ops, torchmetrics loads torchvision and scipy): the ResNet and
-    the F1 are written out, and torchvision's transforms are imported only for the augmentations
-    beyond a flip."""
+    (torchvision loads its detection ops, torchmetrics loads torchvision and scipy, torch._dynamo
+    sympy and triton): the ResNet and the F1 are written out, torchvision's transforms are imported
+    only for the augmentations beyond a flip, and the optimizers step without dynamo (ablation.optim)."""
     code = """
 import sys
 import torch
@@ -164,7 +164,7 @@ import ablation.driver.trainable
 study = load_study(sys.argv[1], ["train.epochs=1", "data.image_size=16", "data.train_per_class=2",
                                  "data.val_per_class=1", "data.test_per_class=1"])
 engine.fit(study.trials[0].spec, 0, on_epoch=lambda metrics, checkpoint: None)
-loaded = [m for m in ("torchvision", "torchmetrics") if m in sys.modules]
+loaded = [m for m in ("torchvision", "torchmetrics", "torch._dynamo") if m in sys.modules]
 assert not loaded, loaded
 """
     done = subprocess.run([sys.executable, "-c", code, str(ROOT / "search_spaces" / "quickstart.yaml")],

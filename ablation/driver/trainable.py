@@ -6,12 +6,8 @@ the trial, which the driver (`study.py`) writes and reads back.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
-import resource
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +20,7 @@ from ablation import engine, tracking
 from ablation.checkpoints import CheckpointStore, save_model
 from ablation.data import classes_of
 from ablation.driver import halts
+from ablation.driver.worker_memory import peak_rss_mb, release_freed_memory
 from ablation.driver.prepare import model_costs
 from ablation.core import StudySpec, Trial, label
 from ablation.driver.state import StudyContext
@@ -167,29 +164,6 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     opened.upload_model(lambda file: save_model(file, trial.spec.model_dump_json(), classes_of(trial.spec.data),
                                                 epoch, weights))
     return tracking.ModelKept.KEPT
-
-
-def release_freed_memory() -> None:
-    """Give what the trial freed back to the system. Tune runs each trial of a reused worker in a new
-    thread, glibc gives new threads malloc arenas of their own (up to 8 per core), and each keeps what
-    was freed in it: a tiny trial's worker grew from 1.2 GB to 2.7 GB over 16 trials (measured).
-    Capping the arenas at one (MALLOC_ARENA_MAX=1) stopped the growth but made a quickstart trial 15%
-    slower, its threads contending for the one; trimming after each trial costs milliseconds."""
-    libc = ctypes.util.find_library("c")
-    if not libc or not sys.platform.startswith("linux"):
-        return
-    try:
-        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc's; musl has none
-    except OSError:
-        return
-    if trim is not None:
-        trim(0)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (the kernel's high-water mark)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KB on Linux
 
 
 def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:
