@@ -7,12 +7,14 @@ Printed per configuration: measured, estimated, and their ratio; and the worst r
 `core.memory.ESTIMATE_ERROR` must cover.
 
     .venv/bin/python benchmarks/memory.py
+    .venv/bin/python benchmarks/memory.py --estimate-only   # the recorded measurements, estimated again
 
 Writes benchmarks/results/memory.{json,md}.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from results_file import publish  # benchmarks/, the script's own folder
+from results_file import RESULTS, publish  # benchmarks/, the script's own folder
 
 BIN = Path(sys.executable).parent
 # (arch, image size, batch size): the tiny trial of benchmarks/scale.py, then larger inputs and models.
@@ -51,18 +53,25 @@ def measure(arch: str, size: int, batch: int, tmp: Path) -> dict:
             "params": int(run.data.metrics["params_total"]), "measured_mb": run.data.metrics["worker_peak_rss_mb"]}
 
 
-def main() -> None:
-    from ablation.core.memory import ESTIMATE_ERROR, trial_memory_mb
+def estimate(row: dict) -> dict:
+    from ablation.core.memory import trial_memory_mb
 
-    rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        for arch, size, batch in CONFIGS:
-            row = measure(arch, size, batch, Path(folder))
-            row["estimated_mb"] = trial_memory_mb(arch, row["params"], size, batch)
-            row["ratio"] = row["estimated_mb"] / row["measured_mb"]
-            rows.append(row)
-            print(f"  {arch} {size} px, batch {batch}: {row['measured_mb']:,.0f} MB measured, "
-                  f"{row['estimated_mb']:,.0f} MB estimated", flush=True)
+    estimated = trial_memory_mb(row["arch"], row["params"], row["image_size"], row["batch_size"])
+    return row | {"estimated_mb": estimated, "ratio": estimated / row["measured_mb"]}
+
+
+def main() -> None:
+    from ablation.core.memory import ESTIMATE_ERROR
+
+    if "--estimate-only" in sys.argv:  # after changing the constants, without measuring again
+        rows = [estimate(row) for row in json.loads((RESULTS / "memory.json").read_text())["rows"]]
+    else:
+        rows = []
+        with tempfile.TemporaryDirectory() as folder:
+            for arch, size, batch in CONFIGS:
+                rows.append(row := estimate(measure(arch, size, batch, Path(folder))))
+                print(f"  {arch} {size} px, batch {batch}: {row['measured_mb']:,.0f} MB measured, "
+                      f"{row['estimated_mb']:,.0f} MB estimated", flush=True)
     worst = max(abs(r["ratio"] - 1) for r in rows)
     lines = ["# A trial worker's peak memory: measured and estimated", "",
              "| model | image | batch | measured | estimated | estimated / measured |", "|---|---|---|---|---|---|"]

@@ -110,7 +110,7 @@ def test_a_trial_needing_more_memory_than_any_node_offers_is_refused_before_anyt
         cluster.shutdown()
     said = " ".join((driver.stdout + driver.stderr).split())
     assert driver.returncode == 2, said
-    assert "a trial needs about 1.1 GB of memory, and the largest node of the Ray cluster offers 0.5 GB" in said
+    assert "a trial needs about 1.0 GB of memory, and the largest node of the Ray cluster offers 0.5 GB" in said
     assert not trial_tags(url)
 
 

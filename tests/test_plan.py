@@ -1,6 +1,7 @@
 """`ablate plan`: a study priced before it runs, with a speed it says how far to trust."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,19 @@ def test_plan_of_a_fraction_shows_its_size_against_the_full_factorial_its_genera
     for effect, alias in (("AB", "CD"), ("AC", "BD"), ("AD", "BC")):
         assert f"{effect} {alias} " in said
     assert "A - placement.layer1" in said and "Training compute:" in said
+
+
+def test_plan_leads_with_the_header_run_prints_and_lists_trials_only_when_asked(monkeypatch):
+    """A race of 6 arms x 8 seeds is 18 to 48 trials, as `run` says; the ids of the 18 it starts with are
+    behind --trials."""
+    monkeypatch.setattr(plan, "calibrate", lambda threads: Speed(1e10, 0, 0, "today", cached=True))
+    race = str(Path(PAPER).with_name("race_quick.yaml"))
+    result = CliRunner().invoke(app, ["plan", race], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == "race_quick: a race of 6 arms, 3 to 8 seeds each (18 to 48 trials), 2 epochs each"
+    assert "trial id" not in result.output
+    assert "an estimated" in result.output and " to " in result.output.split("an estimated", 1)[1].split(")")[0]
+    listed = CliRunner().invoke(app, ["plan", race, "--trials"], terminal_width=100)
+    ids = [line for line in listed.output.splitlines() if re.fullmatch(r"[0-9a-f]{10}  placement=\S+ +[0-2]", line)]
+    assert len(ids) == 18 and "trial id" in listed.output

@@ -231,8 +231,9 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     gpu: Annotated[Optional[str], typer.Option(metavar="NAME", help="also estimate GPU-hours on one of: t4, v100, "
                                                "a10, l4, a100, h100 (peak fp16/bf16, at 30% utilisation)")] = None,
+    list_trials: Annotated[bool, typer.Option("--trials", help="also list each trial's id, arm and seed")] = False,
 ) -> None:
-    """Expand SPEC without running it: its trials, each arm's size and compute, the study's cost."""
+    """Expand SPEC without running it: its arms, each one's size and compute, the study's cost."""
     import dataclasses
     import json
 
@@ -256,7 +257,8 @@ def plan(
             "estimated_seconds": p.estimated_seconds, "most_macs": p.most_macs, "most_seconds": p.most_seconds,
         }))
         return
-    views.plan(console, study, p, gpu=gpu and (gpu, GPUS[gpu], GPU_UTILISATION, gpu_hours(p.total_macs, gpu)))
+    views.plan(console, study, p, gpu=gpu and (gpu, GPUS[gpu], GPU_UTILISATION, gpu_hours(p.total_macs, gpu)),
+               list_trials=list_trials)
 
 
 @app.command(cls=cli_help.Command)

@@ -61,6 +61,11 @@ def _print(console: Console, title: str, table: Table | None, note: str = "", le
         console.print(escape(note), style="table.caption", highlight=False)
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 seed`, `3 seeds`."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def header(console: Console, study) -> None:
     """What `ablate run` is about to run."""
     spec = study.spec
@@ -69,8 +74,8 @@ def header(console: Console, study) -> None:
         console.print(f"[bold]{spec.name}[/bold]: a race of {arms} arms, {race.start} to {seeds} seeds each "
                       f"({arms * race.start} to {arms * seeds} trials), {spec.train.epochs} epochs each")
         return
-    console.print(f"[bold]{spec.name}[/bold]: {len(study.trials)} trials ({arms} configurations x {seeds} seeds), "
-                  f"{spec.train.epochs} epochs each")
+    console.print(f"[bold]{spec.name}[/bold]: {counted(len(study.trials), 'trial')} ({counted(arms, 'configuration')} "
+                  f"x {counted(seeds, 'seed')}), {counted(spec.train.epochs, 'epoch')} each")
 
 
 def costs(console: Console, m, figures: dict) -> None:
@@ -85,17 +90,20 @@ def costs(console: Console, m, figures: dict) -> None:
                   f"range {figures['latency_iqr_ms']:.1f} ms{loaded})")
 
 
-def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | None = None) -> None:
-    """A plan's trials, each arm's size and compute, and what the study costs on this machine."""
+def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | None = None,
+         list_trials: bool = False) -> None:
+    """What a study will run and cost: the header `ablate run` prints, its design, each arm's size and
+    compute, and what the study costs on this machine. Each trial's id and seed only with `list_trials`."""
     spec = study.spec
-    trials = Table(title=f"{spec.name}: {len(p.trials)} trials ({len(p.arms)} arms x {len(spec.search.seeds)} seeds, "
-                         f"design {spec.search.design}, {spec.train.epochs} epochs each)")
-    trials.add_column("trial id", no_wrap=True)
-    trials.add_column("arm")
-    numbers(trials, "seed")
-    for t in p.trials:
-        trials.add_row(t.id, Name(t.arm), str(t.seed))
-    console.print(trials)
+    header(console, study)
+    if list_trials:
+        trials = Table(**LIGHT)
+        trials.add_column("trial id", no_wrap=True)
+        trials.add_column("arm")
+        numbers(trials, "seed")
+        for t in p.trials:
+            trials.add_row(t.id, Name(t.arm), str(t.seed))
+        console.print(trials)
     if study.factorial is not None:
         two_level(console, study.factorial)
     arms = Table(title=f"cost of each arm at {spec.data.image_size} px")
@@ -112,11 +120,12 @@ def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | N
              f"timed just now while other processes kept {speed.busy:.0%} of the CPU busy, so not cached, and the "
              "estimate may be off by more than usual" if speed.under_load else "timed just now on a quiet machine")
     console.print(f"Training compute: {_macs(p.total_macs)} in all. This machine trains about "
-                  f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with {max(1, int(spec.resources.cpu))} CPU threads "
-                  f"({timed}; steps varied ±{speed.spread / 2:.0%}) and runs {p.concurrent} trial(s) at once: an "
-                  f"estimated {_duration(p.estimated_seconds)} here on CPU, with the study's start-up and each "
-                  "trial's overhead. Trust it to within a factor of about two: throughput varies with the "
-                  "architecture and the image size.")
+                  f"{p.macs_per_second / 1e9:.1f} GMAC/s per trial with "
+                  f"{counted(max(1, int(spec.resources.cpu)), 'CPU thread')} "
+                  f"({timed}; steps varied ±{speed.spread / 2:.0%}) and runs {counted(p.concurrent, 'trial')} at once: an "
+                  f"estimated {_duration(p.estimated_seconds)} here on CPU ({_span(p.estimated_seconds)}), with the "
+                  "study's start-up and each trial's overhead. The span is a factor of two either way: throughput "
+                  "varies with the architecture and the image size, and with what else the machine runs.")
     if p.memory is not None:
         console.print(("" if p.memory.fits else "[yellow]") + escape(p.memory.describe(p.cpus, spec.resources.cpu))
                       + ("" if p.memory.fits else "[/yellow]"), highlight=False)
@@ -129,7 +138,7 @@ def plan(console: Console, study, p, *, gpu: tuple[str, float, float, float] | N
         race = spec.search.race
         console.print(f"A race: that is its least cost, every arm decided at its first {race.start} seeds. At most "
                       f"every arm runs all {len(spec.search.seeds)} seeds: {_macs(p.most_macs)}, an estimated "
-                      f"{_duration(p.most_seconds)}.")
+                      f"{_duration(p.most_seconds)} ({_span(p.most_seconds)}).")
         console.print(f"Its margin, ±{race.margin:g}, is in {spec.metric}'s units. What it means depends on how much "
                       "the paired difference from the baseline moves from seed to seed: a margin over 2 of those "
                       "SDs lets large differences pass as equivalent. They are measured once the first seeds "
@@ -182,6 +191,13 @@ def _macs(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n / 1e6:.2f} MMAC"
+
+
+def _span(seconds: float) -> str:
+    """The range an estimate is trusted to: half to twice it."""
+    low, high = _duration(seconds / 2), _duration(seconds * 2)
+    unit = low.rsplit(" ", 1)[1]
+    return f"{low.rsplit(' ', 1)[0]} to {high}" if high.endswith(" " + unit) else f"{low} to {high}"
 
 
 def _duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ablation.core.catalog import ARCHITECTURES
 
 # From benchmarks/memory.py (results/memory.md): set so that the estimate errs high rather than low.
-WORKER_FLOOR_MB = 960.0
+WORKER_FLOOR_MB = 810.0
 BYTES_PER_PARAMETER = 16  # float32 weights, gradients and Adam's two moments
 BYTES_PER_ACTIVATION = 16
 # How far the estimate is from measured peaks in benchmarks/memory.py, at most: said beside it.
