@@ -131,3 +131,50 @@ def test_a_trial_sends_its_batches_at_most_once_per_interval():
         on_batch(done, 10)
         time.now += 0.3
     assert sent == [1, 5, 9]
+
+
+def test_without_a_terminal_it_prints_a_plain_line_per_event_with_the_studys_progress():
+    """Piped through `tee`, or to a batch job's log, a live view would print nothing until the end."""
+    out = io.StringIO()
+    time = Clock()
+    view = StudyProgress(Console(width=80, file=out), trials=2, epochs=2, metric="val_macro_f1",
+                         pending=("a,seed=0", "b,seed=0"), clock=time)
+    with view:
+        view.trial_started("t1", "a,seed=0")
+        time.now += 30
+        view.epoch("t1", 1, 0.5)
+        time.now += 30
+        view.epoch("t1", 2, 0.625)
+        view.trial_finished("t1", ok=True)
+        view.trial_started("t2", "b,seed=0")
+        view.trial_finished("t2", ok=False)
+    assert out.getvalue().splitlines() == [
+        "[0:00:00] a,seed=0 started  (0/4 epochs, ETA: after the first epoch)",
+        "[0:00:30] a,seed=0 epoch 1/2 val_macro_f1 0.5000  (1/4 epochs, ETA 0:01:30)",
+        "[0:01:00] a,seed=0 epoch 2/2 val_macro_f1 0.6250  (2/4 epochs, ETA 0:01:00)",
+        "[0:01:00] a,seed=0 done after 0:01:00  (2/4 epochs, ETA 0:01:00)",
+        "[0:01:00] b,seed=0 started  (2/4 epochs, ETA 0:01:00)",
+        "[0:01:00] b,seed=0 failed after 0:00:00  (4/4 epochs, ETA 0:00:00)",
+    ]
+
+
+def test_the_newest_trials_to_end_are_shown_and_the_oldest_folded():
+    view, time = _view(trials=16, pending=())
+    for i in range(16):
+        view.trial_started(f"t{i}", f"trial{i:02d}")
+        time.now += 1
+        view.trial_finished(f"t{i}", ok=True)
+    text = _text(view)
+    assert "trial15" in text and "trial04" in text and "trial03" not in text
+    assert "... 4 more (4 done)" in text
+
+
+def test_a_races_eta_runs_from_the_trials_it_started_to_the_most_it_may_start():
+    view, time = _view(trials=2, epochs=1, pending=())
+    view.race([("none", 0, 2, "baseline"), ("layer1", 0, 0, "racing")], started=2, most=6)
+    view.trial_started("t1", "none,seed=0")
+    time.now += 10
+    view.epoch("t1", 1, 0.5)  # 10 s an epoch: 1 left now, and 4 trials the race may add
+    assert view.eta() == f"ETA {clock(10)} to {clock(50)}"
+    view.race([("none", 1, 1, "baseline"), ("layer1", 1, 0, "equivalent")], started=2, most=2)
+    assert view.eta() == f"ETA {clock(10)}" and "2 trials so far" in _text(view)

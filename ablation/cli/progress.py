@@ -1,5 +1,7 @@
 """The live view of a running study: one bar over all epochs of all trials with the study's ETA, and
 its trials, running (with their elapsed time and, within an epoch, batches done), pending and done.
+Without a terminal (output piped to `tee` or a file, a batch job's log) it prints a plain line per
+trial started, epoch and trial ended instead, each with the study's epochs done and ETA.
 
 Plain rich; the driver feeds it from Ray Tune's callbacks (`driver.progress.ProgressView` is what it
 calls), so it knows nothing of Ray. A trial's start and its epochs suffice for elapsed times and the
@@ -18,7 +20,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ablation.cli.views import Name
+from ablation.cli.views import Name, counted
 
 _ROWS = 12  # trials shown at once; a 48-trial study should not scroll the bar away
 _ORDER = {"running": 0, "error": 1, "pending": 2, "done": 3}
@@ -66,6 +68,9 @@ class StudyProgress:
         self.rows: dict[str, _Row] = {}
         self.pending = list(pending)
         self.arms: list[tuple[str, int, int, str]] = []  # a race's, when the study is one
+        self.most: int | None = None  # the trials a race may start in all, when the study is one
+        self.plain = not console.is_terminal
+        self.console = console
         self.lock = threading.RLock()
         self.finished = 0.0  # epochs ended: trained, or never to run (a trial that stopped)
         self.trained = 0  # epochs trained in this run, the pace of the ETA
@@ -80,11 +85,23 @@ class StudyProgress:
         self.live = Live(console=console, refresh_per_second=4, get_renderable=self.render)
 
     def __enter__(self) -> StudyProgress:
-        self.live.__enter__()
+        if not self.plain:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.live.__exit__(*exc)
+        if not self.plain:
+            self.live.__exit__(*exc)
+
+    def _say(self, text: str, row: _Row | None = None) -> None:
+        """A plain line, without a terminal: the time since the first trial started, what happened, and
+        the study's epochs done and ETA."""
+        if not self.plain:
+            return
+        since = clock(self.clock() - self.began) if self.began is not None else clock(0)
+        total = self.bar.tasks[0].total or 0
+        self.console.print(f"[{since}] {text}  ({int(self.finished)}/{total:g} epochs, {self.eta()})",
+                           markup=False, highlight=False, soft_wrap=True)
 
     def trial_started(self, key: str, name: str) -> None:
         with self.lock:
@@ -94,6 +111,7 @@ class StudyProgress:
             row.status, row.started, row.ended = "running", row.started or now, None
             if name in self.pending:
                 self.pending.remove(name)
+            self._say(f"{name} started")
 
     def epoch(self, key: str, epoch: int, value: float) -> None:
         with self.lock:
@@ -104,6 +122,7 @@ class StudyProgress:
             self.trained += 1
             row.epoch, row.value, row.batches, row.counted = epoch, value, None, max(row.counted, epoch)
             self._advance()
+            self._say(f"{row.name} epoch {epoch}/{self.epochs} {self.metric} {value:.4f}")
 
     def batches(self, key: str, done: int, total: int) -> None:
         """Batches done of the epoch a trial is training (only a started trial's are shown)."""
@@ -125,14 +144,19 @@ class StudyProgress:
             row.counted = self.epochs
             row.status, row.ended, row.batches = "done" if ok else "error", self.clock(), None
             self._advance()
+            self._say(f"{row.name} {'done' if ok else 'failed'} after {clock(row.ended - (row.started or row.ended))}")
 
-    def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None:
-        """A race's arms (arm, seeds done, seeds running, state); the bar grows as the race adds trials."""
+    def race(self, rows: list[tuple[str, int, int, str]], started: int, most: int) -> None:
+        """A race's arms (arm, seeds done, seeds running, state), the trials it has started and the most
+        it may start; the bar grows as the race adds trials."""
         with self.lock:
-            self.arms = rows
+            decided = {arm: state for arm, _, _, state in rows} != {arm: state for arm, _, _, state in self.arms}
+            self.arms, self.most = rows, max(most, started)
             self.trials = max(self.trials, started)
             total = max(self.bar.tasks[0].total or 0, started * self.epochs)
-            self.bar.update(self.task, total=total, description=f"{max(started, 1)} trials so far")
+            self.bar.update(self.task, total=total, description=f"{counted(max(started, 1), 'trial')} so far")
+            if decided and self.began is not None:
+                self._say("race: " + ", ".join(f"{arm} {state} ({done} seeds)" for arm, done, _, state in rows))
 
     def eta(self) -> str:
         """What is left at the pace so far: the trained epochs, and the running ones' batches done."""
@@ -141,8 +165,12 @@ class StudyProgress:
             left = (self.bar.tasks[0].total or 0) - self.finished - sum(row.partial for row in self.rows.values())
             if not self.trained or self.began is None:
                 return FIRST_EPOCH
-            spent = self.clock() - self.began
-            return f"ETA {clock(max(0.0, left) * spent / done)}"
+            pace = (self.clock() - self.began) / done
+            least = max(0.0, left) * pace
+            if self.most is None or self.most * self.epochs <= (self.bar.tasks[0].total or 0):
+                return f"ETA {clock(least)}"
+            more = self.most * self.epochs - (self.bar.tasks[0].total or 0)  # epochs of trials not yet started
+            return f"ETA {clock(least)} to {clock(least + more * pace)}"
 
     def _advance(self) -> None:
         self.bar.update(self.task, completed=self.finished + sum(row.partial for row in self.rows.values()))
@@ -159,7 +187,9 @@ class StudyProgress:
         for column in ("status", "epoch", "batch", self.metric, "time"):
             table.add_column(column, no_wrap=True, justify="left" if column == "status" else "right")
         now = self.clock()
-        rows = sorted([*self.rows.values(), *map(_Row, self.pending)], key=lambda r: _ORDER[r.status])
+        # Running first, then failed, pending and done; of those that ended, the newest first.
+        rows = sorted([*self.rows.values(), *map(_Row, self.pending)],
+                      key=lambda r: (_ORDER[r.status], -(r.ended or 0)))
         for row in rows[:_ROWS]:
             value = "" if row.value is None else f"{row.value:.4f}"
             batch = f"{row.batches[0]}/{row.batches[1]}" if row.partial else ""

@@ -25,7 +25,7 @@ class ProgressView(Protocol):
     def epoch(self, key: str, epoch: int, value: float) -> None: ...
     def batches(self, key: str, done: int, total: int) -> None: ...
     def trial_finished(self, key: str, ok: bool, name: str | None = None) -> None: ...
-    def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None: ...
+    def race(self, rows: list[tuple[str, int, int, str]], started: int, most: int) -> None: ...
 
 
 # (trials=, epochs=, metric=, pending=) -> a view; the driver calls it once per fit.
@@ -56,7 +56,7 @@ class NoView:
     def trial_finished(self, key: str, ok: bool, name: str | None = None) -> None:
         pass
 
-    def race(self, rows: list[tuple[str, int, int, str]], started: int) -> None:
+    def race(self, rows: list[tuple[str, int, int, str]], started: int, most: int) -> None:
         pass
 
 

@@ -26,8 +26,9 @@ RaceRows = list[tuple[str, int, int, str]]
 
 class RaceSearcher(Searcher):
     def __init__(self, study: Study, *, where: tuple[str, str, str],
-                 on_change: Callable[[RaceRows, int], None] | None = None) -> None:
-        """`where`: the tracking URI, experiment id and parent run id of the study."""
+                 on_change: Callable[[RaceRows, int, int], None] | None = None) -> None:
+        """`where`: the tracking URI, experiment id and parent run id of the study. `on_change(rows, started,
+        most)` hears of each change: the arms' rows, the trials started, the most the race may start."""
         super().__init__()  # no metric for Tune to demand of every epoch's result: the race reads MLflow
         spec = study.spec
         self.study, self.spec, self.race = study, spec, spec.search.race
@@ -78,7 +79,7 @@ class RaceSearcher(Searcher):
             max_seeds=len(self.seeds), start=self.race.start, mode=self.race.mode,
             higher_is_better=self.spec.mode == "max", arms=family, failed=failed)
         if self.on_change:
-            self.on_change(self.rows(), len(self.started))
+            self.on_change(self.rows(), len(self.started), self.most())
 
     def _open(self) -> list[str]:
         """The arms that still race (an arm whose next seed failed for good is "stopped": decided)."""
@@ -109,7 +110,7 @@ class RaceSearcher(Searcher):
         self.running[trial_id] = (arm, seed)
         self.started.append(trial)
         if self.on_change:
-            self.on_change(self.rows(), len(self.started))
+            self.on_change(self.rows(), len(self.started), self.most())
         return {"trial": {"id": trial.id, "name": trial.name, "arm": trial.arm, "overrides": trial.overrides}}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -119,6 +120,18 @@ class RaceSearcher(Searcher):
         if error:  # retried by Tune up to max_failures already: it will not become a result
             self.failed.add(arm_seed)
         self.refresh()
+
+    def most(self) -> int:
+        """The trials this driver may yet have started when the race ends: those started, and each seed
+        no trial has been given of every arm still open (and of the baseline while any arm is)."""
+        open_arms = self._open()
+        racing = set(open_arms) | ({self.baseline} if open_arms and self.baseline else set())
+        given: dict[str, set[int]] = {arm: set(self.finished.get(arm, {})) for arm in racing}
+        for trial in self.started:
+            given.get(trial.arm, set()).add(trial.seed)
+        for arm, seed in self.failed:
+            given.get(arm, set()).add(seed)
+        return len(self.started) + sum(len(set(self.seeds) - given[arm]) for arm in racing)
 
     def rows(self) -> RaceRows:
         running = list(self.running.values())
