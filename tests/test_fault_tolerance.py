@@ -2,6 +2,7 @@
 processes and real SIGKILLs; the MLflow store is checked for one run per trial and each epoch once."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,7 @@ def test_a_study_whose_driver_was_killed_is_completed_by_resume(tmp_path, shared
 
     result = CliRunner().invoke(app, ["resume", str(tmp_path / "runs" / "orphan")])
     assert result.exit_code == 0, result.output
+    assert re.search(r"orphan: resuming; [0-2] of its trials had ended and stay as they are", result.output)
     runs = trial_runs(uri, "orphan")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["ablate.trial_id"] for r in runs}) == 3  # one run per trial

@@ -232,6 +232,8 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
             redo = [_config_of(spec, r) for r in records if not r.ended]
             samples = max(0, spec.search.num_samples - sum(r.ended for r in records))
             pending = []
+        console.print(f"[bold]{spec.name}[/bold]: resuming; {sum(r.ended for r in records)} of its trials had ended "
+                      "and stay as they are, the others go on from their last checkpoints", highlight=False)
         prepare_data(pending if spec.search.method == "grid" and not spec.search.race else list(study.trials), console)
         outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
         parent = tracking.reopen_study(uri, context.parent_run_id)
