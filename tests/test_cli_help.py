@@ -105,9 +105,16 @@ def test_every_example_parses_and_its_spec_loads(name, example, monkeypatch):
         load_model_and_data(spec and REPO / spec, params["overrides"])
 
 
-def test_version_prints_the_installed_version():
+def test_version_prints_the_version_the_runs_record():
+    """From a checkout, the commit too (`0.1.0+g54c5ff0c0611`), as the parent run's ablate version tag says."""
+    from ablation.core.names import VERSION_TAG
+    from ablation.tracking.provenance import study_provenance
+
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and result.output.strip() == f"ablate {version('ablate')}"
+    printed = result.output.strip()
+    assert result.exit_code == 0 and printed.startswith(f"ablate {version('ablate')}")
+    assert printed == f"ablate {study_provenance()[f'{VERSION_TAG}ablate']}"
+    assert "+g" in printed or not (Path(__file__).resolve().parents[1] / ".git").exists()
 
 
 def test_a_finished_run_ends_with_the_report_command(monkeypatch, tmp_path):
@@ -183,7 +190,9 @@ def _study(axes=("model.placement",)):
                            data=SimpleNamespace(image_size=64), train=SimpleNamespace(epochs=30),
                            search=SimpleNamespace(seeds=[0, 1, 2], design="grid", race=race),
                            resources=SimpleNamespace(cpu=2))
-    return SimpleNamespace(spec=spec, name="placement", axes=list(axes), baseline="placement=none", factorial=None)
+    arms = [(f"placement={p}", {"model.placement": p}) for p in PLACEMENTS]
+    return SimpleNamespace(spec=spec, name="placement", axes=list(axes), baseline="placement=none", factorial=None,
+                           arms=arms, trials=[(arm, seed) for arm, _ in arms for seed in spec.search.seeds])
 
 
 def test_the_plan_fits_80_columns():
@@ -197,7 +206,7 @@ def test_the_plan_fits_80_columns():
                            estimated_seconds=8e6, most_macs=None, speed=speed, cpus=16,
                            memory=MemoryFit(3000, False, 16, 23_000),  # the longer line: it does not fit
                            data_note="/data/aihub is not on this machine: the splits were priced at the spec's sizes")
-    _fits(_rendered(lambda c: views.plan(c, _study(), plan, gpu=("a100", 312e12, 0.3, 12.5))), arms)
+    _fits(_rendered(lambda c: views.plan(c, _study(), plan, gpu=("a100", 312e12, 0.3, 12.5), list_trials=True)), arms)
 
 
 def test_a_fractions_design_and_aliases_fit_80_columns():

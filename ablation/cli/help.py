@@ -121,11 +121,12 @@ class Group(TyperGroup):
 
 
 def _print_version(value: bool) -> None:
-    """`--version`: `ablate 0.1.0`, the installed distribution's version."""
+    """`--version`: the version the study's runs record, e.g. `ablate 0.1.0+g54c5ff0c0611` from a git
+    checkout (an editable install), else the installed distribution's `ablate 0.1.0`."""
     if value:
-        from importlib.metadata import version
+        from ablation.tracking.provenance import ablate_version
 
-        print(f"ablate {version('ablate')}")
+        print(f"ablate {ablate_version()}")
         raise typer.Exit()
 
 

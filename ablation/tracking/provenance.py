@@ -109,14 +109,14 @@ def command_line(argv: Sequence[str]) -> str:
     return _USERINFO.sub(r"\1", shlex.join([program, *argv[1:]]))[:TAG_LIMIT]
 
 
-def _ablate_version() -> dict[str, str]:
+def ablate_version() -> str:
     """ablate's version, and the commit it ran from when it runs from a git checkout (an editable
     install, as in development), e.g. "0.1.0+g3bac13766d73.dirty"."""
     own = git_tags(Path(__file__).resolve().parent)
     found = versions().get(f"{VERSION_TAG}ablate", "")
     if Tag.GIT_COMMIT in own:
         found += f"+g{own[Tag.GIT_COMMIT][:12]}" + (".dirty" if own.get(Tag.GIT_DIRTY) == "true" else "")
-    return {f"{VERSION_TAG}ablate": found}
+    return found
 
 
 def study_provenance(argv: Sequence[str] = (), spec: Path | None = None, folder: Path | None = None) -> dict[str, str]:
@@ -133,7 +133,7 @@ def study_provenance(argv: Sequence[str] = (), spec: Path | None = None, folder:
     except (OSError, KeyError):  # a container's user with no name
         pass
     checkout = folder or (spec.parent if spec else Path.cwd())
-    return tags | git_tags(checkout) | versions() | _ablate_version() | {
+    return tags | git_tags(checkout) | versions() | {f"{VERSION_TAG}ablate": ablate_version()} | {
         Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model(), Tag.GPU: _gpu_models()}
 
 
