@@ -270,14 +270,18 @@ def arm_latency(spec: ModelSpec, *, num_classes: int, image_size: int) -> Latenc
     return measure_latency(model, image_size)
 
 
-def variant_figures(model: ModelSpec, data: DataSpec, *, num_classes: int | None = None) -> dict[str, Any]:
+def variant_figures(model: ModelSpec, data: DataSpec, *, num_classes: int | None = None,
+                    latency: bool = True) -> dict[str, Any]:
     """What `ablate inspect` prints of a model variant: its settings, input size, classes, parameters,
-    MACs and CPU latency (`num_classes` defaults to the dataset's classes)."""
+    MACs and, with `latency`, its CPU latency (`num_classes` defaults to the dataset's classes)."""
     from ablation.data import classes_of
     from ablation.models import build_model
 
     num_classes = num_classes or len(classes_of(data))
-    built = build_model(model, num_classes=num_classes)
     figures = {"model": model.model_dump(mode="json"), "input_size": data.image_size, "num_classes": num_classes}
-    figures |= model_costs(built, model, num_classes=num_classes, image_size=data.image_size)
+    if latency:
+        built = build_model(model, num_classes=num_classes)
+        figures |= model_costs(built, model, num_classes=num_classes, image_size=data.image_size)
+    else:  # counted on the meta device: no weights, no timing
+        figures |= static_costs(model, num_classes=num_classes, image_size=data.image_size)
     return figures | {"params": figures["params_total"]}

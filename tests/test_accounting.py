@@ -26,13 +26,24 @@ def test_costs_report_what_the_attention_adds_over_the_same_vanilla_resnet():
     assert costs["macs"] > vanilla["macs"] and costs["latency_ms"] > 0
 
 
-def test_inspect_prints_one_json_object_with_the_costs():
-    result = CliRunner().invoke(app, ["inspect", "--set", "model.arch=resnet18", "--set", "data.image_size=32",
-                                      "--json"])
+def test_inspect_prints_one_json_object_with_the_costs_and_the_latency_when_asked():
+    args = ["inspect", "--set", "model.arch=resnet18", "--set", "data.image_size=32", "--json"]
+    result = CliRunner().invoke(app, [*args, "--latency"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert {"params", "params_added", "macs", "latency_ms", "input_size"} <= figures.keys()
     assert figures["input_size"] == 32 and figures["params"] == figures["params_total"]
+    untimed = json.loads(CliRunner().invoke(app, args).output)
+    assert "latency_ms" not in untimed and {k: untimed[k] for k in ("params", "macs")} == {
+        k: figures[k] for k in ("params", "macs")}
+
+
+def test_inspect_gives_macs_in_plans_units_and_says_latency_was_not_timed():
+    result = CliRunner().invoke(app, ["inspect", "--set", "model.arch=resnet18", "--set", "data.image_size=32",
+                                      "--set", "model.placement=none"])
+    assert result.exit_code == 0, result.output
+    assert "MACs        37.01 MMAC per image" in result.output  # as `ablate plan` prints it, not 0.037 G
+    assert "latency     not timed (--latency times it)" in result.output
 
 
 def test_inspect_refuses_settings_it_cannot_use_with_exit_2():
@@ -77,7 +88,7 @@ def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machin
     spec, data = load_model_and_data(None, ["model.arch=resnet18", "data.image_size=32"])
     inspected, studied = [], []
     for _ in range(3):  # interleaved, so a change in load falls on both
-        figures = json.loads(CliRunner().invoke(app, ["inspect", "--json", "--set", "model.arch=resnet18",
+        figures = json.loads(CliRunner().invoke(app, ["inspect", "--json", "--latency", "--set", "model.arch=resnet18",
                                                       "--set", "data.image_size=32"]).output)
         inspected.append((figures["latency_ms"], figures["latency_under_load"]))
         timed = arm_latency(spec, num_classes=6, image_size=data.image_size)

@@ -205,8 +205,9 @@ def inspect(
     classes: Annotated[Optional[int], typer.Option("--classes", min=1, help="classifier outputs; default: the "
                                                    "dataset's classes (1000 reproduces ImageNet figures)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    latency: Annotated[bool, typer.Option("--latency", help="also time its CPU latency (a minute at 224 px)")] = False,
 ) -> None:
-    """Parameters, MACs and CPU latency of the model a spec describes, at its input size."""
+    """Parameters and MACs of the model a spec describes, at its input size, and its CPU latency if asked."""
     import json
 
     m, data = _load(spec_path, overrides, model_and_data=True)
@@ -215,7 +216,7 @@ def inspect(
     from ablation.models import WeightsError
 
     try:
-        figures = variant_figures(m, data, num_classes=classes)
+        figures = variant_figures(m, data, num_classes=classes, latency=latency)
     except WeightsError as err:
         raise _fail(f"model.pretrained: {err}") from None
     if as_json:

@@ -79,11 +79,14 @@ def header(console: Console, study) -> None:
 
 
 def costs(console: Console, m, figures: dict) -> None:
-    """`ablate inspect`: a model's size, compute and latency, with the latency's spread and load."""
+    """`ablate inspect`: a model's size and compute, and its latency (with its spread and load) if timed."""
     console.print(f"{m.arch} + {m.attention} at {m.placement} (count {m.count}, reduction {m.reduction}), "
                   f"{figures['input_size']} px, {figures['num_classes']} classes")
     console.print(f"  parameters  {figures['params_total']:,} ({figures['params_added']:+,} over vanilla)")
-    console.print(f"  MACs        {figures['macs'] / 1e9:.3f} G")
+    console.print(f"  MACs        {_macs(figures['macs'])} per image")
+    if "latency_ms" not in figures:
+        console.print("  latency     not timed (--latency times it)")
+        return
     loaded = (f"; other processes kept {figures['latency_busy']:.0%} of the CPU busy meanwhile, so it is slower "
               "than on a quiet machine" if figures["latency_under_load"] else "")
     console.print(f"  latency     {figures['latency_ms']:.1f} ms per image on this machine (median; interquartile "
