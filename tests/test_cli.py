@@ -152,3 +152,18 @@ def test_ui_on_a_port_in_use_exits_2_naming_it_before_printing_a_link(tmp_path):
     said = " ".join(result.output.split())
     assert f"--port {port}: 127.0.0.1:{port} is not free" in said and f"--port {port + 1}" in said
     assert "http://" not in said and not (tmp_path / "store").exists()
+
+
+def test_a_shipped_spec_is_found_by_name_from_any_folder_and_a_wrong_name_lists_them(tmp_path, monkeypatch):
+    """The tests run in a folder of their own, so `quickstart` resolves to the checkout's search_spaces/."""
+    result = CliRunner().invoke(app, ["plan", "quickstart", "--json"])
+    assert result.exit_code == 0, result.output
+    wrong = CliRunner().invoke(app, ["plan", "quickstrat"])
+    said = " ".join(wrong.output.split())
+    assert wrong.exit_code == 2 and "quickstrat: no such spec file, nor a shipped spec" in said
+    assert "quickstart, race_quick" in said
+    (tmp_path / "search_spaces").mkdir()  # a spec of one's own of that name comes first
+    (tmp_path / "search_spaces" / "quickstart.yaml").write_text("name: mine\n")
+    monkeypatch.chdir(tmp_path)
+    mine = CliRunner().invoke(app, ["plan", "quickstart"])
+    assert "search_spaces/quickstart.yaml: search: required key is missing" in " ".join(mine.output.split())

@@ -83,8 +83,8 @@ def _examples():
 
 @pytest.mark.parametrize(("name", "example"), _examples(), ids=[e for _, e in _examples()])
 def test_every_example_parses_and_its_spec_loads(name, example, monkeypatch):
-    """Examples are real: the command exists, takes those options, and the spec it names (one shipped in
-    search_spaces/) loads with its overrides."""
+    """Examples are real: the command exists, takes those options, and the spec it names (a shipped one,
+    by name, found from any folder: the test runs in a folder of its own) loads with its overrides."""
     from ablation.core import load_model_and_data, load_spec
 
     words = shlex.split(example)
@@ -98,11 +98,11 @@ def test_every_example_parses_and_its_spec_loads(name, example, monkeypatch):
     params = context.params
     spec = params.get("spec_path")
     if spec is not None:
-        assert str(spec).startswith("search_spaces/") and (REPO / spec).is_file(), spec
+        assert spec.is_file() and spec.parent == REPO / "search_spaces", spec
     if path[0] in ("run", "plan"):
-        load_spec(REPO / spec, params["overrides"])
+        load_spec(spec, params["overrides"])
     elif path[0] == "inspect":
-        load_model_and_data(spec and REPO / spec, params["overrides"])
+        load_model_and_data(spec, params["overrides"])
 
 
 def test_version_prints_the_version_the_runs_record():

@@ -22,6 +22,22 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(USAGE_ERROR)
 
 
+# The shipped specs, beside the package in a checkout or an editable install.
+SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def shipped_spec(value: Path | None) -> Path | None:
+    """SPEC as given, or, when no such file exists and it is a bare name, the shipped spec of that name:
+    `ablate run quickstart` is ./search_spaces/quickstart.yaml, else the checkout's, from any folder."""
+    if value is None or value.exists() or value.suffix or len(value.parts) != 1:
+        return value
+    for folder in (Path("search_spaces"), SHIPPED):
+        if (folder / f"{value}.yaml").is_file():
+            return folder / f"{value}.yaml"
+    names = sorted(p.stem for p in SHIPPED.glob("*.yaml")) if SHIPPED.is_dir() else []
+    raise fail(f"{value}: no such spec file" + (f", nor a shipped spec (those are: {', '.join(names)})" if names else ""))
+
+
 def check_out(folder: Path, holds: str) -> None:
     """Refuse an --out that names a file, before any work: it would fail once the work is done."""
     if folder.exists() and not folder.is_dir():

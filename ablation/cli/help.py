@@ -17,20 +17,20 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 # Each command's examples: (what it does, the command line), keyed by the command's name.
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "ablate": [("where one attention module helps a ResNet-18: 6 trials, minutes on a laptop",
-                "ablate run search_spaces/quickstart.yaml"),
+                "ablate run quickstart"),
                ("its statistics, tables and plots", "ablate report quickstart")],
-    "run": [("6 placements of one module in ResNet-18, minutes on a laptop", "ablate run search_spaces/quickstart.yaml"),
+    "run": [("6 placements of one module in ResNet-18, minutes on a laptop", "ablate run quickstart"),
             ("the paper's 16 placements in ResNet-50, 2 epochs each instead of 30",
-             "ablate run search_spaces/placement.yaml --set train.epochs=2")],
+             "ablate run placement --set train.epochs=2")],
     "resume": [("continue the quickstart study after Ctrl-C or a crash", "ablate resume ablate_runs/quickstart")],
-    "inspect": [("one placement of the quickstart study", "ablate inspect search_spaces/quickstart.yaml "
+    "inspect": [("one placement of the quickstart study", "ablate inspect quickstart "
                  "--set model.placement=layer4"),
                 ("the default ResNet-50 at ImageNet's input size and classes",
                  "ablate inspect --set data.image_size=224 --classes 1000")],
     "plan": [("48 trials: each arm's size and compute, and the hours they would take here",
-              "ablate plan search_spaces/placement.yaml"),
+              "ablate plan placement"),
              ("what three seeds of the quickstart study would cost",
-              "ablate plan search_spaces/quickstart.yaml --set 'search.seeds=[0, 1, 2]'")],
+              "ablate plan quickstart --set 'search.seeds=[0, 1, 2]'")],
     "schema": [("for an editor to complete and check specs (its YAML support reads JSON Schemas)",
                 "ablate schema > spec.schema.json")],
     "data": [("a small AI-HUB-like tree, then what a reader finds in it",

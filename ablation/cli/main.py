@@ -16,6 +16,7 @@ from ablation.cli.common import STUDY_STOPPED, TAKEN_OVER, console, errors
 from ablation.cli.common import check_out as _check_out
 from ablation.cli.common import fail as _fail
 from ablation.cli.common import load as _load
+from ablation.cli.common import shipped_spec
 from ablation.cli.data import data_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=cli_help.Group,
@@ -38,7 +39,8 @@ def main(version: cli_help.Version = False) -> None:
 
 @app.command(cls=cli_help.Command)
 def run(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", callback=shipped_spec,
+                                              help="study spec (YAML), or a shipped one's name (quickstart)")],
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
                                                  help="override a spec key, e.g. --set train.epochs=1")] = [],
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto or HOST:PORT); default: a local Ray")] = None,
@@ -200,7 +202,9 @@ def _conclude(study, outcome, *, resume_hint: str) -> None:
 
 @app.command(cls=cli_help.Command)
 def inspect(
-    spec_path: Annotated[Optional[Path], typer.Argument(metavar="SPEC", help="study spec; default: the defaults")] = None,
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="SPEC", callback=shipped_spec,
+                                                        help="study spec, or a shipped one's name; default: the "
+                                                             "defaults")] = None,
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
     classes: Annotated[Optional[int], typer.Option("--classes", min=1, help="classifier outputs; default: the "
                                                    "dataset's classes (1000 reproduces ImageNet figures)")] = None,
@@ -227,7 +231,8 @@ def inspect(
 
 @app.command(cls=cli_help.Command)
 def plan(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", callback=shipped_spec,
+                                              help="study spec (YAML), or a shipped one's name (quickstart)")],
     overrides: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a spec key")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     gpu: Annotated[Optional[str], typer.Option(metavar="NAME", help="also estimate GPU-hours on one of: t4, v100, "
