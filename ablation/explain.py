@@ -54,7 +54,9 @@ class TrainedModel:
     spec: StudySpec  # the trial's, resolved
 
 
-def load_trained(uri: str, run_id: str, layer: str = "layer4") -> TrainedModel:
+def load_trained(uri: str, run_id: str, layer: str | None = "layer4") -> TrainedModel:
+    """A run's kept weights, as a model in eval mode, with Grad-CAM looking at `layer` (None: at its
+    last stage, until `default_layer` chooses one for the images' size)."""
     record = trial_record(uri, run_id)
     if record.tags.get(Tag.MODEL) in (ModelKept.NOT_KEPT, ModelKept.SUPERSEDED):
         kept = models_of_arm(uri, run_id)
@@ -75,12 +77,31 @@ def load_trained(uri: str, run_id: str, layer: str = "layer4") -> TrainedModel:
         if isinstance(module, nn.ReLU):
             # Guided backpropagation hooks every ReLU's output; an in-place ReLU would overwrite it.
             module.inplace = False
-    modules = dict(model.named_modules())
+    trained = TrainedModel(run_id, record.name, model, model, list(packed["classes"]), spec)
+    look_at(trained, layer or _stages(model)[-1])
+    return trained
+
+
+def _stages(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_children() if name.startswith("layer")]
+
+
+def look_at(trained: TrainedModel, layer: str) -> None:
+    """Point Grad-CAM at the module `layer` of the trained model."""
+    modules = dict(trained.model.named_modules())
     if layer not in modules:
-        stages = [n for n in modules if n.startswith("layer") and "." not in n]
-        raise ExplainError(f"--layer {layer}: {record.name} has no such module (its stages: {', '.join(stages)}; "
-                           "a block is e.g. layer4.1)")
-    return TrainedModel(run_id, record.name, model, modules[layer], list(packed["classes"]), spec)
+        raise ExplainError(f"--layer {layer}: {trained.name} has no such module (its stages: "
+                           f"{', '.join(_stages(trained.model))}; a block is e.g. layer4.1)")
+    trained.layer = modules[layer]
+
+
+def default_layer(trained: TrainedModel, size: tuple[int, int]) -> str:
+    """The deepest stage whose map at this input size is at least USEFUL_MAP on a side (layer4 at 224 px,
+    layer1 at 32 px), so Grad-CAM can tell the eyes from the mouth; else the stage with the finest map."""
+    stages = _stages(trained.model)
+    sizes = map_sizes(trained.model, stages, size)
+    fine = [stage for stage in stages if min(sizes[stage]) >= USEFUL_MAP]
+    return fine[-1] if fine else stages[0]
 
 
 @dataclass
@@ -155,7 +176,7 @@ def map_sizes(model: nn.Module, names: Sequence[str], size: tuple[int, int]) -> 
 
 def coarse_layer_warning(trained: TrainedModel, layer: str, size: tuple[int, int]) -> str | None:
     """Why `layer`'s Grad-CAM says little at this input size, and which stage says more; None if it is fine."""
-    stages = [name for name, _ in trained.model.named_children() if name.startswith("layer")]
+    stages = _stages(trained.model)
     sizes = map_sizes(trained.model, [layer, *stages], size)
     if layer not in sizes or max(sizes[layer]) > COARSE_MAP:  # (a module forward never calls has no map)
         return None
@@ -234,15 +255,17 @@ class Explanation:
     images: Images
     figures: list[Path]
     scores: dict[str, dict[str, float]]  # run id -> `score`'s figures; empty unless scored
+    layer: str  # where Grad-CAM looked
     warnings: list[str] = field(default_factory=list)  # what the user should know: skipped files, a coarse layer
 
 
 def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None = None, split: str | None = None,
-                 n: int = 8, layer: str = "layer4", scoring: bool = False,
+                 n: int = 8, layer: str | None = None, scoring: bool = False,
                  status: Callable[[str], AbstractContextManager] = nullcontext) -> Explanation:
     """The maps of trained runs on the same images (from `images`, else the first `n` of a `split` of the
     first run's data), one figure per image in `out`. With `scoring`, each run's Grad-CAM is scored
     against the cue masks (generated faces only), logged to its run and written to `out`/scores.json.
+    Grad-CAM looks at `layer`, by default the deepest stage whose map is fine enough at the images' size.
     `status(message)` wraps the slow part, to say what is going on."""
     check_store(uri, writing=False)
     trained = [load_trained(uri, run_id, layer) for run_id in run_ids]
@@ -252,6 +275,10 @@ def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None
     else:
         shown = images_from_split(first.spec.data, split, n)
     size = shown.pixels.shape[1:3]
+    if layer is None:
+        layer = default_layer(first, size)
+        for t in trained:
+            look_at(t, layer)
     said = [f"skipped {name}" for name in shown.skipped]
     said += dict.fromkeys(w for t in trained if (w := coarse_layer_warning(t, layer, size)) is not None)
     with status(f"attributing {len(shown.names)} images x {len(trained)} runs"):
@@ -259,11 +286,11 @@ def explain_runs(uri: str, run_ids: list[str], *, out: Path, images: Path | None
     scores = {e.trained.run_id: score(e, shown) for e in explained} if scoring else {}
     figures = render(explained, shown, out)
     for run_id, found in scores.items():
-        log_explanation(uri, run_id, found)
+        log_explanation(uri, run_id, found, layer=layer, images=len(shown.names))
     if scores:
         named = {e.trained.name: scores[e.trained.run_id] for e in explained}
         (out / "scores.json").write_text(json.dumps(named, indent=1))
-    return Explanation(explained, shown, figures, scores, said)
+    return Explanation(explained, shown, figures, scores, layer, said)
 
 
 def _normalized(a: np.ndarray) -> np.ndarray:

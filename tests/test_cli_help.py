@@ -27,7 +27,7 @@ from ablation.cli import views
 from ablation.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = [["run"], ["resume"], ["inspect"], ["plan"], ["schema"], ["report"], ["explain"], ["ui"], ["data"],
+COMMANDS = [["run"], ["resume"], ["inspect"], ["plan"], ["schema"], ["report"], ["runs"], ["explain"], ["ui"], ["data"],
             ["data", "summary"], ["data", "generate"], []]
 runner = CliRunner()
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 from ablation.data.records import EMOTIONS
-from ablation.explain import METHODS, Images, TrainedModel, coarse_layer_warning, explain, images_from_path, render
+from ablation.explain import (METHODS, Images, TrainedModel, coarse_layer_warning, default_layer, explain,
+                              images_from_path, render)
 from ablation.models import build_model
 from ablation.core import ModelSpec
 
@@ -44,9 +45,13 @@ def test_explain_draws_every_method_for_each_run_and_scores_grad_cam_against_the
     with Image.open(pictures[0]) as image:
         # the input column plus one per run, three or six rows of maps
         assert image.width > image.height / 6 * 2 and np.asarray(image.convert("L")).std() > 10
-    # 32 px: layer4 is 1x1; layer1 (8x8) is the deepest stage that shows where on the face
-    assert "--layer layer4: its map is 1x1" in result.output and "--layer layer1 gives 8x8" in result.output
-    assert "UserWarning" not in result.output
+    # 32 px: layer4 is 1x1; layer1 (8x8) is the deepest stage that shows where on the face, so it is the default
+    assert "Grad-CAM at layer1, 3 image(s) x 2 run(s)" in " ".join(result.output.split())
+    assert "its map is" not in result.output and "UserWarning" not in result.output
+    assert MlflowClient(uri).get_run(run_ids[0]).data.tags["ablate.explain.layer"] == "layer1"
+    asked = runner.invoke(app, ["explain", run_ids[0], "--from-split", "test", "--n", "1", "--layer", "layer4",
+                                "--out", str(tmp_path / "coarse"), "--tracking-uri", uri])
+    assert "--layer layer4: its map is 1x1" in asked.output and "--layer layer1 gives 8x8" in asked.output
     scores = json.loads((out / "scores.json").read_text())
     assert len(scores) == 2
     for figures in scores.values():
@@ -54,6 +59,32 @@ def test_explain_draws_every_method_for_each_run_and_scores_grad_cam_against_the
         assert figures["images_all"] == 3
     logged = MlflowClient(uri).get_run(run_ids[0]).data.metrics
     assert "explain_cue_energy_all" in logged
+
+
+def test_runs_lists_a_studys_trials_and_explain_takes_the_study_arm_and_seed(trained, tmp_path):
+    uri, run_ids = trained
+    listed = runner.invoke(app, ["runs", "tiny", "--tracking-uri", uri, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert sorted(r["run_id"] for r in rows) == run_ids
+    assert {(r["arm"], r["seed"], r["outcome"], r["weights"]) for r in rows} == {
+        ("placement=none", 0, "finished", "kept"), ("placement=layer4", 0, "finished", "kept")}
+    assert all(0 <= r["value"] <= 1 and r["metric"] == "best_val_macro_f1" for r in rows)
+    table = runner.invoke(app, ["runs", "tiny", "--tracking-uri", uri], terminal_width=80)
+    assert all(run_id in table.output for run_id in run_ids) and max(map(len, table.output.splitlines())) <= 80
+    layer4 = next(r["run_id"] for r in rows if r["arm"] == "placement=layer4")
+    out = tmp_path / "by_arm"
+    result = runner.invoke(app, ["explain", "tiny", "--arm", "placement=layer4", "--seed", "0", "--from-split",
+                                 "test", "--n", "1", "--out", str(out), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) x 1 run(s)" in " ".join(result.output.split())
+    assert len(list(out.glob("explain_*.png"))) == 1
+    assert "explain_cue_energy_all" not in MlflowClient(uri).get_run(layer4).data.metrics  # not scored: not logged
+    for args, says in [(["--arm", "placement=layer9"], "--arm placement=layer9: not a configuration of tiny"),
+                       (["--arm", "placement=none", "--seed", "5"], "no run of tiny at seed 5 kept its weights"),
+                       (["--seed", "0"], "--seed goes with a study's name and --arm")]:
+        refused = runner.invoke(app, ["explain", "tiny", *args, "--from-split", "test", "--tracking-uri", uri])
+        assert refused.exit_code == 2 and says in " ".join(refused.output.split()), refused.output
 
 
 def bomb_png(path) -> None:
@@ -135,6 +166,12 @@ def test_a_layer_whose_map_is_2x2_or_smaller_is_warned_about_naming_one_that_giv
     assert coarse_layer_warning(trained, "layer3", (48, 48)) is None  # 3x3: coarse, but not a quadrant
     assert coarse_layer_warning(trained, "layer4", (224, 224)) is None  # 7x7
     assert "no stage gives 6x6" in coarse_layer_warning(trained, "layer4", (16, 16))
+
+
+def test_the_default_layer_is_the_deepest_stage_whose_map_is_6x6_or_finer():
+    trained = _untrained()
+    assert [default_layer(trained, (size, size)) for size in (224, 112, 48, 32, 16)] == [
+        "layer4", "layer3", "layer2", "layer1", "layer1"]
 
 
 def _rendered(tmp_path, explained, labels, name):

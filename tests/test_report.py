@@ -180,10 +180,12 @@ def test_the_report_adds_the_cue_scores_explain_logged(tmp_path):
 
     report = build_report(uri, "known")
     layer4 = report.arms["placement=layer4"].finished[0]
-    tracking.log_metrics(uri, layer4.run_id, {"explain_cue_energy_all": 0.4, "explain_pointing_game_all": 0.5})
+    tracking.log_explanation(uri, layer4.run_id, {"cue_energy_all": 0.4, "pointing_game_all": 0.5}, layer="layer1",
+                             images=8)
     write(build_report(uri, "known"), tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Grad-CAM on the class cues" in md and "| placement=layer4 | 0.400 | 0.500 |" in md
+    assert "Grad-CAM on the class cues (ablate explain --score, at layer1 on 8 images;" in md
+    assert "| placement=layer4 | 0.400 | 0.500 |" in md
 
 
 def test_the_paper_study_prints_the_published_tables_beside_the_measured_ones(tmp_path):

@@ -17,6 +17,7 @@ from ablation.cli.common import check_out as _check_out
 from ablation.cli.common import fail as _fail
 from ablation.cli.common import load as _load
 from ablation.cli.common import shipped_spec
+from ablation.cli import runs as study_runs
 from ablation.cli.data import data_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=cli_help.Group,
@@ -311,40 +312,8 @@ def report(
                   soft_wrap=True)
 
 
-@app.command(cls=cli_help.Command)
-def explain(
-    run_ids: Annotated[list[str], typer.Argument(metavar="RUN_ID...", help="MLflow run ids of finished trials")],
-    images: Annotated[Optional[Path], typer.Option(help="an image, or a folder of them (a folder named after a "
-                                                   "class gives the true class)")] = None,
-    from_split: Annotated[Optional[str], typer.Option(help="take images from this split of the first run's data "
-                                                      "(train, val or test)")] = None,
-    n: Annotated[int, typer.Option(min=1, help="how many images")] = 8,
-    layer: Annotated[str, typer.Option(help="the module Grad-CAM looks at: a stage (layer4) or a block (layer4.1)")] = "layer4",
-    score: Annotated[bool, typer.Option("--score", help="score Grad-CAM against the cue masks of generated "
-                                        "faces: energy on the cues, pointing game; logged to each run")] = False,
-    out: Annotated[Path, typer.Option(help="folder for the PNGs (and scores.json)")] = Path("explain"),
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlruns")] = None,
-) -> None:
-    """Guided Backprop, Grad-CAM and Guided Grad-CAM of trained runs, side by side, per image."""
-    if (images is None) == (from_split is None):
-        raise _fail("give exactly one of --images PATH and --from-split SPLIT")
-    if from_split is not None and from_split not in ("train", "val", "test"):
-        raise _fail(f"--from-split {from_split}: expected train, val or test")
-    _check_out(out, "the figures and scores.json")
-
-    from ablation.explain import ExplainError, explain_runs
-    from ablation.tracking import RunNotFound, StoreNotFound, StoreUnusable, resolve_uri
-
-    try:
-        made = explain_runs(resolve_uri(tracking_uri), run_ids, out=out, images=images, split=from_split, n=n,
-                            layer=layer, scoring=score, status=console.status)
-    except (RunNotFound, StoreNotFound, StoreUnusable, ExplainError) as err:
-        raise _fail(str(err)) from None
-    for warning in made.warnings:  # files it could not read; a layer too coarse at this image size
-        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-    if made.scores:
-        views.cue_scores(console, made)
-    console.print(f"Wrote {len(made.figures)} figure(s) to {out}", highlight=False, soft_wrap=True)
+app.command(cls=cli_help.Command)(study_runs.runs)
+app.command(cls=cli_help.Command)(study_runs.explain)
 
 
 @app.command(cls=cli_help.Command)

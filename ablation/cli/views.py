@@ -312,6 +312,26 @@ def generated(console: Console, root, *, per_class: int, valid_per_class: int) -
                   f"`ablate data summary --dataset aihub --root {root}`", highlight=False, soft_wrap=True)
 
 
+def study_runs(console: Console, study: str, rows) -> None:
+    """`ablate runs`: a study's trial runs (`tracking.RunRow`), by arm and seed."""
+    if not rows:
+        console.print(f"{study}: no trial runs match.", highlight=False)
+        return
+    table = Table(**LIGHT)
+    table.add_column("run id", no_wrap=True)
+    table.add_column("arm")
+    numbers(table, "seed")
+    table.add_column("ended", no_wrap=True)
+    numbers(table, "best")  # the metric is named in the title: its name would squeeze the arms at 80 columns
+    table.add_column("kept", no_wrap=True)  # its weights: `superseded` ones were kept, then removed
+    for r in rows:
+        table.add_row(r.run_id, Name(r.arm), "" if r.seed is None else str(r.seed), r.outcome.replace("_", " "),
+                      "" if r.value is None else f"{r.value:.4f}", {"kept": "yes", "unknown": "?"}.get(r.weights, "no"))
+    _print(console, f"{study}: {counted(len(rows), 'trial run')}. best: the best epoch's "
+                    f"{rows[0].metric.removeprefix('best_')}; kept: whether its weights are kept (ablate explain "
+                    f"{study} --arm ARM --seed N explains such a run)", table)
+
+
 def cue_scores(console: Console, made) -> None:
     """Each run's Grad-CAM scores against the cue masks (`explain.explain_runs` with scoring)."""
     table = Table(title="Grad-CAM (true class) against the cue masks")

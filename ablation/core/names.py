@@ -49,6 +49,8 @@ class Tag(StrEnum):
     STOPPED_EARLY = "ablate.stopped_early"
     STOPPED_AT_EPOCH = "ablate.stopped_at_epoch"
     MODEL = "ablate.model"  # a `ModelKept`: whether the run's trained weights are kept as its artifact
+    EXPLAIN_LAYER = "ablate.explain.layer"  # where `ablate explain --score`'s Grad-CAM looked
+    EXPLAIN_IMAGES = "ablate.explain.images"  # and on how many images
     # Provenance: MLflow's own tags where it has one (its UI shows them), ablate's for the rest.
     NOTE = "mlflow.note.content"  # on the experiment and the parent run: the UI's description
     SOURCE_NAME = "mlflow.source.name"  # the study's spec file (the UI shows its name beside the git commit)

@@ -260,6 +260,7 @@ class StudyReport:
     race: Race | None = None  # a race's decisions, when the study is one
     rank_by: str = TEST_MACRO_F1  # what configurations are ranked by (`ranking_metric`)
     mode: str = "max"  # the study's: whether more of `rank_by` is better
+    explained_at: str = ""  # where the scored runs' Grad-CAM looked, and on how many images
     warnings: list[str] = field(default_factory=list)  # what makes the figures less than they look
     setup: list[tuple[str, str]] = field(default_factory=list)  # (label, value): `provenance.setup_rows`
     effects: StudyEffects | None = None  # a factorial or fractional study's effects model
@@ -352,7 +353,14 @@ def build_report(uri: str, study: str, *, baseline: str | None = None) -> StudyR
     return StudyReport(study, metric, arms, chosen, planned, comparisons, marginals, curves, notes,
                        reference=tree.get("reference") if tree else None, race=race, rank_by=rank_by, mode=mode,
                        warnings=_warnings(arms) + ([w] if race and (w := race.margin_warning(label(metric))) else []),
-                       setup=setup, effects=effects)
+                       setup=setup, effects=effects, explained_at=_explained_at(records))
+
+
+def _explained_at(records: list[TrialRecord]) -> str:
+    """`layer1 on 8 images`: where `ablate explain --score` looked, from the scored runs' tags."""
+    seen = {(r.tags[Tag.EXPLAIN_LAYER], r.tags.get(Tag.EXPLAIN_IMAGES, "?")) for r in records
+            if Tag.EXPLAIN_LAYER in r.tags}
+    return "; ".join(f"{layer} on {n} images" for layer, n in sorted(seen))
 
 
 def _comparisons(arms: dict[str, Arm], chosen: str | None, scores: tuple[str, ...], planned: int | None,

@@ -97,7 +97,8 @@ def tables(report: StudyReport, compact: bool = False) -> list[Table]:
     keys = [explanation(score) for score in cue_scores]
     if not compact and any(k in keys for a in report.arms.values() for k in a.scores):
         out.append(Table(
-            "Grad-CAM on the class cues (ablate explain --score; mean over the seeds scored)",
+            "Grad-CAM on the class cues (ablate explain --score"
+            + (f", at {report.explained_at}" if report.explained_at else "") + "; mean over the seeds scored)",
             ["configuration", *[score.replace("_", " ") for score in cue_scores]],
             [[a.name, *[f"{a.interval(k).mean:.3f}" if a.scores.get(k) else "-" for k in keys]]
              for a in ranked if any(a.scores.get(k) for k in keys)],

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
-from ablation.core.names import DEFAULT_METRIC, TEST_ACCURACY, Failure, Kind, Outcome, Status, Tag
+from ablation.core.names import DEFAULT_METRIC, TEST_ACCURACY, Failure, Kind, Outcome, Status, Tag, best
 from ablation.tracking.runs import TrackedRun
 from ablation.tracking.store import connect, connect_to_read, latest_parent, no_progress_bars
 
@@ -109,6 +110,31 @@ def find_study(uri: str, name: str) -> StudyRecord:
                             + (f" (it has: {', '.join(known)})" if known else " (it has none)"))
     return StudyRecord(parent.info.experiment_id, TrackedRun(client, parent.info.run_id), dict(parent.data.params),
                        dict(parent.data.tags))
+
+
+class RunRow(NamedTuple):
+    """A trial's run as `ablate runs` lists it."""
+
+    run_id: str
+    arm: str
+    seed: int | None
+    outcome: str  # an `Outcome`
+    metric: str  # the study's metric, best epoch's
+    value: float | None
+    weights: str  # a `ModelKept` ("kept", "not_kept", ...), or "unknown" for a run that has not said
+
+
+def runs_of_study(uri: str, name: str) -> list[RunRow]:
+    """The study's trial runs (its latest parent run's), by arm and seed."""
+    study = find_study(uri, name)
+    key = best(study.metric)
+    rows = []
+    for r in study_trials(uri, study.experiment_id, study.run.run_id):
+        arm = r.params.get("arm") or ",".join(f"{a}={r.params.get(a, '')}" for a in study.axes)
+        seed = int(r.params["seed"]) if r.params.get("seed", "").lstrip("-").isdigit() else None
+        rows.append(RunRow(r.run_id, arm, seed, str(r.outcome), key, r.metrics.get(key),
+                           r.tags.get(Tag.MODEL, "unknown")))
+    return sorted(rows, key=lambda row: (row.arm, -1 if row.seed is None else row.seed))
 
 
 def dataset_profiles(study: StudyRecord) -> dict[str, tuple[str, dict]]:

@@ -154,9 +154,12 @@ def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
     TrackedRun(connect(uri), run_id).log_metrics(metrics)
 
 
-def log_explanation(uri: str, run_id: str, scores: Mapping[str, float]) -> None:
-    """Add `ablate explain --score`'s scores to a trial's run, each as `explanation(score)`."""
+def log_explanation(uri: str, run_id: str, scores: Mapping[str, float], *, layer: str, images: int) -> None:
+    """Add `ablate explain --score`'s scores to a trial's run, each as `explanation(score)`, with the
+    layer Grad-CAM looked at and the number of images as tags."""
     log_metrics(uri, run_id, {explanation(k): v for k, v in scores.items()})
+    connect(uri).set_tag(run_id, Tag.EXPLAIN_LAYER, layer)
+    connect(uri).set_tag(run_id, Tag.EXPLAIN_IMAGES, str(images))
 
 
 def log_latencies(uri: str, latencies: Mapping[str, Mapping[str, float]]) -> None:
