@@ -80,7 +80,7 @@ def test_a_ray_whose_loopback_switch_is_not_known_is_refused_before_it_starts(mo
     assert "--address" in str(refused.value) and not ray.is_initialized()
 
 
-def test_ablate_ui_serves_the_store_on_loopback_and_says_where(tmp_path):
+def test_ablate_ui_serves_the_store_on_loopback_and_gives_the_link_once_it_answers(tmp_path):
     import socket
     import subprocess
     import sys
@@ -90,21 +90,22 @@ def test_ablate_ui_serves_the_store_on_loopback_and_says_where(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    link = f"http://127.0.0.1:{port}"
     ui = subprocess.Popen([sys.executable, "-m", "ablation.cli", "ui", "--tracking-uri", str(tmp_path / "store"),
                            "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert ui.poll() is None and time.monotonic() < deadline, "the UI did not come up"
-                time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while link not in "".join(lines):  # the link comes once the server answers, not before
+            line = ui.stdout.readline()
+            assert line and time.monotonic() < deadline, f"the UI did not come up: {''.join(lines)}"
+            lines.append(line)
+        with urllib.request.urlopen(f"{link}/health", timeout=2) as response:
+            assert response.status == 200  # already: the link was not given before the server answered
         addresses = listening_addresses(_descendants(ui.pid))
     finally:
         ui.terminate()
         output, _ = ui.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}" in output
+    output = "".join(lines) + output
+    assert lines[0].startswith("Starting the MLflow server for ") and "DeprecationWarning" not in output
     assert addresses and addresses <= {"127.0.0.1", "::1"}, addresses

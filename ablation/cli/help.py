@@ -164,7 +164,7 @@ MAX_LINKS = 10
 
 
 def ui_banner(uri: str, host: str, port: int) -> str:
-    """What `ablate ui` says before the server starts: its address, and a link to each study of the store
+    """What `ablate ui` says once the server answers: its address, and a link to each study of the store
     as `tracking.study_link` opens it (the latest first), read without creating the store."""
     from ablation.tracking import study_links, ui_address
 
@@ -179,6 +179,27 @@ def ui_banner(uri: str, host: str, port: int) -> str:
         if len(links) > MAX_LINKS:
             lines.append(f"  and {len(links) - MAX_LINKS} more (the UI lists them all)")
     return "\n".join(lines)
+
+
+def announce_when_up(address: str, banner: str, console, *, timeout: float = 300.0) -> int:
+    """Print `banner` once `address`/health answers, or say the server never did; give up as soon as the
+    process that forked this one (the server) is gone. The exit status of the watcher."""
+    import os
+    import time
+    import urllib.request
+
+    server, deadline = os.getppid(), time.monotonic() + timeout
+    while time.monotonic() < deadline and os.getppid() == server:
+        try:
+            with urllib.request.urlopen(f"{address}/health", timeout=2):
+                console.print(banner, highlight=False, soft_wrap=True)
+                return 0
+        except OSError:
+            time.sleep(0.25)
+    if os.getppid() == server:
+        console.print(f"[yellow]warning:[/yellow] the MLflow server did not answer at {address} within "
+                      f"{timeout:.0f} s", highlight=False, soft_wrap=True)
+    return 1
 
 
 def quiet_libraries(verbose: bool) -> None:

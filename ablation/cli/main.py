@@ -329,16 +329,24 @@ def ui(
     from ablation.tracking import resolve_uri, server_command
 
     uri = resolve_uri(tracking_uri)
-    if not uri.startswith(("http://", "https://")):
-        _check_port_free(host, port)
-    console.print(cli_help.ui_banner(uri, host, port), highlight=False, soft_wrap=True)
     if uri.startswith(("http://", "https://")):  # a server already: nothing to start
+        console.print(cli_help.ui_banner(uri, host, port), highlight=False, soft_wrap=True)
         return
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # ~2 GB less, and nothing ablate needs
+    _check_port_free(host, port)
+    banner = cli_help.ui_banner(uri, host, port)
+    console.print(f"Starting the MLflow server for {escape(uri)} on {host}:{port} ...", highlight=False, soft_wrap=True)
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # ~2 GB less, and nothing ablate needs
+                        "PYTHONWARNINGS": _SERVER_WARNINGS}
     command = server_command(uri, host=host, port=port)
     sys.stdout.flush()
+    if os.fork() == 0:  # a watcher, which gives the link once the server answers at it (15-20 s), then goes
+        os._exit(cli_help.announce_when_up(f"http://{host}:{port}", banner, console))
     # The server takes this process's place, so Ctrl-C and a service manager's SIGTERM reach it directly.
     os.execve(command[0], command, env)
+
+
+# Deprecation notices meant for MLflow's developers, among them Starlette's about its WSGI bridge (a UserWarning).
+_SERVER_WARNINGS = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
 
 
 def _check_port_free(host: str, port: int) -> None:
