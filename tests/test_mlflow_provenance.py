@@ -236,6 +236,7 @@ def test_the_parent_run_gets_the_dataset_input_and_the_experiment_its_descriptio
     assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "arm"}]
     assert view["orderByKey"] == "metrics.`best_val_macro_f1`" and view["orderByAsc"] is False
     assert "params.`model.placement`" in view["selectedColumns"]
+    assert not any("best.mean" in c or "best.low" in c for c in view["selectedColumns"])  # the parent's alone
 
 
 # ------------------------------------------------------------------------------------ the parent's params
@@ -246,6 +247,23 @@ def test_the_parent_run_logs_no_default_of_a_swept_key_but_the_values_swept(tiny
     assert "model.placement" not in params
     assert json.loads(params["search.space.model.placement"]) == ["none", "layer4"]
     assert params["model.arch"] == "resnet18"
+
+
+def test_options_no_attention_type_of_the_study_takes_are_not_logged():
+    """BAM's dilation in an Identity-CBAM study would read as a setting that mattered; a study that also
+    runs BAM logs it on the parent, and on its BAM trials only."""
+    own = StudySpec.model_validate({"name": "cbam", "model": {"attention": "identity_cbam"},
+                                    "search": {"space": {"model.placement": ["none", "layer4"]}}})
+    parent = tracking.study_params(own, Study.from_spec(own).arms)
+    assert "model.reduction" in parent and "model.dilation" not in parent and "model.variant" not in parent
+    both = StudySpec.model_validate({"name": "both", "model": {"attention": "identity_cbam", "placement": "layer3"},
+                                     "search": {"space": {"model.attention": ["identity_cbam", "bam"]}}})
+    study = Study.from_spec(both)
+    assert "model.dilation" in tracking.study_params(both, study.arms)
+    logged = {t.spec.model.attention: t.params() for t in study.trials}
+    assert "model.dilation" in logged["bam"] and "model.dilation" not in logged["identity_cbam"]
+    # A trial's id still digests every setting, so ids (and finished trials) stay as they were.
+    assert "model.dilation" in study.trials[0].spec.params()
 
 
 def test_an_ofat_parent_logs_the_values_its_arms_take_and_its_centre_as_a_setting():

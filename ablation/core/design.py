@@ -96,7 +96,7 @@ class Trial:
     def params(self) -> dict[str, Any]:
         """The trial's settings as flat dotted keys, plus its arm, per-stage axes and seed: the MLflow params."""
         axes = {k: v for k, v in self.overrides.items() if k.count(".") == 2}  # e.g. model.count.layer3
-        return self.spec.params() | axes | {"arm": self.arm, "seed": self.seed}
+        return self.spec.logged_params() | axes | {"arm": self.arm, "seed": self.seed}
 
 
 def two_level_design(spec: StudySpec) -> Factorial | None:

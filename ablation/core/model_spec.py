@@ -5,6 +5,7 @@ entry describes itself, so nothing is declared twice."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -96,6 +97,14 @@ def _attention_options() -> dict[str, tuple[Any, Any]]:
 
 
 _OPTIONS = _attention_options()
+ATTENTION_OPTIONS = frozenset(_OPTIONS)
+
+
+def options_of(attentions: Iterable[str]) -> set[str]:
+    """The `model.*` options these attention types take (Identity-CBAM's reduction, BAM's dilation, ...)."""
+    return {option for name in attentions for option in ATTENTIONS.get(name).options.model_fields}
+
+
 # Settings that take one value for every stage or a mapping {stage: value}.
 PER_STAGE = ("count", *(o for o, (_, info) in _OPTIONS.items() if catalog.per_stage_bounds(info)))
 # Switches a leave-one-component-out study may turn off, over all types (each type has its own).

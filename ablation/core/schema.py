@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
@@ -19,7 +20,8 @@ from ablation.core import factorial
 from ablation.core.catalog import ATTENTIONS
 from ablation.core.datasets import DATASETS
 from ablation.core.emotions import EMOTIONS
-from ablation.core.model_spec import PER_STAGE, RETIRED, ModelSpec, Section, SpecError
+from ablation.core.model_spec import (ATTENTION_OPTIONS, PER_STAGE, RETIRED, ModelSpec, Section, SpecError,
+                                      options_of)
 from ablation.core.sites import STAGES, parse_placement, placement_subsets, switch_stage
 from ablation.core.spec_errors import describe, each_error  # noqa: F401  (the schema's errors, read from here too)
 
@@ -311,6 +313,13 @@ class StudySpec(Section):
                 else:
                     params[f"{s}.{k}"] = json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
         return params
+
+    def logged_params(self, attentions: Iterable[str] = ()) -> dict[str, Any]:
+        """`params()` as MLflow gets them: without the options that neither this spec's attention type nor
+        any of `attentions` takes (BAM's dilation in an Identity-CBAM study would read as a setting that
+        mattered). A trial's id stays the digest of all of `params()`."""
+        unused = {f"model.{option}" for option in ATTENTION_OPTIONS - options_of({self.model.attention, *attentions})}
+        return {k: v for k, v in self.params().items() if k not in unused}
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (`model.reduction`, or `model.reduction.layer3` of a per-stage setting)."""

@@ -37,7 +37,10 @@ def study_params(spec, arms: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
     has in the spec (every trial overrides it, and the parent's would read as theirs in a compare
     view). Each key the design varies is logged instead as `search.space.<key>`, the JSON list of its
     values; a key every arm sets alike (an ofat centre's, say) as that value."""
-    params = spec.params()
+    # The options of every attention type an arm uses are the study's settings; the others', not.
+    swept = spec.search.space.get("model.attention", [])
+    swept = [*(swept if isinstance(swept, list) else []), *(o.get("model.attention") for _, o in arms)]
+    params = spec.logged_params(attentions=[a for a in swept if isinstance(a, str)])
     if spec.search.method != "grid" or spec.search.design == "grid":
         varied = {key: list(values) for key, values in spec.search.space.items()}
     else:  # ofat and loco arms each change some keys: their values across the arms, the spec's where unchanged

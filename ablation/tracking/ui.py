@@ -58,10 +58,9 @@ def study_view(axes: list[str], metric: str, mode: str) -> dict[str, Any]:
     def column(kind: str, name: str) -> str:
         return f"{kind}.`{name}`"
 
-    # The trials' ranking metric beside the parent's outcome (its row is the group of runs without an arm),
-    # then the trials' test scores and costs; the parent's other outcome metrics are on its own page.
-    metrics = [best(metric), "best.mean", "best.low", "best.high", TEST_MACRO_F1, TEST_ACCURACY, PARAMS_TOTAL,
-               MACS, LATENCY_MS]
+    # The trials' ranking metric, test scores and costs. The parent's outcome (best.mean, its interval) is
+    # on its own page and in its `ablate.best` tag: as columns it showed "-" on every trial's row.
+    metrics = [best(metric), TEST_MACRO_F1, TEST_ACCURACY, PARAMS_TOTAL, MACS, LATENCY_MS]
     # No seed column: a run's name has its seed, and a group row would show the seeds' mean.
     columns = [*(column("params", a) for a in axes if a != "arm"), *(column("metrics", m) for m in metrics),
                column("tags", Tag.BEST), column("attributes", "Dataset")]
