@@ -123,7 +123,10 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
 
     md = (out / "report.md").read_text()
     assert "1 diverged" in md and "placement=layer4" in md
-    assert "| placement=layer4 | 2 of 2 | 0.825 [0.634, 1]† | 0.815 [0.624, 1]† |" in md
+    accuracy = report.arms["placement=layer4"].interval("test_accuracy")
+    # Four decimals throughout: every mean and bound alike, not 0.825 beside 0.8150 and 1 beside 0.634.
+    assert (f"| placement=layer4 | 2 of 2 | 0.8250 [{accuracy.low:.4f}, 1.0000]† | 0.8150 [{low:.4f}, 1.0000]† |"
+            in md)
     assert "† interval clipped to the metric's range" in md
     html = (out / "report.html").read_text()
     pictures = sorted(out.glob("*.png"))

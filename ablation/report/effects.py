@@ -19,7 +19,7 @@ from ablation.core.factorial import ROMAN, Factorial
 from ablation.core.names import Outcome, best
 from ablation.report.effects_words import sentences
 from ablation.report.race import digits
-from ablation.report.table import Table
+from ablation.report.table import Table, p_value
 from ablation.stats.effects import EffectsFit, Observation, effect_name, fit
 
 if TYPE_CHECKING:
@@ -98,10 +98,6 @@ def alias_words(alias: str) -> str:
 
 def interval(low: float, high: float, dp: int) -> str:
     return "-" if math.isnan(low) else f"[{low:+.{dp}f}, {high:+.{dp}f}]"
-
-
-def p_value(p: float) -> str:
-    return "-" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def design_line(design: Factorial, names: list[str]) -> str:

@@ -9,7 +9,7 @@ import math
 import re
 
 from ablation.core.names import MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, test_f1
-from ablation.report.effects import TIMES, StudyEffects
+from ablation.report.effects import StudyEffects
 from ablation.report.model import Arm, StudyReport, class_names
 from ablation.report.table import Table
 from ablation.stats.analysis import Interval

@@ -18,7 +18,7 @@ from typing import Any
 from ablation.stats import racing
 from ablation.stats.analysis import Comparison
 from ablation.stats.paired_checks import PairedCheck, check
-from ablation.report.table import Table
+from ablation.report.table import Table, p_value
 
 MARGIN_SDS = 2.0  # a margin wider than this many paired seed SDs lets large differences pass as equivalent
 
@@ -139,7 +139,7 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
         found = race.checks.get(arm)
         row = [arm, _answer(d), str(race.seeds_run.get(arm, 0)), difference, interval, _flag(race, arm)]
         if not compact:
-            row += [f"{d.p_value:.2g}", "-" if found is None else f"{found.permutation_p:.2g}",
+            row += [p_value(d.p_value), "-" if found is None else p_value(found.permutation_p),
                     str(race.max_seeds - race.seeds_run.get(arm, 0)) if d.state in DECIDED else "-"]
         rows.append(row)
     header = ["arm", "answer", "seeds", "difference", "interval", "check"]
@@ -197,7 +197,7 @@ def race_notes(race: Race) -> list[str]:
         if found.flagged and race.decisions[arm].decided:
             out.append(f"Not Gaussian ({arm}): {found.reason}. The decision's guarantee assumes Gaussian paired "
                        f"differences; as a second opinion, a sign-flip permutation test of its {found.n} differences "
-                       f"gives p = {found.permutation_p:.2g} (no allowance for the race's looks).")
+                       f"gives p {'' if found.permutation_p < 0.001 else '= '}{p_value(found.permutation_p)} (no allowance for the race's looks).")
     return out
 
 

@@ -3,8 +3,14 @@ Markdown or HTML (every cell escaped for each), and shown in a terminal by `view
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from html import escape
+
+
+def p_value(p: float | None) -> str:
+    """A p-value as every table of the report prints it: three decimals, and `< 0.001` below them."""
+    return "-" if p is None or math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def markdown_text(text: str) -> str:

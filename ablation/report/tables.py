@@ -12,7 +12,7 @@ from ablation.core.names import LATENCY_BUSY, LATENCY_IQR_MS, LATENCY_MS, MACS, 
 from ablation.report.race import confirmation_columns, digits, race_table
 from ablation.report.model import SCORES, Arm, StudyReport, class_names, label
 from ablation.report.paper import published
-from ablation.report.table import Table
+from ablation.report.table import Table, p_value
 from ablation.stats.analysis import Comparison, Interval, order
 
 CLIPPED = "†"
@@ -21,17 +21,17 @@ CLIPPED_NOTE = (f"{CLIPPED} interval clipped to the metric's range ([0, 1] for a
 
 
 def _ci(interval: Interval | None, scale: float = 1.0) -> str:
+    """A mean and its interval, to four decimals throughout (a score's differences are in the thousandths)."""
     if interval is None:
         return "-"
     if math.isnan(interval.low):
-        return f"{interval.mean * scale:.4g} (one seed)"
+        return f"{interval.mean * scale:.4f} (one seed)"
     if interval.clipped:  # no longer symmetric about the mean, so its bounds rather than a half-width
-        return f"{interval.mean * scale:.4g} [{interval.low * scale:.3g}, {interval.high * scale:.3g}]{CLIPPED}"
-    return f"{interval.mean * scale:.4g} ± {interval.half_width * scale:.2g}"
+        return f"{interval.mean * scale:.4f} [{interval.low * scale:.4f}, {interval.high * scale:.4f}]{CLIPPED}"
+    return f"{interval.mean * scale:.4f} ± {interval.half_width * scale:.4f}"
 
 
-def _p(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.3g}"
+_p = p_value
 
 
 def tables(report: StudyReport, compact: bool = False) -> list[Table]:
@@ -137,7 +137,7 @@ def _latency(costs: dict[str, float]) -> str:
     if LATENCY_MS not in costs:
         return "-"
     spread = costs.get(LATENCY_IQR_MS)
-    shown = f"{costs[LATENCY_MS]:.2f}" + (" (no spread logged)" if spread is None else f" (IQR {spread:.2g})")
+    shown = f"{costs[LATENCY_MS]:.2f}" + (" (no spread logged)" if spread is None else f" (IQR {spread:.2f})")
     return shown + (LOADED if costs.get(LATENCY_BUSY, 0.0) > UNDER_LOAD else "")
 
 
