@@ -100,9 +100,9 @@ _OPTIONS = _attention_options()
 ATTENTION_OPTIONS = frozenset(_OPTIONS)
 
 
-def options_of(attentions: Iterable[str]) -> set[str]:
+def options_of(types: Iterable[str]) -> set[str]:
     """The `model.*` options these attention types take (Identity-CBAM's reduction, BAM's dilation, ...)."""
-    return {option for name in attentions for option in ATTENTIONS.get(name).options.model_fields}
+    return {option for name in types for option in ATTENTIONS.get(name).options.model_fields}
 
 
 # Settings that take one value for every stage or a mapping {stage: value}.
