@@ -249,6 +249,13 @@ def test_the_race_fits_80_columns():
     text = _rendered(lambda c: views.race(c, race, "validation macro-F1"))
     _fits(text, list(values)[1:])
     assert "paired seed SDs" in text and "equivalent at 3" in text
+    # The report's race table, in a terminal: no header or name folded (it read `differenc`/`e` and
+    # `placement=`/`layer1`), the interval beside its difference.
+    from ablation.report.race import race_table
+
+    report = _rendered(lambda c: views.show(c, race_table(race, "validation macro-F1", compact=True)))
+    _fits(report, list(values)[1:])
+    assert "difference [interval]" in report and "seeds" in report
 
 
 def test_explanation_scores_fit_80_columns():

@@ -254,12 +254,12 @@ def show(console: Console, table) -> None:
     """A report's table (`report_table.Table`) in a terminal: names wrap at their commas, figures do not; its
     lead, what it answers in words, between its title and its rows (a table of words only has none)."""
     shown = Table(**LIGHT) if table.header else None
-    if shown is not None:
-        shown.add_column(table.header[0])
+    if shown is not None:  # cells are text, never markup: "[interval]" is a header, not a style
+        shown.add_column(escape(table.header[0]))
         for column in table.header[1:]:
-            shown.add_column(column, justify="right", overflow="fold")
+            shown.add_column(escape(column), justify="right", overflow="fold")
         for row in table.rows:
-            shown.add_row(Name(row[0]), *row[1:])
+            shown.add_row(Name(row[0]), *map(escape, row[1:]))
     _print(console, table.title, shown, table.footnote, lead=table.lead)
 
 

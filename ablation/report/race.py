@@ -136,15 +136,17 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
         # No interval yet (before `start`), or none at all (no spread on any look): a dash, not [-inf, +inf].
         interval = f"[{d.low:+.{dp}f}, {d.high:+.{dp}f}]" if math.isfinite(d.low) and math.isfinite(d.high) else "-"
         difference = "-" if math.isnan(d.mean) else f"{d.mean:+.{dp}f}"
-        found = race.checks.get(arm)
-        row = [arm, _answer(d), str(race.seeds_run.get(arm, 0)), difference, interval, _flag(race, arm)]
-        if not compact:
-            row += [p_value(d.p_value), "-" if found is None else p_value(found.permutation_p),
-                    str(race.max_seeds - race.seeds_run.get(arm, 0)) if d.state in DECIDED else "-"]
-        rows.append(row)
-    header = ["arm", "answer", "seeds", "difference", "interval", "check"]
-    if not compact:
-        header += ["p (sequential, Holm)", "p (sign-flip)", "seeds saved"]
+        found, flag = race.checks.get(arm), _flag(race, arm)
+        if compact:  # 80 columns: the interval beside its difference, and the check as a mark the notes explain
+            rows.append([arm, _answer(d) + (f" {CHECK}" if flag != "-" else ""), str(race.seeds_run.get(arm, 0)),
+                         difference if interval == "-" else f"{difference} {interval}"])
+            continue
+        rows.append([arm, _answer(d), str(race.seeds_run.get(arm, 0)), difference, interval, flag,
+                     p_value(d.p_value), "-" if found is None else p_value(found.permutation_p),
+                     str(race.max_seeds - race.seeds_run.get(arm, 0)) if d.state in DECIDED else "-"])
+    header = ["arm", "answer", "seeds", "difference [interval]"] if compact else [
+        "arm", "answer", "seeds", "difference", "interval", "check", "p (sequential, Holm)", "p (sign-flip)",
+        "seeds saved"]
     against = "against " + race.baseline if race.decisions and any(
         d.against == race.baseline for d in race.decisions.values()) else "for the best arm"
     note = (f"The study's answer for each arm is the race's, on best-epoch {metric} (a validation score: the race "
@@ -152,10 +154,13 @@ def race_table(race: Race, metric: str, *, compact: bool = False) -> Table:
             "the p-values are the race's sequential ones, Holm-adjusted, beside a sign-flip permutation test of the "
             "same differences (no allowance for the looks).")
     footnote = f"Equivalent: the sequentially valid interval lies inside {race.margin_words()}. {cost(race)}"
+    if compact and any(_flag(race, arm) != "-" for arm in race.decisions):
+        footnote += f" {CHECK} to check: see below."
     return Table(f"The study's answer: the race {against} on best-epoch {metric}", header, rows,
                  note=note, footnote=" ".join([footnote, *race_notes(race)]))
 
 
+CHECK = "‡"  # in a terminal's race table: an arm whose answer the notes under it qualify
 DECIDED = (racing.BETTER, racing.WORSE, racing.EQUIVALENT)  # answered by a rule: the seeds it did not need are saved
 
 
