@@ -470,14 +470,20 @@ def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):
                      costs={"params_total": 11_180_000.0, "macs": 1.82e9}),
             made_arm("placement=none", {"test_macro_f1": {0: 0.7}, "test_accuracy": {0: 0.72}})]
     tex = latex(made_report(*arms))
-    assert tex.count("\\begin{table}") == 2 and tex.count("\\toprule") == 2 and tex.count("\\bottomrule") == 2
+    assert tex.count("\\toprule") == 2 and tex.count("\\bottomrule") == 2
+    # Seven intervals span the page in 8 pt, rather than shrink to 5 pt in one column; two stay in one.
+    assert tex.count("\\begin{table*}") == tex.count("\\end{table*}") == 1 and tex.count("\\begin{table}") == 1
+    assert "\\footnotesize\\setlength{\\tabcolsep}{4pt}" in tex
     assert "placement=layer3.2+layer4\\_r\\&d & 2 &" in tex and "placement=layer3.2+layer4_r&d" not in tex
     assert "Configuration & $n$ & Happy & Anger & Unrest & Wound & Sad & Neutral & Macro-F1 \\\\" in tex
     assert "0.810 $\\pm$ 0.127" in tex  # macro-F1: mean and the t interval's half-width on two seeds
     assert "82.00 $\\pm$ 12.71" in tex  # accuracy, in %
     assert "0.850\\,[0.215, 1.000]$^{\\dagger}$" in tex and "interval clipped to the metric's range" in tex
     assert "placement=none & 1 & 72.00 & 0.700 & -- & -- \\\\" in tex  # one seed: its mean; no cost logged
-    assert "11.18 & 1.82" in tex
+    assert "11.18 & 1.82" in tex and "GMACs" in tex
+    small = latex(made_report(made_arm("placement=layer4", {"test_macro_f1": {0: 0.8}, "test_accuracy": {0: 0.8}},
+                                       costs={"params_total": 11.49e6, "macs": 37.36e6})))
+    assert "MMACs" in small and "& 37.36 \\\\" in small  # not 0.04 GMACs for every small model
     assert tex.count("{") == tex.count("}")
     compiles(tex, tmp_path)
 
@@ -607,3 +613,17 @@ def test_report_md_shows_what_a_cell_holds_without_running_html_or_adding_column
     assert "<img" not in md and "<b>" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     row = md.splitlines()[4]
     assert len(re.split(r"(?<!\\)\|", row)[1:-1]) == 2  # the escaped pipe stays inside its cell
+
+
+def test_the_setup_lists_swept_values_in_the_specs_order_not_the_stores():
+    from ablation.report.provenance import setting
+    from ablation.tracking import TrialRecord
+
+    order = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
+    records = [TrialRecord(str(i), f"placement={p}", "FINISHED", {"model.placement": p}, {})
+               for i, p in enumerate(["layer3", "all", "none", "layer1", "layer4", "layer2"])]
+    tree = {"search": {"space": {"model.placement": order}}}
+    assert setting("model.placement", records, {}, tree, ["model.placement"]) == \
+        "swept: none, layer1, layer2, layer3, layer4, all"
+    assert setting("model.placement", records, {}, None, ["model.placement"]) == \
+        "swept: all, layer1, layer2, layer3, layer4, none"  # no spec at hand: sorted, the same every time

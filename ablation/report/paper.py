@@ -77,17 +77,26 @@ def cell(interval: Interval | None, scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean} $\\pm$ {interval.half_width * scale:.{digits}f}"
 
 
+# Data columns a one-column table holds at \small; a wider one spans both columns of a two-column paper.
+_ONE_COLUMN = 4
+
+
 def _table(caption: str, label: str, header: list[str], rows: list[list[str]], clipped: bool,
            align: str | None = None) -> str:
-    # Scaled down to the text width only if wider: a table of six classes' intervals overflows a column.
-    lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}", "\\small",
+    """A booktabs table. Six classes' intervals are too wide for one column of a two-column paper, where
+    scaling them to it left 5 pt type: a table of more than `_ONE_COLUMN` figures spans the page
+    (table*) in \\footnotesize with narrower gaps, and is scaled down only if still wider than that."""
+    wide = len(header) - 2 > _ONE_COLUMN
+    env = "table*" if wide else "table"
+    lines = [f"\\begin{{{env}}}[t]", "\\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+             "\\footnotesize\\setlength{\\tabcolsep}{4pt}" if wide else "\\small",
              "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
              f"\\begin{{tabular}}{{{align or 'l' + 'r' * (len(header) - 1)}}}", "\\toprule",
              " & ".join(header) + " \\\\",
              "\\midrule", *[" & ".join(row) + " \\\\" for row in rows], "\\bottomrule", "\\end{tabular}}"]
     if clipped:
         lines += ["\\par\\smallskip{\\footnotesize $^{\\dagger}$\\,interval clipped to the metric's range.}"]
-    return "\n".join(lines + ["\\end{table}"])
+    return "\n".join(lines + [f"\\end{{{env}}}"])
 
 
 def latex(report: StudyReport) -> str:
@@ -104,7 +113,9 @@ def latex(report: StudyReport) -> str:
         f"tab:{key}-f1", ["Configuration", "$n$", *[escape(c.capitalize()) for c in classes], "Macro-F1"],
         [[escape(a.name), str(a.seeds), *[cell(i) for i in row]] for a, row in zip(arms, f1_cells)],
         any(i is not None and i.clipped for row in f1_cells for i in row))
-    costs = [(PARAMS_TOTAL, "Params (M)", 1e-6), (MACS, "GMACs", 1e-9)]
+    # MACs in the unit that gives the arms' differences digits: a 32 px ResNet-18's 0.04 GMACs read alike.
+    giga = any(a.costs.get(MACS, 0) >= 1e9 for a in arms)
+    costs = [(PARAMS_TOTAL, "Params (M)", 1e-6), (MACS, "GMACs", 1e-9) if giga else (MACS, "MMACs", 1e-6)]
     costs = [c for c in costs if any(c[0] in a.costs for a in arms)]
     scores = [[a.interval(TEST_ACCURACY), a.interval(TEST_MACRO_F1)] for a in arms]
     table2 = _table(

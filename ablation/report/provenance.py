@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ablation.core.datasets import DATASETS
-from ablation.tracking import PEAK_RSS_MB, Tag, TrialRecord
+from ablation.tracking import PEAK_RSS_MB, Tag, TrialRecord, as_param
 
 NOT_RECORDED = "not recorded"
 
@@ -93,6 +93,11 @@ def setting(key: str, records: list[TrialRecord], parent: Mapping[str, str], tre
         dataset = setting("data.dataset", records, parent, tree, axes)
         values = [_default_per_class(dataset, key) if v in ("null", "None") else v for v in values]
     if len(values) > 1 or key in axes:
+        # In the spec's order (its space lists them so), not the order the store returned the runs in.
+        space = (tree or {}).get("search", {}) if isinstance((tree or {}).get("search"), Mapping) else {}
+        planned = space.get("space", {}).get(key) if isinstance(space.get("space"), Mapping) else None
+        planned = [as_param(v) for v in planned] if isinstance(planned, list) else []
+        values = sorted(values, key=lambda v: (planned.index(v) if v in planned else len(planned), v))
         return f"swept: {_joined(values)}"
     return values[0]
 
