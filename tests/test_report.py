@@ -130,7 +130,8 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     assert "† interval clipped to the metric's range" in md
     html = (out / "report.html").read_text()
     pictures = sorted(out.glob("*.png"))
-    assert {p.name for p in pictures} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png",
+    # One axis of one site each: each configuration's interval, not a diagonal of sites.
+    assert {p.name for p in pictures} == {"intervals.png", "score_vs_cost.png", "per_class_f1.png",
                                           "learning_curves.png"}
     for picture in pictures:
         with Image.open(picture) as image:
@@ -138,7 +139,7 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     assert html.count("data:image/png;base64,") == 4
     # Captions in words, numbered; no file name stands in for one.
     assert "*Figure 2. Test macro-F1 against GMACs, parameters (M), latency (ms)" in md
-    assert "<figcaption>Figure 1. Test macro-F1 of each placement" in html and "<figcaption>heatmap" not in html
+    assert "<figcaption>Figure 1. Test macro-F1 of each configuration: mean and 95% interval" in html and "<figcaption>heatmap" not in html
     # The method is said once, under the last comparison, though two scores are compared.
     assert len(report.comparisons) == 2
     for text in (md, html):
@@ -150,7 +151,7 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     client = tracking.find_study(uri, "known").run.client
     parent = tracking.find_study(uri, "known").run.run_id
     logged = {a.path for a in client.list_artifacts(parent, "report")}
-    assert {"report/report.html", "report/report.csv", "report/report.tex", "report/heatmap.png"} <= logged
+    assert {"report/report.html", "report/report.csv", "report/report.tex", "report/intervals.png"} <= logged
 
 
 @pytest.mark.slow  # an MLflow server
@@ -539,8 +540,9 @@ def test_the_figures_of_configurations_with_long_names_are_drawn_without_a_layou
         drawn.append(figures.race_intervals({name: {2: (-0.1, 0.1), 3: (-0.05, 0.06)} for name in names}, margin=0.01,
                                             baseline=names[0], metric="macro-F1", path=tmp_path / "race.png"))
     assert [str(w.message) for w in caught] == []
-    assert {p.name for p in drawn} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png", "learning_curves.png",
-                                       "race.png"}
+    # Placements of two sites each: the grid of the sites they hold.
+    assert {p.name for p in drawn} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png",
+                                       "learning_curves.png", "race.png"}
     for picture in drawn:
         with Image.open(picture) as image:
             assert np.asarray(image.convert("L")).std() > 5  # drawn, not blank

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+from adjustText import adjust_text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -79,13 +80,18 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
         ax.errorbar(x, [scores[a][0] for a in arms], yerr=_whiskers([scores[a] for a in arms]), fmt="o",
                     markersize=4, capsize=3, color="tab:blue", ecolor="0.55", zorder=3,
                     label="configuration: mean and 95% interval over seeds")
-        # A name is written towards the middle of its panel (left of a point in the right half), so it
-        # stays inside the panel rather than running under the next one.
+        # Names start beside their points, towards the middle of the panel; adjustText then moves those
+        # that overlap one another or a point apart, with a line to their point. A long name may still
+        # pass the panel's edge, so the figure grows to hold the names (`beside`) rather than squeeze them in.
         middle = (min(x) + max(x)) / 2 if x else 0
-        for arm, cost in zip(arms, x):
-            inward = cost > middle
-            beside.append(ax.annotate(arm, (cost, scores[arm][0]), fontsize=7, xytext=(-4 if inward else 4, 3),
-                                      textcoords="offset points", ha="right" if inward else "left"))
+        names = [ax.text(cost, scores[arm][0], arm, fontsize=7, ha="right" if cost > middle else "left")
+                 for arm, cost in zip(arms, x)]
+        for name in names:  # out of the constrained layout, which adjustText runs: long names would collapse it
+            name.set_in_layout(False)
+        if len(names) > 1:
+            adjust_text(names, x=x, y=[scores[a][0] for a in arms], ax=ax, ensure_inside_axes=False,
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5})
+        beside += names
         front = sorted((spent[a], scores[a][0]) for a in fronts.get(axis, ()) if a in spent)
         if len(front) > 1:
             ax.plot(*zip(*front), color="tab:red", linewidth=1.2, marker="o", markersize=5, zorder=4,
@@ -102,6 +108,26 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
     beside.append(figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels),
                                 fontsize=8, frameon=False))
     return _save(figure, path, beside)
+
+
+def intervals(scores: Mapping[str, tuple[float, float, float]], *, baseline: str | None, score_label: str,
+              title: str, path: Path) -> Path:
+    """Each configuration's mean and 95% interval (`scores[arm]`: mean, low, high), one row each in the
+    order given, the baseline's mean as a dashed line: a one-axis study's answer at a glance."""
+    names = list(scores)
+    figure, ax = plt.subplots(figsize=(6.4, 1.0 + 0.38 * len(names)))
+    y = np.arange(len(names))[::-1]
+    found = [scores[n] for n in names]
+    ax.errorbar([f[0] for f in found], y, xerr=_whiskers(found), fmt="o", markersize=5, capsize=3,
+                color="tab:blue", ecolor="0.45")
+    if baseline in scores:
+        ax.axvline(scores[baseline][0], color="0.5", linestyle="--", linewidth=1, label=f"{baseline} (baseline)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_yticks(y, names)
+    ax.set_xlabel(score_label)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    return _save(figure, path)
 
 
 def class_bars(per_class: Mapping[str, Mapping[str, tuple[float, float, float]]], classes: Sequence[str], *,

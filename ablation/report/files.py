@@ -17,11 +17,11 @@ from typing import Any
 from ablation.stats.analysis import pareto_front
 from ablation.report.model import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
 from ablation.report.paper import latex
-from ablation.report.tables import setup_table, tables
+from ablation.report.tables import UNDER_LOAD, setup_table, tables
 from ablation.report.table import markdown_text
 from ablation.core.sites import STAGES, Site, parse_placement
 
-from ablation.tracking import COSTS, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
+from ablation.tracking import COSTS, LATENCY_BUSY, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def draw(report: StudyReport, out: Path) -> list[Picture]:
     if not arms:
         return _half_normal(report, out)
     means = {a.name: a.interval(report.rank_by).mean for a in arms}
-    drawn = [_heatmap(report, arms, means, out), *_cost_scatter(report, arms, out), *_class_bars(report, arms, out)]
+    drawn = [_overview(report, arms, means, out), *_cost_scatter(report, arms, out), *_class_bars(report, arms, out)]
     curves = {a.name: report.curves[a.name] for a in report.ranked() if report.curves.get(a.name)}
     if curves:
         path = figures.learning_curves(curves, metric=label(report.metric), path=out / "learning_curves.png")
@@ -70,7 +70,11 @@ def _half_normal(report: StudyReport, out: Path) -> list[Picture]:
 def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
     from ablation.report import figures
 
-    costs = [c for c in (MACS, PARAMS_TOTAL, LATENCY_MS) if all(c in a.costs for a in arms)]
+    # A latency timed while other processes kept the machine busy is not to be quoted, so no front is
+    # drawn from it: the latencies are left out when any arm's was timed so.
+    loaded = any(a.costs.get(LATENCY_BUSY, 0.0) > UNDER_LOAD for a in arms)
+    costs = [c for c in (MACS, PARAMS_TOTAL, LATENCY_MS) if all(c in a.costs for a in arms)
+             and not (c == LATENCY_MS and loaded)]
     if not costs:
         return []
     what = label(report.rank_by)
@@ -83,7 +87,9 @@ def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Pictu
     return [Picture(path, f"{_upper(what)} against {', '.join(spent)}: each point is a configuration's mean over "
                           "seeds, its bar the 95% interval."
                           + (" Red: the Pareto front, configurations no other one beats on both cost and score."
-                             if joined else ""))]
+                             if joined else "")
+                          + (" Latency is left out: it was timed while other processes kept the machine busy."
+                             if loaded and all(LATENCY_MS in a.costs for a in arms) else ""))]
 
 
 def _class_bars(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture]:
@@ -105,34 +111,56 @@ def _class_bars(report: StudyReport, arms: list[Arm], out: Path) -> list[Picture
                           + ": mean over seeds, the bars' whiskers the 95% intervals.")]
 
 
-def _heatmap(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Picture:
+def _overview(report: StudyReport, arms: list[Arm], means: dict[str, float], out: Path) -> Picture:
+    """The study at a glance: the sites good placements share, a one-axis study's intervals, or two axes' grid."""
     from ablation.report import figures
 
     axes = [a for a in (arms[0].levels if arms else {}) if a != "arm"]
     placements = {a.name: a.levels.get("model.placement") or a.setting("model.placement") or "" for a in arms}
     what = label(report.rank_by)
     title, path, better = f"{_upper(what)}, mean over seeds", out / "heatmap.png", report.mode == "max"
-    if axes == ["model.placement"] or (not axes and any(placements.values())):
+    if (axes == ["model.placement"] or (not axes and any(placements.values()))) and _combined(arms, placements):
         values, columns = placement_grid(placements, means, _all_stages(arms, placements))
-        figures.heatmap(values, [a.name for a in arms], columns, row_label="placement",
-                        column_label="site holding a module", title=title, path=path, higher_is_better=better)
+        values = {(arm, NO_MODULE if site == "none" else site): v for (arm, site), v in values.items()}
+        figures.heatmap(values, [a.name for a in arms], [c if c != "none" else NO_MODULE for c in columns],
+                        row_label="placement", column_label="site holding a module", title=title, path=path,
+                        higher_is_better=better)
         return Picture(path, f"{_upper(what)} of each placement (mean over seeds), under each site that holds "
-                             "a module: a whole stage (layer3) or one block of it (layer3.2).")
-    if len(axes) >= 2:
-        rows = sorted({a.levels[axes[0]] for a in arms})
-        columns = sorted({a.levels[axes[1]] for a in arms})
-        cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for arm in arms:
-            cells[(arm.levels[axes[0]], arm.levels[axes[1]])].append(means[arm.name])
-        values = {cell: statistics.fmean(v) for cell, v in cells.items()}
-        others = " and the other axes" if len(axes) > 2 else ""
-        figures.heatmap(values, rows, columns, row_label=axes[0], column_label=axes[1], title=title + others,
-                        path=path, higher_is_better=better)
-        return Picture(path, f"{_upper(what)} by {axes[0]} and {axes[1]}, mean over seeds{others}.")
-    names = [a.name for a in arms]
-    figures.heatmap({(n, what): means[n] for n in names}, names, [what], row_label="configuration",
-                    column_label="", title=title, path=path, higher_is_better=better)
-    return Picture(path, f"{_upper(what)} of each configuration, mean over seeds.")
+                             f"a module: a whole stage (layer3) or one block of it (layer3.2); {NO_MODULE}, the "
+                             "placement without one.")
+    if len(axes) <= 1:  # one axis: a row per configuration, its interval, beside the baseline
+        path = out / "intervals.png"
+        scores = {a.name: (i.mean, i.low, i.high) for a in arms if (i := a.interval(report.rank_by))}
+        figures.intervals(scores, baseline=report.baseline, score_label=what, title=title, path=path)
+        return Picture(path, f"{_upper(what)} of each configuration: mean and 95% interval over seeds, best "
+                             "first; dashed, the baseline's mean.")
+    # Two axes or more: the first two as a grid, the others averaged over.
+    rows = sorted({a.levels[axes[0]] for a in arms})
+    columns = sorted({a.levels[axes[1]] for a in arms})
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for arm in arms:
+        cells[(arm.levels[axes[0]], arm.levels[axes[1]])].append(means[arm.name])
+    values = {cell: statistics.fmean(v) for cell, v in cells.items()}
+    others = " and the other axes" if len(axes) > 2 else ""
+    figures.heatmap(values, rows, columns, row_label=axes[0], column_label=axes[1], title=title + others,
+                    path=path, higher_is_better=better)
+    return Picture(path, f"{_upper(what)} by {axes[0]} and {axes[1]}, mean over seeds{others}.")
+
+
+NO_MODULE = "(no module)"  # the placement `none`'s column: it holds no site
+
+
+def _combined(arms: list[Arm], placements: dict[str, str]) -> bool:
+    """Whether the placements combine sites (subsets of stages, say), so that a grid of the sites each
+    holds says which sites the good ones share; one site each (and `all`) would draw a diagonal."""
+    held = []
+    for arm in arms:
+        try:
+            held.append(len(parse_placement(placements[arm.name], everywhere=_all_stages(arms, placements)
+                                            .get(arm.name, STAGES))) if placements[arm.name] else 0)
+        except ValueError:
+            held.append(0)
+    return sum(n >= 2 for n in held) > max(1, len(held) // 4)
 
 
 def _all_stages(arms: list[Arm], placements: dict[str, str]) -> dict[str, tuple[str, ...]]:
