@@ -126,3 +126,22 @@ def test_a_decision_on_an_outlier_seed_is_flagged_with_a_permutation_second_opin
 def test_an_infinite_margin_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="margin"):
         spec(margin=math.inf)
+
+
+def test_report_csv_holds_each_arms_race_decision():
+    from ablation.report.files import tidy
+    from ablation.report.model import Arm, StudyReport
+
+    rng = np.random.default_rng(1)
+    race = read_race(spec(), values(rng, {f"placement={p}": 0.0 for p in PLACEMENTS[1:]}), {})
+    report = StudyReport("r", "val_macro_f1", {f"placement={p}": Arm(f"placement={p}", {}) for p in PLACEMENTS},
+                         "placement=none", 8, {}, {}, {}, race=race)
+    header, rows = tidy(report)
+    decided = {r[header.index("configuration")]: dict(zip(header, r)) for r in rows if r[header.index("kind")] == "race"}
+    assert set(decided) == set(race.decisions)
+    for arm, d in race.decisions.items():
+        row = decided[arm]
+        assert (row["answer"], row["decided_at"], row["against"], row["metric"]) == (
+            d.state, d.decided_at, "placement=none", "best_val_macro_f1")
+        assert float(row["mean"]) == pytest.approx(d.mean) and float(row["p_holm"]) == pytest.approx(d.p_value)
+        assert float(row["low"]) == pytest.approx(d.low) and row["n"] == race.seeds_run[arm]

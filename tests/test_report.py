@@ -446,9 +446,16 @@ def test_report_csv_is_tidy_one_numeric_row_per_configuration_and_metric():
                      costs={"params_total": 11_180_000.0, "macs": 1.82e9, "latency_ms": 12.5}),
             made_arm("none", {"test_macro_f1": {0: 0.7, 1: 0.71, 2: 0.72}}),
             Arm("layer1", {"model.placement": "layer1"})]  # planned, never started
-    header, rows = tidy(made_report(*arms))
-    assert header == ["rank", "configuration", "model.placement", "metric", "mean", "low", "high", "n", "clipped"]
-    by = {(r[1], r[3]): dict(zip(header, r)) for r in rows}
+    from ablation.report.model import _comparisons
+
+    by_name = {a.name: a for a in arms}
+    report = StudyReport("unit", "val_macro_f1", by_name, "none", None,
+                         _comparisons(by_name, "none", ("test_macro_f1",), None, []), {}, {})
+    header, rows = tidy(report)
+    assert header[:9] == ["rank", "configuration", "model.placement", "metric", "mean", "low", "high", "n", "clipped"]
+    assert header[9:] == ["kind", "against", "p", "p_holm", "answer", "decided_at", "effect", "estimate", "se",
+                          "aliases", "method"]
+    by = {(r[1], r[3]): dict(zip(header, r)) for r in rows if r[header.index("kind")] in ("score", "cost")}
     f1 = by[("layer3.2+layer4", "test_macro_f1")]
     assert (f1["rank"], float(f1["mean"]), float(f1["high"]), f1["n"], f1["clipped"]) == (1, 0.875, 1.0, 2, True)
     assert by[("layer3.2+layer4", "test_f1_happy")]["low"] == ""  # one seed: no interval, not a string
@@ -456,9 +463,15 @@ def test_report_csv_is_tidy_one_numeric_row_per_configuration_and_metric():
     assert float(by[("layer3.2+layer4", "macs")]["mean"]) == 1.82e9
     assert by[("layer1", "test_macro_f1")]["n"] == 0
     for row in rows:
-        for column in ("mean", "low", "high"):
+        for column in ("mean", "low", "high", "p", "p_holm"):
             value = row[header.index(column)]
             assert value == "" or math.isfinite(float(value)), row  # numbers only: no "±", no "M"
+    # The paired differences from the baseline, as the report's comparison table gives them.
+    [c] = report.comparisons["test_macro_f1"]
+    [difference] = [dict(zip(header, r)) for r in rows if r[header.index("kind")] == "difference"]
+    assert (difference["configuration"], difference["against"], difference["n"]) == ("layer3.2+layer4", "none", 2)
+    assert float(difference["mean"]) == pytest.approx(c.difference.mean) == pytest.approx(0.875 - 0.705)
+    assert float(difference["p_holm"]) == pytest.approx(c.p_holm) and float(difference["p"]) == pytest.approx(c.p_t)
 
 
 def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):

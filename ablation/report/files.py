@@ -21,7 +21,7 @@ from ablation.report.tables import UNDER_LOAD, setup_table, tables
 from ablation.report.table import markdown_text
 from ablation.core.sites import STAGES, Site, parse_placement
 
-from ablation.tracking import COSTS, LATENCY_BUSY, LATENCY_MS, MACS, PARAMS_TOTAL, test_f1
+from ablation.tracking import COSTS, LATENCY_BUSY, LATENCY_MS, MACS, PARAMS_TOTAL, best, test_f1
 
 
 @dataclass(frozen=True)
@@ -201,39 +201,62 @@ def _upper(text: str) -> str:
 
 
 def tidy(report: StudyReport) -> tuple[list[str], list[list[Any]]]:
-    """report.csv: one row per configuration and metric, numbers only (mean, low, high over n seeds;
-    a cost has its value as the mean); a configuration with nothing finished has one row with n = 0. A
-    factorial study adds a row per effect, its estimate and errors in columns of their own (low and high
-    its interval, n the trials fitted)."""
+    """report.csv, numbers only, one row per thing measured, its `kind` saying which:
+    - `score`: a configuration's metric, mean, low and high over n seeds (a configuration with nothing
+      finished has one row with n = 0);
+    - `cost`: its parameters, MACs or latency, the value as the mean;
+    - `difference`: a configuration against the baseline (`against`), paired by seed: the mean
+      difference and its 95% interval over n pairs, the paired t-test's p and its Holm-adjusted p;
+    - `race`: a race's decision (`answer`, `decided_at`): the difference and its sequentially valid
+      interval over n seeds, and the race's Holm-adjusted sequential p;
+    - `effect`: a factorial study's effect, its estimate, se, interval, p and Holm p over n trials."""
     axes = list(dict.fromkeys(a for arm in report.arms.values() for a in arm.levels if a != "arm"))
-    header = ["rank", "configuration", *axes, "metric", "mean", "low", "high", "n", "clipped"]
+    header = ["rank", "configuration", *axes, "metric", "mean", "low", "high", "n", "clipped", "kind", "against",
+              "p", "p_holm", "answer", "decided_at", "effect", "estimate", "se", "aliases", "method"]
+    blank = dict.fromkeys(header, "")
+
+    def row(**cells: Any) -> list[Any]:
+        return list((blank | cells).values())
+
     classes = class_names(report.arms)
     first = [*dict.fromkeys((report.rank_by, *SCORES)), *map(test_f1, classes)]
     rows: list[list[Any]] = []
-    for i, arm in enumerate(report.ranked(), 1):
-        start = [i if arm.scores.get(report.rank_by) else "", arm.name, *[arm.levels.get(a, "") for a in axes]]
+    rank = {arm.name: i for i, arm in enumerate(report.ranked(), 1) if arm.scores.get(report.rank_by)}
+    for arm in report.ranked():
+        start = {"rank": rank.get(arm.name, ""), "configuration": arm.name, **{a: arm.levels.get(a, "") for a in axes}}
         keys = [k for k in first if k in arm.scores] + sorted(set(arm.scores) - set(first))
         for key in keys:
             iv = arm.interval(key)
-            rows.append([*start, key, _number(iv.mean), _number(iv.low), _number(iv.high), iv.n, iv.clipped])
-        rows += [[*start, key, _number(arm.costs[key]), "", "", "", ""] for key in COSTS if key in arm.costs]
+            rows.append(row(**start, metric=key, mean=_number(iv.mean), low=_number(iv.low), high=_number(iv.high),
+                            n=iv.n, clipped=iv.clipped, kind="score"))
+        rows += [row(**start, metric=key, mean=_number(arm.costs[key]), kind="cost") for key in COSTS
+                 if key in arm.costs]
         if not keys:
-            rows.append([*start, report.rank_by, "", "", "", 0, ""])
+            rows.append(row(**start, metric=report.rank_by, n=0, kind="score"))
+    for score, found in report.comparisons.items():
+        for c in found:
+            d = c.difference
+            rows.append(row(rank=rank.get(c.arm, ""), configuration=c.arm, metric=score, mean=_number(d.mean),
+                            low=_number(d.low), high=_number(d.high), n=d.n, kind="difference",
+                            against=report.baseline, p=_number(c.p_t), p_holm=_number(c.p_holm)))
+    if report.race is not None:
+        for arm, d in report.race.decisions.items():
+            rows.append(row(rank=rank.get(arm, ""), configuration=arm, metric=best(report.metric),
+                            mean=_number(d.mean), low=_number(d.low), high=_number(d.high),
+                            n=report.race.seeds_run.get(arm, 0), kind="race", against=d.against,
+                            p_holm=_number(d.p_value), answer=d.state, decided_at=d.decided_at or ""))
     effects = report.effects
-    if effects is None or effects.fit is None:
-        return header, rows
-    # A factorial study's effects: one row each, in columns of their own (stats.effects' tidy rows).
-    extra = ["effect", "estimate", "se", "p", "p_holm", "aliases", "method"]
-    rows = [row + [""] * len(extra) for row in rows]
-    for e in effects.fit.rows():
-        rows.append(["", "", *[""] * len(axes), effects.metric, "", _number(e["low"]), _number(e["high"]),
-                     effects.fit.observations, "", e["effect"], *[_number(e[k]) for k in extra[1:5]], e["aliases"],
-                     e["method"]])
-    return header + extra, rows
+    if effects is not None and effects.fit is not None:
+        for e in effects.fit.rows():
+            rows.append(row(metric=effects.metric, low=_number(e["low"]), high=_number(e["high"]),
+                            n=effects.fit.observations, kind="effect", p=_number(e["p"]),
+                            p_holm=_number(e["p_holm"]), effect=e["effect"], estimate=_number(e["estimate"]),
+                            se=_number(e["se"]), aliases=e["aliases"], method=e["method"]))
+    return header, rows
 
 
 def _number(value: float) -> str:
-    return "" if math.isnan(value) else format(value, ".12g")
+    return "" if not math.isfinite(value) else format(value, ".12g")
 
 
 def _caption(i: int, picture: Picture) -> str:
