@@ -117,11 +117,23 @@ def test_the_view_fits_80_columns_and_keeps_names_whole():
     assert "... 8 more (8 pending)" in text  # 18 listed, 12 shown; 2 more not known by name
 
 
-def test_the_relay_hands_over_the_latest_counts_once():
+def test_the_relay_hands_over_the_latest_counts_and_resumed_epochs_once():
     relay = BatchRelay()
     relay.put("t1", 1, 10)
     relay.put("t1", 2, 10)
-    assert relay.take() == {"t1": (2, 10)} and relay.take() == {}
+    relay.restored("t2", 1)
+    assert relay.take() == ({"t1": (2, 10)}, {"t2": 1}) and relay.take() == ({}, {})
+
+
+def test_a_trial_resumed_from_its_checkpoint_shows_the_epochs_it_had_done_at_once():
+    view, time = _view(trials=1, epochs=2, pending=())
+    view.trial_started("t1", "a")
+    assert "0/2" in _row(_text(view), "a")
+    view.restored("t1", 1)
+    assert "1/2" in _row(_text(view), "a") and view.bar.tasks[0].completed == 1
+    time.now += 10
+    view.epoch("t1", 2, 0.5)  # its next epoch counts once, not the restored one again
+    assert view.bar.tasks[0].completed == 2
 
 
 def test_a_trial_sends_its_batches_at_most_once_per_interval():

@@ -124,6 +124,16 @@ class StudyProgress:
             self._advance()
             self._say(f"{row.name} epoch {epoch}/{self.epochs} {self.metric} {value:.4f}")
 
+    def restored(self, key: str, epoch: int) -> None:
+        """A trial went on from its checkpoint after `epoch`: those epochs are done (a resume's trial read
+        0/2 until its next epoch ended)."""
+        with self.lock:
+            row = self.rows.get(key)
+            if row is not None and epoch > row.counted:
+                self.finished += epoch - row.counted
+                row.epoch, row.counted = epoch, epoch
+                self._advance()
+
     def batches(self, key: str, done: int, total: int) -> None:
         """Batches done of the epoch a trial is training (only a started trial's are shown)."""
         with self.lock:

@@ -24,6 +24,7 @@ class ProgressView(Protocol):
     def trial_started(self, key: str, name: str) -> None: ...
     def epoch(self, key: str, epoch: int, value: float) -> None: ...
     def batches(self, key: str, done: int, total: int) -> None: ...
+    def restored(self, key: str, epoch: int) -> None: ...
     def trial_finished(self, key: str, ok: bool, name: str | None = None) -> None: ...
     def race(self, rows: list[tuple[str, int, int, str]], started: int, most: int) -> None: ...
 
@@ -51,6 +52,9 @@ class NoView:
         pass
 
     def batches(self, key: str, done: int, total: int) -> None:
+        pass
+
+    def restored(self, key: str, epoch: int) -> None:
         pass
 
     def trial_finished(self, key: str, ok: bool, name: str | None = None) -> None:
@@ -84,12 +88,14 @@ class ProgressCallback(tune.Callback):
         if self.view and self.relay and time.monotonic() - self.drained >= 1:
             self.drained = time.monotonic()
             try:
-                counts = ray.get(self.relay.take.remote(), timeout=_RELAY_WAIT)
+                counts, resumed = ray.get(self.relay.take.remote(), timeout=_RELAY_WAIT)
             except ray.exceptions.RayError:
                 # Its worker died (Ray's memory monitor may pick it) or hangs: the view goes on, without
                 # batch counts, and so does the study. Trials' puts to a dead actor fail only when fetched.
                 self.relay = None
                 return
+            for key, epoch in resumed.items():  # before their batches, which are of the epoch after it
+                self.view.restored(key, epoch)
             for key, (done, total) in counts.items():
                 self.view.batches(key, done, total)
 
