@@ -106,29 +106,42 @@ def _finished(uri: str, study: str) -> int:
         [experiment.experiment_id], "tags.`ablate.kind` = 'trial' and attributes.status = 'FINISHED'"))
 
 
-def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tmp_path):
-    """A divergence is a result of the configuration, not a crash: retrying it would diverge again."""
+def _logged_race(tmp_path, name: str, lrs: list[float], margin: float, outcome, **searcher):
+    """A race over `train.lr` (seeds 3 to 6) whose first seeds are logged as its trials log them, each
+    ended by `outcome(opened, trial)`; its searcher, read back from the store."""
     from ablation import tracking
     from ablation.driver.race import RaceSearcher
     from ablation.core import Study, StudySpec
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = StudySpec.model_validate({"name": "diverging", "model": {"attention": "none", "placement": "none"},
-                                     "search": {"space": {"train.lr": [0.01, 1e9]}, "seeds": {"start": 3, "max": 6},
-                                                "race": {"margin": 0.01, "baseline": "lr=0.01"}}})
+    spec = StudySpec.model_validate({"name": name, "model": {"attention": "none", "placement": "none"},
+                                     "search": {"space": {"train.lr": lrs}, "seeds": {"start": 3, "max": 6},
+                                                "race": {"margin": margin, "baseline": f"lr={lrs[0]}"}}})
     experiment_id, parent = tracking.open_study(uri, spec.name, params={}, spec_yaml="")
     study = Study.from_spec(spec)
     for trial in study.trials:
         opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
                                      params=trial.params())
         opened.run.log(params=opened.params)  # what the trial's start writes first
+        outcome(opened, trial)
+    return study, RaceSearcher(study, where=(uri, experiment_id, parent.run_id), **searcher)
+
+
+def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tmp_path):
+    """A divergence is a result of the configuration, not a crash: retrying it would diverge again."""
+    from ablation import tracking
+    from ablation.driver.race import RaceSearcher
+
+    def outcome(opened, trial):
         if trial.arm == "lr=1000000000.0" and trial.seed == 1:
             opened.fail(tracking.Failure.DIVERGENCE, "Diverged: loss is nan")
-            continue
+            return
         opened.run.log_metrics({"best_val_macro_f1": 0.5 + 0.01 * trial.seed, "test_accuracy": 0.5})
         opened.run.finish()
+
     heard = []
-    race = RaceSearcher(study, where=(uri, experiment_id, parent.run_id), on_change=lambda *a: heard.append(a))
+    study, race = _logged_race(tmp_path, "diverging", [0.01, 1e9], 0.01, outcome,
+                               on_change=lambda *a: heard.append(a))
     assert study.arm_names == ["lr=0.01", "lr=1000000000.0"]
     assert race.wanted() == []  # neither the diverged seed again, nor a seed past it
     assert race.suggest("t1") == RaceSearcher.FINISHED
@@ -138,24 +151,12 @@ def test_a_seed_that_diverged_is_never_suggested_again_and_ends_its_arms_race(tm
 def test_the_most_a_race_may_start_counts_each_open_arms_seeds_not_yet_given(tmp_path):
     """What the live view's ETA runs to: the trials started, and every seed an open arm (and the
     baseline, while any arm is open) has not been given."""
-    from ablation import tracking
-    from ablation.driver.race import RaceSearcher
-    from ablation.core import Study, StudySpec
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = StudySpec.model_validate({"name": "open", "model": {"attention": "none", "placement": "none"},
-                                     "search": {"space": {"train.lr": [0.01, 0.02]}, "seeds": {"start": 3, "max": 6},
-                                                "race": {"margin": 0.001, "baseline": "lr=0.01"}}})
-    experiment_id, parent = tracking.open_study(uri, spec.name, params={}, spec_yaml="")
-    study = Study.from_spec(spec)
-    for trial in study.trials:  # seeds 0-2 of both, too close and too noisy to decide
-        opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
-                                     params=trial.params())
-        opened.run.log(params=opened.params)
+    def outcome(opened, trial):  # seeds 0-2 of both, too close and too noisy to decide
         opened.run.log_metrics({"best_val_macro_f1": 0.5 + 0.05 * (trial.seed % 2) + (trial.arm == "lr=0.02") * 0.01,
                                 "test_accuracy": 0.5})
         opened.run.finish()
-    race = RaceSearcher(study, where=(uri, experiment_id, parent.run_id))
+
+    _, race = _logged_race(tmp_path, "open", [0.01, 0.02], 0.001, outcome)
     assert not race.decisions["lr=0.02"].decided
     assert race.most() == 2 * 3  # seeds 3, 4 and 5 of both
     race.suggest("t1")
