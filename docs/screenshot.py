@@ -1,4 +1,4 @@
-"""Take the README's pictures of a study in the MLflow UI, in a real headless browser.
+"""Take the README's and docs' pictures of a study in the MLflow UI, in a real headless browser.
 
     python docs/screenshot.py URL docs/mlflow_study.png
 
@@ -8,7 +8,7 @@ two things `chromium --screenshot` cannot do: wait until the runs table has rend
 MLflow Assistant panel, which MLflow 3.17's UI opens by itself on a browser's first visit to a local
 server. The browser opens the local UI only; the UI needs no network beyond it.
 
-To retake the README's pictures from scratch (the study takes about 8 minutes on 2 cores):
+To retake those pictures from scratch (the study takes about 8 minutes on 2 cores):
 
     ablate run search_spaces/quickstart.yaml --set data.train_per_class=48 --set data.val_per_class=12 \
         --set data.test_per_class=12 --set train.epochs=3 --set 'search.seeds=[0, 1]' \

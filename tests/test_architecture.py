@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ablation"
 sys.path.insert(0, str(ROOT / "docs"))
-import layers  # noqa: E402  (docs/layers.py: the floors, and the README's "Where things live")
+import layers  # noqa: E402  (docs/layers.py: the floors, and docs/architecture.md's "Where things live")
 
 # Each part of the package and its floor: a part imports only parts on lower floors, and itself.
 LAYERS = layers.FLOORS
@@ -172,9 +172,9 @@ assert not loaded, loaded
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_readme_says_where_things_live_as_the_tree_has_them():
-    assert layers.readme_block((ROOT / "README.md").read_text()) == layers.block(), \
-        "README.md's 'Where things live' is stale: run python docs/layers.py --write"
+def test_the_architecture_page_says_where_things_live_as_the_tree_has_them():
+    assert layers.readme_block((ROOT / "docs" / "architecture.md").read_text()) == layers.block(), \
+        "docs/architecture.md's 'Where things live' is stale: run python docs/layers.py --write"
 
 
 def test_the_architecture_page_lists_every_floor():

@@ -65,5 +65,5 @@ ATTENTIONS.register("se", AttentionType(
 ATTENTIONS.register("eca", AttentionType(site="block", summary="ECA (Wang et al.) in every block"))
 ATTENTIONS.register("bam", AttentionType(
     site="stage", options=BAMOptions, components=("channel_gate", "spatial_gate"),
-    summary="BAM (Park et al.) after the placed stages or blocks; all: after layer1-3",
+    summary="BAM (Park et al.) after the placed stages or blocks (placement all: after layer1-3)",
     all_stages=("layer1", "layer2", "layer3")))
