@@ -15,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-from adjustText import adjust_text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -67,11 +66,15 @@ def heatmap(values: Mapping[tuple[str, str], float], rows: Sequence[str], column
     return _save(figure, path)
 
 
+NAMED = 8  # configurations a cost panel names every one of
+
+
 def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mapping[str, Mapping[str, float]], *,
                  score_label: str, fronts: Mapping[str, Sequence[str]], path: Path) -> Path:
     """The score (`scores[arm]`: mean, low, high) against each cost (`costs[axis label][arm]`), one panel
     each, with error bars for the intervals; `fronts[axis label]`, the Pareto front, joined in red when
-    it holds two or more arms (a single point is no front)."""
+    it holds two or more arms (a single point is no front). Of more than NAMED configurations, only the
+    front's are named."""
     figure, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 4.0), squeeze=False, layout="constrained")
     beside = []
     for ax, (axis, spent) in zip(axes[0], costs.items()):
@@ -83,14 +86,20 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
         # Names start beside their points, towards the middle of the panel; adjustText then moves those
         # that overlap one another or a point apart, with a line to their point. A long name may still
         # pass the panel's edge, so the figure grows to hold the names (`beside`) rather than squeeze them in.
+        # Up to NAMED configurations are all named; more would cover the panel, so only its front's are.
         middle = (min(x) + max(x)) / 2 if x else 0
+        named = set(arms) if len(arms) <= NAMED else set(fronts.get(axis, ()))
         names = [ax.text(cost, scores[arm][0], arm, fontsize=7, ha="right" if cost > middle else "left")
-                 for arm, cost in zip(arms, x)]
+                 for arm, cost in zip(arms, x) if arm in named]
         for name in names:  # out of the constrained layout, which adjustText runs: long names would collapse it
             name.set_in_layout(False)
-        if len(names) > 1:
+        if _overlapping(names):
+            from adjustText import adjust_text  # 0.7 s to import: only for names that need moving
+
+            # 40 iterations, not adjustText's default of a second's worth: 16 names are apart by then
+            # (0.1 s a panel, measured), and a count, unlike a time, moves them alike on every machine.
             adjust_text(names, x=x, y=[scores[a][0] for a in arms], ax=ax, ensure_inside_axes=False,
-                        arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5})
+                        iter_lim=40, arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5})
         beside += names
         front = sorted((spent[a], scores[a][0]) for a in fronts.get(axis, ()) if a in spent)
         if len(front) > 1:
@@ -128,6 +137,15 @@ def intervals(scores: Mapping[str, tuple[float, float, float]], *, baseline: str
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
     return _save(figure, path)
+
+
+def _overlapping(texts: Sequence) -> bool:
+    """Whether any two of `texts` overlap where they are drawn now."""
+    if len(texts) < 2:
+        return False
+    renderer = texts[0].figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
 def class_bars(per_class: Mapping[str, Mapping[str, tuple[float, float, float]]], classes: Sequence[str], *,

@@ -88,6 +88,7 @@ def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Pictu
                           "seeds, its bar the 95% interval."
                           + (" Red: the Pareto front, configurations no other one beats on both cost and score."
                              if joined else "")
+                          + (" Only the front's configurations are named." if len(scores) > figures.NAMED else "")
                           + (" Latency is left out: it was timed while other processes kept the machine busy."
                              if loaded and all(LATENCY_MS in a.costs for a in arms) else ""))]
 
