@@ -162,3 +162,16 @@ def test_a_two_seed_study_of_four_arms_reports_the_seeds_the_power_allows():
     effect = statistics.fmean(differences) / statistics.stdev(differences)
     # Holm's strictest level over three arms is what the seeds are worked out for.
     assert found["layer4"].seeds_needed == fewest_pairs(effect, 0.05 / 3) == 4
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.0125])
+def test_the_seeds_needed_are_statsmodels_sample_size_rounded_up(alpha):
+    """The least n a search by halving finds is statsmodels' solved sample size, rounded up, from a
+    large difference (n = 2 or 3) to a small one (hundreds of pairs), and None past the most."""
+    from statsmodels.stats.power import TTestPower
+
+    for d in (5.0, 2.0, 1.0, 0.5, 0.3, 0.15, 0.1):
+        solved = TTestPower().solve_power(effect_size=d, alpha=alpha, power=0.8, alternative="two-sided")
+        expected = max(2, math.ceil(solved - 1e-9))
+        assert seeds_needed(d * 0.02, 0.02, alpha=alpha) == (expected if expected <= 1000 else None), d
+    assert seeds_needed(0.001, 0.02, alpha=alpha, most=100) is None  # d = 0.05 needs over 3,000

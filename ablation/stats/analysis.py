@@ -131,16 +131,23 @@ def seeds_needed(mean: float, sd: float, *, alpha: float = ALPHA, power: float =
     if sd == 0:
         return 2
     effect = abs(mean) / sd
-    for n in range(2, most + 1):
-        df = n - 1
-        critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def reached(n: int) -> bool:
+        critical = stats.t.ppf(1 - alpha / 2, n - 1)
         noncentrality = effect * math.sqrt(n)
         # The lower tail P(T < -c) as the upper tail of the mirrored distribution: scipy 1.17's
         # nct.cdf(-c) is nan at large noncentrality, and a nan power skipped n that already had it.
-        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality)
-        if reached >= power:
-            return n
-    return None
+        return stats.nct.sf(critical, n - 1, noncentrality) + stats.nct.sf(critical, n - 1, -noncentrality) >= power
+
+    # Power grows with n, so the least n that reaches it is found by halving [2, most]: ten looks
+    # rather than one per n (hundreds for a small difference: 4.6 s of a 16-arm report's 14).
+    if not reached(most):
+        return None
+    low, high = 2, most
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle + 1, high)
+    return low
 
 
 def marginal_means(config_means: Mapping[str, float], levels: Mapping[str, Mapping[str, str]],
