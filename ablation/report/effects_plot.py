@@ -66,7 +66,9 @@ def half_normal(fit: EffectsFit, *, metric: str, path: Path, join: str = ":") ->
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     shown = [(h, t) for h, t in zip(handles, labels) if not _empty(h)]
-    ax.legend(*zip(*shown), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    # Below the axes: beside them, the largest effect's name (written right of its point) ran under it.
+    ax.legend(*zip(*shown), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(shown),
+              frameon=False)
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
