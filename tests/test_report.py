@@ -124,8 +124,9 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
     md = (out / "report.md").read_text()
     assert "1 diverged" in md and "placement=layer4" in md
     accuracy = report.arms["placement=layer4"].interval("test_accuracy")
-    # Four decimals throughout: every mean and bound alike, not 0.825 beside 0.8150 and 1 beside 0.634.
-    assert (f"| placement=layer4 | 2 of 2 | 0.8250 [{accuracy.low:.4f}, 1.0000]† | 0.8150 [{low:.4f}, 1.0000]† |"
+    # Decimals from the interval's width (two significant figures of its half-width, three at least), the
+    # mean and both bounds alike: not 0.825 beside 0.8150, nor 1 beside 0.634.
+    assert (f"| placement=layer4 | 2 of 2 | 0.825 [{accuracy.low:.3f}, 1.000]† | 0.815 [{low:.3f}, 1.000]† |"
             in md)
     assert "† interval clipped to the metric's range" in md
     html = (out / "report.html").read_text()
@@ -503,19 +504,22 @@ def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):
 
 
 def compiles(tex: str, folder: Path) -> None:
-    """`tex` typeset in a paper's preamble, where a LaTeX is installed (CI's machines may have none)."""
+    """`tex` typeset on a two-column paper page (`\\documentclass[twocolumn]{article}`, booktabs), with no
+    overfull box in the log, where a LaTeX is installed (CI's machines may have none)."""
     import shutil
     import subprocess
 
     if shutil.which("pdflatex") is None:
         return
     (folder / "report.tex").write_text(tex)
-    (folder / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
-                                      "\\input{report.tex}\n\\end{document}\n")
+    (folder / "paper.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,graphicx}\n"
+                                      "\\begin{document}\n\\input{report.tex}\n\\end{document}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
     assert (folder / "paper.pdf").stat().st_size > 1000
+    log = (folder / "paper.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:600]
 
 
 def test_the_heatmap_gives_block_sites_a_column_of_their_own():
@@ -628,6 +632,16 @@ def test_report_md_shows_what_a_cell_holds_without_running_html_or_adding_column
     assert "<img" not in md and "<b>" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     row = md.splitlines()[4]
     assert len(re.split(r"(?<!\\)\|", row)[1:-1]) == 2  # the escaped pipe stays inside its cell
+
+
+def test_a_mean_and_its_interval_take_the_decimals_of_the_intervals_width():
+    from ablation.report.tables import _ci
+    from ablation.stats.analysis import Interval
+
+    assert _ci(Interval(0.825, 0.784, 0.866, 3)) == "0.825 ± 0.041"
+    assert _ci(Interval(0.3557, 0.3517, 0.3597, 3)) == "0.3557 ± 0.0040"
+    assert _ci(Interval(0.7, math.nan, math.nan, 1)) == "0.700 (one seed)"
+    assert _ci(Interval(0.815, 0.624, 1.0, 2, clipped=True)) == "0.815 [0.624, 1.000]†"
 
 
 def test_the_setup_lists_swept_values_in_the_specs_order_not_the_stores():

@@ -21,14 +21,17 @@ CLIPPED_NOTE = (f"{CLIPPED} interval clipped to the metric's range ([0, 1] for a
 
 
 def _ci(interval: Interval | None, scale: float = 1.0) -> str:
-    """A mean and its interval, to four decimals throughout (a score's differences are in the thousandths)."""
+    """A mean and its interval, to the decimals that give the interval's half-width two significant
+    figures (three at least): `0.825 ± 0.041` beside `0.3557 ± 0.0040`, never `0.825` beside `0.3557 ± 0.04`."""
     if interval is None:
         return "-"
     if math.isnan(interval.low):
-        return f"{interval.mean * scale:.4f} (one seed)"
+        return f"{interval.mean * scale:.{digits()}f} (one seed)"
+    dp = digits((interval.high - interval.low) * scale / 2)
     if interval.clipped:  # no longer symmetric about the mean, so its bounds rather than a half-width
-        return f"{interval.mean * scale:.4f} [{interval.low * scale:.4f}, {interval.high * scale:.4f}]{CLIPPED}"
-    return f"{interval.mean * scale:.4f} ± {interval.half_width * scale:.4f}"
+        low, high = interval.low * scale, interval.high * scale
+        return f"{interval.mean * scale:.{dp}f} [{low:.{dp}f}, {high:.{dp}f}]{CLIPPED}"
+    return f"{interval.mean * scale:.{dp}f} ± {interval.half_width * scale:.{dp}f}"
 
 
 _p = p_value
@@ -65,14 +68,18 @@ def tables(report: StudyReport, compact: bool = False) -> list[Table]:
         out.insert(0, report.effects.table(compact=compact))
     compared = [(score, found) for score, found in report.comparisons.items()
                 if not compact or score == report.rank_by]
-    dp = 4
-    if report.race is not None:  # the race's digits, so that both tables speak of a difference alike
-        dp = digits(report.race.margin, report.race.seed_sd)
+    def places(c: Comparison) -> int:
+        """A difference's decimals: its interval's, as for a mean; a race's, so both tables speak alike."""
+        if report.race is not None:
+            return digits(report.race.margin, report.race.seed_sd)
+        return digits((c.difference.high - c.difference.low) / 2)
+
     for i, (score, found) in enumerate(compared, 1):
         found = sorted(found, key=lambda c: (math.isnan(c.p_holm), c.p_holm))
         # The method is the same for every score, so it is said once, under the last of them.
         full = [[c.arm, str(c.difference.n),
-                 f"{c.difference.mean:+.{dp}f} [{c.difference.low:+.{dp}f}, {c.difference.high:+.{dp}f}]",
+                 f"{c.difference.mean:+.{(dp := places(c))}f} "
+                 f"[{c.difference.low:+.{dp}f}, {c.difference.high:+.{dp}f}]",
                  _p(c.p_t), _p(c.p_wilcoxon), _p(c.p_holm), _verdict(c, report.lower_is_better(score)),
                  _needed(c)] for c in found]
         header = ["configuration", "pairs", "difference (95% CI)", "p (paired t)", "p (Wilcoxon)", "p (Holm)",
