@@ -38,24 +38,26 @@ def optimizer(params: Iterable[torch.nn.Parameter], t: TrainSpec) -> torch.optim
     return AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-class SGD(torch.optim.SGD):
+class _PlainStep:
+    """`step` as torch's own, unwrapped (`_raw_step`), under the grad mode torch's wrapper sets."""
+
+    _raw_step: staticmethod
+
+    def step(self, closure=None):
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return self._raw_step(self, closure)
+
+
+class SGD(_PlainStep, torch.optim.SGD):
     """torch.optim.SGD, stepped without torch._dynamo."""
 
     _raw_step = staticmethod(inspect.unwrap(torch.optim.SGD.step))
 
-    def step(self, closure=None):
-        with torch.set_grad_enabled(self.defaults["differentiable"]):
-            return self._raw_step(self, closure)
 
-
-class AdamW(torch.optim.AdamW):
+class AdamW(_PlainStep, torch.optim.AdamW):
     """torch.optim.AdamW, stepped without torch._dynamo."""
 
     _raw_step = staticmethod(inspect.unwrap(torch.optim.AdamW.step))
-
-    def step(self, closure=None):
-        with torch.set_grad_enabled(self.defaults["differentiable"]):
-            return self._raw_step(self, closure)
 
 
 def _cache_disabled_forms() -> None:

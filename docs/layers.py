@@ -70,17 +70,27 @@ def block() -> str:
     return "\n".join([START, "```", *out, "```", END])
 
 
+def marked_block(text: str, start: str, end: str) -> str | None:
+    """The block of `text` from the marker `start` to the marker `end`, both included; None without them."""
+    first, last = text.find(start), text.find(end)
+    return None if first < 0 or last < 0 else text[first:last + len(end)]
+
+
+def rewrite_block(path: Path, start: str, end: str, new: str) -> None:
+    """Put `new` in place of the block `path` holds between its markers (docs/spec_reference.py too)."""
+    text = path.read_text()
+    current = marked_block(text, start, end)
+    if current is None:
+        raise SystemExit(f"{path}: no {start} ... {end} block to rewrite")
+    path.write_text(text.replace(current, new))
+
+
 def readme_block(text: str) -> str | None:
-    start, end = text.find(START), text.find(END)
-    return None if start < 0 or end < 0 else text[start:end + len(END)]
+    return marked_block(text, START, END)
 
 
 def write() -> None:
-    text = README.read_text()
-    current = readme_block(text)
-    if current is None:
-        raise SystemExit(f"{README}: no {START} ... {END} block to rewrite")
-    README.write_text(text.replace(current, block()))
+    rewrite_block(README, START, END, block())
 
 
 if __name__ == "__main__":

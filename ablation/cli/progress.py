@@ -93,7 +93,7 @@ class StudyProgress:
         if not self.plain:
             self.live.__exit__(*exc)
 
-    def _say(self, text: str, row: _Row | None = None) -> None:
+    def _say(self, text: str) -> None:
         """A plain line, without a terminal: the time since the first trial started, what happened, and
         the study's epochs done and ETA."""
         if not self.plain:
