@@ -65,7 +65,7 @@ def _page_socket(port: int, deadline: float) -> str:
 
 
 async def _shoot(ws_url: str, url: str, out: Path, *, wait: float, width: int, height: int,
-                 selector: str) -> int:
+                 selector: str, full_page: bool) -> int:
     import aiohttp
 
     ids = iter(range(1, 1_000_000))
@@ -93,9 +93,37 @@ async def _shoot(ws_url: str, url: str, out: Path, *, wait: float, width: int, h
                 break
             rows = now
         await asyncio.sleep(1.0)  # the panel's close animation
-        shot = await call("Page.captureScreenshot", format="png")
+        if full_page:  # the whole document, not only the window (a report's page is longer than a screen)
+            size = (await call("Page.getLayoutMetrics"))["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": width, "height": min(size["height"], 20_000), "scale": 1}
+            shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
+        else:
+            shot = await call("Page.captureScreenshot", format="png")
         out.write_bytes(base64.b64decode(shot["data"]))
         return rows
+
+
+def shoot(url: str, out: Path, *, width: int = 1600, height: int = 1000, wait: float = 60.0,
+          selector: str = ROWS, full_page: bool = False) -> int:
+    """Open `url` in a headless chromium, wait until `selector` matches and stops growing, and save a PNG to
+    `out`. Returns how many elements matched; 0 means the page never rendered them."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        raise SystemExit("no chromium on PATH (apt-get install chromium)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        chromium = subprocess.Popen(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}",
+             f"--window-size={width},{height}", "--allow-file-access-from-files", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ws_url = _page_socket(port, time.monotonic() + 30)
+            return asyncio.run(_shoot(ws_url, url, out, wait=wait, width=width, height=height, selector=selector,
+                                      full_page=full_page))
+        finally:
+            chromium.terminate()
+            chromium.wait(timeout=30)
 
 
 def main() -> None:
@@ -107,24 +135,10 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the page at most")
     parser.add_argument("--selector", default=ROWS, help="CSS selector of what must have rendered (default: "
                         "the runs table's rows; a run's page: 'canvas' for its charts)")
+    parser.add_argument("--full-page", action="store_true", help="the whole page, not only the window")
     args = parser.parse_args()
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        raise SystemExit("no chromium on PATH (apt-get install chromium)")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
-        chromium = subprocess.Popen(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}",
-             f"--window-size={args.width},{args.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            ws_url = _page_socket(port, time.monotonic() + 30)
-            rows = asyncio.run(_shoot(ws_url, args.url, args.out, wait=args.wait, width=args.width,
-                                      height=args.height, selector=args.selector))
-        finally:
-            chromium.terminate()
-            chromium.wait(timeout=30)
+    rows = shoot(args.url, args.out, width=args.width, height=args.height, wait=args.wait, selector=args.selector,
+                 full_page=args.full_page)
     if not rows:
         raise SystemExit(f"{args.url}: nothing matched {args.selector} within {args.wait:.0f} s")
     print(f"wrote {args.out} ({rows} x {args.selector})")
