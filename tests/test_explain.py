@@ -46,7 +46,7 @@ def test_explain_draws_every_method_for_each_run_and_scores_grad_cam_against_the
         # the input column plus one per run, three or six rows of maps
         assert image.width > image.height / 6 * 2 and np.asarray(image.convert("L")).std() > 10
     # 32 px: layer4 is 1x1; layer1 (8x8) is the deepest stage that shows where on the face, so it is the default
-    assert "Grad-CAM at layer1, 3 image(s) x 2 run(s)" in " ".join(result.output.split())
+    assert "Grad-CAM at layer1, 3 images x 2 runs" in " ".join(result.output.split())
     assert "its map is" not in result.output and "UserWarning" not in result.output
     assert MlflowClient(uri).get_run(run_ids[0]).data.tags["ablate.explain.layer"] == "layer1"
     asked = runner.invoke(app, ["explain", run_ids[0], "--from-split", "test", "--n", "1", "--layer", "layer4",
@@ -77,7 +77,7 @@ def test_runs_lists_a_studys_trials_and_explain_takes_the_study_arm_and_seed(tra
     result = runner.invoke(app, ["explain", "tiny", "--arm", "placement=layer4", "--seed", "0", "--from-split",
                                  "test", "--n", "1", "--out", str(out), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
-    assert "1 image(s) x 1 run(s)" in " ".join(result.output.split())
+    assert "1 image x 1 run" in " ".join(result.output.split())
     assert len(list(out.glob("explain_*.png"))) == 1
     assert "explain_cue_energy_all" not in MlflowClient(uri).get_run(layer4).data.metrics  # not scored: not logged
     for args, says in [(["--arm", "placement=layer9"], "--arm placement=layer9: not a configuration of tiny"),

@@ -108,4 +108,6 @@ def test_ablate_ui_serves_the_store_on_loopback_and_gives_the_link_once_it_answe
         output, _ = ui.communicate(timeout=30)
     output = "".join(lines) + output
     assert lines[0].startswith("Starting the MLflow server for ") and "DeprecationWarning" not in output
+    # Nothing from the server but what it has to say: no request log, no start-up chatter of uvicorn's.
+    assert "GET /health" not in output and "Uvicorn running" not in output and "Registry store URI" not in output
     assert addresses and addresses <= {"127.0.0.1", "::1"}, addresses

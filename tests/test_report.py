@@ -67,9 +67,9 @@ def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, t
     return run
 
 
-def log_known_study(uri: str) -> None:
+def log_known_study(uri: str, spec_yaml: str = "name: known\n") -> None:
     experiment_id, parent = tracking.open_study(
-        uri, "known", params={"search.seeds": [0, 1], "trials": 8}, spec_yaml="name: known\n")
+        uri, "known", params={"search.seeds": [0, 1], "trials": 8}, spec_yaml=spec_yaml)
     parent.set_tags({"ablate.axes": "model.placement", "ablate.metric": "val_macro_f1"})
     for placement, by_seed in KNOWN.items():
         for seed in (0, 1):
@@ -90,6 +90,25 @@ def log_known_study(uri: str) -> None:
                              **{f"test_f1_{c}": value + 0.01 * i for i, c in enumerate(EMOTIONS)}})
             run.finish("FINISHED")
     parent.finish("FINISHED")
+
+
+def test_a_study_run_again_with_more_seeds_is_reported_against_the_seeds_it_now_asks_for(tmp_path):
+    """MLflow keeps the first run's `search.seeds` param for good, so a study run with one seed and then
+    with two read "2 of 1" seeds per configuration and "seeds planned [0]". The latest spec.yaml says."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, first = tracking.open_study(uri, "known", params={"search.seeds": [0]},
+                                   spec_yaml="name: known\nsearch: {seeds: [0]}\n")
+    first.finish("FINISHED")
+    log_known_study(uri, spec_yaml="name: known\nsearch: {seeds: [0, 1]}\n")  # the run with a second seed
+
+    from ablation.report.model import build_report
+    from ablation.report.tables import tables
+
+    report = build_report(uri, "known")
+    assert report.planned_seeds == 2
+    assert dict(report.setup)["seeds planned"] == "[0, 1]"
+    seeds = [row[1] for row in tables(report)[0].rows]
+    assert "2 of 2" in seeds and not any(cell.endswith("of 1") for cell in seeds), seeds
 
 
 def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_scipy_agrees_with(tmp_path):
@@ -139,7 +158,8 @@ def test_the_report_gives_means_intervals_and_holm_corrected_paired_tests_that_s
             assert image.width > 100 and np.asarray(image.convert("L")).std() > 5  # drawn, not blank
     assert html.count("data:image/png;base64,") == 4
     # Captions in words, numbered; no file name stands in for one.
-    assert "*Figure 2. Test macro-F1 against GMACs, parameters (M), latency (ms)" in md
+    # MACs in MMACs, as report.tex gives them: every arm is under a GMAC (0.2 G), where GMACs read alike.
+    assert "*Figure 2. Test macro-F1 against MMACs, parameters (M), latency (ms)" in md
     assert "<figcaption>Figure 1. Test macro-F1 of each configuration: mean and 95% interval" in html and "<figcaption>heatmap" not in html
     # The method is said once, under the last comparison, though two scores are compared.
     assert len(report.comparisons) == 2

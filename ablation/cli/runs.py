@@ -87,8 +87,9 @@ def explain(
         errors.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if made.scores:
         views.cue_scores(console, made)
-    console.print(f"Wrote {len(made.figures)} figure(s) to {out}: Grad-CAM at {made.layer}, "
-                  f"{len(made.images.names)} image(s) x {len(made.explained)} run(s).", highlight=False, soft_wrap=True)
+    console.print(f"Wrote {views.counted(len(made.figures), 'figure')} to {out}: Grad-CAM at {made.layer}, "
+                  f"{views.counted(len(made.images.names), 'image')} x {views.counted(len(made.explained), 'run')}.",
+                  highlight=False, soft_wrap=True)
 
 
 def _run_ids(targets: list[str], arms: list[str], seed: int | None, tracking_uri: str | None) -> list[str]:

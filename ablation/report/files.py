@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ablation.stats.analysis import pareto_front
-from ablation.report.model import COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label
+from ablation.report.model import (COST_SCALE, CURVE_SEEDS, SCORES, Arm, StudyReport, class_names, label,
+                                   mac_unit)
 from ablation.report.paper import latex
 from ablation.report.tables import UNDER_LOAD, setup_table, tables
 from ablation.report.table import markdown_text
@@ -79,7 +80,9 @@ def _cost_scatter(report: StudyReport, arms: list[Arm], out: Path) -> list[Pictu
         return []
     what = label(report.rank_by)
     scores = {a.name: (i.mean, i.low, i.high) for a in arms if (i := a.interval(report.rank_by))}
-    spent = {label(c): {a.name: a.costs[c] * COST_SCALE[c] for a in arms} for c in costs}
+    # Each cost's axis and its scale; MACs in MMACs where every arm is under a GMAC, as report.tex gives them.
+    axes = {c: mac_unit(arms) if c == MACS else (label(c), COST_SCALE[c]) for c in costs}
+    spent = {name: {a.name: a.costs[c] * scale for a in arms} for c, (name, scale) in axes.items()}
     fronts = {axis: pareto_front({n: (by_arm[n], scores[n][0]) for n in scores},
                                  higher_is_better=report.mode == "max") for axis, by_arm in spent.items()}
     path = figures.cost_scatter(scores, spent, score_label=what, fronts=fronts, path=out / "score_vs_cost.png")

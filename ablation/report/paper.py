@@ -10,7 +10,7 @@ import re
 
 from ablation.core.names import MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, test_f1
 from ablation.report.effects import StudyEffects
-from ablation.report.model import Arm, StudyReport, class_names
+from ablation.report.model import Arm, StudyReport, class_names, mac_unit
 from ablation.report.table import Table
 from ablation.stats.analysis import Interval
 
@@ -113,9 +113,7 @@ def latex(report: StudyReport) -> str:
         f"tab:{key}-f1", ["Configuration", "$n$", *[escape(c.capitalize()) for c in classes], "Macro-F1"],
         [[escape(a.name), str(a.seeds), *[cell(i) for i in row]] for a, row in zip(arms, f1_cells)],
         any(i is not None and i.clipped for row in f1_cells for i in row))
-    # MACs in the unit that gives the arms' differences digits: a 32 px ResNet-18's 0.04 GMACs read alike.
-    giga = any(a.costs.get(MACS, 0) >= 1e9 for a in arms)
-    costs = [(PARAMS_TOTAL, "Params (M)", 1e-6), (MACS, "GMACs", 1e-9) if giga else (MACS, "MMACs", 1e-6)]
+    costs = [(PARAMS_TOTAL, "Params (M)", 1e-6), (MACS, *mac_unit(arms))]
     costs = [c for c in costs if any(c[0] in a.costs for a in arms)]
     scores = [[a.interval(TEST_ACCURACY), a.interval(TEST_MACRO_F1)] for a in arms]
     table2 = _table(

@@ -143,7 +143,9 @@ def setup_rows(records: list[TrialRecord], *, axes: list[str], parent_params: Ma
     tags its runs carry (`not recorded` where they carry none). `runs` are MLflow Run objects (the
     parent's, a trial's) whose dataset inputs are listed; `started`/`ended` the parent's times in ms."""
     rows = [(label, setting(key, records, parent_params, tree, axes)) for label, key in SETTINGS]
-    seeds = parent_params.get("search.seeds") or json.dumps(_nested(tree, "search.seeds"))
+    # The latest run's spec.yaml first: a run that added seeds rewrote it, but not the first run's param.
+    latest = _nested(tree, "search.seeds")
+    seeds = json.dumps(latest) if latest is not None else parent_params.get("search.seeds")
     run_seeds = sorted({int(r.params["seed"]) for r in records if r.params.get("seed", "").lstrip("-").isdigit()})
     rows.append(("seeds planned", "not recorded" if seeds in (None, "null") else seeds))
     rows.append(("seeds run", ", ".join(map(str, run_seeds)) or "none"))

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ablation.core.names import LATENCY_MS, MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, Tag, best
+from ablation.core.names import LATENCY_MS, MACS, PARAMS_TOTAL, TEST_ACCURACY, TEST_MACRO_F1, best
 from ablation.tracking.store import StoreNotFound, StoreUnusable, check_store, connect_to_read, sqlite_path
 
 if TYPE_CHECKING:
@@ -22,8 +22,10 @@ VIEW_NAME = "ablate: trials by arm"
 
 def server_command(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The `mlflow server` command line for a local store, serving its artifacts too."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]
+    # The registry named (MLflow says it lacks one otherwise) and uvicorn's INFO lines, a request each, kept
+    # out of the terminal: `ablate ui` prints where to go once the server answers, and errors still show.
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--registry-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
     db = sqlite_path(uri)
     if db is not None:  # artifacts beside the store, as ablate writes them
         command += ["--artifacts-destination", (db.parent / "artifacts").as_uri()]
@@ -58,12 +60,12 @@ def study_view(axes: list[str], metric: str, mode: str) -> dict[str, Any]:
     def column(kind: str, name: str) -> str:
         return f"{kind}.`{name}`"
 
-    # The trials' ranking metric, test scores and costs. The parent's outcome (best.mean, its interval) is
-    # on its own page and in its `ablate.best` tag: as columns it showed "-" on every trial's row.
+    # The trials' ranking metric, test scores and costs. The parent's outcome (best.mean, its interval, the
+    # `ablate.best` tag) is on its own page: as columns it showed "-" on every trial's row.
     metrics = [best(metric), TEST_MACRO_F1, TEST_ACCURACY, PARAMS_TOTAL, MACS, LATENCY_MS]
     # No seed column: a run's name has its seed, and a group row would show the seeds' mean.
     columns = [*(column("params", a) for a in axes if a != "arm"), *(column("metrics", m) for m in metrics),
-               column("tags", Tag.BEST), column("attributes", "Dataset")]
+               column("attributes", "Dataset")]
     name = column("attributes", "Run Name")
     return {"searchFilter": "", "orderByKey": column("metrics", best(metric)), "orderByAsc": mode == "min",
             "selectedColumns": columns,
