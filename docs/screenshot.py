@@ -8,17 +8,8 @@ two things `chromium --screenshot` cannot do: wait until the runs table has rend
 MLflow Assistant panel, which MLflow 3.17's UI opens by itself on a browser's first visit to a local
 server. The browser opens the local UI only; the UI needs no network beyond it.
 
-To retake those pictures from scratch (the study takes about 8 minutes on 2 cores):
-
-    ablate run search_spaces/quickstart.yaml --set data.train_per_class=48 --set data.val_per_class=12 \
-        --set data.test_per_class=12 --set train.epochs=3 --set 'search.seeds=[0, 1]' \
-        --set 'description="Where should one Identity-CBAM module go in a ResNet-18? ..."' \
-        --tracking-uri /tmp/mlflow_shot/mlflow.db --storage /tmp/mlflow_shot/runs
-    ablate ui --tracking-uri /tmp/mlflow_shot/mlflow.db --port 5077 &    # prints the study's link
-    python docs/screenshot.py 'http://127.0.0.1:5077/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=ablate' \
-        docs/mlflow_study.png --width 1800 --height 1120
-    python docs/screenshot.py 'http://127.0.0.1:5077/#/experiments/1/runs/RUN_ID/system-metrics?workflowType=machine_learning' \
-        docs/mlflow_system_metrics.png --selector svg.main-svg
+`docs/walkthrough.py` takes the docs' pictures of the MLflow UI this way (the study's view, its parent
+run's page, a trial's system metrics) as it walks the README's tour.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ chromium poppler-utils texlive-latex-extra`); a picture whose tool is missing is
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -97,6 +98,18 @@ class Tour:
             self.steps.append((shown, time.monotonic() - started, self._clean("".join(lines))))
             self.picture("mlflow_study.png", "the MLflow UI", lambda png: shoot(
                 link.group(0), png, width=1800, height=1120))
+            # The study's parent run, and a trial's system metrics, each on its own page of the same UI.
+            base, experiment = link.group(0).split("/#/")[0], re.search(r"experiments/(\d+)", link.group(0)).group(1)
+            parent = re.search(r"parent run ([0-9a-f]{32})", "".join(out for _, _, out in self.steps))
+            trials = json.loads(subprocess.run([str(self.ablate), "runs", "quickstart", "--json"], cwd=self.work,
+                                               env=self.env, capture_output=True, text=True).stdout or "[]")
+            page = f"{base}/#/experiments/{experiment}/runs/%s?workflowType=machine_learning"
+            if parent:
+                self.picture("mlflow_parent_run.png", "the parent run's page", lambda png: shoot(
+                    page % parent.group(1), png, width=1600, height=1300, selector="h2"))
+            if trials:
+                self.picture("mlflow_system_metrics.png", "a trial's system metrics", lambda png: shoot(
+                    page % f"{trials[0]['run_id']}/system-metrics", png, selector="svg.main-svg"))
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -143,12 +156,17 @@ def markdown(tour: Tour, commit: str, took: float) -> str:
     lines += ["## The pictures", "",
               "The report's html page (`reports/quickstart/report.html`), as Chromium draws it:", "",
               "![report.html of the two-seed quickstart](walkthrough/report_html.png)", "",
+              "Its cost figure (`score_vs_cost.png`), which the README shows:", "",
+              "![test macro-F1 against MACs, parameters and latency](walkthrough/score_vs_cost.png)", "",
               "The study in the MLflow UI, as `ablate ui`'s link opens it:", "",
               "![the quickstart study in the MLflow UI](walkthrough/mlflow_study.png)", "",
+              "The study's parent run, and the system metrics of one of its trials:", "",
+              "![the parent run's page](walkthrough/mlflow_parent_run.png)", "",
+              "![a trial's system metrics](walkthrough/mlflow_system_metrics.png)", "",
               "`report.tex` inside `\\documentclass[twocolumn]{article}` with booktabs, typeset by pdflatex "
               "(no overfull box), its first page:", "",
               "![report.tex on a two-column page](walkthrough/report_tex.png)", "",
-              "The first of `ablate explain`'s figures:", "",
+              "The first of `ablate explain`'s figures, one image through each run it explained:", "",
               "![Guided Backprop, Grad-CAM and Guided Grad-CAM](walkthrough/explain.png)", ""]
     if tour.missing:
         lines += ["Not drawn this time: " + "; ".join(tour.missing) + ".", ""]
@@ -181,6 +199,8 @@ def main() -> None:
                     report.resolve().joinpath("report.html").as_uri(), png, width=1280, height=900,
                     selector="img", full_page=True))
                 tour.picture("report_tex.png", "the LaTeX page", lambda png: paper_page(report, png))
+                tour.picture("score_vs_cost.png", "the report's cost figure", lambda png: shutil.copy(
+                    report / "score_vs_cost.png", png))
             if command[0] == "explain":  # its first figure, as the command drew it
                 drawn = sorted((work / "explain").glob("*.png"))
                 tour.picture("explain.png", "explain's figure", lambda png: drawn and shutil.copy(drawn[0], png))

@@ -329,6 +329,21 @@ def test_the_parent_run_ends_with_the_best_arm_its_interval_the_seeds_the_failur
     assert MlflowClient(uri).get_run(parent.run_id).data.tags["ablate.best"] == "a"
 
 
+def test_the_parent_runs_interval_stays_inside_what_its_metric_can_take(store):
+    """Two seeds' 95% t interval of an F1 runs past 1 (t is 12.7): the parent's best.high read 1.065 in the
+    MLflow UI where the report printed 1.000 and marked it clipped. It now stops at 1 too."""
+    experiment_id, parent = _study(store)
+    for seed, value in enumerate([0.81, 0.77]):
+        opened = tracking.open_trial(store, experiment_id, parent.run_id, name=f"a,{seed}", trial_id=f"a{seed}",
+                                     params={"arm": "a", "seed": seed})
+        opened.run.log(params=opened.params, metrics={"best_val_macro_f1": value, "test_accuracy": value})
+        opened.run.finish()
+    summary, _ = study_outcome(tracking.study_trials(store, experiment_id, parent.run_id), "val_macro_f1", "max")
+    low, high = stats.t.interval(0.95, 1, loc=0.79, scale=statistics.stdev([0.81, 0.77]) / math.sqrt(2))
+    assert high > 1
+    assert (summary["best.low"], summary["best.high"]) == pytest.approx((low, 1.0))
+
+
 # ------------------------------------------------------------------------------------ the link
 
 def test_the_link_opens_the_studys_runs_in_the_model_training_view_with_its_saved_view():

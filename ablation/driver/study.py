@@ -26,7 +26,7 @@ from ablation import tracking
 from ablation.driver import race_settings
 
 from ablation.stats import racing
-from ablation.stats.analysis import mean_ci
+from ablation.stats.analysis import clip, mean_ci, metric_range
 from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
 from ablation.data.digest import digests
 from ablation.driver.data_check import check_data_unchanged
@@ -428,6 +428,7 @@ def study_outcome(records: list[tracking.TrialRecord], metric: str,
     arm = (max if mode == "max" else min)(intervals, key=lambda a: intervals[a].mean)
     found = intervals[arm]
     summary |= {"best.mean": found.mean, "best.n": found.n}
-    if found.low == found.low:  # two seeds or more
-        summary |= {"best.low": found.low, "best.high": found.high}
+    if found.low == found.low:  # two seeds or more; an F1's bounds kept to [0, 1], as the report keeps them
+        bounded = clip(found, *metric_range(key))
+        summary |= {"best.low": bounded.low, "best.high": bounded.high}
     return summary, arm

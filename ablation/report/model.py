@@ -5,7 +5,6 @@ and setup. It renders nothing: `tables`, `files`, `paper` and the terminal's vie
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from ablation.core import SpecError, Study, StudySpec
 from ablation.core.emotions import EMOTIONS
 from ablation.core.factorial import DESIGNS as FACTORIAL_DESIGNS
 from ablation.core.schema import describe, validation_context
-from ablation.stats.analysis import Comparison, Interval, clip, compare_all, marginal_means, mean_ci, order
+from ablation.stats.analysis import (Comparison, Interval, clip, compare_all, marginal_means, mean_ci, metric_range,
+                                     order)
 from ablation.report.provenance import setup_rows
 from ablation.tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, SPEC_ARTIFACT, TEST_ACCURACY,
                                TEST_MACRO_F1, Outcome, RunNotFound, StudyRecord, Tag, TrialRecord, as_param, best,
@@ -73,16 +73,6 @@ def rank(records: list[TrialRecord], axes: list[str], metric: str, mode: str) ->
 
 SCORES = (TEST_ACCURACY, TEST_MACRO_F1)
 FEW_SEEDS = 3  # below this a 95% t interval is too wide to tell configurations apart (t = 12.7 at two)
-
-
-def metric_range(key: str) -> tuple[float, float]:
-    """What a metric can take, so that an interval is never printed beyond it: accuracies, F1 scores
-    and the cue scores are shares, a loss is not negative."""
-    if key.endswith("_loss"):
-        return 0.0, math.inf
-    if is_score(key) or key.startswith(("best_val_", "val_")):
-        return 0.0, 1.0
-    return -math.inf, math.inf
 
 
 def ranking_metric(metric: str, records: list[TrialRecord]) -> str:

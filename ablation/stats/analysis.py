@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from ablation.core.names import is_score
+
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 POWER = 0.8
@@ -49,6 +51,16 @@ def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> Interval:
         return Interval(mean, mean, mean, n)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return Interval(mean, float(low), float(high), n)
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """What a metric can take, so that an interval is never printed beyond it: accuracies, F1 scores
+    and the cue scores are shares, a loss is not negative."""
+    if key.endswith("_loss"):
+        return 0.0, math.inf
+    if is_score(key) or key.startswith(("best_val_", "val_")):
+        return 0.0, 1.0
+    return -math.inf, math.inf
 
 
 def clip(interval: Interval, low: float = -math.inf, high: float = math.inf) -> Interval:
