@@ -102,7 +102,8 @@ def shoot(url: str, out: Path, *, width: int = 1600, height: int = 1000, wait: f
     if browser is None:
         raise SystemExit("no chromium on PATH (apt-get install chromium)")
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helpers may still write to the profile as it closes: leftovers are no reason to fail.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         chromium = subprocess.Popen(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
              f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}",
