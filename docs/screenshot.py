@@ -35,7 +35,7 @@ _SETTLE = """(() => {
 ROWS = '.ag-center-cols-container [role="row"]'
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -101,7 +101,7 @@ def shoot(url: str, out: Path, *, width: int = 1600, height: int = 1000, wait: f
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no chromium on PATH (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     # Chromium's helpers may still write to the profile as it closes: leftovers are no reason to fail.
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         chromium = subprocess.Popen(

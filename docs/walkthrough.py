@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshot import shoot  # noqa: E402  (docs/ is not a package)
+from screenshot import free_port, shoot  # noqa: E402  (docs/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -46,12 +45,6 @@ def tour_commands(readme: str) -> list[list[str]]:
             if words[:1] == ["ablate"] and ("quickstart" in words or words[1:2] == ["ui"]):
                 commands.append(words[1:])
     return commands
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Tour:
@@ -80,7 +73,7 @@ class Tour:
 
     def ui(self, args: list[str]) -> None:
         """`ablate ui` until it prints the study's link; the link opened in a browser and photographed."""
-        args = [*args, "--port", str(_free_port())]
+        args = [*args, "--port", str(free_port())]
         shown = shlex.join(["ablate", *args[:-2]])
         print(f"$ {shown}", flush=True)
         started = time.monotonic()
