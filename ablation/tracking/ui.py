@@ -60,20 +60,20 @@ def study_view(axes: list[str], metric: str, mode: str) -> dict[str, Any]:
     def column(kind: str, name: str) -> str:
         return f"{kind}.`{name}`"
 
-    # The trials' ranking metric, test scores and costs. The parent's outcome (best.mean, its interval, the
-    # `ablate.best` tag) is on its own page: as columns it showed "-" on every trial's row.
+    # The trials' ranking metric, test scores and costs. What the parent alone carries (best.mean and its
+    # interval, the `ablate.best` tag, the dataset input) is on its own page: as columns it showed "-" on
+    # every trial's row.
     metrics = [best(metric), TEST_MACRO_F1, TEST_ACCURACY, PARAMS_TOTAL, MACS, LATENCY_MS]
     # No seed column: a run's name has its seed, and a group row would show the seeds' mean.
-    columns = [*(column("params", a) for a in axes if a != "arm"), *(column("metrics", m) for m in metrics),
-               column("attributes", "Dataset")]
+    params = [column("params", a) for a in axes if a != "arm"]
+    columns = [*params, *(column("metrics", m) for m in metrics)]
     name = column("attributes", "Run Name")
     return {"searchFilter": "", "orderByKey": column("metrics", best(metric)), "orderByAsc": mode == "min",
             "selectedColumns": columns,
             # The grid's own column ids, in the order shown ("0": the checkbox, "runDateAndNestInfo": Created);
             # unlisted, a section's columns come in alphabetical order.
             "columnOrder": ["0", name, *columns, "runDateAndNestInfo", "duration"],
-            "columnWidths": {name: 270, column("attributes", "Dataset"): 260,
-                             **{column("metrics", m): 110 for m in metrics}},
+            "columnWidths": {name: 270, **{p: 140 for p in params}, **{column("metrics", m): 110 for m in metrics}},
             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "arm"}]},
             "groupsExpanded": {"param.arm": True}, "useGroupedValuesInCharts": True, "hideEmptyCharts": True}
 
