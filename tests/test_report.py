@@ -676,3 +676,36 @@ def test_the_setup_lists_swept_values_in_the_specs_order_not_the_stores():
         "swept: none, layer1, layer2, layer3, layer4, all"
     assert setting("model.placement", records, {}, None, ["model.placement"]) == \
         "swept: all, layer1, layer2, layer3, layer4, none"  # no spec at hand: sorted, the same every time
+
+
+def test_no_two_names_in_a_cost_panel_are_drawn_over_each_other(tmp_path, monkeypatch):
+    """The walkthrough's two-seed quickstart drew `placement=layer1` over `placement=layer4` in the latency
+    panel: overlaps were judged before the constrained layout narrowed the panels, so names that only the
+    layout brought together were never moved. Its figure, redrawn from that report's numbers."""
+    from ablation.report import figures
+
+    scores = {"placement=layer4": (0.7875, 0.7172, 0.8579), "placement=layer1": (0.7831, 0.6629, 0.9033),
+              "placement=layer3": (0.7712, 0.5994, 0.943), "placement=none": (0.7693, 0.6777, 0.8608),
+              "placement=all": (0.7688, 0.6524, 0.8853), "placement=layer2": (0.7658, 0.5555, 0.9761)}
+    order = list(scores)
+    costs = {"MMACs": dict(zip(order, [99.14, 98.60, 98.60, 97.96, 101.06, 98.59])),
+             "parameters (M)": dict(zip(order, [11.49, 11.185, 11.26, 11.18, 11.60, 11.20])),
+             "latency (ms)": dict(zip(order, [15.99, 15.06, 20.43, 14.28, 22.68, 16.53]))}
+    front = ["placement=none", "placement=layer1", "placement=layer4"]
+    drawn, save = {}, figures._save
+
+    def keep(figure, path, beside=()):  # where each panel's names are as the figure is saved (laid out)
+        figure.draw_without_rendering()
+        renderer = figure.canvas.get_renderer()
+        drawn.update({ax.get_xlabel(): [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
+                      for ax in figure.axes})
+        return save(figure, path, beside)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    figures.cost_scatter(scores, costs, score_label="test macro-F1", fronts={axis: front for axis in costs},
+                         path=tmp_path / "score_vs_cost.png")
+    assert set(drawn) == set(costs)
+    for axis, boxes in drawn.items():
+        assert len(boxes) == len(scores)
+        overlapping = [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
+        assert not overlapping, (axis, overlapping)

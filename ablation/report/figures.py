@@ -76,7 +76,7 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
     it holds two or more arms (a single point is no front). Of more than NAMED configurations, only the
     front's are named."""
     figure, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 4.0), squeeze=False, layout="constrained")
-    beside = []
+    beside, placed = [], []
     for ax, (axis, spent) in zip(axes[0], costs.items()):
         arms = [a for a in scores if a in spent]
         x = [spent[a] for a in arms]
@@ -93,13 +93,7 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
                  for arm, cost in zip(arms, x) if arm in named]
         for name in names:  # out of the constrained layout, which adjustText runs: long names would collapse it
             name.set_in_layout(False)
-        if _overlapping(names):
-            from adjustText import adjust_text  # 0.7 s to import: only for names that need moving
-
-            # 40 iterations, not adjustText's default of a second's worth: 16 names are apart by then
-            # (0.1 s a panel, measured), and a count, unlike a time, moves them alike on every machine.
-            adjust_text(names, x=x, y=[scores[a][0] for a in arms], ax=ax, ensure_inside_axes=False,
-                        iter_lim=40, arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5})
+        placed.append((ax, names, x, [scores[a][0] for a in arms]))
         beside += names
         front = sorted((spent[a], scores[a][0]) for a in fronts.get(axis, ()) if a in spent)
         if len(front) > 1:
@@ -116,6 +110,17 @@ def cost_scatter(scores: Mapping[str, tuple[float, float, float]], costs: Mappin
                 handles, labels = [*handles, handle], [*labels, text]
     beside.append(figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels),
                                 fontsize=8, frameon=False))
+    # Overlaps are judged once the layout has sized the panels: judged before, two names that the layout
+    # then drew closer together were left on top of each other.
+    figure.draw_without_rendering()
+    for ax, names, x, y in placed:
+        if _overlapping(names):
+            from adjustText import adjust_text  # 0.7 s to import: only for names that need moving
+
+            # 40 iterations, not adjustText's default of a second's worth: 16 names are apart by then
+            # (0.1 s a panel, measured), and a count, unlike a time, moves them alike on every machine.
+            adjust_text(names, x=x, y=y, ax=ax, ensure_inside_axes=False, iter_lim=40,
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5})
     return _save(figure, path, beside)
 
 
