@@ -4,9 +4,8 @@ and setup. It renders nothing: `tables`, `files`, `paper` and the terminal's vie
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from ablation.core.factorial import DESIGNS as FACTORIAL_DESIGNS
 from ablation.core.schema import describe, validation_context
 from ablation.stats.analysis import (Comparison, Interval, clip, compare_all, marginal_means, mean_ci, metric_range,
                                      order)
-from ablation.report.provenance import setup_rows
+from ablation.report.provenance import planned_seeds, setup_rows
 from ablation.tracking import (COSTS, LATENCY_MS, MACS, PARAMS_ADDED, PARAMS_TOTAL, SPEC_ARTIFACT, TEST_ACCURACY,
                                TEST_MACRO_F1, Outcome, RunNotFound, StudyRecord, Tag, TrialRecord, as_param, best,
                                f1_class, find_study, is_score, metric_history, read_artifact, study_trials)
@@ -205,18 +204,6 @@ def _tree(text: bytes | None) -> dict[str, Any] | None:
     except (UnicodeDecodeError, yaml.YAMLError):
         return None
     return tree if isinstance(tree, dict) else None
-
-
-def planned_seeds(tree: Mapping[str, Any] | None, params: Mapping[str, str]) -> int | None:
-    """How many seeds the study's latest run asked of each arm: its spec.yaml says (a run with more seeds
-    rewrites it), where the first run's `search.seeds` param cannot, since MLflow params never change."""
-    search = (tree or {}).get("search")
-    seeds = search.get("seeds") if isinstance(search, dict) else None
-    if isinstance(seeds, list):
-        return len(seeds)
-    if isinstance(seeds, dict) and isinstance(seeds.get("max"), int):  # a race's budget, {start, max}
-        return seeds["max"]
-    return len(json.loads(params["search.seeds"])) if "search.seeds" in params else None
 
 
 def read_plan(text: bytes | None, axes: list[str]) -> tuple[Plan | None, str | None]:

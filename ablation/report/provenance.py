@@ -135,6 +135,17 @@ def _datasets(runs: Iterable[Any]) -> list[tuple[str, str]]:
     return list(rows.items())
 
 
+def planned_seeds(tree: Mapping[str, Any] | None, params: Mapping[str, str]) -> int | None:
+    """How many seeds the study's latest run asked of each arm: its spec.yaml says (a run with more seeds
+    rewrites it), where the first run's `search.seeds` param cannot, since MLflow params never change."""
+    seeds = _nested(tree, "search.seeds")
+    if isinstance(seeds, list):
+        return len(seeds)
+    if isinstance(seeds, dict) and isinstance(seeds.get("max"), int):  # a race's budget, {start, max}
+        return seeds["max"]
+    return len(json.loads(params["search.seeds"])) if "search.seeds" in params else None
+
+
 def setup_rows(records: list[TrialRecord], *, axes: list[str], parent_params: Mapping[str, str],
                parent_tags: Mapping[str, str], tree: Mapping[str, Any] | None, metric: str, mode: str,
                rank_by: str, runs: Iterable[Any] = (), started: int | None = None,
