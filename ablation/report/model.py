@@ -102,7 +102,8 @@ def label(metric: str) -> str:
     return ("best " if metric.startswith("best_") else "") + words
 
 
-COST_SCALE = {MACS: 1e-9, PARAMS_TOTAL: 1e-6, PARAMS_ADDED: 1e-6, LATENCY_MS: 1.0}  # to the units of `label`
+# To the units of `label`; MACs take theirs from the arms (`mac_unit`).
+COST_SCALE = {PARAMS_TOTAL: 1e-6, PARAMS_ADDED: 1e-6, LATENCY_MS: 1.0}
 
 
 def mac_unit(arms: Iterable[Arm]) -> tuple[str, float]:
