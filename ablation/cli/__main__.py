@@ -1,5 +1,5 @@
 """`python -m ablation.cli`, the `ablate` command without its console script."""
 
-from ablation.cli.main import app
+from ablation.cli.main import command
 
-app()
+command()
