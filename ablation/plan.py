@@ -200,6 +200,8 @@ def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int 
     import torch
     from torch import nn
 
+    from ablation import optim
+    from ablation.core.schema import TrainSpec
     from ablation.models import build_model
 
     before = torch.get_num_threads()
@@ -211,7 +213,8 @@ def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int 
         # Counted on the meta device (and cached): a few times quicker than a counted forward on the CPU.
         macs = static_costs(spec, num_classes=6, image_size=image_size)["macs"]
         model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        # Training's own SGD: torch's imports torch._dynamo on its first step, seconds of a first plan.
+        optimizer = optim.optimizer(model.parameters(), TrainSpec(optimizer="sgd"))
         x, y = torch.randn(batch, 3, image_size, image_size), torch.zeros(batch, dtype=torch.long)
         times: list[float] = []
         began = time.perf_counter()
