@@ -192,7 +192,9 @@ def calibrate(threads: int) -> Speed:
 
 
 def _calibration_key(threads: int) -> str:
-    return f"torch-{torch_version()}/{platform.machine()}/{os.cpu_count()}cpu/{threads}threads"
+    # "/sgd": timed with training's own SGD (ablation.optim). A figure cached without it timed torch's,
+    # which was 25-40% slower on a 2-core machine, so it is timed again rather than read.
+    return f"torch-{torch_version()}/{platform.machine()}/{os.cpu_count()}cpu/{threads}threads/sgd"
 
 
 def _measure(threads: int, *, batch: int = 16, image_size: int = 64, steps: int = 5, budget: float = 10.0) -> Speed:
