@@ -80,14 +80,12 @@ def test_inspect_reproduces_resnet50s_4_1_giga_macs_at_224_pixels():
 def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machine():
     """`ablate inspect` times the model it builds; a study times each model after its trials. The same
     model must come out the same, or the report's latency column and `inspect` tell two stories."""
-    import statistics
-
     from ablation.accounting import arm_latency
     from ablation.core import load_model_and_data
 
     spec, data = load_model_and_data(None, ["model.arch=resnet18", "data.image_size=32"])
     inspected, studied = [], []
-    for _ in range(5):  # interleaved, so a change in load falls on both; five, as one slow round is noise
+    for _ in range(5):  # interleaved, so a change in load falls on both
         figures = json.loads(CliRunner().invoke(app, ["inspect", "--json", "--latency", "--set", "model.arch=resnet18",
                                                       "--set", "data.image_size=32"]).output)
         inspected.append((figures["latency_ms"], figures["latency_under_load"]))
@@ -95,5 +93,7 @@ def test_inspect_and_a_studys_latency_agree_within_ten_percent_on_a_quiet_machin
         studied.append((timed.median_ms, timed.under_load))
     if any(loaded for _, loaded in inspected + studied):
         pytest.skip("other processes kept the CPU busy while timing: latencies are not comparable then")
-    ratio = statistics.median(t for t, _ in inspected) / statistics.median(t for t, _ in studied)
-    assert 0.9 <= ratio <= 1.1, ratio
+    # Each side's quickest round: load only ever adds time, and a VM's neighbours add it unseen by the
+    # check above (medians of five rounds once differed by 19% here, on a machine it called quiet).
+    ratio = min(t for t, _ in inspected) / min(t for t, _ in studied)
+    assert 0.9 <= ratio <= 1.1, (ratio, inspected, studied)
