@@ -18,19 +18,21 @@ demo: $(STAMP)
 	$(BIN)/ablate run search_spaces/quickstart.yaml
 	$(BIN)/ablate report quickstart
 
-# Every test: the fast tier in one process per core, then the slow tier in one process, since its tests
-# each start Ray or train on every core (two at once took each about twice as long) and the memory-kill
-# tests' Ray monitor must see no other test's memory. Both tiers run whatever the first gives.
+# The fast tier: every test that starts no Ray, no MLflow server and no `ablate` process, and trains no
+# real study (tests/conftest.py refuses Ray in it), in one process per core (pytest-xdist): they share nothing
+# but their folders, which are each test's own.
+FAST_TIER := $(BIN)/python -m pytest -q -m "not slow" -n auto
+
+# Every test, and what CI runs: the fast tier, then the slow tier in one process, since its tests each start
+# Ray or train on every core (two at once took each about twice as long) and the memory-kill tests' Ray
+# monitor must see no other test's memory. Both tiers run whatever the first gives.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n auto; fast=$$?; \
+	$(FAST_TIER); fast=$$?; \
 	$(BIN)/python -m pytest -q -m slow; slow=$$?; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
-# The fast tier: every test that starts no Ray, no MLflow server and no `ablate` process, and trains no
-# real study (tests/conftest.py refuses Ray in it), in one process per core (pytest-xdist): they share nothing
-# but their folders, which are each test's own. `make test` runs everything and is what CI runs.
 check: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n auto
+	$(FAST_TIER)
 
 clean:
 	rm -rf $(VENV) ablate_runs
