@@ -23,13 +23,16 @@ demo: $(STAMP)
 # but their folders, which are each test's own.
 FAST_TIER := $(BIN)/python -m pytest -q -m "not slow" -n auto
 
-# Every test, and what CI runs: the fast tier, then the slow tier in one process, since its tests each start
-# Ray or train on every core (two at once took each about twice as long) and the memory-kill tests' Ray
-# monitor must see no other test's memory. Both tiers run whatever the first gives.
+# Every test, and what CI runs: the fast tier, then the slow tier two at a time (each trains or starts Ray,
+# but much of its time is waiting: Ray's start, a killed driver's poll), then the tests marked `alone` one
+# at a time, since Ray's memory monitor or a `ray start` cluster in them would see or catch the others'.
+# All three run whatever the first gives.
+SLOW_TIER := $(BIN)/python -m pytest -q -m "slow and not alone" -n 2 --dist worksteal
 test: $(STAMP)
 	$(FAST_TIER); fast=$$?; \
-	$(BIN)/python -m pytest -q -m slow; slow=$$?; \
-	test $$fast -eq 0 -a $$slow -eq 0
+	$(SLOW_TIER); slow=$$?; \
+	$(BIN)/python -m pytest -q -m alone; alone=$$?; \
+	test $$fast -eq 0 -a $$slow -eq 0 -a $$alone -eq 0
 
 check: $(STAMP)
 	$(FAST_TIER)

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 
-pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+# Real studies under Ray, and alone: a `ray start` cluster here would catch other tests' `ray.init()`.
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def spec_file(tmp_path: Path, placements: list[str], **resources) -> Path:

@@ -28,7 +28,8 @@ from ablation.driver import progress, study
 from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
-pytestmark = pytest.mark.slow  # each test runs real studies under Ray
+# Real studies under Ray, and alone: Ray's memory monitor here must see no other test's memory.
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 # Above what a study here adds to the machine's use (driver, Ray, two trial workers: 2.7 GB at its peak,
