@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+
+from studies import ray_free_for_a_study, write_tiny
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # The models here are tiny; one thread avoids OpenMP spinning against Ray workers or a busy machine.
@@ -69,16 +70,8 @@ def _ray_of_the_session():
 def shared_ray(_ray_of_the_session):
     """For tests that run studies in this process: they share one private Ray. The first `ablate run`
     starts it (as `connect` does, on loopback) and it stays up for the next test, which saves its
-    start and stop, 4-6 s a test. A Ray a test left with work on it (a trial still holding a CPU) is
-    shut down, so the next run starts a fresh one."""
-    import ray
-
-    deadline = time.monotonic() + 5  # a study's actors may take a moment to give their CPUs back
-    while ray.is_initialized() and ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
-        if time.monotonic() > deadline:
-            ray.shutdown()
-            break
-        time.sleep(0.1)
+    start and stop, 4-6 s a test."""
+    ray_free_for_a_study()
     yield
 
 
@@ -105,19 +98,8 @@ def _isolated(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def tiny_spec(tmp_path) -> Path:
-    """Two trials of one epoch on a few dozen 32-px images: the smallest real study."""
-    spec = {
-        "name": "tiny",
-        "model": {"arch": "resnet18", "attention": "identity_cbam", "reduction": 16},
-        "data": {"dataset": "synthetic", "image_size": 32, "train_per_class": 8, "val_per_class": 4,
-                 "test_per_class": 4},
-        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
-        "search": {"method": "grid", "space": {"model.placement": ["none", "layer4"]}, "seeds": [0]},
-        "resources": {"cpu": 1, "gpu": 0},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    """The tiny study's spec (`TINY`), in the test's own folder."""
+    return write_tiny(tmp_path)
 
 
 def free_port() -> int:

@@ -16,17 +16,26 @@ from ablation.explain import (METHODS, Images, TrainedModel, coarse_layer_warnin
                               images_from_path, render)
 from ablation.models import build_model
 from ablation.core import ModelSpec
+from studies import ray_free_for_a_study, write_tiny
 
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def trained(tiny_spec, tmp_path, shared_ray):
-    """Two finished runs (vanilla and layer4) of the tiny study, in their own store."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = runner.invoke(app, ["run", str(tiny_spec), "--tracking-uri", uri, "--storage", str(tmp_path / "runs")])
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, _ray_of_the_session):
+    """Two finished runs (vanilla and layer4) of the tiny study, in their own store, trained once for the
+    tests here: they read the runs and log explanations beside what a study logged, never over it."""
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:  # as `_isolated` does for a test, for the module's study
+        patch.setenv("ABLATE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(folder)
+        ray_free_for_a_study()
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        result = runner.invoke(app, ["run", str(write_tiny(folder)), "--tracking-uri", uri, "--storage",
+                                     str(folder / "runs")])
     assert result.exit_code == 0, result.output
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
@@ -73,13 +82,14 @@ def test_runs_lists_a_studys_trials_and_explain_takes_the_study_arm_and_seed(tra
     table = runner.invoke(app, ["runs", "tiny", "--tracking-uri", uri], terminal_width=80)
     assert all(run_id in table.output for run_id in run_ids) and max(map(len, table.output.splitlines())) <= 80
     layer4 = next(r["run_id"] for r in rows if r["arm"] == "placement=layer4")
+    before = MlflowClient(uri).get_run(layer4).data.metrics
     out = tmp_path / "by_arm"
     result = runner.invoke(app, ["explain", "tiny", "--arm", "placement=layer4", "--seed", "0", "--from-split",
                                  "test", "--n", "1", "--out", str(out), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert "1 image x 1 run" in " ".join(result.output.split())
     assert len(list(out.glob("explain_*.png"))) == 1
-    assert "explain_cue_energy_all" not in MlflowClient(uri).get_run(layer4).data.metrics  # not scored: not logged
+    assert MlflowClient(uri).get_run(layer4).data.metrics == before  # not scored: nothing logged
     for args, says in [(["--arm", "placement=layer9"], "--arm placement=layer9: not a configuration of tiny"),
                        (["--arm", "placement=none", "--seed", "5"], "no run of tiny at seed 5 kept its weights"),
                        (["--seed", "0"], "--seed goes with a study's name and --arm")]:
