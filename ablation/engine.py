@@ -194,8 +194,11 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
     best so far on resuming), before that epoch's test evaluation, so the caller can store them
     while training goes on. `resume` is a checkpoint an earlier `on_epoch` received; training
     continues after its epoch.
-    Returns the final epoch's metrics, which include `test_*` for the best validation epoch.
+    Returns the final epoch's metrics, which include `test_*` for the best validation epoch. The first
+    epoch of each call also reports `setup_time_s`: its data, model and optimizer made ready (and its
+    checkpoint loaded), the part of a trial that is neither training nor evaluation.
     """
+    began = time.perf_counter()
     s = setup(spec, seed, device)
     classes = s.splits.classes
     best: dict[str, Any] = {"epoch": 0, "value": None, "test": {}}
@@ -215,11 +218,13 @@ def fit(spec: StudySpec, seed: int, *, on_epoch: EpochCallback, on_best: BestCal
         start = resume["epoch"] + 1
         if on_best is not None:
             on_best(best_weights, best["epoch"])
+    set_up = {"setup_time_s": time.perf_counter() - began}
 
     metrics: dict[str, float] = {}
     for epoch in range(start, spec.train.epochs + 1):
         began = time.perf_counter()
-        metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
+        metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]} | set_up
+        set_up = {}
         metrics |= train_one_epoch(s, on_batch)
         metrics |= evaluate(s.model, s.splits.val, classes, "val", s.device, precision=s.precision)
         metrics["epoch_time_s"] = time.perf_counter() - began

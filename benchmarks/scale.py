@@ -6,10 +6,16 @@ per trial so two run at once on two cores), over 10 arms, N = 10 and 100 (and 1,
 --thousand), each run as `ablate run` in its own process against a fresh SQLite store. Printed:
 - start-up: from launching `ablate run` to the first trial's MLflow run;
 - per-trial overhead beyond `engine.fit`: each worker's gap between the starts of consecutive trial
-  runs, minus the first one's `engine.fit` (its epoch and test times as it logged them, measured in
-  place under whatever load there was, plus `engine.fit`'s set-up, measured here with two fitting at
-  once) (median and p95), and its ratio to Ray Tune's no-op trial cost (the same gaps, measured for
-  a Tuner of N function trials that only report);
+  runs, minus the first one's `engine.fit` (its set-up, epoch and test times as it logged them, measured
+  in place under whatever load there was) (median and p95), and its ratio to Ray Tune's no-op trial
+  cost (the same gaps, measured for a Tuner of N function trials that only report); beside it,
+  `engine.fit` timed alone, two fitting at once, and the set-up the trials logged;
+- that overhead itemised, from the times MLflow recorded: between one run's end and the next one's
+  start on the worker (Ray Tune handing it the next trial, and the trial reading its checkpoint and the
+  lease before it opens its run), opening the run (its start's write of where it runs and its costs),
+  in the run beyond `engine.fit`'s set-up, epoch and test (asking which weights its arm kept, and keeping
+  them for a trial that does), and closing it (Tune taking its last report, the checkpoint store closed,
+  the system metrics stopped, freed memory given back, the run's end);
 - the overhead at 1,000 trials over that at 100;
 - the driver's peak RSS, a trial worker's peak RSS (as the trial logged it) beside a no-op Tune worker's, and artifact bytes per trial;
 - `ablate report` on the largest study, and `ablate plan search_spaces/placement.yaml`.
@@ -64,6 +70,30 @@ def worker_gaps(starts: dict[str, list[tuple[float, float]]]) -> list[tuple[floa
         runs = sorted(runs)
         gaps += [(b[0] - a[0], a[1]) for a, b in zip(runs, runs[1:])]
     return gaps
+
+
+def run_times(client, run) -> tuple[float, float, float, float, float, bool]:
+    """A trial run's start, the write of its costs (its start's), its last epoch's write, its end (s since
+    the epoch), the set-up, epoch and test time it logged, and whether it kept its weights."""
+    def written(key: str) -> float:
+        return max(m.timestamp for m in client.get_metric_history(run.info.run_id, key)) / 1000
+
+    logged = sum(run.data.metrics.get(key, 0.0) for key in ("epoch_time_s", "test_time_s", "setup_time_s"))
+    return (run.info.start_time / 1000, written("params_total"), written("train_loss"), run.info.end_time / 1000,
+            logged, run.data.tags.get("ablate.model") in ("kept", "superseded"))
+
+
+def overhead_parts(times: dict[str, list[tuple]]) -> dict[str, list[float]]:
+    """Each consecutive pair of trials on a worker, the first's overhead in parts (their sum is its gap
+    less the set-up, epoch and test time it logged)."""
+    parts: dict[str, list[float]] = {"between": [], "opening": [], "in_run": [], "in_run_kept": [], "closing": []}
+    for runs in times.values():
+        for (start, costs, epoch, end, work, kept), following in zip(runs, runs[1:]):
+            parts["between"].append(following[0] - end)
+            parts["opening"].append(costs - start)
+            parts["in_run_kept" if kept else "in_run"].append(epoch - costs - work)
+            parts["closing"].append(end - epoch)
+    return parts
 
 
 class PeakRss:
@@ -144,12 +174,14 @@ def run_ablate(spec_path: Path, tmp: Path, name: str) -> dict:
     worker_rss = [r.data.metrics["worker_peak_rss_mb"] for r in runs if "worker_peak_rss_mb" in r.data.metrics]
     starts: dict[str, list[tuple[float, float]]] = {}
     for r in runs:
-        logged = r.data.metrics.get("epoch_time_s", 0.0) + r.data.metrics.get("test_time_s", 0.0)
+        logged = sum(r.data.metrics.get(key, 0.0) for key in ("epoch_time_s", "test_time_s", "setup_time_s"))
         starts.setdefault(r.data.tags["ablate.pid"], []).append((r.info.start_time / 1000, logged))
+    times = {pid: sorted(run_times(client, r) for r in runs if r.data.tags["ablate.pid"] == pid) for pid in starts}
     artifacts = sum(f.stat().st_size for f in (tmp / name).rglob("*") if f.is_file() and "artifacts" in f.parts)
     return {"uri": uri, "wall": wall, "trials": len(runs), "rss_gib": rss.gib,
             "startup": min(r.info.start_time for r in runs) / 1000 - launched,
-            "gaps": worker_gaps(starts), "artifact_bytes_per_trial": artifacts / len(runs),
+            "gaps": worker_gaps(starts), "parts": overhead_parts(times),
+            "setups": [r.data.metrics["setup_time_s"] for r in runs], "artifact_bytes_per_trial": artifacts / len(runs),
             "worker_rss_mb": worker_rss}
 
 
@@ -199,6 +231,18 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - began
 
 
+PARTS = {"between": "between one run's end and the next one's start (Ray Tune's hand-over, the checkpoint and "
+                    "lease reads)",
+         "opening": "opening the run (where it runs, its costs)",
+         "in_run": "in the run beyond engine.fit's set-up, epoch and test, not keeping weights",
+         "in_run_kept": "the same, keeping its weights",
+         "closing": "closing it (Tune taking the last report, freed memory given back, the run's end)"}
+
+
+def describe_parts(parts: dict[str, float], samples: dict[str, list[float]]) -> str:
+    return "; ".join(f"{PARTS[k]} {v:.0f} ({len(samples[k])} trials)" for k, v in parts.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100])
@@ -223,7 +267,7 @@ def main() -> None:
             path.write_text(yaml.safe_dump(tiny_spec(f"scale-{n}", n)))
             noop = run_noop(n, tmp)
             study = run_ablate(path, tmp, f"scale-{n}")
-            overheads = [gap - work - setup for gap, work in study["gaps"]]
+            overheads = [gap - work for gap, work in study["gaps"]]  # work: set-up, epoch and test as logged
             row = {
                 "trials": study["trials"], "wall_seconds": study["wall"], "startup_seconds": study["startup"],
                 "overhead_ms_median": 1000 * statistics.median(overheads),
@@ -236,6 +280,9 @@ def main() -> None:
                 "worker_rss_mb_max": max(study["worker_rss_mb"]), "noop_worker_rss_mb": noop["worker_rss_mb"],
             }
             row["overhead_over_noop"] = row["overhead_ms_median"] / row["noop_ms_median"]
+            parts = {k: 1000 * statistics.median(v) for k, v in study["parts"].items() if v}
+            row["overhead_parts_ms_median"] = parts
+            row["setup_ms_median"] = 1000 * statistics.median(study["setups"])
             result["sizes"][n] = row
             lines.append(
                 f"{n} trials: {study['wall']:.0f} s in all; start-up to the first trial's run {study['startup']:.1f} s "
@@ -248,6 +295,8 @@ def main() -> None:
                 f"max {row['worker_rss_mb_max']:.0f} MB (target <= 1,000 MB: {met(row['worker_rss_mb_max'] <= 1000)}; "
                 f"Ray's no-op worker {noop['worker_rss_mb']:.0f} MB); "
                 f"artifacts {row['artifact_bytes_per_trial'] / 1e6:.2f} MB per trial")
+            lines.append(f"  its per-trial overhead, medians of each part (ms): {describe_parts(parts, study['parts'])}; "
+                         f"engine.fit's set-up as the trials logged it {row['setup_ms_median']:.0f} ms, not overhead")
             largest = study
         if 100 in result["sizes"] and 1000 in result["sizes"]:
             growth = result["sizes"][1000]["overhead_ms_median"] / result["sizes"][100]["overhead_ms_median"]

@@ -25,6 +25,8 @@ def test_fit_reports_each_epoch_and_tests_the_best_one_at_the_end(spec):
     assert [m["epoch"] for m in epochs] == [1, 2]
     assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_f1_happy"} <= epochs[0].keys()
     assert "test_accuracy" not in epochs[0]
+    # Its set-up is reported once, with the first epoch: logged as a metric, a step of its own would mislead.
+    assert epochs[0]["setup_time_s"] > 0 and "setup_time_s" not in epochs[1]
     assert final is epochs[-1] and 0 <= final["test_accuracy"] <= 1 and final["best_epoch"] in (1, 2)
     assert final["best_val_macro_f1"] == max(m["val_macro_f1"] for m in epochs)
 
