@@ -7,11 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test check install clean
 
+# torch from PyPI carries CUDA, whose libraries every process that imports torch maps and sets up even
+# without a GPU: 277 MB more per process than torch's CPU build (docs/benchmarks.md). On a machine
+# without one, `make clean install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` takes the CPU
+# build (the lock's torch==2.14.1 is satisfied by 2.14.1+cpu), as the Docker image's build argument does.
+TORCH_INDEX_URL ?=
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		$(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
