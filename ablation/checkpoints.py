@@ -95,6 +95,21 @@ class Background:
         self._writer.shutdown()
 
 
+def remove_partial_writes(folder: str) -> list[str]:
+    """Delete the half-written checkpoints (`*.partial`) in `folder` (a path or URI) and return them. A
+    trial killed in the middle of a write (its study halted or interrupted, its worker or driver killed)
+    leaves one that nothing will read or finish, holding the room it took. Call it only while no trial
+    of the study runs: the study's driver, once its trials have stopped or before they start."""
+    fs, path = pafs.FileSystem.from_uri(folder)
+    removed = []
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.path.endswith(".partial"):
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_file(info.path)
+                removed.append(info.path)
+    return removed
+
+
 class CheckpointStore:
     """The checkpoint at `location` (`<folder or URI>/<name>.pt`): saved in the background, so a
     `save` that returns means the previous one is safely stored."""

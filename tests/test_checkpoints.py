@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ablation.checkpoints import CheckpointStore
+from ablation.checkpoints import CheckpointStore, remove_partial_writes
 
 
 def test_a_checkpoint_is_the_state_at_save_even_if_training_changes_it_while_it_is_written(tmp_path):
@@ -95,3 +95,17 @@ def test_the_writer_holds_one_copy_of_the_state_the_next_save_waits_for_the_last
     second.join()
     store.close()
     assert copies == [0, 0] and store.load()["epoch"] == 2
+
+
+def test_the_halves_of_writes_a_killed_trial_left_are_removed_and_its_checkpoints_kept(tmp_path):
+    """A trial killed mid-write (its study halted for a full disk, its worker killed) leaves `<id>.pt.partial`,
+    which nothing reads or finishes; the driver removes such halves once no trial runs."""
+    folder = tmp_path / "checkpoints"
+    store = CheckpointStore(str(folder / "kept.pt"))
+    store.save({"epoch": 1, "model": {"w": torch.ones(3)}})
+    store.close()
+    (folder / "killed.pt.partial").write_bytes(b"half a checkpoint")
+    assert remove_partial_writes(str(folder)) == [str(folder / "killed.pt.partial")]
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.pt"]
+    assert CheckpointStore(str(folder / "kept.pt")).load()["epoch"] == 1
+    assert remove_partial_writes(str(tmp_path / "never-made")) == []  # a study that wrote none has no folder

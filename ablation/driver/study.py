@@ -34,6 +34,7 @@ from ablation.driver.memory_fit import memory_to_ask
 from ablation.driver.halts import Halts
 from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
+from ablation.checkpoints import remove_partial_writes
 from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
 from ablation.driver.progress import NoView, ProgressCallback, ViewFactory
@@ -41,8 +42,8 @@ from ablation.driver.relay import BatchRelay
 from ablation.driver.race import RaceSearcher
 from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
-from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_store, trainable, trial_name, trial_of,
-                        tune_trial_id)
+from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_folder, checkpoint_store, trainable,
+                                       trial_name, trial_of, tune_trial_id)
 
 
 def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
@@ -240,6 +241,8 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         if not pending and not samples and not spec.search.race:
             parent.finish()
             return study, outcome
+        with contextlib.suppress(OSError):  # a driver killed mid-write left its trials' halves
+            remove_partial_writes(checkpoint_folder(folder))
         quiet_tune()
         connect(address)
         check_resources(spec, memory_mb=memory)
@@ -351,6 +354,9 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     finally:
         with contextlib.suppress(Exception):  # it may be dead already
             ray.kill(relay)
+        # A trial stopped mid-write (the study halted, say, for a full disk) left its half; none runs now.
+        with contextlib.suppress(OSError):
+            remove_partial_writes(checkpoint_folder(outcome.storage))
     halts.check(parent, outcome)
     outcome.memory_kills = dict(kills.killed)
     early = spec.search.scheduler != "fifo"

@@ -168,8 +168,12 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     return tracking.ModelKept.KEPT
 
 
+def checkpoint_folder(storage: str) -> str:
+    return f"{storage}/checkpoints"
+
+
 def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:
-    return CheckpointStore(f"{storage}/checkpoints/{trial_id}.pt")
+    return CheckpointStore(f"{checkpoint_folder(storage)}/{trial_id}.pt")
 
 
 def trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
