@@ -88,6 +88,7 @@ def overhead_parts(times: dict[str, list[tuple]]) -> dict[str, list[float]]:
     less the set-up, epoch and test time it logged)."""
     parts: dict[str, list[float]] = {"between": [], "opening": [], "in_run": [], "in_run_kept": [], "closing": []}
     for runs in times.values():
+        runs = sorted(runs)
         for (start, costs, epoch, end, work, kept), following in zip(runs, runs[1:]):
             parts["between"].append(following[0] - end)
             parts["opening"].append(costs - start)
@@ -172,11 +173,10 @@ def run_ablate(spec_path: Path, tmp: Path, name: str) -> dict:
     # The high-water mark of the worker a trial ran in, as the trial logged it; with reused actors it
     # covers the trials that worker ran before.
     worker_rss = [r.data.metrics["worker_peak_rss_mb"] for r in runs if "worker_peak_rss_mb" in r.data.metrics]
-    starts: dict[str, list[tuple[float, float]]] = {}
+    times: dict[str, list[tuple]] = {}  # each worker's trials, by their start
     for r in runs:
-        logged = sum(r.data.metrics.get(key, 0.0) for key in ("epoch_time_s", "test_time_s", "setup_time_s"))
-        starts.setdefault(r.data.tags["ablate.pid"], []).append((r.info.start_time / 1000, logged))
-    times = {pid: sorted(run_times(client, r) for r in runs if r.data.tags["ablate.pid"] == pid) for pid in starts}
+        times.setdefault(r.data.tags["ablate.pid"], []).append(run_times(client, r))
+    starts = {pid: [(t[0], t[4]) for t in sorted(ts)] for pid, ts in times.items()}
     artifacts = sum(f.stat().st_size for f in (tmp / name).rglob("*") if f.is_file() and "artifacts" in f.parts)
     return {"uri": uri, "wall": wall, "trials": len(runs), "rss_gib": rss.gib,
             "startup": min(r.info.start_time for r in runs) / 1000 - launched,

@@ -241,8 +241,6 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         if not pending and not samples and not spec.search.race:
             parent.finish()
             return study, outcome
-        with contextlib.suppress(OSError):  # a driver killed mid-write left its trials' halves
-            remove_partial_writes(checkpoint_folder(folder))
         quiet_tune()
         connect(address)
         check_resources(spec, memory_mb=memory)
@@ -354,7 +352,8 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     finally:
         with contextlib.suppress(Exception):  # it may be dead already
             ray.kill(relay)
-        # A trial stopped mid-write (the study halted, say, for a full disk) left its half; none runs now.
+        # A trial stopped mid-write (the study halted for a full disk, or an earlier driver was killed) left
+        # its half; none runs now. A trial that overwrites a half before this simply finishes its write.
         with contextlib.suppress(OSError):
             remove_partial_writes(checkpoint_folder(outcome.storage))
     halts.check(parent, outcome)
