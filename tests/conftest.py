@@ -20,8 +20,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts Ray, an MLflow server or an `ablate` process, or trains a "
                                        "real study; `make check` runs the others (pytest -m 'not slow')")
     config.addinivalue_line("markers", "alone: a slow test that needs the machine to itself: its Ray's memory "
-                                       "monitor would see other tests' memory, or the cluster `ray start` leaves "
-                                       "would catch their `ray.init`; `make test` runs these one at a time, last")
+                                       "monitor would see other tests' memory; `make test` runs these one at a "
+                                       "time, last")
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from ablation.cli.main import app
 
-# Real studies under Ray, and alone: a `ray start` cluster here would catch other tests' `ray.init()`.
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# Real studies under Ray. They run beside other tests: a cluster here writes its address where a bare
+# `ray.init()` would find and join it, and neither the driver (`address="local"`) nor these tests call one.
+pytestmark = pytest.mark.slow
 
 
 def spec_file(tmp_path: Path, placements: list[str], **resources) -> Path:
@@ -40,7 +41,8 @@ def trial_tags(uri: str) -> list[dict[str, str]]:
 
 
 def test_two_half_gpu_trials_share_one_device_and_train_on_the_cpu_without_cuda(tmp_path, own_ray):
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")  # a GPU in name only
+    # A GPU in name only.
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         result = CliRunner().invoke(app, ["run", str(spec_file(tmp_path, ["none", "layer4"], gpu=0.5)),
@@ -54,7 +56,7 @@ def test_two_half_gpu_trials_share_one_device_and_train_on_the_cpu_without_cuda(
 
 
 def test_a_trial_asking_for_more_gpus_than_the_cluster_has_is_refused_before_anything_runs(tmp_path, own_ray):
-    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         result = CliRunner().invoke(app, ["run", str(spec_file(tmp_path, ["none"], gpu=2)), "--tracking-uri",
                                           f"sqlite:///{tmp_path / 'mlflow.db'}"])
