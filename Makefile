@@ -30,8 +30,8 @@ demo: $(STAMP)
 # but their folders, which are each test's own.
 FAST_TIER := $(BIN)/python -m pytest -q -m "not slow" -n auto
 
-# Every test, and what CI runs: the fast tier, then the slow tier two at a time (each trains or starts Ray,
-# but much of its time is waiting: Ray's start, a killed driver's poll), then the tests marked `alone` one
+# Every test, and what CI runs: the fast tier, then the slow tier two at a time (one such test keeps the two
+# cores 58-69% busy, two keep them 92-94% busy: docs/benchmarks.md), then the tests marked `alone` one
 # at a time, since Ray's memory monitor in them (tests/test_memory_kill.py) would see the others' memory.
 # All three run whatever the first gives.
 SLOW_TIER := $(BIN)/python -m pytest -q -m "slow and not alone" -n 2 --dist worksteal

@@ -36,8 +36,9 @@ ABLATE = [sys.executable, "-m", "ablation.cli"]
 # measured), so only the worker that allocates crosses it; others' use may grow by ~3.8 GB meanwhile.
 MARGIN = 6.5 * 2**30
 
-# Imported by every Python process Ray starts (PYTHONPATH): a trial worker (one importing ablation.engine)
-# allocates until killed, the first to claim the flag file only. Allocating `b"\1" * n` touches each page
+# Imported by every Python process Ray starts (PYTHONPATH): a trial worker (one importing MLflow to open its
+# trial's run, or ablation.engine to wait for its checkpoint) allocates until killed, the first to claim the
+# flag file only. Allocating `b"\1" * n` touches each page
 # and holds the GIL throughout, so the trial stalls where it is until Ray's monitor kills it.
 HOG = '''
 import os, sys, threading, time
