@@ -28,8 +28,8 @@ from ablation.driver import progress, study
 from ablation.cli.main import app
 from mlflow_runs import epochs_logged, trial_runs
 
-# Real studies under Ray, and alone: Ray's memory monitor here must see no other test's memory.
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# Real studies under Ray. The tests that kill by memory run alone: Ray's memory monitor, and the size of the
+# hog, go by the whole machine's memory, so another test's trials would be in their sights. The others share it.
 
 ABLATE = [sys.executable, "-m", "ablation.cli"]
 # Above what a study here adds to the machine's use (driver, Ray, two trial workers: 2.7 GB at its peak,
@@ -127,6 +127,8 @@ def ablate(*args: str, env: dict[str, str] | None = None, cgroup: Path | None = 
 
 
 
+@pytest.mark.slow
+@pytest.mark.alone  # kills by memory
 def test_a_trial_killed_for_memory_in_its_start_up_fails_alone_in_one_line_and_resume_finishes_it(tmp_path,
                                                                                                      own_ray):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
@@ -158,6 +160,8 @@ def test_a_trial_killed_for_memory_in_its_start_up_fails_alone_in_one_line_and_r
     assert all(r.data.tags["ablate.last_failure"] == "oom" for r in runs if r.info.run_id in killed)
 
 
+@pytest.mark.slow
+@pytest.mark.alone  # kills by memory
 def test_a_trial_killed_for_memory_mid_training_is_retried_from_its_checkpoint(tmp_path, own_ray):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
     path = spec_file(tmp_path, "oom_retry", epochs=3, placements=["layer4"], max_failures=2, per_class=24)
@@ -194,6 +198,8 @@ def memory_cgroup():
     group.rmdir()
 
 
+@pytest.mark.slow
+@pytest.mark.alone  # kills by memory
 def test_a_trial_the_kernels_oom_killer_kills_is_recorded_as_oom_and_retried_from_its_checkpoint(
         tmp_path, memory_cgroup, own_ray):
     """Before, a worker the kernel killed (Ray's monitor off, or too slow) was tagged `lost_worker`, as if its
@@ -217,6 +223,7 @@ def test_a_trial_the_kernels_oom_killer_kills_is_recorded_as_oom_and_retried_fro
     assert epochs_logged(uri, run) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, own_ray):
     started = progress.ProgressCallback.on_trial_start
 
@@ -234,6 +241,7 @@ def test_a_dead_relay_actor_only_stops_the_batch_counts(tmp_path, monkeypatch, o
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_ray_failing_mid_study_is_one_line_with_the_resume_command_and_exit_3(tmp_path, monkeypatch, own_ray):
     class Failing:  # Tune raising out of fit, as it did for a memory kill before Ray's error was handled
         def fit(self):
