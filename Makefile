@@ -33,8 +33,8 @@ FAST_TIER := $(BIN)/python -m pytest -q -m "not slow" -n auto
 # Every test, and what CI runs: the fast tier, then the slow tier two at a time (one such test keeps the two
 # cores 58-69% busy, two keep them 92-94% busy: docs/benchmarks.md), then the tests marked `alone` one
 # at a time, since Ray's memory monitor in them (tests/test_memory_kill.py) would see the others' memory.
-# All three run whatever the first gives.
-SLOW_TIER := $(BIN)/python -m pytest -q -m "slow and not alone" -n 2 --dist worksteal
+# All three run whatever the first gives. The slow tier names its ten slowest tests (the README's table).
+SLOW_TIER := $(BIN)/python -m pytest -q -m "slow and not alone" -n 2 --dist worksteal --durations=10
 test: $(STAMP)
 	$(FAST_TIER); fast=$$?; \
 	$(SLOW_TIER); slow=$$?; \

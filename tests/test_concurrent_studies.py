@@ -157,7 +157,8 @@ def test_a_driver_suspended_past_the_ttl_finds_its_study_taken_over_and_stops_wr
     trial's run held each epoch twice; now the first stops, exit 4, naming the new holder."""
     url, _ = mlflow_server
     path = one_trial_spec(tmp_path, "frozen", train_per_class=40, epochs=3)
-    env = os.environ | {"ABLATE_LEASE_TTL": "4"}
+    ttl = 4.0
+    env = os.environ | {"ABLATE_LEASE_TTL": str(ttl)}
     folder = tmp_path / "runs" / "frozen"
     first = subprocess.Popen([*ABLATE, "run", str(path), "--tracking-uri", url, "--storage", str(tmp_path / "runs")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -174,6 +175,9 @@ def test_a_driver_suspended_past_the_ttl_finds_its_study_taken_over_and_stops_wr
             run.info.run_id, "train_loss"), 180)
         assert first.poll() is None, first.communicate()[0]
         first.send_signal(signal.SIGSTOP)
+        # Past the ttl since its last heartbeat, which came before the stop. (Waiting on the second driver's
+        # start-up instead failed on a quick machine: it read the lease within 4 s and, rightly, refused.)
+        time.sleep(ttl + 1)
         second = subprocess.run([*ABLATE, "resume", str(folder)], capture_output=True, text=True, env=env,
                                 timeout=300)
         first.send_signal(signal.SIGCONT)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
@@ -413,3 +414,5 @@ def test_a_study_run_shows_its_system_metrics_provenance_dataset_and_outcome_and
         history = client.get_metric_history(trial.info.run_id, "system/cpu_utilization_percentage")
         assert history, trial.info.run_name
         assert trial.data.tags["ablate.cpu"] == parent.data.tags["ablate.cpu"]
+        # The kernels' instruction set, which the last digits of its scores depend on, as torch chose it.
+        assert trial.data.tags["ablate.cpu_kernels"] == torch.backends.cpu.get_cpu_capability()

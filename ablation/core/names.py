@@ -63,6 +63,9 @@ class Tag(StrEnum):
     COMMAND = "ablate.command"  # the command line that ran the study
     HOST = "ablate.host"
     CPU = "ablate.cpu"
+    # A trial's: the instruction set torch's CPU kernels were chosen for (AVX512, AVX2, ...). Results differ in
+    # their last digits between levels, so two runs agree to the last digit only on the same one.
+    CPU_KERNELS = "ablate.cpu_kernels"
     GPU = "ablate.gpu"
     # A study's parent run, once its trials are done: the best configuration by the study's metric.
     BEST = "ablate.best"

@@ -119,7 +119,8 @@ def _start(opened: tracking.TrialRun, trial: Trial, resume: dict[str, Any] | Non
     opened.start(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid(), device=device, gpu_ids=gpus,
                  resumed_from_epoch=resume["epoch"] if resume else 0,
                  costs={} if costed else model_costs(trial.spec),
-                 gpu_name=torch.cuda.get_device_name(torch.device(device)) if device == "cuda" else "")
+                 gpu_name=torch.cuda.get_device_name(torch.device(device)) if device == "cuda" else "",
+                 cpu_kernels=torch.backends.cpu.get_cpu_capability())
     return device
 
 

@@ -137,11 +137,14 @@ def study_provenance(argv: Sequence[str] = (), spec: Path | None = None, folder:
         Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model(), Tag.GPU: _gpu_models()}
 
 
-def machine_tags(gpu: str = "") -> dict[str, str]:
+def machine_tags(gpu: str = "", cpu_kernels: str = "") -> dict[str, str]:
     """A trial's own host, CPU and GPU and its library versions (a cluster's nodes may differ from the
     driver's), known without a write or a read: cached per process. `gpu`: the device's name if the trial
-    runs on one (the trial asks torch; tracking imports no torch)."""
+    runs on one; `cpu_kernels`: the instruction set torch's CPU kernels use (the trial asks torch for both;
+    tracking imports no torch)."""
     tags = versions() | {Tag.HOST: socket.gethostname(), Tag.CPU: cpu_model()}
     if gpu:
         tags[Tag.GPU] = gpu
+    if cpu_kernels:
+        tags[Tag.CPU_KERNELS] = cpu_kernels
     return tags

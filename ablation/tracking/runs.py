@@ -183,12 +183,14 @@ class TrialRun:
     _monitor: Any = field(default=None, repr=False)  # sampling the system metrics, from `start`
 
     def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int,
-              costs: Mapping[str, float] = {}, gpu_name: str = "") -> None:
-        """Record where this attempt runs (node, device, and the machine's host, CPU and GPU models), which
-        attempt it is, and that the one before was lost; and a new run's params and its model's `costs`,
-        all in one write. Then sample the system metrics (`watch_system`) until `stop_system_metrics`."""
+              costs: Mapping[str, float] = {}, gpu_name: str = "", cpu_kernels: str = "") -> None:
+        """Record where this attempt runs (node, device, the machine's host, CPU and GPU models, and the
+        instruction set torch's CPU kernels use), which attempt it is, and that the one before was lost; and
+        a new run's params and its model's `costs`, all in one write. Then sample the system metrics
+        (`watch_system`) until `stop_system_metrics`."""
         tags = {Tag.NODE_ID: node_id, Tag.PID: pid, Tag.DEVICE: device, Tag.GPU_IDS: ",".join(map(str, gpu_ids)),
-                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch} | machine_tags(gpu_name)
+                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch}
+        tags |= machine_tags(gpu_name, cpu_kernels)
         if self.lost:
             tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
         self.fence()
