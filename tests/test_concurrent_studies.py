@@ -100,7 +100,8 @@ def test_drivers_that_create_a_new_store_at_the_same_moment_all_succeed(tmp_path
     start = time.time() + 4  # every process has imported MLflow by then
     creators = [subprocess.Popen([sys.executable, "-c", CREATE, uri, str(start), f"study{i}"],
                                  stderr=subprocess.PIPE, text=True) for i in range(4)]
-    failures = [c.communicate(timeout=120)[1] for c in creators if c.wait(timeout=120)]
+    errors = [c.communicate(timeout=120)[1] for c in creators]  # each read to its end, so each pipe is closed
+    failures = [error for c, error in zip(creators, errors) if c.returncode]
     assert not failures, failures[0]
     assert {e.name for e in MlflowClient(uri).search_experiments()} >= {f"study{i}" for i in range(4)}
 
@@ -117,37 +118,38 @@ with hold_study(sys.argv[1], "shared", ttl=float(sys.argv[2])):
 def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_the_moment_it_dies(mlflow_server):
     url, _ = mlflow_server
     ttl = 3.0
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, url, str(ttl)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        time.sleep(2 * ttl)  # well past one ttl: only its heartbeat keeps the lease
-        with pytest.raises(StudyBusy, match=f"pid {holder.pid} on {socket.gethostname()}"):
-            with hold_study(url, "shared", ttl=ttl):
+    # As a context, so its pipe is closed: one left to the garbage collector fails whichever test it runs in.
+    with subprocess.Popen([sys.executable, "-c", HOLD, url, str(ttl)], stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            time.sleep(2 * ttl)  # well past one ttl: only its heartbeat keeps the lease
+            with pytest.raises(StudyBusy, match=f"pid {holder.pid} on {socket.gethostname()}"):
+                with hold_study(url, "shared", ttl=ttl):
+                    pass
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
+            # On the machine it ran on, a dead holder is seen at once: no heartbeat to wait out, however long
+            # the lease's ttl (a holder elsewhere lapses with its heartbeat: tests/test_lease.py).
+            with hold_study(url, "shared", ttl=600):
                 pass
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
-        # On the machine it ran on, a dead holder is seen at once: no heartbeat to wait out, however long
-        # the lease's ttl (a holder elsewhere lapses with its heartbeat: tests/test_lease.py).
-        with hold_study(url, "shared", ttl=600):
-            pass
-    finally:
-        holder.kill()
+        finally:
+            holder.kill()
 
 
 def test_a_local_lease_is_free_the_moment_its_holder_is_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, uri, "30"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(StudyBusy, match=f"pid {holder.pid}"):
-            with hold_study(uri, "shared"):
+    with subprocess.Popen([sys.executable, "-c", HOLD, uri, "30"], stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(StudyBusy, match=f"pid {holder.pid}"):
+                with hold_study(uri, "shared"):
+                    pass
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
+            with hold_study(uri, "shared"):  # no waiting for a heartbeat to lapse
                 pass
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
-        with hold_study(uri, "shared"):  # no waiting for a heartbeat to lapse
-            pass
-    finally:
-        holder.kill()
+        finally:
+            holder.kill()
 
 
 def test_a_driver_suspended_past_the_ttl_finds_its_study_taken_over_and_stops_writing_nothing(tmp_path, own_ray,
