@@ -118,7 +118,8 @@ with hold_study(sys.argv[1], "shared", ttl=float(sys.argv[2])):
 def test_a_server_lease_holds_while_its_driver_lives_and_is_taken_over_the_moment_it_dies(mlflow_server):
     url, _ = mlflow_server
     ttl = 3.0
-    # As a context, so its pipe is closed: one left to the garbage collector fails whichever test it runs in.
+    # As a context, so its pipe is closed: one left to the garbage collector warns in whichever test is running
+    # then, and fails it if that test fails on any warning (tests/test_explain.py's figure test did).
     with subprocess.Popen([sys.executable, "-c", HOLD, url, str(ttl)], stdout=subprocess.PIPE, text=True) as holder:
         try:
             assert holder.stdout.readline().strip() == "held"

@@ -181,7 +181,7 @@ class LockedStore:
         if self.holder.poll() is None:
             self.holder.stdin.close()
             self.holder.wait(timeout=30)
-        self.holder.stdout.close()  # one left to the garbage collector fails whichever test it runs in
+        self.holder.stdout.close()  # one left to the garbage collector warns in whichever test is running then
 
     def experiments(self) -> list[str]:
         return sorted(e.name for e in MlflowClient(f"sqlite:///{self.db}").search_experiments())
