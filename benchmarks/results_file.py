@@ -4,7 +4,6 @@ with the commit and the machine that made them."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ def made_on() -> dict[str, str]:
     """The checkout's commit (with `-dirty` if it has changes) and the machine: its CPU and the instruction
     set torch's CPU kernels were chosen for, which figures of one commit differ by between machines, in
     speed and in the last digits of their scores."""
-    from ablation.tracking.provenance import cpu_model
+    from ablation.core.names import Tag
+    from ablation.tracking.provenance import cpu_model, git_tags
 
-    root = RESULTS.parents[1]
-    commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    git = git_tags(RESULTS.parents[1])  # as a study's parent run records its checkout
+    commit = git.get(Tag.GIT_COMMIT, "unknown")[:7] + ("-dirty" if git.get(Tag.GIT_DIRTY) == "true" else "")
     try:
         import torch
 

@@ -155,17 +155,15 @@ def fit_setup_seconds(spec_path: Path, repeats: int = 12) -> tuple[float, float]
 
 
 def count_models(spec_path: Path) -> float:
-    """Count each arm's model as a study's first run does before Ray starts (`memory_fit`), cached on disk per
-    model after; returns the seconds it took. Done before the timed studies, so that each size times the
-    start-up of a study whose arms were counted, not the first one's counting."""
+    """Count each arm's model as a study's first run does before Ray starts (`memory_fit.trial_memory`, with
+    no earlier run to read), cached on disk per model after; returns the seconds it took. Done before the
+    timed studies, so that each size times the start-up of a study whose arms were counted, not the first
+    one's counting."""
     import ablation
-    from ablation.accounting import static_costs
-    from ablation.data import classes_of
+    from ablation.driver.memory_fit import trial_memory
 
     began = time.perf_counter()
-    for trial in {t.arm: t for t in ablation.load_study(spec_path).trials}.values():
-        s = trial.spec
-        static_costs(s.model, num_classes=len(classes_of(s.data)), image_size=s.data.image_size)
+    trial_memory(ablation.load_study(spec_path), uri="", found=None)
     return time.perf_counter() - began
 
 
@@ -190,24 +188,21 @@ def run_ablate(spec_path: Path, tmp: Path, name: str) -> dict:
     # The high-water mark of the worker a trial ran in, as the trial logged it; with reused actors it
     # covers the trials that worker ran before.
     worker_rss = [r.data.metrics["worker_peak_rss_mb"] for r in runs if "worker_peak_rss_mb" in r.data.metrics]
+    times: dict[str, list[tuple]] = {}  # each worker's trials, by their start
     # Each worker's first trial apart: a reused worker's peak rises over its first few trials (glibc's
     # dynamic mmap threshold, docs/benchmarks.md), so the first is what one trial alone needs.
-    firsts: dict[str, tuple[int, float]] = {}
-    for r in runs:
-        if "worker_peak_rss_mb" in r.data.metrics:
-            pid = r.data.tags["ablate.pid"]
-            firsts[pid] = min(firsts.get(pid, (r.info.start_time, 0.0)),
-                              (r.info.start_time, r.data.metrics["worker_peak_rss_mb"]))
-    times: dict[str, list[tuple]] = {}  # each worker's trials, by their start
-    for r in runs:
+    firsts: dict[str, float] = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
         times.setdefault(r.data.tags["ablate.pid"], []).append(run_times(client, r))
+        if "worker_peak_rss_mb" in r.data.metrics:
+            firsts.setdefault(r.data.tags["ablate.pid"], r.data.metrics["worker_peak_rss_mb"])
     starts = {pid: [(t[0], t[4]) for t in sorted(ts)] for pid, ts in times.items()}
     artifacts = sum(f.stat().st_size for f in (tmp / name).rglob("*") if f.is_file() and "artifacts" in f.parts)
     return {"uri": uri, "wall": wall, "trials": len(runs), "rss_gib": rss.gib,
             "startup": min(r.info.start_time for r in runs) / 1000 - launched,
             "gaps": worker_gaps(starts), "parts": overhead_parts(times),
             "setups": [r.data.metrics["setup_time_s"] for r in runs], "artifact_bytes_per_trial": artifacts / len(runs),
-            "worker_rss_mb": worker_rss, "first_trial_rss_mb": [peak for _, peak in firsts.values()]}
+            "worker_rss_mb": worker_rss, "first_trial_rss_mb": list(firsts.values())}
 
 
 NOOP = """
