@@ -89,6 +89,23 @@ def test_a_study_on_a_two_node_cluster_lands_on_both_nodes_and_logs_through_the_
     assert list(served.rglob("spec.yaml"))  # the study's artifacts went through the server
 
 
+def test_a_job_on_a_cluster_imports_ablate_from_the_package_it_ships(own_ray):
+    """A cluster's workers need ablate's dependencies, not ablate: the driver ships the `ablation` package
+    with its job, and the workers import it from there before any installed copy."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    script = ("import sys, ray\nfrom ablation.driver import cluster\ncluster.connect(sys.argv[1])\n"
+              "print(ray.get(ray.remote(lambda: __import__('ablation').__file__).remote()))")
+    try:
+        driver = subprocess.run([sys.executable, "-c", script, cluster.address], capture_output=True, text=True,
+                                timeout=120, env=os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    finally:
+        cluster.shutdown()
+    assert driver.returncode == 0, driver.stdout + driver.stderr
+    imported = Path(driver.stdout.split()[-1])
+    assert imported.parts[-2:] == ("ablation", "__init__.py") and "runtime_resources" in imported.parts
+
+
 def test_a_cluster_study_refuses_a_local_sqlite_store_before_starting(tmp_path):
     result = CliRunner().invoke(app, ["run", str(spec_file(tmp_path, ["none"])), "--address", "127.0.0.1:1",
                                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])

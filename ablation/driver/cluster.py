@@ -28,6 +28,12 @@ class ResourceError(ValueError):
 RAY_ERRORS = "ablation.driver.ray"  # the logger the raylet's error messages go to (`--verbose` shows them)
 
 
+def package_folder() -> Path:
+    """The folder of the `ablation` package, which a cluster job ships to its workers (this file's is
+    `ablation/driver`: shipping that one had left workers without ablate)."""
+    return Path(__file__).resolve().parents[1]
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at `address`, or start a private Ray on this machine, on loopback only."""
     if ray.is_initialized():  # a caller (a notebook, the tests) already chose the cluster
@@ -37,15 +43,16 @@ def connect(address: str | None) -> None:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if address:
         # The package travels with the job, so workers need only its dependencies (the image), not ablate.
-        package = Path(__file__).resolve().parent
         # A cluster on this machine's loopback (`ray start --head --node-ip-address 127.0.0.1`) must be
         # joined from loopback too, or Ray looks for it at the machine's outward address.
         local = address.split(":")[0] in ("127.0.0.1", "localhost")
-        ray.init(address=address, runtime_env={"py_modules": [str(package)]},
+        ray.init(address=address, runtime_env={"py_modules": [str(package_folder())]},
                  **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         _sigterm_as_ctrl_c()
         return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    # Ray runs its own processes on the jemalloc it ships; its trial workers too, so (`worker_memory`).
+    os.environ.setdefault("RAY_LD_PRELOAD_ON_WORKERS", "1")
     with _loopback_only():
         ray.init(
             # "local": a new private Ray even when `ray start` left one running on this machine, which

@@ -20,7 +20,7 @@ from ablation import engine, tracking
 from ablation.checkpoints import CheckpointStore, save_model
 from ablation.data import classes_of
 from ablation.driver import halts
-from ablation.driver.worker_memory import peak_rss_mb, release_freed_memory
+from ablation.driver.worker_memory import keep_freed_memory, peak_rss_mb, release_freed_memory
 from ablation.driver.prepare import model_costs
 from ablation.core import StudySpec, Trial, label
 from ablation.driver.state import StudyContext
@@ -61,6 +61,7 @@ def _trial(config: dict[str, Any], context: StudyContext, relay: ray.actor.Actor
     trial = trial_of(study, config)
     # Ray sets OMP_NUM_THREADS for the worker, but torch was imported before it could apply.
     torch.set_num_threads(max(1, int(study.resources.cpu)))
+    keep_freed_memory()  # until the trial ends (`release_freed_memory`)
     store = checkpoint_store(context.storage, trial.id)
     resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
     fence = tracking.lease_check(context.tracking_uri, context.experiment_id, study.name, context.lease_token,
