@@ -19,6 +19,7 @@ from ablation import tracking
 
 from ablation.stats import racing
 from ablation.core import Study, Trial
+from ablation.driver.trainable import listed_config
 
 # Per arm, for the live view: (arm, seeds finished, seeds running, state).
 RaceRows = list[tuple[str, int, int, str]]
@@ -111,7 +112,7 @@ class RaceSearcher(Searcher):
         self.started.append(trial)
         if self.on_change:
             self.on_change(self.rows(), len(self.started), self.most())
-        return {"trial": {"id": trial.id, "name": trial.name, "arm": trial.arm, "overrides": trial.overrides}}
+        return listed_config(trial)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         arm_seed = self.running.pop(trial_id, None)

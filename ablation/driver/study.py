@@ -39,6 +39,7 @@ from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
 from ablation.driver.progress import NoView, ProgressCallback, ViewFactory
 from ablation.driver.relay import BatchRelay
+from ablation.driver.listed import ListedTrials
 from ablation.driver.race import RaceSearcher
 from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
@@ -60,10 +61,9 @@ def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]]
         settings["scheduler"] = tune.schedulers.HyperBandScheduler(
             time_attr=STEP_KEY, max_t=spec.train.epochs, reduction_factor=s.reduction_factor)
     if s.method == "grid":
-        space = {"trial": tune.grid_search([{"id": t.id, "name": t.name, "arm": t.arm, "overrides": t.overrides}
-                                            for t in pending])}
-        settings |= {"trial_name_creator": tune_trial_id, "trial_dirname_creator": tune_trial_id}
-        return space, settings
+        settings |= {"search_alg": ListedTrials(pending), "num_samples": -1, "trial_name_creator": tune_trial_id,
+                     "trial_dirname_creator": tune_trial_id}
+        return {}, settings
     space = {"axes": {key: tune.choice([json.dumps(v) for v in values]) for key, values in s.space.items()},
              "seed": tune.choice(s.seeds)}
     settings["num_samples"] = s.num_samples if samples is None else samples

@@ -178,6 +178,11 @@ def checkpoint_store(storage: str, trial_id: str) -> CheckpointStore:
     return CheckpointStore(f"{checkpoint_folder(storage)}/{trial_id}.pt")
 
 
+def listed_config(trial: Trial) -> dict[str, Any]:
+    """The Tune config of a trial the driver lists (a grid's, a race's): `trial_of` reads it back."""
+    return {"trial": {"id": trial.id, "name": trial.name, "arm": trial.arm, "overrides": trial.overrides}}
+
+
 def trial_of(study: StudySpec, config: dict[str, Any]) -> Trial:
     """The spec trial a Tune config stands for: listed by the driver (grid), or drawn by a searcher,
     whose values are JSON strings so every searcher's categorical choices accept them."""
