@@ -39,7 +39,7 @@ from ablation.models import check_weights
 from ablation.driver.prepare import costs_key, latencies, prepare_data
 from ablation.driver.progress import NoView, ProgressCallback, ViewFactory
 from ablation.driver.relay import BatchRelay
-from ablation.driver.listed import ListedTrials
+from ablation.driver.listed import ListedTrials, as_many_pending
 from ablation.driver.race import RaceSearcher
 from ablation.core import Study, StudySpec, Trial
 from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
@@ -334,7 +334,7 @@ def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: track
     tuner = _tuner(spec, context, trials, redo=redo, samples=samples, race=race, callbacks=[progress, kills],
                    relay=relay, stop=halts)
     try:
-        with view, halts:
+        with view, halts, as_many_pending() if not sampled and race is None else contextlib.nullcontext():
             results = tuner.fit()
         lease.check()  # taken over while this driver was suspended: everything below is the new holder's
     except KeyboardInterrupt:
