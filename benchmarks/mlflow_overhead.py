@@ -1,12 +1,14 @@
-"""What MLflow's system metrics cost a trial: its start, its stop and its closing write, with and without
-the sampling, on a real SQLite store; and MLflow 3.17's own monitor's stop, for comparison.
+"""What tracking costs a trial on a SQLite store: each MLflow round trip it makes, timed alone, with the
+store's default journal and with SQLite's write-ahead log; and what MLflow's system metrics add to its
+start, its stop and its closing write, with and without the sampling, beside MLflow 3.17's own monitor.
 
     python benchmarks/mlflow_overhead.py [--trials 20]
 
 Each trial here is the tracking side of one (`tracking.open_trial`, `TrialRun.start`, a 1.5 s wait
 standing in for training, in which the first sample is written in the background, then
-`stop_system_metrics`, `drop_model`, `finish`), so the figures are the tracking's own, not the
-training's. Writes results/mlflow_overhead.{json,md}.
+`stop_system_metrics`, `finish`), so the figures are the tracking's own, not the training's. Round trips
+are timed on trials without the wait, in a store that holds the earlier ones. Writes
+results/mlflow_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -40,11 +42,64 @@ def _trial(uri: str, experiment_id: str, parent_run_id: str, i: int, *, sampled:
     t2 = time.perf_counter()
     opened.stop_system_metrics()
     t3 = time.perf_counter()
-    opened.drop_model()
     opened.finish()
     t4 = time.perf_counter()
     samples = len(MlflowClient(uri).get_metric_history(opened.run.run_id, "system/cpu_utilization_percentage"))
     return {"start_ms": 1e3 * (t1 - t0), "stop_ms": 1e3 * (t3 - t2), "close_ms": 1e3 * (t4 - t3), "samples": samples}
+
+
+ROUND_TRIPS = {  # in a trial's order: what each is for
+    "lease read": "the study's lease, before the run opens",
+    "earlier attempts": "a retry continues its run: one search",
+    "run created": "the child run, with its parent, kind and trial id",
+    "start write": "params, where it runs (12 tags) and its model's costs, in one write",
+    "weights kept so far": "the arm's k best seeds: one search, at the last epoch",
+    "epoch write": "an epoch's 12 metrics, and the last one's weights tag",
+    "run ended": "its status",
+    "sample's run read": "the system metrics' check that the run still runs, each sample",
+}
+
+
+def _round_trips(uri: str, experiment_id: str, parent_run_id: str, i: int) -> dict[str, float]:
+    """One trial's MLflow round trips, each timed alone, in ms (the calls `trainable._trial` makes)."""
+    from ablation.tracking.runs import _trial_runs
+    from ablation.tracking.store import connect
+
+    client, times = connect(uri), {}
+
+    def timed(name: str, call):
+        start = time.perf_counter()
+        out = call()
+        times[name] = 1e3 * (time.perf_counter() - start)
+        return out
+
+    timed("lease read", lambda: client.get_experiment(experiment_id))
+    timed("earlier attempts", lambda: _trial_runs(client, experiment_id, parent_run_id, f"rt{i}"))
+    run = timed("run created", lambda: client.create_run(experiment_id, run_name=f"rt{i}", tags={
+        tracking.Tag.PARENT: parent_run_id, tracking.Tag.KIND: tracking.Kind.TRIAL, tracking.Tag.TRIAL_ID: f"rt{i}"}))
+    written = tracking.TrackedRun(client, run.info.run_id)
+    timed("start write", lambda: written.log(params={f"p{k}": k for k in range(25)},
+                                             tags={f"ablate.t{k}": k for k in range(12)},
+                                             metrics={f"cost{k}": k for k in range(5)}))
+    timed("weights kept so far", lambda: tracking.kept_models(uri, experiment_id, parent_run_id, "a", "val_acc"))
+    timed("epoch write", lambda: written.log(metrics={f"m{k}": k for k in range(12)},
+                                             tags={tracking.Tag.MODEL: "kept"}, step=1))
+    timed("run ended", written.finish)
+    timed("sample's run read", lambda: client.get_run(run.info.run_id))
+    return times
+
+
+def _write_ahead_log() -> None:
+    """SQLite's write-ahead log, with a sync only at checkpoints, on every connection opened from now on."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
 
 def _ours(uri: str, run_id: str) -> tuple[float, float]:
@@ -85,6 +140,12 @@ def main() -> None:
                 rows[sampled].append(_trial(uri, experiment_id, parent.run_id, i, sampled=sampled))
         ours = [_ours(uri, parent.run_id) for _ in range(args.trials)]
         stock = [_stock_stop(uri, parent.run_id) for _ in range(args.trials)]
+        trips = {"rollback journal": [_round_trips(uri, experiment_id, parent.run_id, i) for i in range(50)]}
+    _write_ahead_log()
+    with tempfile.TemporaryDirectory() as folder:  # a new store: its engine is made with the pragmas
+        uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        experiment_id, parent = tracking.open_study(uri, "overhead", params={}, spec_yaml="name: overhead\n")
+        trips["write-ahead log"] = [_round_trips(uri, experiment_id, parent.run_id, i) for i in range(50)]
     result = {"trials": args.trials, "stock_mlflow_stop_ms": _quartiles(stock),
               "monitor_start_ms": _quartiles([start for start, _ in ours]),
               "monitor_stop_ms": _quartiles([stop for _, stop in ours])}
@@ -104,6 +165,14 @@ def main() -> None:
     q1, median, q3 = result["stock_mlflow_stop_ms"]
     lines += ["", f"MLflow 3.17's own SystemMetricsMonitor.finish(): {median:.1f} ms ({q1:.1f}-{q3:.1f}), "
                   "a read of the run after its wait, and the unfinished interval's samples dropped."]
+    result["round_trips_ms"] = {journal: {name: statistics.median(t[name] for t in rows_[5:]) for name in ROUND_TRIPS}
+                                for journal, rows_ in trips.items()}
+    lines += ["", "A trial's MLflow round trips, each timed alone, median of 45 (after 5), ms:", "",
+              "| round trip | what for | default journal | write-ahead log |", "|---|---|---|---|"]
+    for name, what in ROUND_TRIPS.items():
+        lines.append(f"| {name} | {what} | " + " | ".join(f"{result['round_trips_ms'][j][name]:.1f}" for j in trips)
+                     + " |")
+    lines.append("| in all | | " + " | ".join(f"{sum(result['round_trips_ms'][j].values()):.1f}" for j in trips) + " |")
     publish("mlflow_overhead", result, lines)
 
 
