@@ -1,14 +1,15 @@
 """What tracking costs a trial on a SQLite store: each MLflow round trip it makes, timed alone, with the
-store's default journal and with SQLite's write-ahead log; and what MLflow's system metrics add to its
-start, its stop and its closing write, with and without the sampling, beside MLflow 3.17's own monitor.
+store's default journal and with SQLite's write-ahead log; and what the trial's own thread spends on its
+start, its epoch's write, stopping its system metrics and its run's end, for a trial shorter than the delay
+before its start is written (written with its epoch, no sampling) and one longer (written by a timer's
+thread, one sample); with ablate's monitor and MLflow 3.17's own stopped alone beside them.
 
     python benchmarks/mlflow_overhead.py [--trials 20]
 
-Each trial here is the tracking side of one (`tracking.open_trial`, `TrialRun.start`, a 1.5 s wait
-standing in for training, in which the first sample is written in the background, then
-`stop_system_metrics`, `finish`), so the figures are the tracking's own, not the training's. Round trips
-are timed on trials without the wait, in a store that holds the earlier ones. Writes
-results/mlflow_overhead.{json,md}.
+Each trial here is the tracking side of one (`tracking.open_trial`, `TrialRun.start`, a wait standing in
+for training, `log_epoch`, `stop_system_metrics`, `finish`), so the figures are the tracking's own, not the
+training's. Round trips are timed on trials without the wait, in a store that holds the earlier ones.
+Writes results/mlflow_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -30,22 +31,31 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, median, q3
 
 
-def _trial(uri: str, experiment_id: str, parent_run_id: str, i: int, *, sampled: bool) -> dict[str, float]:
-    opened = tracking.open_trial(uri, experiment_id, parent_run_id, name=f"t{i}", trial_id=f"{sampled}{i}",
+TRIALS = {0.2: "a 0.2 s trial (its start written with its epoch, no sample)",
+          1.5: "a 1.5 s trial (its start written by the timer's thread, one sample)"}
+EPOCH = {f"m{k}": 0.5 for k in range(12)}  # an epoch's metrics, as many as a trial logs
+
+
+def _trial(uri: str, experiment_id: str, parent_run_id: str, i: int, *, seconds: float) -> dict[str, float]:
+    """The trial's own thread's time on each part of its tracking, in ms."""
+    opened = tracking.open_trial(uri, experiment_id, parent_run_id, name=f"t{i}", trial_id=f"{seconds}-{i}",
                                  params={"arm": "a", "seed": i})
-    if not sampled:
-        opened.uri = ""  # no store to sample into: `start` starts no monitor
-    t0 = time.perf_counter()
-    opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0)
-    t1 = time.perf_counter()
-    time.sleep(1.5)  # the training, in which the monitor writes its first sample (at 1 s)
-    t2 = time.perf_counter()
-    opened.stop_system_metrics()
-    t3 = time.perf_counter()
-    opened.finish()
-    t4 = time.perf_counter()
-    samples = len(MlflowClient(uri).get_metric_history(opened.run.run_id, "system/cpu_utilization_percentage"))
-    return {"start_ms": 1e3 * (t1 - t0), "stop_ms": 1e3 * (t3 - t2), "close_ms": 1e3 * (t4 - t3), "samples": samples}
+    times = {}
+
+    def timed(name: str, call) -> None:
+        began = time.perf_counter()
+        call()
+        times[name] = 1e3 * (time.perf_counter() - began)
+
+    timed("start", lambda: opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0,
+                                        costs={"params_total": 1.0, "macs": 2.0}))
+    time.sleep(seconds)  # the training, in which a longer trial's start and first sample are written
+    timed("epoch", lambda: opened.log_epoch(EPOCH, 1, {tracking.Tag.MODEL: tracking.ModelKept.NOT_KEPT}))
+    timed("stop", opened.stop_system_metrics)
+    timed("end", opened.finish)
+    times["samples"] = len(MlflowClient(uri).get_metric_history(opened.run.run_id,
+                                                                "system/cpu_utilization_percentage"))
+    return times
 
 
 ROUND_TRIPS = {  # in a trial's order: what each is for
@@ -53,6 +63,7 @@ ROUND_TRIPS = {  # in a trial's order: what each is for
     "earlier attempts": "a retry continues its run: one search",
     "run created": "the child run, with its parent, kind and trial id",
     "start write": "params, where it runs (12 tags) and its model's costs, in one write",
+    "start with its epoch": "the same and an epoch's write, in one (a trial shorter than the start's delay)",
     "weights kept so far": "the arm's k best seeds: one search, at the last epoch",
     "epoch write": "an epoch's 12 metrics, and the last one's weights tag",
     "run ended": "its status",
@@ -62,7 +73,7 @@ ROUND_TRIPS = {  # in a trial's order: what each is for
 
 def _round_trips(uri: str, experiment_id: str, parent_run_id: str, i: int) -> dict[str, float]:
     """One trial's MLflow round trips, each timed alone, in ms (the calls `trainable._trial` makes)."""
-    from ablation.tracking.runs import _trial_runs
+    from ablation.tracking.trial_run import _trial_runs
     from ablation.tracking.store import connect
 
     client, times = connect(uri), {}
@@ -82,8 +93,11 @@ def _round_trips(uri: str, experiment_id: str, parent_run_id: str, i: int) -> di
                                              tags={f"ablate.t{k}": k for k in range(12)},
                                              metrics={f"cost{k}": k for k in range(5)}))
     timed("weights kept so far", lambda: tracking.kept_models(uri, experiment_id, parent_run_id, "a", "val_acc"))
-    timed("epoch write", lambda: written.log(metrics={f"m{k}": k for k in range(12)},
-                                             tags={tracking.Tag.MODEL: "kept"}, step=1))
+    timed("epoch write", lambda: written.log(metrics=EPOCH, tags={tracking.Tag.MODEL: "kept"}, step=1))
+    short = tracking.TrackedRun(client, client.create_run(experiment_id, run_name=f"rt{i}-short").info.run_id)
+    timed("start with its epoch", lambda: short.log(params={f"p{k}": k for k in range(25)},
+                                                    tags={f"ablate.t{k}": k for k in range(12)} | {"m": "kept"},
+                                                    metrics={f"cost{k}": k for k in range(5)} | EPOCH, step=1))
     timed("run ended", written.finish)
     timed("sample's run read", lambda: client.get_run(run.info.run_id))
     return times
@@ -134,10 +148,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         experiment_id, parent = tracking.open_study(uri, "overhead", params={}, spec_yaml="name: overhead\n")
-        rows = {sampled: [] for sampled in (False, True)}
+        rows = {seconds: [] for seconds in TRIALS}
         for i in range(args.trials):  # interleaved, so both see the same machine
-            for sampled in (False, True):
-                rows[sampled].append(_trial(uri, experiment_id, parent.run_id, i, sampled=sampled))
+            for seconds in TRIALS:
+                rows[seconds].append(_trial(uri, experiment_id, parent.run_id, i, seconds=seconds))
         ours = [_ours(uri, parent.run_id) for _ in range(args.trials)]
         stock = [_stock_stop(uri, parent.run_id) for _ in range(args.trials)]
         trips = {"rollback journal": [_round_trips(uri, experiment_id, parent.run_id, i) for i in range(50)]}
@@ -149,16 +163,13 @@ def main() -> None:
     result = {"trials": args.trials, "stock_mlflow_stop_ms": _quartiles(stock),
               "monitor_start_ms": _quartiles([start for start, _ in ours]),
               "monitor_stop_ms": _quartiles([stop for _, stop in ours])}
-    lines = [f"Tracking cost per trial, median (IQR) over {args.trials} trials, SQLite store, ms:", "",
-             "| | start | stop sampling | closing writes |", "|---|---|---|---|"]
-    for sampled, label in ((False, "without system metrics"), (True, "with system metrics")):
-        figures = {key: _quartiles([r[key] for r in rows[sampled]]) for key in ("start_ms", "stop_ms", "close_ms")}
-        result["with" if sampled else "without"] = figures
+    lines = [f"A trial's own thread's time on its tracking, median (IQR) over {args.trials} trials, SQLite store, ms:",
+             "", "| | start | epoch's write | stop sampling | run's end | samples |", "|---|---|---|---|---|---|"]
+    for seconds, label in TRIALS.items():
+        figures = {key: _quartiles([r[key] for r in rows[seconds]]) for key in ("start", "epoch", "stop", "end")}
+        result[f"trial_{seconds}s"] = figures | {"samples": statistics.median(r["samples"] for r in rows[seconds])}
         lines.append(f"| {label} | " + " | ".join(f"{m:.1f} ({q1:.1f}-{q3:.1f})" for q1, m, q3 in figures.values())
-                     + " |")
-    result["samples_per_trial"] = [r["samples"] for r in rows[True]]
-    lines += ["", f"System metric samples per 1.5 s trial: {statistics.median(result['samples_per_trial']):.0f} "
-                  "(written by the monitor's thread while the trial ran)."]
+                     + f" | {result[f'trial_{seconds}s']['samples']:.0f} |")
     (q1, start, q3), (r1, stop, r3) = result["monitor_start_ms"], result["monitor_stop_ms"]
     lines += ["", f"ablate's monitor alone: start {start:.1f} ms ({q1:.1f}-{q3:.1f}), stop {stop:.1f} ms "
                   f"({r1:.1f}-{r3:.1f})."]
@@ -172,7 +183,12 @@ def main() -> None:
     for name, what in ROUND_TRIPS.items():
         lines.append(f"| {name} | {what} | " + " | ".join(f"{result['round_trips_ms'][j][name]:.1f}" for j in trips)
                      + " |")
-    lines.append("| in all | | " + " | ".join(f"{sum(result['round_trips_ms'][j].values()):.1f}" for j in trips) + " |")
+    per_trial = [name for name in ROUND_TRIPS if name not in ("start with its epoch", "sample's run read")]
+    lines.append("| a trial's, in all | the lease, earlier attempts, run, start, weights, epoch, end | " + " | ".join(
+        f"{sum(result['round_trips_ms'][j][n] for n in per_trial):.1f}" for j in trips) + " |")
+    short = [n for n in per_trial if n not in ("start write", "epoch write")] + ["start with its epoch"]
+    lines.append("| a short trial's | the same, its start written with its epoch | " + " | ".join(
+        f"{sum(result['round_trips_ms'][j][n] for n in short):.1f}" for j in trips) + " |")
     publish("mlflow_overhead", result, lines)
 
 

@@ -13,10 +13,11 @@ per trial so two run at once on two cores), over 10 arms, N = 10 and 100 (and 1,
   `engine.fit` timed alone, two fitting at once, and the set-up the trials logged;
 - that overhead itemised, from the times MLflow recorded: between one run's end and the next one's
   start on the worker (Ray Tune handing it the next trial, and the trial reading its checkpoint and the
-  lease before it opens its run), opening the run (its start's write of where it runs and its costs),
-  in the run beyond `engine.fit`'s set-up, epoch and test (asking which weights its arm kept, and keeping
-  them for a trial that does), and closing it (Tune taking its last report, the checkpoint store closed,
-  the system metrics stopped, freed memory given back, the run's end);
+  lease and searching for an earlier attempt's run), opening the run (creating it, and gathering where it
+  runs and its costs), in the run beyond `engine.fit`'s set-up, epoch and test (asking which weights its
+  arm kept, and keeping them for a trial that does), and closing it (the last epoch's write, which carries
+  the start's for a trial shorter than half a second, Tune taking its last report, the checkpoint store
+  closed, freed memory given back, the run's end);
 - the overhead at 1,000 trials over that at 100;
 - the driver's peak RSS, a trial worker's peak RSS (as the trial logged it: in each worker's first trial, and
   over all, as Tune reuses workers) beside a no-op Tune worker's, and artifact bytes per trial;
@@ -75,8 +76,9 @@ def worker_gaps(starts: dict[str, list[tuple[float, float]]]) -> list[tuple[floa
 
 
 def run_times(client, run) -> tuple[float, float, float, float, float, bool]:
-    """A trial run's start, the write of its costs (its start's), its last epoch's write, its end (s since
-    the epoch), the set-up, epoch and test time it logged, and whether it kept its weights."""
+    """A trial run's start, its costs' time (when the trial gathered its start, written then or later), its
+    last epoch's write, its end (s since the epoch), the set-up, epoch and test time it logged, and whether it
+    kept its weights."""
     def written(key: str) -> float:
         return max(m.timestamp for m in client.get_metric_history(run.info.run_id, key)) / 1000
 
@@ -252,11 +254,12 @@ def timed(command: list[str], cwd: Path) -> float:
 
 
 PARTS = {"between": "between one run's end and the next one's start (Ray Tune's hand-over, the checkpoint and "
-                    "lease reads)",
-         "opening": "opening the run (where it runs, its costs)",
+                    "lease reads, the search for an earlier attempt's run)",
+         "opening": "opening the run (creating it; where it runs and its costs, gathered)",
          "in_run": "in the run beyond engine.fit's set-up, epoch and test, not keeping weights",
          "in_run_kept": "the same, keeping its weights",
-         "closing": "closing it (Tune taking the last report, freed memory given back, the run's end)"}
+         "closing": "closing it (the last epoch's write, with the start's for so short a trial; Tune taking the "
+                    "last report, freed memory given back, the run's end)"}
 
 
 def describe_parts(parts: dict[str, float], samples: dict[str, list[float]]) -> str:

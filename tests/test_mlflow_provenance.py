@@ -57,19 +57,26 @@ def _start(opened: tracking.TrialRun) -> None:
 
 # ------------------------------------------------------------------------------------ system metrics
 
+def _writers(monkeypatch) -> list[tuple[str, set[str]]]:
+    """Each `log_batch` from now on, as (the thread that made it, the kinds of entity it wrote)."""
+    writers = []
+    log_batch = MlflowClient.log_batch
+
+    def counted(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        kinds = {kind for kind, items in (("metrics", metrics), ("params", params), ("tags", tags)) if items}
+        writers.append((threading.current_thread().name, kinds))
+        return log_batch(self, run_id, metrics, params, tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counted)
+    return writers
+
+
 def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_trials_own_path(
         store, monkeypatch):
     uri = store
     experiment_id, parent = _study(uri)
     opened = _trial(uri, experiment_id, parent)
-    writers = []
-    log_batch = MlflowClient.log_batch
-
-    def counted(self, *args, **kwargs):
-        writers.append(threading.current_thread().name)
-        return log_batch(self, *args, **kwargs)
-
-    monkeypatch.setattr(MlflowClient, "log_batch", counted)
+    writers = _writers(monkeypatch)
     _start(opened)
     time.sleep(tracking.FIRST_SAMPLE + 1.0)  # a trial of two seconds: a fifth of an interval
     started = time.perf_counter()
@@ -77,9 +84,8 @@ def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_t
     stopped_in = time.perf_counter() - started
     opened.log_epoch({"train_loss": 1.0}, 1, {tracking.Tag.MODEL: tracking.ModelKept.NOT_KEPT})
     opened.finish()
-    # The trial's own writes are its start and its last epoch, as without system metrics; the sample was
-    # written by the monitor's thread while the trial trained.
-    assert writers.count("MainThread") == 2 and writers.count("SystemMetricsMonitor") == 1, writers
+    # The trial's own thread writes its last epoch; its start and the sample were written while it trained.
+    assert [name for name, _ in writers] == ["TrialRunStart", "SystemMetricsMonitor", "MainThread"], writers
     # A stop that waited for its interval would take most of one (10 s); what a stop costs is
     # benchmarks/mlflow_overhead.py's to measure (0.2-0.3 ms).
     assert stopped_in < system_metrics.SYSTEM_INTERVAL / 2
@@ -89,6 +95,64 @@ def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_t
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")] == [0]
     assert not (Path.cwd() / "mlflow.db").exists()  # never MLflow's default store
+
+
+def test_a_trial_whose_epoch_ends_before_its_start_is_written_writes_both_at_once_and_samples_nothing(
+        store, monkeypatch):
+    uri = store
+    experiment_id, parent = _study(uri)
+    opened = _trial(uri, experiment_id, parent)
+    writers = _writers(monkeypatch)
+    opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0, costs={"macs": 5.0})
+    assert writers == []  # nothing written yet: the start waits for its delay or the first epoch
+    opened.log_epoch({"train_loss": 1.0}, 1, {tracking.Tag.MODEL: tracking.ModelKept.NOT_KEPT})
+    opened.stop_system_metrics()
+    opened.finish()
+    time.sleep(tracking.trial_run.start_delay() + 0.2)  # had the timer not been stopped, it would write now
+    assert writers == [("MainThread", {"metrics", "params", "tags"})], writers
+    assert not any(t.name == "SystemMetricsMonitor" for t in threading.enumerate())
+
+    client = MlflowClient(uri)
+    run = client.get_run(opened.run.run_id)
+    assert run.data.params == {"arm": "a", "seed": "0"}
+    assert run.data.tags[tracking.Tag.NODE_ID] == "node" and run.data.tags[tracking.Tag.MODEL] == tracking.ModelKept.NOT_KEPT
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "macs")] == [(0, 5.0)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    assert not any(key.startswith("system/") for key in run.data.metrics)
+    assert run.info.status == "FINISHED"
+
+
+def test_a_trial_that_fails_before_its_start_is_written_still_records_its_params_and_where_it_ran(store):
+    uri = store
+    experiment_id, parent = _study(uri)
+    opened = _trial(uri, experiment_id, parent)
+    _start(opened)
+    opened.fail(tracking.Failure.ERROR, "RuntimeError: at once")
+    run = MlflowClient(uri).get_run(opened.run.run_id)
+    assert run.data.params == {"arm": "a", "seed": "0"} and run.data.tags[tracking.Tag.PID] == "1"
+    assert run.data.tags[tracking.Tag.FAILURE] == tracking.Failure.ERROR and run.info.status == "FAILED"
+
+
+def test_an_error_writing_the_start_in_its_thread_is_raised_at_the_trials_next_write(store, monkeypatch):
+    """The start is written from a timer's thread: what its write raised (the store became read-only, the
+    lease passed to another driver) must stop the trial as it would have at the start."""
+    uri = store
+    experiment_id, parent = _study(uri)
+    refused = tracking.LeaseLost("the study is another driver's now")
+
+    def fence():
+        if threading.current_thread().name == "TrialRunStart":
+            raise refused
+
+    opened = tracking.open_trial(uri, experiment_id, parent.run_id, name="t0", trial_id="t0",
+                                 params={"arm": "a", "seed": 0}, fence=fence)
+    _start(opened)
+    time.sleep(tracking.trial_run.start_delay() + 0.3)
+    with pytest.raises(tracking.LeaseLost) as raised:
+        opened.log_epoch({"train_loss": 1.0}, 1)
+    assert raised.value is refused
+    opened.stop_system_metrics()
+    assert MlflowClient(uri).get_run(opened.run.run_id).data.params == {}  # nothing written past the fence
 
 
 def test_system_metrics_are_sampled_each_interval_and_a_retry_continues_their_steps(store, monkeypatch):

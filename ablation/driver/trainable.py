@@ -75,13 +75,13 @@ def _trial(config: dict[str, Any], context: StudyContext, relay: ray.actor.Actor
         tune.report(opened.run.latest_metrics() | {STEP_KEY: study.train.epochs})
         opened.run.finish()
         return
-    device = _start(opened, trial, resume)
     epochs = _Epochs(study, opened, store, resume,
                      keep=lambda best, score: _keep_model(context, study, trial, opened, best, score))
     key = tune.get_context().get_trial_id()
     on_batch = every(1.0, lambda done, total: relay.put.remote(key, done, total)) if relay else None
     if relay and resume:  # the view shows the epochs it had done at once, not 0 until its next epoch ends
         relay.restored.remote(key, resume["epoch"])
+    device = _start(opened, trial, resume)  # its timer is stopped in the `finally` below
     try:
         engine.fit(trial.spec, trial.seed, on_epoch=epochs.on_epoch, on_best=epochs.on_best, resume=resume,
                    device=device, on_batch=on_batch)

@@ -33,8 +33,8 @@ from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY
 from ablation.tracking.provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
 from ablation.tracking.reading import (RunNotFound, RunRow, StudyNotFound, StudyRecord, TrialRecord, dataset_profiles, find_parent, find_study, finished_trials,
                       metric_history, read_artifact, runs_of_study, study_trials, trial_record, trials_frame)
-from ablation.tracking.runs import (TrackedRun, TrialRun, close_open_runs, log_explanation, log_latencies, log_metrics,
-                   mark_stopped_early, open_trial)
+from ablation.tracking.runs import TrackedRun, log_explanation, log_latencies, log_metrics
+from ablation.tracking.trial_run import TrialRun, close_open_runs, mark_stopped_early, open_trial
 from ablation.tracking.lease import LeaseLost, StudyBusy
 from ablation.tracking.store import (DEFAULT_STORE, StoreNotFound, StoreUnusable, check_store, create_store, hold_study,
                     lease_check, raised_from, resolve_uri)

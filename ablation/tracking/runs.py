@@ -1,6 +1,6 @@
-"""Writing runs: a run through a client bound to an explicit URI (`TrackedRun`), and a trial's child run
-(`TrialRun`, `open_trial`): where each attempt ran, its epochs logged once however often it restarts,
-how it ended. Also the metrics added to finished runs (latencies, explanation scores)."""
+"""Writing runs: a run through a client bound to an explicit URI (`TrackedRun`), what it writes in one go
+(`Batch`), and the metrics added to finished runs (latencies, explanation scores); and what a store that
+stops taking writes mid-study looks like (`store_failure`). A trial's own run is `trial_run.py`'s."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablation.core.names import MODEL_FILE, TAG_LIMIT, TRAIN_LOSS, Failure, Kind, Status, Tag, as_param, explanation
-from ablation.tracking.provenance import machine_tags
-from ablation.tracking.store import StoreUnusable, raised_from, connect, no_progress_bars, sqlite_path
-from ablation.tracking.system_metrics import watch_system
+from ablation.core.names import Status, Tag, as_param, explanation
+from ablation.tracking.store import StoreUnusable, connect, no_progress_bars, raised_from, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -74,6 +72,31 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Params, tags and metrics (each metric with its own step) to write to a run together."""
+
+    params: tuple = ()  # of mlflow.entities.Param
+    tags: tuple = ()  # RunTag
+    metrics: tuple = ()  # Metric
+
+    @classmethod
+    def of(cls, *, params: Mapping[str, Any] = {}, tags: Mapping[str, Any] = {}, metrics: Mapping[str, float] = {},
+           step: int = 0) -> Batch:
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = _now_ms()
+        return cls(tuple(Param(k, as_param(v)) for k, v in params.items()),
+                   tuple(RunTag(k, str(v)) for k, v in tags.items()),
+                   tuple(Metric(k, float(v), ts, step) for k, v in metrics.items()))
+
+    def __add__(self, other: Batch) -> Batch:
+        return Batch(self.params + other.params, self.tags + other.tags, self.metrics + other.metrics)
+
+    def __bool__(self) -> bool:
+        return bool(self.params or self.tags or self.metrics)
+
+
 class TrackedRun:
     """One MLflow run, written through a client bound to an explicit URI."""
 
@@ -81,38 +104,27 @@ class TrackedRun:
         self.client, self.run_id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, as_param(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's batch limit for params
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.write(Batch.of(params=params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        ts = _now_ms()
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+        self.write(Batch.of(metrics=metrics, step=step))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.write(Batch.of(tags=tags))
 
     def log(self, *, params: Mapping[str, Any] = {}, tags: Mapping[str, Any] = {},
             metrics: Mapping[str, float] = {}, step: int = 0) -> None:
-        """Params, tags and metrics in as few writes as MLflow's batch limits allow (one, for a trial's
-        start): each write to a SQLite store is a transaction, which dominates a short trial's cost."""
-        from mlflow.entities import Metric, Param, RunTag
+        self.write(Batch.of(params=params, tags=tags, metrics=metrics, step=step))
 
-        ts = _now_ms()
-        params_ = [Param(k, as_param(v)) for k, v in params.items()]
-        tags_ = [RunTag(k, str(v)) for k, v in tags.items()]
-        metrics_ = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
-        while params_ or tags_ or metrics_:  # MLflow's limits: 100 params, 100 tags, 1000 entities in all
-            batch_params, params_ = params_[:100], params_[100:]
-            batch_tags, tags_ = tags_[:100], tags_[100:]
+    def write(self, batch: Batch) -> None:
+        """A batch in as few writes as MLflow's limits allow (one, for a trial's): each write to a SQLite
+        store is a transaction per kind of entity, which dominates a short trial's cost."""
+        params, tags, metrics = list(batch.params), list(batch.tags), list(batch.metrics)
+        while params or tags or metrics:  # MLflow's limits: 100 params, 100 tags, 1000 entities in all
+            batch_params, params = params[:100], params[100:]
+            batch_tags, tags = tags[:100], tags[100:]
             room = 1000 - len(batch_params) - len(batch_tags)
-            batch_metrics, metrics_ = metrics_[:room], metrics_[room:]
+            batch_metrics, metrics = metrics[:room], metrics[room:]
             self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
 
     def log_text(self, text: str, path: str) -> None:
@@ -167,126 +179,3 @@ def log_latencies(uri: str, latencies: Mapping[str, Mapping[str, float]]) -> Non
     client = connect(uri)
     for run_id, metrics in latencies.items():
         TrackedRun(client, run_id).log_metrics(metrics)
-
-
-@dataclass
-class TrialRun:
-    run: TrackedRun
-    logged_epochs: set[int]  # steps already logged by an earlier attempt of this trial
-    attempts: int  # how many times this trial started before
-    lost: bool = False  # the earlier attempt died without closing its run: its worker or node was lost
-    finished: bool = False  # the trial finished in an earlier attempt; nothing is left to do
-    params: Mapping[str, Any] = field(default_factory=dict)  # a new run's, logged with its start
-    uri: str = ""  # the store's, for the system metrics' own client; none: no system metrics
-    # Called before each write; raises `LeaseLost` once the study has passed to another driver.
-    fence: Callable[[], None] = field(default=lambda: None, repr=False)
-    _monitor: Any = field(default=None, repr=False)  # sampling the system metrics, from `start`
-
-    def start(self, *, node_id: str, pid: int, device: str, gpu_ids: list, resumed_from_epoch: int,
-              costs: Mapping[str, float] = {}, gpu_name: str = "", cpu_kernels: str = "") -> None:
-        """Record where this attempt runs (node, device, the machine's host, CPU and GPU models, and the
-        instruction set torch's CPU kernels use), which attempt it is, and that the one before was lost; and
-        a new run's params and its model's `costs`, all in one write. Then sample the system metrics
-        (`watch_system`) until `stop_system_metrics`."""
-        tags = {Tag.NODE_ID: node_id, Tag.PID: pid, Tag.DEVICE: device, Tag.GPU_IDS: ",".join(map(str, gpu_ids)),
-                Tag.ATTEMPTS: self.attempts + 1, Tag.RESUMED_FROM_EPOCH: resumed_from_epoch}
-        tags |= machine_tags(gpu_name, cpu_kernels)
-        if self.lost:
-            tags[Tag.LAST_FAILURE] = Failure.LOST_WORKER
-        self.fence()
-        self.run.log(params=self.params, tags=tags, metrics=costs)
-        if self.uri:
-            self._monitor = watch_system(self.uri, self.run.run_id, resume=bool(self.attempts))
-
-    def stop_system_metrics(self) -> None:
-        """Stop sampling, at once and without a write (the samples are written as they are taken)."""
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
-
-    def upload_model(self, write: Callable[[Path], None]) -> None:
-        """The trained weights, as MODEL_FILE: `write(path)` writes them to a file of that name, which is
-        uploaded; the epoch's write then tags the run `ModelKept.KEPT`."""
-        self.fence()
-        self.run.log_file(MODEL_FILE, write)
-
-    def log_epoch(self, metrics: Mapping[str, float], epoch: int, tags: Mapping[str, Any] = {}) -> None:
-        """One epoch's metrics, and `tags` in the same write (the last epoch's say what became of the weights)."""
-        self.fence()
-        if epoch not in self.logged_epochs:  # an earlier attempt may have logged it before dying
-            self.run.log(metrics=metrics, tags=tags, step=epoch)
-        elif tags:
-            self.run.set_tags(tags)
-
-    def fail(self, failure: Failure, error: str) -> None:
-        """End the run as failed, saying how: KILLED if the study was interrupted, else FAILED."""
-        self.stop_system_metrics()
-        self.fence()
-        self.run.set_tags({Tag.FAILURE: failure, Tag.ERROR: error[:TAG_LIMIT]})
-        self.run.finish(Status.KILLED if failure == Failure.INTERRUPTED else Status.FAILED)
-
-    def finish(self) -> None:
-        self.stop_system_metrics()
-        self.fence()
-        self.run.finish()
-
-
-def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
-    return client.search_runs([experiment_id], filter_string=(
-        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and tags.`{Tag.TRIAL_ID}` = '{trial_id}'"))
-
-
-def _clear_failure(client: MlflowClient, run) -> None:
-    """Drop an earlier attempt's failure tags from a run that goes on."""
-    for stale in (Tag.ERROR, Tag.FAILURE):
-        if stale in run.data.tags:
-            client.delete_tag(run.info.run_id, stale)
-
-
-def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
-               params: Mapping[str, Any], fence: Callable[[], None] = lambda: None) -> TrialRun:
-    """The trial's child run under the study's parent: the one an earlier attempt left unfinished
-    (a retry continues it, so each trial has one run and each epoch is logged once), else a new one.
-    `fence` is called before each write (see `store.lease_check`)."""
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():  # connecting would create a new, empty store in its place
-        raise StoreGone(f"the MLflow store {db} was deleted or moved while the study ran")
-    client = connect(uri)
-    earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
-    done = [r for r in earlier if r.info.status == Status.FINISHED]
-    if done:  # Tune restarted a trial that had finished before its driver could record it
-        return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True, fence=fence)
-    fence()
-    if not earlier:
-        run = client.create_run(experiment_id, run_name=name,
-                                tags={Tag.PARENT: parent_run_id, Tag.KIND: Kind.TRIAL, Tag.TRIAL_ID: trial_id})
-        return TrialRun(TrackedRun(client, run.info.run_id), set(), 0, params=params, uri=uri, fence=fence)
-    run = earlier[0]
-    lost = run.info.status == Status.RUNNING
-    client.update_run(run.info.run_id, status=Status.RUNNING)
-    _clear_failure(client, run)  # the earlier attempt's; this one may succeed
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, TRAIN_LOSS)}
-    attempts = int(run.data.tags.get(Tag.ATTEMPTS, "1"))
-    # An attempt that died between creating the run and its first write left it without params.
-    return TrialRun(TrackedRun(client, run.info.run_id), logged, attempts, lost,
-                    params={} if run.data.params else params, uri=uri, fence=fence)
-
-
-def mark_stopped_early(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, epoch: int) -> None:
-    """Record that the scheduler stopped a trial after `epoch`: a finished run, tagged as stopped early."""
-    client = connect(uri)
-    for run in _trial_runs(client, experiment_id, parent_run_id, trial_id):
-        client.set_tag(run.info.run_id, Tag.STOPPED_EARLY, "true")
-        client.set_tag(run.info.run_id, Tag.STOPPED_AT_EPOCH, str(epoch))
-        _clear_failure(client, run)
-        client.set_terminated(run.info.run_id, Status.FINISHED)
-
-
-def close_open_runs(uri: str, experiment_id: str, parent_run_id: str, status: str = Status.KILLED) -> None:
-    """Mark the study's child runs that are still RUNNING (their trial was killed) as `status`."""
-    client = connect(uri)
-    for run in client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{Tag.PARENT}` = '{parent_run_id}' and attributes.status = '{Status.RUNNING}'",
-    ):
-        client.set_terminated(run.info.run_id, status)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from ablation.core.names import Status
 
 SYSTEM_INTERVAL = 10.0  # seconds between samples; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
-FIRST_SAMPLE = 1.0  # seconds into the run of its first sample, so that a run shorter than an interval has one
+FIRST_SAMPLE = 1.0  # seconds into a trial of its first sample, so that a trial shorter than an interval has one
 
 
 @lru_cache(maxsize=1)
@@ -18,8 +18,8 @@ def _system_monitor_class():
 
     class Monitor(SystemMetricsMonitor):
         """MLflow's monitor (its CPU, memory, disk, network and NVIDIA GPU samplers, its `system/` names and
-        its batched logging) with its loop reordered, for trials: the first sample a second into the run,
-        so a trial shorter than an interval has one; each sample taken at the end of its interval, so the
+        its batched logging) with its loop reordered, for trials: the first sample `first_sample` seconds
+        in, so a trial shorter than an interval has one; each sample taken at the end of its interval, so the
         CPU share it reports is that interval's (MLflow's takes it at the start, so its first reports the
         time before the run); and stopping it waits for nothing. MLflow 3.17's loop reads the run after
         every wait, so a stop waits for that read (~10 ms on a SQLite store, measured); both drop the
@@ -31,7 +31,7 @@ def _system_monitor_class():
             self.collect_metrics()  # primes psutil's CPU counter: the first sample covers the run from here
             for monitor in self.monitors:
                 monitor.clear_metrics()
-            wait, taken = min(FIRST_SAMPLE, self.sampling_interval), 0
+            wait, taken = min(self.first_sample, self.sampling_interval), 0
             while not self._shutdown_event.wait(wait):
                 try:  # as MLflow's loop: stop if the run was ended elsewhere (its trial killed, say)
                     if MlflowClient(self._tracking_uri).get_run(self._run_id).info.status != Status.RUNNING:
@@ -47,10 +47,10 @@ def _system_monitor_class():
     return Monitor
 
 
-def watch_system(uri: str, run_id: str, *, resume: bool = False):
-    """Start sampling this machine's system metrics into run `run_id`, in a thread: FIRST_SAMPLE seconds
-    in, then every SYSTEM_INTERVAL seconds, each sample written as MLflow's `system/...` metrics at the
-    next step, through a client bound to `uri` (never MLflow's default store: in a Ray worker, that is
+def watch_system(uri: str, run_id: str, *, resume: bool = False, first_sample: float | None = None):
+    """Start sampling this machine's system metrics into run `run_id`, in a thread: `first_sample` seconds
+    in (FIRST_SAMPLE if None), then every SYSTEM_INTERVAL seconds, each sample written as MLflow's
+    `system/...` metrics at the next step, through a client bound to `uri` (never MLflow's default store: in a Ray worker, that is
     Ray's temp directory). `resume` continues the steps of an earlier attempt's samples (one read).
     Returns the monitor; its `finish()` stops it at once and writes nothing."""
     import logging
@@ -58,5 +58,6 @@ def watch_system(uri: str, run_id: str, *, resume: bool = False):
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # "Started monitoring ...", per trial
     monitor = _system_monitor_class()(run_id, sampling_interval=SYSTEM_INTERVAL, resume_logging=resume,
                                       tracking_uri=uri)
+    monitor.first_sample = FIRST_SAMPLE if first_sample is None else first_sample
     monitor.start()
     return monitor
