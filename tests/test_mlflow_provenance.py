@@ -133,12 +133,13 @@ def test_a_trial_that_fails_before_its_start_is_written_still_records_its_params
     assert run.data.tags[tracking.Tag.FAILURE] == tracking.Failure.ERROR and run.info.status == "FAILED"
 
 
-def test_an_error_writing_the_start_in_its_thread_is_raised_at_the_trials_next_write(store, monkeypatch):
-    """The start is written from a timer's thread: what its write raised (the store became read-only, the
-    lease passed to another driver) must stop the trial as it would have at the start."""
+def test_an_error_writing_the_start_in_its_thread_is_raised_at_the_trials_next_write(store):
+    """The start is written from a timer's thread: what its write raised (the store refused it, the lease
+    passed to another driver) must stop the trial as it would have at the start; and the start, unwritten,
+    goes with the trial's record of its failure."""
     uri = store
     experiment_id, parent = _study(uri)
-    refused = tracking.LeaseLost("the study is another driver's now")
+    refused = RuntimeError("database is locked")
 
     def fence():
         if threading.current_thread().name == "TrialRunStart":
@@ -148,11 +149,14 @@ def test_an_error_writing_the_start_in_its_thread_is_raised_at_the_trials_next_w
                                  params={"arm": "a", "seed": 0}, fence=fence)
     _start(opened)
     time.sleep(tracking.trial_run.start_delay() + 0.3)
-    with pytest.raises(tracking.LeaseLost) as raised:
+    assert MlflowClient(uri).get_run(opened.run.run_id).data.params == {}  # nothing written past the fence
+    with pytest.raises(RuntimeError) as raised:
         opened.log_epoch({"train_loss": 1.0}, 1)
     assert raised.value is refused
-    opened.stop_system_metrics()
-    assert MlflowClient(uri).get_run(opened.run.run_id).data.params == {}  # nothing written past the fence
+    opened.fail(tracking.Failure.ERROR, "RuntimeError: database is locked")
+    run = MlflowClient(uri).get_run(opened.run.run_id)
+    assert run.data.params == {"arm": "a", "seed": "0"} and run.data.tags[tracking.Tag.PID] == "1"
+    assert run.data.tags[tracking.Tag.FAILURE] == tracking.Failure.ERROR and run.info.status == "FAILED"
 
 
 def test_system_metrics_are_sampled_each_interval_and_a_retry_continues_their_steps(store, monkeypatch):

@@ -12,6 +12,14 @@ SYSTEM_INTERVAL = 10.0  # seconds between samples; MLFLOW_SYSTEM_METRICS_SAMPLIN
 FIRST_SAMPLE = 1.0  # seconds into a trial of its first sample, so that a trial shorter than an interval has one
 
 
+def first_sample() -> float:
+    """Seconds into a trial of its first sample: FIRST_SAMPLE, or one sampling interval if that is shorter
+    (MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, if set, else SYSTEM_INTERVAL)."""
+    from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+
+    return min(FIRST_SAMPLE, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or SYSTEM_INTERVAL)
+
+
 @lru_cache(maxsize=1)
 def _system_monitor_class():
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor

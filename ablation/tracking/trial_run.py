@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 
 def start_delay() -> float:
-    """Seconds into an attempt before its start is written and its system metrics start."""
-    return system_metrics.FIRST_SAMPLE / 2
+    """Seconds into an attempt before its start is written and its system metrics start: half the time to
+    their first sample."""
+    return system_metrics.first_sample() / 2
 
 
 @dataclass
@@ -77,21 +78,24 @@ class TrialRun:
         if not self.uri:
             return
         monitor = system_metrics.watch_system(self.uri, self.run.run_id, resume=bool(self.attempts),
-                                              first_sample=system_metrics.FIRST_SAMPLE - start_delay())
+                                              first_sample=system_metrics.first_sample() - start_delay())
         with self._lock:
             self._monitor, stopped = monitor, self._stopped
         if stopped:  # the trial stopped it while it started
             self.stop_system_metrics()
 
     def _write(self, batch: Batch) -> None:
-        """`batch`, with the start if it is not yet written, in one write after the fence."""
+        """`batch`, with the start if it is not yet written, in one write after the fence; first, what the
+        timer's write raised, if it did."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            batch, self._unwritten = self._unwritten + batch, Batch()
+            failed, self._failed = self._failed, None
+            if failed is not None:  # raised once: the trial's record of its failure may yet be written
+                raise failed
+            batch = self._unwritten + batch
             if batch:
                 self.fence()
                 self.run.write(batch)
+            self._unwritten = Batch()  # only once written: a write that failed is tried again with the next
 
     def stop_system_metrics(self) -> None:
         """Stop sampling, at once and without a write (the samples are written as they are taken); a start
