@@ -71,12 +71,15 @@ def _writers(monkeypatch) -> list[tuple[str, set[str]]]:
     return writers
 
 
+def _trial_and_its_writes(uri: str, monkeypatch) -> tuple[tracking.TrialRun, list[tuple[str, set[str]]]]:
+    experiment_id, parent = _study(uri)
+    return _trial(uri, experiment_id, parent), _writers(monkeypatch)
+
+
 def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_trials_own_path(
         store, monkeypatch):
     uri = store
-    experiment_id, parent = _study(uri)
-    opened = _trial(uri, experiment_id, parent)
-    writers = _writers(monkeypatch)
+    opened, writers = _trial_and_its_writes(uri, monkeypatch)
     _start(opened)
     time.sleep(tracking.FIRST_SAMPLE + 1.0)  # a trial of two seconds: a fifth of an interval
     started = time.perf_counter()
@@ -100,9 +103,7 @@ def test_a_trial_shorter_than_one_interval_logs_system_metrics_written_off_the_t
 def test_a_trial_whose_epoch_ends_before_its_start_is_written_writes_both_at_once_and_samples_nothing(
         store, monkeypatch):
     uri = store
-    experiment_id, parent = _study(uri)
-    opened = _trial(uri, experiment_id, parent)
-    writers = _writers(monkeypatch)
+    opened, writers = _trial_and_its_writes(uri, monkeypatch)
     opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0, costs={"macs": 5.0})
     assert writers == []  # nothing written yet: the start waits for its delay or the first epoch
     opened.log_epoch({"train_loss": 1.0}, 1, {tracking.Tag.MODEL: tracking.ModelKept.NOT_KEPT})
