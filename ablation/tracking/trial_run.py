@@ -70,11 +70,14 @@ class TrialRun:
     def _started(self) -> None:
         """In the timer's thread: write the start, then start sampling. An error is the trial's to raise
         at its next write (`_write`), as it would have raised at the start."""
-        try:
-            self._write(Batch())
-        except BaseException as err:  # noqa: BLE001 - handed to the trial's thread
-            self._failed = err
-            return
+        with self._lock:
+            if self._stopped:  # the trial is ending: its last write carries the start, if it may write
+                return
+            try:
+                self._flush(Batch())
+            except BaseException as err:  # noqa: BLE001 - handed to the trial's thread
+                self._failed = err
+                return
         if not self.uri:
             return
         monitor = system_metrics.watch_system(self.uri, self.run.run_id, resume=bool(self.attempts),
@@ -91,11 +94,15 @@ class TrialRun:
             failed, self._failed = self._failed, None
             if failed is not None:  # raised once: the trial's record of its failure may yet be written
                 raise failed
-            batch = self._unwritten + batch
-            if batch:
-                self.fence()
-                self.run.write(batch)
-            self._unwritten = Batch()  # only once written: a write that failed is tried again with the next
+            self._flush(batch)
+
+    def _flush(self, batch: Batch) -> None:
+        """Write `batch` and the start not yet written, with the lock held."""
+        batch = self._unwritten + batch
+        if batch:
+            self.fence()
+            self.run.write(batch)
+        self._unwritten = Batch()  # only once written: a write that failed is tried again with the next
 
     def stop_system_metrics(self) -> None:
         """Stop sampling, at once and without a write (the samples are written as they are taken); a start
