@@ -18,6 +18,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -34,19 +35,25 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 TRIALS = {0.2: "a 0.2 s trial (its start written with its epoch, no sample)",
           1.5: "a 1.5 s trial (its start written by the timer's thread, one sample)"}
 EPOCH = {f"m{k}": 0.5 for k in range(12)}  # an epoch's metrics, as many as a trial logs
+# A trial's start, as many of each as a trial writes: params, where it runs, its model's costs.
+START = {"params": {f"p{k}": k for k in range(25)}, "tags": {f"ablate.t{k}": k for k in range(12)},
+         "metrics": {f"cost{k}": k for k in range(5)}}
+
+
+def _timed(times: dict[str, float], name: str, call):
+    """`call()`, with its time in ms kept as `times[name]`; returns what it returned."""
+    began = time.perf_counter()
+    out = call()
+    times[name] = 1e3 * (time.perf_counter() - began)
+    return out
 
 
 def _trial(uri: str, experiment_id: str, parent_run_id: str, i: int, *, seconds: float) -> dict[str, float]:
     """The trial's own thread's time on each part of its tracking, in ms."""
     opened = tracking.open_trial(uri, experiment_id, parent_run_id, name=f"t{i}", trial_id=f"{seconds}-{i}",
                                  params={"arm": "a", "seed": i})
-    times = {}
-
-    def timed(name: str, call) -> None:
-        began = time.perf_counter()
-        call()
-        times[name] = 1e3 * (time.perf_counter() - began)
-
+    times: dict[str, float] = {}
+    timed = partial(_timed, times)
     timed("start", lambda: opened.start(node_id="node", pid=1, device="cpu", gpu_ids=[], resumed_from_epoch=0,
                                         costs={"params_total": 1.0, "macs": 2.0}))
     time.sleep(seconds)  # the training, in which a longer trial's start and first sample are written
@@ -77,27 +84,19 @@ def _round_trips(uri: str, experiment_id: str, parent_run_id: str, i: int) -> di
     from ablation.tracking.store import connect
 
     client, times = connect(uri), {}
-
-    def timed(name: str, call):
-        start = time.perf_counter()
-        out = call()
-        times[name] = 1e3 * (time.perf_counter() - start)
-        return out
+    timed = partial(_timed, times)
 
     timed("lease read", lambda: client.get_experiment(experiment_id))
     timed("earlier attempts", lambda: _trial_runs(client, experiment_id, parent_run_id, f"rt{i}"))
     run = timed("run created", lambda: client.create_run(experiment_id, run_name=f"rt{i}", tags={
         tracking.Tag.PARENT: parent_run_id, tracking.Tag.KIND: tracking.Kind.TRIAL, tracking.Tag.TRIAL_ID: f"rt{i}"}))
     written = tracking.TrackedRun(client, run.info.run_id)
-    timed("start write", lambda: written.log(params={f"p{k}": k for k in range(25)},
-                                             tags={f"ablate.t{k}": k for k in range(12)},
-                                             metrics={f"cost{k}": k for k in range(5)}))
+    timed("start write", lambda: written.log(**START))
     timed("weights kept so far", lambda: tracking.kept_models(uri, experiment_id, parent_run_id, "a", "val_acc"))
     timed("epoch write", lambda: written.log(metrics=EPOCH, tags={tracking.Tag.MODEL: "kept"}, step=1))
     short = tracking.TrackedRun(client, client.create_run(experiment_id, run_name=f"rt{i}-short").info.run_id)
-    timed("start with its epoch", lambda: short.log(params={f"p{k}": k for k in range(25)},
-                                                    tags={f"ablate.t{k}": k for k in range(12)} | {"m": "kept"},
-                                                    metrics={f"cost{k}": k for k in range(5)} | EPOCH, step=1))
+    timed("start with its epoch", lambda: short.log(params=START["params"], tags=START["tags"] | {"m": "kept"},
+                                                    metrics=START["metrics"] | EPOCH, step=1))
     timed("run ended", written.finish)
     timed("sample's run read", lambda: client.get_run(run.info.run_id))
     return times

@@ -58,8 +58,8 @@ def _system_monitor_class():
 def watch_system(uri: str, run_id: str, *, resume: bool = False, first_sample: float | None = None):
     """Start sampling this machine's system metrics into run `run_id`, in a thread: `first_sample` seconds
     in (FIRST_SAMPLE if None), then every SYSTEM_INTERVAL seconds, each sample written as MLflow's
-    `system/...` metrics at the next step, through a client bound to `uri` (never MLflow's default store: in a Ray worker, that is
-    Ray's temp directory). `resume` continues the steps of an earlier attempt's samples (one read).
+    `system/...` metrics at the next step, through a client bound to `uri` (never MLflow's default store:
+    in a Ray worker, that is Ray's temp directory). `resume` continues the steps of an earlier attempt's samples (one read).
     Returns the monitor; its `finish()` stops it at once and writes nothing."""
     import logging
 
