@@ -53,7 +53,7 @@ def overhead(tmp: Path, args) -> tuple[dict, list[str]]:
 
     from ablation import engine
     from ablation.core import load_study
-    from ablation.driver.study import run_study
+    from ablation.driver.launch import run_study
 
     path = tmp / "overhead.yaml"
     path.write_text(yaml.safe_dump({
@@ -100,7 +100,7 @@ def asha(tmp: Path, args) -> tuple[dict, list[str]]:
     import ray
 
     from ablation.core import load_study
-    from ablation.driver.study import run_study
+    from ablation.driver.launch import run_study
 
     uri = f"sqlite:///{tmp / 'asha.db'}"
     tiny = ["model.arch=resnet18", "data.image_size=32", f"data.train_per_class={args.asha_per_class}",

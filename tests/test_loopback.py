@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from ablation.driver.study import connect
+from ablation.driver.cluster import connect
 
 pytestmark = pytest.mark.slow  # each test runs real studies under Ray
 

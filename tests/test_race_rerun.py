@@ -89,7 +89,7 @@ def test_a_rerun_that_changes_a_race_setting_is_refused_before_ray_or_any_write(
 
 
 def test_the_same_race_settings_pass_and_are_the_parents_params(raced, tmp_path):
-    from ablation.driver.study import _check_race_unchanged, _recorded
+    from ablation.driver.launch import _check_race_unchanged, _recorded
 
     count, params, _ = _store(raced["uri"])
     assert {k: params[k] for k in ("search.race.margin", "search.race.start", "search.race.baseline", "metric",

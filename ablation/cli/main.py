@@ -65,7 +65,9 @@ def run(
     from ablation.driver.race_settings import RaceChanged
     from ablation.driver.data_check import DataChanged
     from ablation.driver.halts import Halted
-    from ablation.driver.study import ResourceError, StudyStopped, run_study, storage_location
+    from ablation.driver.cluster import ResourceError, StudyStopped
+    from ablation.driver.launch import run_study
+    from ablation.driver.state import storage_location
     from ablation.tracking import LeaseLost, StoreUnusable, resolve_uri
 
     cli_help.quiet_libraries(verbose)
@@ -107,9 +109,10 @@ def resume(
     from ablation.tracking.lease import StudyBusy
     from ablation.driver.race_settings import RaceChanged
     from ablation.driver.data_check import DataChanged
-    from ablation.driver.state import StateError, StudyState
+    from ablation.driver.state import StateError, StudyState, storage_location
     from ablation.driver.halts import Halted
-    from ablation.driver.study import ResourceError, StudyStopped, resume_study, storage_location
+    from ablation.driver.cluster import ResourceError, StudyStopped
+    from ablation.driver.launch import resume_study
     from ablation.tracking import LeaseLost, StoreNotFound, StoreUnusable, StudyNotFound, resolve_uri
 
     cli_help.quiet_libraries(verbose)

@@ -25,6 +25,11 @@ class ResourceError(ValueError):
     """The study asks for more than the Ray cluster has, or cannot run where it is asked to; nothing was started."""
 
 
+class StudyStopped(RuntimeError):
+    """Ray or Tune failed while running the study, not one of its trials: the study stopped, the trials
+    that finished are kept, and `ablate resume` continues it."""
+
+
 RAY_ERRORS = "ablation.driver.ray"  # the logger the raylet's error messages go to (`--verbose` shows them)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from ablation import tracking
 from ablation.core import SpecError, Study, StudySpec
 
 
@@ -100,3 +101,14 @@ class StudyState:
             count = f"{err.error_count()} error(s)" if isinstance(err, ValidationError) else str(err)
             raise StateError(f"{folder}/{STATE_FILE}: its spec no longer validates ({count}); run the study's "
                              "spec again with `ablate run`") from None
+
+
+def config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
+    """The Tune config of a drawn trial, from its logged params (values matched to the space's own): what a
+    resumed search continues."""
+    axes = {}
+    for key, values in spec.search.space.items():
+        logged = record.params.get(key)
+        axes[key] = next(json.dumps(v) for v in values if tracking.as_param(
+            json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v) == logged)  # as spec.params() logs
+    return {"axes": axes, "seed": int(record.params["seed"])}

@@ -1,10 +1,11 @@
-"""The driver of a study under Ray Tune: it prepares the data, holds the study's lease, starts Ray and
-the study's MLflow parent run, hands the trials to Tune, and records what came of them.
+"""Running a study's trials under Ray Tune, once `launch.py` has checked the study, joined Ray and opened
+the study's MLflow parent run: the Tuner over them, the trials' outcomes, and the study's own on its
+parent run.
 
 With `cluster.py`, `trainable.py` (the trial's side) and `memory_kills.py`, the only modules that import
-Ray. Trials are expanded by the spec (one per grid point and seed) and handed to Tune as one grid, so
-each Tune trial is exactly one `spec.Trial`. Every trial logs to MLflow itself through the absolute tracking
-URI it is given, so nothing depends on Ray's result files.
+Ray. Each Tune trial is exactly one `core.Trial`: a grid's are listed to Tune (`ListedTrials`), drawn ones
+are mapped back (`trial_of`). Every trial logs to MLflow itself through the absolute tracking URI it is
+given, so nothing depends on Ray's result files.
 """
 
 from __future__ import annotations
@@ -13,38 +14,28 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
 from ablation import tracking
-
-from ablation.driver import race_settings
-
-from ablation.stats import racing
-from ablation.stats.analysis import clip, mean_ci, metric_range
-from ablation.driver.cluster import ResourceError, check_local_resources, check_resources, connect, quiet_tune
-from ablation.data.digest import digests
-from ablation.driver.data_check import check_data_unchanged
-from ablation.driver.memory_fit import memory_to_ask
+from ablation.checkpoints import remove_partial_writes
+from ablation.core import Study, StudySpec, Trial
+from ablation.driver.cluster import StudyStopped
 from ablation.driver.halts import Halts
+from ablation.driver.listed import ListedTrials, as_many_pending
 from ablation.driver.memory_kills import MemoryKillRecorder, handle_memory_kills
 from ablation.driver.memory_kills import cause as memory_kill
-from ablation.checkpoints import remove_partial_writes
-from ablation.models import check_weights
-from ablation.driver.prepare import costs_key, latencies, prepare_data
-from ablation.driver.progress import NoView, ProgressCallback, ViewFactory
-from ablation.driver.relay import BatchRelay
-from ablation.driver.listed import ListedTrials, as_many_pending
+from ablation.driver.prepare import costs_key, latencies
+from ablation.driver.progress import ProgressCallback, ViewFactory
 from ablation.driver.race import RaceSearcher
-from ablation.core import Study, StudySpec, Trial
-from ablation.driver.state import StudyContext, StudyOutcome, StudyState, storage_location
+from ablation.driver.relay import BatchRelay
+from ablation.driver.state import StudyContext, StudyOutcome, config_of
 from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_folder, checkpoint_store, trainable,
                                        trial_name, trial_of, tune_trial_id)
+from ablation.stats import racing
+from ablation.stats.analysis import clip, mean_ci, metric_range
 
 
 def _search(spec: StudySpec, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
@@ -86,96 +77,6 @@ def _trainable_for(spec: StudySpec, context: StudyContext, relay):
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu} | memory)
 
 
-def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, storage: str | None = None,
-              address: str | None = None, console=None, argv: Sequence[str] = (),
-              spec_path: Path | None = None, view: ViewFactory = NoView) -> StudyOutcome:
-    """Run the trials of `study` that have not finished before under Ray Tune, logging to MLflow
-    under the study's one parent run; returns where the results are. `argv` (the command line that ran
-    it, the program first) and `spec_path` (the spec's file) are the parent run's provenance; `view`
-    makes the live view of the trials (the CLI's; none by default), `console` prints the rest."""
-    from rich.console import Console
-
-    console = console or Console()
-    spec = study.spec
-    uri = tracking.resolve_uri(tracking_uri)
-    if address and uri.startswith("sqlite:"):
-        raise ResourceError(f"--tracking-uri: {uri} is a SQLite file on this machine, and the trials of a Ray "
-                            "cluster run on other machines that cannot write to it; start an MLflow server "
-                            "(mlflow server --host ...) and pass --tracking-uri http://HOST:PORT")
-    tracking.check_store(uri, writing=True)
-    # First of all: refusing takes a moment, and a refused re-run must neither wait for its data nor write.
-    found = _recorded(uri, spec.name)  # read once for the three checks before Ray
-    _check_race_unchanged(uri, study, found)
-    storage = storage_location(storage)
-    trials = list(study.trials)
-    # Everything a trial would find wrong with its data is found here, before Ray or MLflow is touched.
-    skipped = prepare_data(trials, console)
-    data = digests(t.spec.data for t in trials)
-    recorded = check_data_unchanged(found, spec.name, data)
-    memory = memory_to_ask(study, uri, found, console, cluster=bool(address))
-    if not address:
-        check_local_resources(spec)  # before the lease creates the store
-    with tracking.hold_study(uri, spec.name) as lease, ThreadPoolExecutor(1) as background:
-        # A new store's tables take seconds to create, and so does Ray: side by side, on a local Ray
-        # (whose resources were checked above, so no store is made for a study that cannot start).
-        store = None if address else background.submit(tracking.create_store, uri)
-        quiet_tune()
-        connect(address)
-        check_resources(spec, memory_mb=memory)
-        if store:
-            store.result()
-        pretrained = {(t.spec.model.arch, t.spec.model.pretrained) for t in trials if t.spec.model.pretrained}
-        for arch, weights in pretrained:
-            check_weights(arch, weights)
-        # With a race's settings: what a re-run of it must not change (`_check_race_unchanged`).
-        params = tracking.study_params(spec, study.arms) | {"search.seeds": spec.search.seeds, "trials": len(trials)} \
-            | race_settings.race_params(study)
-        experiment_id, parent = tracking.open_study(uri, spec.name, params=params, spec_yaml=spec_yaml,
-                                                    description=spec.description, argv=argv, spec_path=spec_path)
-        tracking.describe_study(parent, axes=study.axes, design=spec.search.design, metric=spec.metric,
-                                mode=spec.mode, storage=f"{storage}/{spec.name}",
-                                skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-                                experiment_id=experiment_id, datasets=data.values(),
-                                data_digests=recorded | {k: d.digest for k, d in data.items() if d.source_type == "local"})
-        # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
-        done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
-        pending = [t for t in trials if t.id not in done]
-        outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
-                               already_finished=len(trials) - len(pending))
-        if not pending and not spec.search.race:  # a race may still want seeds beyond its start
-            parent.finish()
-            return outcome
-        context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage,
-                               lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory)
-        StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return _fit(study, context, pending, parent, outcome, console, view, lease=lease)
-
-
-def _recorded(uri: str, name: str) -> tracking.StudyRecord | None:
-    """The study's parent run if it ran on this store before, else None. It only reads."""
-    try:
-        return tracking.find_study(uri, name)
-    except (tracking.StoreNotFound, tracking.StudyNotFound):
-        return None
-
-
-def _check_race_unchanged(uri: str, planned: Study, study: tracking.StudyRecord | None) -> None:
-    """Refuse (`RaceChanged`) to run a race again with settings other than those its parent run `study`
-    records (see race_settings.py). It only reads: a study that never ran has nothing to compare with."""
-    if study is None:
-        return
-    stored = race_settings.recorded(study.params, study.tags.get(tracking.Tag.RACE_BASELINE))
-    arms_run = None
-    if stored and race_settings.ARMS not in stored:
-        # Older versions did not log the arms. The trial runs' `arm` params are then the only record
-        # (one search over the children, only for such a store): every arm that has a run was raced.
-        arms_run = {r.params["arm"] for r in tracking.study_trials(uri, study.experiment_id, study.run.run_id)
-                    if "arm" in r.params}
-    changed = race_settings.changes(stored, race_settings.race_params(planned), arms_run=arms_run)
-    if changed:
-        raise race_settings.RaceChanged(race_settings.describe(planned.name, changed))
-
-
 def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo: list[dict[str, Any]] = (),
            samples: int | None = None, race: RaceSearcher | None = None,
            callbacks: Sequence[tune.Callback] = (), relay=None, stop: tune.Stopper | None = None) -> tune.Tuner:
@@ -199,55 +100,6 @@ def _tuner(spec: StudySpec, context: StudyContext, pending: list[Trial], *, redo
     )
 
 
-def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
-                 console=None, view: ViewFactory = NoView) -> tuple[Study, StudyOutcome]:
-    """Continue a study whose driver died, under its parent run: finished trials stay finished,
-    unfinished and failed ones continue from their last checkpoints.
-
-    It trusts only what ablate wrote as data: the study's JSON state, MLflow's runs and `weights_only`
-    checkpoints. Ray's own experiment state (`tuner.pkl`) is a pickle, and unpickling a crafted one
-    runs its code, so a fresh Tuner runs what is left instead of restoring Ray's.
-    """
-    from rich.console import Console
-
-    console = console or Console()
-    folder = storage_location(str(folder))
-    state = StudyState.load(folder)
-    uri = tracking.resolve_uri(tracking_uri or state.context.tracking_uri)
-    tracking.check_store(uri, writing=True)
-    context = replace(state.context, tracking_uri=uri, storage=folder)
-    tracking.find_parent(uri, context.experiment_id, context.parent_run_id)
-    study = state.study(folder)
-    spec = study.spec
-    found = _recorded(uri, spec.name)
-    _check_race_unchanged(uri, study, found)  # a state file from an older version, or edited, may differ
-    check_data_unchanged(found, spec.name, digests(t.spec.data for t in study.trials))
-    memory = memory_to_ask(study, uri, found, console, cluster=bool(address))
-    with tracking.hold_study(uri, spec.name) as lease:
-        context = replace(context, lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory)
-        records = tracking.study_trials(uri, context.experiment_id, context.parent_run_id)
-        ended = {r.trial_id for r in records if r.ended}
-        pending = [t for t in study.trials if t.id in set(state.trials) and t.id not in ended]
-        redo, samples = [], None
-        if spec.search.method != "grid":  # drawn trials: continue the unfinished ones, draw the rest anew
-            redo = [_config_of(spec, r) for r in records if not r.ended]
-            samples = max(0, spec.search.num_samples - sum(r.ended for r in records))
-            pending = []
-        console.print(f"[bold]{spec.name}[/bold]: resuming; {sum(r.ended for r in records)} of its trials had ended "
-                      "and stay as they are, the others go on from their last checkpoints", highlight=False)
-        prepare_data(pending if spec.search.method == "grid" and not spec.search.race else list(study.trials), console)
-        outcome = StudyOutcome(uri, context.experiment_id, context.parent_run_id, folder)
-        parent = tracking.reopen_study(uri, context.parent_run_id)
-        if not pending and not samples and not spec.search.race:
-            parent.finish()
-            return study, outcome
-        quiet_tune()
-        connect(address)
-        check_resources(spec, memory_mb=memory)
-        return study, _fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples,
-                           lease=lease)
-
-
 def _time_latencies(study: Study, outcome: StudyOutcome, console) -> None:
     """Time each model the study trained that has no latency yet, one after another now that no trial
     shares the machine, and log it to every run of that model."""
@@ -258,19 +110,9 @@ def _time_latencies(study: Study, outcome: StudyOutcome, console) -> None:
         planned = {t.id: t for t in study.every_trial}
         trials = {r.run_id: planned[r.trial_id] for r in records if r.trial_id in planned}
     else:
-        trials = {r.run_id: trial_of(spec, _config_of(spec, r)) for r in records}
+        trials = {r.run_id: trial_of(spec, config_of(spec, r)) for r in records}
     timed = latencies(trials.values(), console)
     tracking.log_latencies(outcome.tracking_uri, {run: timed[costs_key(t.spec)].metrics() for run, t in trials.items()})
-
-
-def _config_of(spec: StudySpec, record: tracking.TrialRecord) -> dict[str, Any]:
-    """The Tune config of a drawn trial, from its logged params (values matched to the space's own)."""
-    axes = {}
-    for key, values in spec.search.space.items():
-        logged = record.params.get(key)
-        axes[key] = next(json.dumps(v) for v in values if tracking.as_param(
-            json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v) == logged)  # as spec.params() logs
-    return {"axes": axes, "seed": int(record.params["seed"])}
 
 
 class LeaseStopper(tune.Stopper):
@@ -301,11 +143,6 @@ class LeaseStopper(tune.Stopper):
         return False
 
 
-class StudyStopped(RuntimeError):
-    """Ray or Tune failed while running the study, not one of its trials: the study stopped, the trials
-    that finished are kept, and `ablate resume` continues it."""
-
-
 def _what_stopped(err: BaseException) -> str:
     """One line for an error out of `Tuner.fit` (Ray's messages run to dozens of lines)."""
     text = str(err).strip()
@@ -316,9 +153,13 @@ def _what_stopped(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:300]}" if first else type(err).__name__
 
 
-def _fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
-         outcome: StudyOutcome, console, make_view: ViewFactory, *, redo: list[dict[str, Any]] = (),
-         samples: int | None = None, lease) -> StudyOutcome:
+def fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
+        outcome: StudyOutcome, console, make_view: ViewFactory, *, redo: list[dict[str, Any]] = (),
+        samples: int | None = None, lease) -> StudyOutcome:
+    """Hand `trials` (a grid's pending ones; or `samples` draws, `redo` first; or a race) to Tune on the Ray this
+    process has joined, each logging under `parent`, and record what came of them: the trials that failed,
+    diverged, were stopped early or never finished, the race's decisions, the weights kept, the models'
+    latencies and the study's outcome on `parent`."""
     spec = study.spec
     sampled = spec.search.method != "grid"
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
