@@ -5,7 +5,10 @@ from pathlib import Path
 
 import yaml
 
-# Two trials of one epoch on a few dozen 32-px images: the smallest real study.
+# Two trials of one epoch on a few dozen 32-px images: the smallest real study. Each trial asks for both of
+# the machine's cores, so they run one after the other in one worker Tune reuses: a trial's worker spends
+# about 3 CPU-seconds importing torch, Ray Tune and MLflow, and the slow tier keeps both cores busy, so a
+# second worker costs a test more than running its trials side by side saves (docs/benchmarks.md).
 TINY = {
     "name": "tiny",
     "model": {"arch": "resnet18", "attention": "identity_cbam", "reduction": 16},
@@ -13,7 +16,7 @@ TINY = {
              "test_per_class": 4},
     "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
     "search": {"method": "grid", "space": {"model.placement": ["none", "layer4"]}, "seeds": [0]},
-    "resources": {"cpu": 1, "gpu": 0},
+    "resources": {"cpu": 2, "gpu": 0},
 }
 
 
