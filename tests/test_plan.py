@@ -60,7 +60,9 @@ def test_the_estimate_includes_the_studys_start_up_and_each_trials_overhead(tiny
     monkeypatch.setattr(plan, "calibrate", lambda threads: Speed(1e30, 0, 0, "today", cached=True))
     from ablation.core import load_study
 
-    priced = plan.plan_study(load_study(tiny_spec), cpus=2)
+    priced = plan.plan_study(load_study(tiny_spec), cpus=2)  # one trial at a time: each asks for both cores
+    assert priced.estimated_seconds == pytest.approx(plan.STARTUP_SECONDS + 2 * plan.TRIAL_OVERHEAD_SECONDS)
+    priced = plan.plan_study(load_study(tiny_spec), cpus=4)  # two at a time
     assert priced.estimated_seconds == pytest.approx(plan.STARTUP_SECONDS + 2 * plan.TRIAL_OVERHEAD_SECONDS / 2)
 
 

@@ -117,10 +117,11 @@ def test_static_costs_are_cached_per_model_and_say_what_the_attention_adds(monke
 
 def test_a_warm_plan_imports_no_torch(tiny_spec, tmp_path):
     """Every arm's costs and the speed in the cache: `ablate plan` reads them without torch."""
-    for trial in load_study(tiny_spec).trials:
+    study = load_study(tiny_spec)
+    for trial in study.trials:
         accounting.static_costs(trial.spec.model, num_classes=6, image_size=trial.spec.data.image_size)
     calibration = {"macs_per_second": 1e10, "spread": 0.01, "busy": 0.0, "measured": "2026-12-01"}
-    (accounting.cache_dir() / "calibration.json").write_text(json.dumps({plan._calibration_key(1): calibration}))
+    (accounting.cache_dir() / "calibration.json").write_text(json.dumps({plan._calibration_key(int(study.spec.resources.cpu)): calibration}))
     code = ("import sys; from typer.testing import CliRunner; from ablation.cli.main import app; "
             f"result = CliRunner().invoke(app, ['plan', {str(tiny_spec)!r}, '--json']); "
             "assert result.exit_code == 0, result.output; print(result.output); sys.exit('torch' in sys.modules)")
