@@ -9,6 +9,9 @@ this venv), in the parts chosen with --parts:
   wall time, and the ranked table it prints, kept so a reader sees the two agree within seed noise;
 - resume: `pytest -k resume` in the worktree: wall time, and each test's time from a junit xml file;
 - suite: the whole `pytest` in the worktree: wall time, each test's time, passed/failed/skipped.
+- make: the commit's own `make test` in the worktree, as its README runs the suite (a commit with tiers runs
+  them as separate pytest sessions, with xdist; one without runs one `pytest`), on this venv (never
+  reinstalled into): the same figures, from one junit report per session (`junit_each.py`).
 
 For resume and suite, tests are matched by nodeid (classname::name), and the wall-time difference is split
 into tests added, tests removed, common tests that got slower or faster, and the rest (collection, start-up,
@@ -20,7 +23,7 @@ measured, not the uncommitted working tree.
         [--parts quickstart,resume,suite] [--pytest-args "tests/test_spec.py"]
 
 --pytest-args go to both pytest runs; paths in them replace the default `tests/`. The whole suite takes
-~18 min per commit on 2 cores, the quickstart a few minutes. Writes benchmarks/results/regress.{json,md}.
+~18 min per commit on 2 cores, the quickstart a few minutes. --pytest-args do not apply to make. Writes benchmarks/results/regress.{json,md}.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from xml.etree import ElementTree
 from light_core import ROOT, worktree  # benchmarks/, the script's own folder
 from results_file import publish
 
-PARTS = ("quickstart", "resume", "suite")
+HERE = Path(__file__).resolve().parent  # where junit_each.py is
+PARTS = ("quickstart", "resume", "suite", "make")
 OUTCOMES = ("passed", "failed", "error", "skipped")
 TAGS = {"failure": "failed", "error": "error", "skipped": "skipped"}  # a junit testcase's child: its outcome
 TOP = 15
@@ -142,10 +146,30 @@ def pytest_run(tree: Path, tmp: Path, label: str, args: list[str]) -> dict:
             "counts": {o: counts[o] for o in OUTCOMES}, "tests": {t: v["seconds"] for t, v in tests.items()}}
 
 
+def make_test(tree: Path, tmp: Path, label: str) -> dict:
+    """The commit's own `make test`, run on this venv: `-o` tells make its install stamp is up to date, so
+    the worktree's newer pyproject.toml never reinstalls the venv (which would point it at the worktree)."""
+    reports = Path(tempfile.mkdtemp(dir=tmp, prefix="junit-"))
+    venv = Path(sys.executable).parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(HERE)]), "JUNIT_EACH_DIR": str(reports),
+           "PYTEST_ADDOPTS": "-p junit_each -p no:cacheprovider"}
+    seconds, load, done = timed(label, ["make", "test", f"VENV={venv}", "-o", f"{venv}/.installed"], tree, env)
+    tests = {}
+    for xml in sorted(reports.glob("*.xml")):
+        tests |= parse_junit(xml.read_text())
+    if not tests:
+        raise RuntimeError(f"{label}: make test exited {done.returncode} and left no report:\n{done.stdout[-3000:]}\n"
+                           f"{done.stderr[-3000:]}")
+    counts = Counter(t["outcome"] for t in tests.values())
+    return {"seconds": seconds, "load": load, "returncode": done.returncode, "sessions": len(list(reports.glob("*.xml"))),
+            "counts": {o: counts[o] for o in OUTCOMES}, "tests": {t: v["seconds"] for t, v in tests.items()}}
+
+
 def measure(tree: Path, tmp: Path, name: str, parts: list[str], pytest_args: list[str]) -> dict:
     # Without a path in --pytest-args, the worktree's own testpaths (tests/) apply, as from the repo root.
     selections = {"resume": ["-k", "resume", *pytest_args], "suite": pytest_args}
-    return {part: quickstart(tree, tmp, f"{name} {part}") if part == "quickstart"
+    runs = {"quickstart": lambda label: quickstart(tree, tmp, label), "make": lambda label: make_test(tree, tmp, label)}
+    return {part: runs[part](f"{name} {part}") if part in runs
             else pytest_run(tree, tmp, f"{name} {part}", selections[part]) for part in parts}
 
 

@@ -52,3 +52,24 @@ def test_the_wall_time_difference_is_split_into_added_removed_slower_faster_and_
     # Largest change either way first; the unchanged test is cut by top=2.
     assert [(t["test"], t["ratio"], t["growth"]) for t in c["top_common"]] == [
         ("tests.test_a::test_slower[x]", 2.5, 3.0), ("tests.test_a::test_faster", 0.33, -2.0)]
+
+
+@pytest.mark.slow  # two pytest sessions in their own processes, one with xdist's workers
+def test_each_pytest_session_of_a_make_test_leaves_its_own_junit_report(regress, tmp_path):
+    """What `regress.py --parts make` reads: a `make test` runs its tiers as separate sessions, each of
+    whose reports must survive the next; under xdist only the controller writes one."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_tier.py").write_text("def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS), "JUNIT_EACH_DIR": str(reports),
+           "PYTEST_ADDOPTS": "-p junit_each -p no:cacheprovider"}
+    for tier in (["-k", "one"], ["-n", "2"]):
+        subprocess.run([sys.executable, "-m", "pytest", "-q", *tier, "test_tier.py"], cwd=tmp_path, env=env,
+                       check=True, capture_output=True)
+    found = sorted((regress.parse_junit(xml.read_text()) for xml in reports.glob("*.xml")), key=len)
+    assert [sorted(report) for report in found] == [["test_tier::test_one"],
+                                                     ["test_tier::test_one", "test_tier::test_two"]]
