@@ -110,3 +110,22 @@ def test_a_lost_lease_survives_the_copy_ray_makes_of_a_trials_exception():
     lost = LeaseLost.to("shared", Holder.me(), "http://127.0.0.1:5000")
     for copied in (copy.copy(lost), pickle.loads(pickle.dumps(lost))):
         assert str(copied) == str(lost) and "was taken over by pid" in str(copied)
+
+
+def test_a_trial_that_finds_its_study_taken_over_stops_the_study_and_the_driver_writes_nothing():
+    """The trial reports the lost lease as a halt rather than fail: failing, it left Tune a trial to retry and
+    Ray an error nobody fetched, printed as the worker's stack above the driver's one line."""
+    from ray.tune.stopper import NoopStopper
+
+    from ablation.driver.halts import HALT_KEY, Halts, why
+
+    lost = LeaseLost.to("shared", Holder.me(), "http://127.0.0.1:5000")
+    try:
+        raise RuntimeError("the epoch's write failed") from lost  # as it reaches the trial's outermost frame
+    except RuntimeError as err:
+        report = why(err, storage="/runs/shared", uri="http://127.0.0.1:5000", trial="placement=none,seed=0")
+    assert report is not None and report[HALT_KEY] == str(lost)
+    halts = Halts(NoopStopper(), "/runs/shared")
+    assert halts("trial-1", report) and halts.stop_all()
+    with pytest.raises(LeaseLost, match="was taken over by pid"):
+        halts.check(parent=None, outcome=None)  # neither is touched: the study is another driver's

@@ -1,5 +1,6 @@
-"""What stops a whole study rather than fail one trial: storage with no room left for checkpoints, or an
-MLflow store that no longer takes writes (made read-only, deleted or moved).
+"""What stops a whole study rather than fail one trial: storage with no room left for checkpoints, an
+MLflow store that no longer takes writes (made read-only, deleted or moved), or a study another driver
+took over while this one was not heard from.
 
 Tune retries a failed trial under `resources.max_failures`, and a trial that cannot write its checkpoint
 or its run fails again at every retry, as does every trial after it: a full disk once cost five minutes
@@ -31,6 +32,7 @@ _NO_ROOM = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exce
 _FREE_SPACE = "trials that finished are kept; free space there, then continue with"
 _WRITABLE = "trials that finished are kept; when it can be written again, continue with"
 _PUT_BACK = "its runs went with it, the trials' checkpoints are kept; put it back, then continue with"
+_TAKEN_OVER = ""  # the remedy of a lease lost: none here; its message says that the other driver goes on
 
 
 class Halted(RuntimeError):
@@ -48,6 +50,11 @@ def why(err: BaseException, *, storage: str, uri: str, trial: str) -> dict[str, 
     any other error, and for a trial Tune is stopping (whatever its end could not record)."""
     if tracking.raised_from(err, (SystemExit, KeyboardInterrupt)) is not None:
         return None
+    lost = tracking.raised_from(err, tracking.LeaseLost)
+    if lost is not None:
+        # Failing, the trial left Tune a trial to retry and, once this driver stopped, Ray an error nobody
+        # fetched, which it printed as the worker's stack above the driver's one line.
+        return {HALT_KEY: str(lost), REMEDY_KEY: _TAKEN_OVER}
     full = tracking.raised_from(err, StorageFull)
     if full is not None:
         return {HALT_KEY: f"{full.strerror} on {_on_storage(storage)} while saving the checkpoint of trial {trial}",
@@ -110,6 +117,8 @@ class Halts(tune.Stopper):
         raise `Halted`, saying why and how to go on."""
         if self.halted is None and self.tune_failed is None:
             return
+        if self.halted and self.halted[REMEDY_KEY] == _TAKEN_OVER:
+            raise tracking.LeaseLost(self.halted[HALT_KEY])  # the study is another driver's: no write here
         what, remedy = (self.halted[HALT_KEY], self.halted[REMEDY_KEY]) if self.halted else \
             (self.tune_failed, _FREE_SPACE)
         # A failed store is not written again: a deleted one would be created anew, empty, by the attempt.

@@ -42,8 +42,9 @@ def _failure(err: BaseException) -> tracking.Failure:
 
 def trainable(config: dict[str, Any], context: StudyContext, relay: ray.actor.ActorHandle | None = None) -> None:
     """One trial (`_trial`). One that cannot go on because no trial can (the storage has no room for its
-    checkpoint, the store takes no writes) reports why and ends rather than fail: Tune would retry it,
-    and it would fail again each time. The driver then stops the study (`halts`)."""
+    checkpoint, the store takes no writes, another driver took the study over) reports why and ends rather
+    than fail: Tune would retry it, and it would fail again each time. The driver then stops the study
+    (`halts`)."""
     unlog_store_failures()
     try:
         _trial(config, context, relay)
