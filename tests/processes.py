@@ -23,3 +23,12 @@ def while_driver_runs(driver: subprocess.Popen, log: Path, condition, timeout: f
             raise AssertionError(f"the driver exited ({driver.returncode}) first:\n{log.read_text()}")
         time.sleep(every)
     raise AssertionError(f"timed out waiting; the driver said:\n{log.read_text()}")
+
+
+# A stack printed to the user: Python's own, or Ray's copy of a worker's, which it prints for an error
+# nobody fetched ("Unhandled error"), frame by frame with no "Traceback" line.
+STACK_SIGNS = ("Traceback", "Unhandled error", 'File "')
+
+
+def shows_a_stack(output: str) -> bool:
+    return any(sign in output for sign in STACK_SIGNS)
