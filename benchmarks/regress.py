@@ -13,7 +13,7 @@ this venv), in the parts chosen with --parts:
   them as separate pytest sessions, with xdist; one without runs one `pytest`), on this venv (never
   reinstalled into): the same figures, from one junit report per session (`junit_each.py`).
 
-For resume and suite, tests are matched by nodeid (classname::name), and the wall-time difference is split
+For resume, suite and make, tests are matched by nodeid (classname::name), and the wall-time difference is split
 into tests added, tests removed, common tests that got slower or faster, and the rest (collection, start-up,
 session fixtures). Rounds alternate the order of the commits, so load that drifts falls on both alike; the
 figures are medians over rounds. The load average before each timed run is printed and kept. Commits are
@@ -23,7 +23,8 @@ measured, not the uncommitted working tree.
         [--parts quickstart,resume,suite] [--pytest-args "tests/test_spec.py"]
 
 --pytest-args go to both pytest runs; paths in them replace the default `tests/`. The whole suite takes
-~18 min per commit on 2 cores, the quickstart a few minutes. --pytest-args do not apply to make. Writes benchmarks/results/regress.{json,md}.
+~18 min per commit on 2 cores, the quickstart a few minutes; --pytest-args do not apply to make. Writes
+benchmarks/results/regress.{json,md}.
 """
 
 from __future__ import annotations
@@ -140,7 +141,11 @@ def pytest_run(tree: Path, tmp: Path, label: str, args: list[str]) -> dict:
     if done.returncode not in (0, 1, 5):
         raise RuntimeError(f"{label}: {shlex.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-3000:]}")
-    tests = parse_junit(xml.read_text())
+    return figures(seconds, load, done, parse_junit(xml.read_text()))
+
+
+def figures(seconds: float, load: list[float], done: Done, tests: dict[str, dict]) -> dict:
+    """A timed pytest run's figures: its wall time, load and exit, its outcomes counted, each test's time."""
     counts = Counter(t["outcome"] for t in tests.values())
     return {"seconds": seconds, "load": load, "returncode": done.returncode,
             "counts": {o: counts[o] for o in OUTCOMES}, "tests": {t: v["seconds"] for t, v in tests.items()}}
@@ -154,15 +159,14 @@ def make_test(tree: Path, tmp: Path, label: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(HERE)]), "JUNIT_EACH_DIR": str(reports),
            "PYTEST_ADDOPTS": "-p junit_each -p no:cacheprovider"}
     seconds, load, done = timed(label, ["make", "test", f"VENV={venv}", "-o", f"{venv}/.installed"], tree, env)
-    tests = {}
-    for xml in sorted(reports.glob("*.xml")):
-        tests |= parse_junit(xml.read_text())
-    if not tests:
+    sessions = sorted(reports.glob("*.xml"))
+    if not sessions:
         raise RuntimeError(f"{label}: make test exited {done.returncode} and left no report:\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-3000:]}")
-    counts = Counter(t["outcome"] for t in tests.values())
-    return {"seconds": seconds, "load": load, "returncode": done.returncode, "sessions": len(list(reports.glob("*.xml"))),
-            "counts": {o: counts[o] for o in OUTCOMES}, "tests": {t: v["seconds"] for t, v in tests.items()}}
+    tests = {}
+    for xml in sessions:
+        tests |= parse_junit(xml.read_text())
+    return figures(seconds, load, done, tests) | {"sessions": len(sessions)}
 
 
 def measure(tree: Path, tmp: Path, name: str, parts: list[str], pytest_args: list[str]) -> dict:

@@ -32,7 +32,9 @@ _NO_ROOM = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exce
 _FREE_SPACE = "trials that finished are kept; free space there, then continue with"
 _WRITABLE = "trials that finished are kept; when it can be written again, continue with"
 _PUT_BACK = "its runs went with it, the trials' checkpoints are kept; put it back, then continue with"
-_TAKEN_OVER = ""  # the remedy of a lease lost: none here; its message says that the other driver goes on
+# A lost lease's "remedy": none here, since another driver goes on with the study (its message says so);
+# `Halts.check` knows the halt by it.
+_TAKEN_OVER = "another driver goes on with the study"
 
 
 class Halted(RuntimeError):
