@@ -45,7 +45,7 @@ from scipy.optimize import brentq
 
 from ablation.stats import paired_checks
 
-from ablation.stats import boundaries, racing
+from ablation.stats import boundaries, paths, racing
 from ablation.stats import fixed as fixed_designs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,6 @@ def simulate_quantised(S: int, effects: np.ndarray, N: int, rng: np.random.Gener
     cannot produce that (their difference has SD >= sqrt(2 level (1 - level) / images), 8 images at
     level 0.8). An effect of e (accuracy units) adds e images / (images - C) expected gains (e > 0) or
     losses (e < 0): E[D] = e exactly. `effects`: (S, K) true mean differences in accuracy units."""
-    K = effects.shape[1]
     p = np.clip(level + tau * rng.standard_normal((S, 1, N)), 0.0, 1.0)
     right = rng.binomial(images, p)
     g = (discord + np.maximum(effects, 0.0) * images) / (images * (1 - level))
@@ -220,11 +219,11 @@ def simulate_skewed(kind: str, S: int, K: int, N: int, rng: np.random.Generator)
 
 
 def look_stats(D: np.ndarray, start: int, scale=0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Prefix mean and standard error of D (..., N) at looks n = start..N, as `racing._path`: each prefix's
+    """Prefix mean and standard error of D (..., N) at looks n = start..N, as `paths.prefix_path`: each prefix's
     variance about its OWN mean (two-pass), and se = nan (no t statistic, so no rule fires) where the
-    prefix has no spread, sd <= racing.RESOLUTION * max(scale, running max |D|). `scale`: the metric's own
+    prefix has no spread, sd <= paths.RESOLUTION * max(scale, running max |D|). `scale`: the metric's own
     size, broadcast against D: per prefix, the running max |value| of the two arms of the pair (what
-    `racing._pair_path` passes: the max over the pairs the arm has when that look is its latest); 0 for
+    `paths.pair_path` passes: the max over the pairs the arm has when that look is its latest); 0 for
     scale-free noise."""
     N = D.shape[-1]
     n = np.arange(1, N + 1)
@@ -238,13 +237,13 @@ def look_stats(D: np.ndarray, start: int, scale=0.0) -> tuple[np.ndarray, np.nda
         ss[lo:lo + step] = (dev * dev).sum(-1)
     sd = np.sqrt(ss.reshape(D.shape) / np.maximum(n - 1, 1))
     size = np.maximum(scale, np.maximum.accumulate(np.abs(D), axis=-1))
-    se = np.where(sd <= racing.RESOLUTION * size, np.nan, sd / np.sqrt(n))
+    se = np.where(sd <= paths.RESOLUTION * size, np.nan, sd / np.sqrt(n))
     return mean[..., start - 1:], se[..., start - 1:]
 
 
 def metric_scale(X: np.ndarray) -> np.ndarray:
     """The guard's scale for every arm against the baseline (S, K, N) from arm values (S, K + 1, N): per
-    prefix, the running max |value| of the arm and the baseline (as `racing._pair_path`)."""
+    prefix, the running max |value| of the arm and the baseline (as `paths.pair_path`)."""
     return np.maximum.accumulate(np.maximum(np.abs(X[:, 1:]), np.abs(X[:, :1])), axis=-1)
 
 
@@ -253,7 +252,7 @@ def cumor(x: np.ndarray) -> np.ndarray:
 
 
 def holm_mask(ranks: np.ndarray) -> np.ndarray:
-    """Holm's step-down on rank arrays (..., K), as `racing._holm`."""
+    """Holm's step-down on rank arrays (..., K), as `paths.holm_step_down`."""
     K = ranks.shape[-1]
     order = np.sort(ranks, axis=-1)
     failing = order > np.arange(K)
@@ -323,7 +322,7 @@ def race(D, start, margin, alpha, test_bounds=None, eq_bounds=None, scale=0.0):
 
 
 def fixed_ranks(mean, se, n, K, alpha, margin, holm=True):
-    """Fixed-sample t-test and TOST ranks at one look with n pairs (as `racing._fixed_ranks`)."""
+    """Fixed-sample t-test and TOST ranks at one look with n pairs (as `fixed._fixed_ranks`)."""
     with np.errstate(invalid="ignore"):
         t = mean / se
     p = 2 * stats.t.sf(np.abs(t), n - 1)
@@ -738,7 +737,7 @@ def quantised_section(S: int, m: float, unit: float, rng: np.random.Generator, q
     lines = ["", "## Quantised metrics: accuracy on 200 images", "",
              "Every score is a multiple of 1/200, so paired differences tie and the first seeds' can be all "
              "equal: the case `racing` treats as no spread (se = nan: no rule fires on that look), the guard "
-             "given the metric's own scale as `racing._pair_path` does. Each seed gives the baseline "
+             "given the metric's own scale as `paths.pair_path` does. Each seed gives the baseline "
              "Binomial(200, p) images right, p = level + 0.02·z per seed (shared by every arm on that seed); "
              "each arm is a different network on the same 200 images, which gets Binomial right of the images "
              "the baseline missed and misses Binomial of those it got right, `discord` images each way on "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablation.stats import racing
+from ablation.stats import paths, racing
 from ablation.stats.racing import BETTER, EQUIVALENT, RACING, STOPPED, UNDECIDED, WORSE
 
 IMAGES = 200  # a validation split: every score is a multiple of 1/200
@@ -68,7 +68,7 @@ def test_prefix_variance_is_each_prefixs_own():
     """The look at n seeds uses the sample variance of those n seeds about their own mean."""
     rng = np.random.default_rng(3)
     x = rng.binomial(IMAGES, 0.6, 10) / IMAGES - 0.6
-    path = racing._path(x, 3, 10)
+    path = paths.prefix_path(x, 3, 10)
     for i, n in enumerate(range(3, 11)):
         assert path.mean[i] == pytest.approx(x[:n].mean(), abs=1e-15)
         assert path.se[i] == pytest.approx(x[:n].std(ddof=1) / np.sqrt(n), rel=1e-12)

@@ -7,6 +7,7 @@ From the bottom up:
 - `catalog`, `attentions`, `datasets`: what the models and datasets offer, each entry describing itself;
 - `names`: the run contract's names (tags, params, metric keys) that engine, tracking and report share;
 - `model_spec`, `schema`, `spec_errors`: the study spec's schema, and its errors in the spec's words;
+- `spec_tree`: dotted keys (`model.reduction.layer3`) set in a spec's tree before it is validated;
 - `factorial`, `design`: two-level designs (their runs and aliases); every design's arms and trials;
 - `loading`: YAML, `--set` overrides, errors naming what to fix;
 - `study`: the `Study` value, built once.

@@ -20,7 +20,8 @@ from ablation.core import factorial
 from ablation.core.catalog import ATTENTIONS
 from ablation.core.factorial import Factorial
 from ablation.core.model_spec import COMPONENTS, SpecError
-from ablation.core.schema import MAX_TRIALS, StudySpec, describe, set_key, validation_context
+from ablation.core.schema import MAX_TRIALS, StudySpec, describe, validation_context
+from ablation.core.spec_tree import set_key
 
 
 def label(point: dict[str, Any]) -> str:

@@ -13,7 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from ablation.core.model_spec import ModelSpec, Section, SpecError
-from ablation.core.schema import DataSpec, StudySpec, describe, each_error, key_parts, set_key, validation_context
+from ablation.core.schema import DataSpec, StudySpec, describe, each_error, validation_context
+from ablation.core.spec_tree import key_parts, set_key
 
 
 def _blame(err: ValidationError, path: Path, file_tree: dict[str, Any], given: list[tuple[tuple[str, ...], str]]) -> str:

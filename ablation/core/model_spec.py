@@ -130,7 +130,7 @@ class _ModelCore(Section):
     def _known_sites(cls, placement: str, info: ValidationInfo) -> str:
         arch = info.data.get("arch")
         layers = ARCHITECTURES.get(arch).layers if arch else None
-        everywhere = _everywhere(info.data.get("attention"))
+        everywhere = all_stages(info.data.get("attention"))
         sites = parse_placement(placement, layers, arch or "", everywhere)
         # `all` stays `all`: each type's own sites, whichever type an arm switches to. Sites spelled out
         # become `all` only for a type whose `all` is every stage (not BAM, whose `all` is layer1-3).
@@ -160,11 +160,11 @@ class _ModelCore(Section):
         """The sites that receive attention modules (count above zero)."""
         if ATTENTIONS.get(self.attention).site is None:
             return ()
-        return tuple(s for s in parse_placement(self.placement, everywhere=_everywhere(self.attention))
+        return tuple(s for s in parse_placement(self.placement, everywhere=all_stages(self.attention))
                      if self.count_at(s.stage))
 
 
-def _everywhere(attention: str | None) -> tuple[str, ...]:
+def all_stages(attention: str | None) -> tuple[str, ...]:
     """The stages placement `all` stands for with this attention type (every stage if it is unknown)."""
     return ATTENTIONS.get(attention).all_stages if attention in ATTENTIONS else STAGES
 
@@ -214,7 +214,7 @@ ModelSpec.__doc__ = "The network: a torchvision ResNet, and which attention modu
 
 def _placed_stages(placement: str, count: int | dict[str, int] | None = None,
                    attention: str | None = None) -> list[str]:
-    stages = dict.fromkeys(site.stage for site in parse_placement(placement, everywhere=_everywhere(attention)))
+    stages = dict.fromkeys(site.stage for site in parse_placement(placement, everywhere=all_stages(attention)))
     if isinstance(count, int):
         return list(stages) if count else []
     return [s for s in stages if count is None or count.get(s, 0)]

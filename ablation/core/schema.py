@@ -17,12 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from ablation.core import factorial
-from ablation.core.catalog import ATTENTIONS
 from ablation.core.datasets import DATASETS
 from ablation.core.emotions import EMOTIONS
-from ablation.core.model_spec import (ATTENTION_OPTIONS, PER_STAGE, RETIRED, ModelSpec, Section, SpecError,
-                                      options_of)
-from ablation.core.sites import STAGES, parse_placement, placement_subsets, switch_stage
+from ablation.core.model_spec import ATTENTION_OPTIONS, PER_STAGE, RETIRED, ModelSpec, Section, all_stages, options_of
+from ablation.core.sites import STAGES, parse_placement, placement_subsets
 from ablation.core.spec_errors import describe, each_error  # noqa: F401  (the schema's errors, read from here too)
 
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
@@ -326,7 +324,7 @@ class StudySpec(Section):
         section, leaf, *stage = key.split(".")
         value = getattr(getattr(self, section), leaf)
         if stage and key.startswith("model.placement."):  # a stage factor: does the placement hold that stage?
-            return stage[0] in {s.stage for s in parse_placement(value, everywhere=_everywhere(self.model.attention))}
+            return stage[0] in {s.stage for s in parse_placement(value, everywhere=all_stages(self.model.attention))}
         if stage and isinstance(value, dict):
             return value.get(stage[0])
         return value
@@ -367,39 +365,3 @@ def check_setting(key: str) -> None:
     raise ValueError(f"{key!r} is not a setting; keys are leaves of {', '.join(SWEEPABLE)} (e.g. model.placement, "
                      "data.augment.rotation), model.count.<stage> / model.reduction.<stage>, or "
                      "model.placement.<stage> (on or off)")
-
-
-def key_parts(key: str) -> tuple[str, ...]:
-    """Where a dotted key sits in the spec tree; the keys of search.space and search.baseline are dotted themselves."""
-    for mapping in ("space", "baseline"):
-        if key.startswith(f"search.{mapping}."):
-            return "search", mapping, key.removeprefix(f"search.{mapping}.")
-    return tuple(key.split("."))
-
-
-def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key in a spec's tree (a `--set`, or an arm's override), making sections as needed."""
-    *parents, leaf = key_parts(key)
-    if parents == ["model", "placement"]:  # one stage switched on or off in the placement the tree has
-        model, default = tree.setdefault("model", {}), {k: f.default for k, f in ModelSpec.model_fields.items()}
-        try:
-            model["placement"] = switch_stage(str(model.get("placement", default["placement"])), leaf, value,
-                                              _everywhere(model.get("attention", default["attention"])))
-        except ValueError as err:
-            raise SpecError(f"{key}: {err}") from None
-        return
-    node = tree
-    for depth, part in enumerate(parents):
-        if depth == 1 and parents[0] == "model" and part in PER_STAGE and not isinstance(node.get(part), dict):
-            # One stage of a setting given for all stages: spell the setting out per stage first.
-            everywhere = node.get(part, ModelSpec.model_fields[part].default)
-            node[part] = dict.fromkeys(STAGES, everywhere)
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SpecError(f"{key}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
-
-
-def _everywhere(attention: Any) -> tuple[str, ...]:
-    return ATTENTIONS.get(attention).all_stages if attention in ATTENTIONS else STAGES  # what placement `all` means

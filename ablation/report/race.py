@@ -18,6 +18,7 @@ from typing import Any
 from ablation.stats import racing
 from ablation.stats.analysis import Comparison
 from ablation.stats.paired_checks import PairedCheck, check
+from ablation.stats.paths import paired_differences
 from ablation.report.table import Table, p_value
 
 MARGIN_SDS = 2.0  # a margin wider than this many paired seed SDs lets large differences pass as equivalent
@@ -86,10 +87,10 @@ def read_race(study, values: Mapping[str, Mapping[int, float]], failed: Mapping[
     checks = {}
     for arm, d in decisions.items():
         used = d.decided_at or d.seeds
-        diffs = racing.paired_differences(values, arm, d.against or baseline, order)[:used]
+        diffs = paired_differences(values, arm, d.against or baseline, order)[:used]
         if len(diffs) >= 2:
             checks[arm] = check(diffs)
-    against = {arm: racing.paired_differences(values, arm, baseline, order) for arm in values if arm != baseline}
+    against = {arm: paired_differences(values, arm, baseline, order) for arm in values if arm != baseline}
     samples = [x for x in against.values() if len(x) >= 2]
     dof = sum(len(x) - 1 for x in samples)
     sd = math.sqrt(sum(_ss(x) for x in samples) / dof) if dof else math.nan

@@ -57,8 +57,9 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
 
+from ablation.stats.paths import RESOLUTION  # a spread below a millionth of the metric's size is none
+
 CONFIDENCE = 0.95
-RESOLUTION = 1e-6  # as racing.RESOLUTION: a spread below a millionth of the metric's size is none
 OLS, LENTH = "ols", "lenth"
 LEAST_CONTRASTS = 3  # Lenth's t on m / 3 degrees of freedom needs at least one
 

@@ -11,12 +11,12 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from ablation.stats.racing import (BETTER, EQUIVALENT, WORSE, Decision, _check, _first_fire, _pair_path, _Path,
-                                   _standing, holm_adjust)
+from ablation.stats.paths import PrefixPath, holm_adjust, pair_path
+from ablation.stats.racing import BETTER, EQUIVALENT, WORSE, Decision, _check, _first_fire, _standing
 
-def _fixed_ranks(path: _Path, start: int, K: int, alpha: float, margin: float, holm: bool):
+def _fixed_ranks(path: PrefixPath, start: int, K: int, alpha: float, margin: float, holm: bool):
     """Per look, from the fixed-sample paired t-test and t-based TOST at that look alone (no allowance for
-    other looks): the test rank, the equivalence rank (as in `_holm`), whether the difference is positive,
+    other looks): the test rank, the equivalence rank (as in `paths.holm_step_down`), whether the difference is positive,
     and the test's p-value. Without `holm` the only levels are alpha: rank 0 passes, K fails."""
     looks = len(path.mean)
     levels = [alpha / (K - r) for r in range(K)] if holm else [alpha]
@@ -51,7 +51,7 @@ def _fixed_decisions(values, baseline, seeds, margin, alpha, max_seeds, start, h
         return {}
     order, sign = list(seeds)[:max_seeds], (1.0 if higher_is_better else -1.0)
     looks = max_seeds - start + 1
-    paths = [_pair_path(values, arm, baseline, order, sign, start, max_seeds) for arm in family]
+    paths = [pair_path(values, arm, baseline, order, sign, start, max_seeds) for arm in family]
     ranks = [_fixed_ranks(path, start, K, alpha, margin, holm) for path in paths]
     test = np.array([r[0] for r in ranks]).reshape(K, looks)
     eq = np.array([r[1] for r in ranks]).reshape(K, looks)

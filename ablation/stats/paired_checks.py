@@ -55,9 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ablation.stats.paths import RESOLUTION  # spreads below a millionth of the size are none
+
 SKEW_SE = 2.0  # flag |skewness| above this many of its standard errors under normality
 OUTLIER_LEVEL = 0.05  # flag the extreme seed when its Bonferroni p-value (leave-one-out t) is below this
-RESOLUTION = 1e-6  # as ablation.stats.racing.RESOLUTION: spreads below a millionth of the size are none
 PERMUTATIONS = 2**14  # sign flips: all 2^n of them for n <= 14, this many random ones beyond
 PERMUTATION_SEED = 20260  # the random flips' seed (n > 14): the same differences, the same p-value
 

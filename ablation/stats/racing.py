@@ -50,6 +50,7 @@ import numpy as np
 
 from ablation.stats.boundaries import (EQUIVALENCE_SPENDING, TEST_SPENDING, _boundaries, _check_design, _levels,
                                        _sequential_p)
+from ablation.stats.paths import NO_SPREAD, crossed, holm_adjust, holm_step_down, pair_path, running_interval, strictest
 
 RACING, BETTER, WORSE, EQUIVALENT, UNDECIDED = "racing", "better", "worse", "equivalent", "undecided at max"
 STOPPED = "stopped"  # undecided, and no seed can come: a seed it needs next failed for good
@@ -79,130 +80,7 @@ class Decision:
 
 
 # ---------------------------------------------------------------------------------------------------
-# One arm's path
-
-
-# Metrics are logged as float32 (about 7 significant digits): paired differences whose spread is below a
-# millionth of the metric's size are the same difference to within what the metric records.
-RESOLUTION = 1e-6
-NO_SPREAD = "no seed-to-seed spread: the metric cannot resolve this difference"
-
-
-@dataclass(frozen=True)
-class _Path:
-    """Prefix statistics of one sample of differences, per look n = start..max (nan beyond the data)."""
-
-    n: int  # observations
-    mean: np.ndarray
-    se: np.ndarray  # nan where the spread is zero (no t statistic: a degenerate look counts as no look)
-    flat: np.ndarray  # per look: True where the differences so far are all the same (to RESOLUTION)
-
-    def t(self, shift: float = 0.0) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (self.mean - shift) / self.se
-
-
-def _path(diffs: Sequence[float], start: int, max_seeds: int, scale: float | np.ndarray = 0.0) -> _Path:
-    """`scale`: the size of the metric itself (per prefix, the running max |value| of the pair), below
-    whose RESOLUTION a spread counts as none; the differences' own size is used where it is larger."""
-    x = np.asarray(diffs, dtype=float)[:max_seeds]
-    looks = max_seeds - start + 1
-    mean, se, flat = np.full(looks, np.nan), np.full(looks, np.nan), np.zeros(looks, dtype=bool)
-    if len(x) >= start:
-        # Each prefix's variance about its OWN mean (two-pass, one row per prefix): sums centred on any
-        # other mean leave round-off (~1e-10) where equal differences have none, and a t of 1e8 follows.
-        n = np.arange(1, len(x) + 1)
-        upto = np.tri(len(x), dtype=bool)  # row k: the first k + 1 observations
-        m = np.cumsum(x) / n
-        dev = np.where(upto, x[None, :] - m[:, None], 0.0)
-        sd = np.sqrt((dev * dev).sum(axis=1) / np.maximum(n - 1, 1))
-        size = np.maximum(np.asarray(scale, dtype=float)[:len(x)] if np.ndim(scale) else scale,
-                          np.maximum.accumulate(np.abs(x)))
-        none = sd <= RESOLUTION * size
-        used = len(x) - start + 1
-        mean[:used] = m[start - 1:]
-        se[:used] = np.where(none, np.nan, sd / np.sqrt(n))[start - 1:]
-        flat[:used] = none[start - 1:]
-    return _Path(len(x), mean, se, flat)
-
-
-def _crossed(t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Per level (row) and look (column): has t crossed the level's upper boundary by that look?"""
-    with np.errstate(invalid="ignore"):
-        hit = t[None, :] >= bounds
-    return np.logical_or.accumulate(hit, axis=1)
-
-
-def _running_interval(path: _Path, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The repeated confidence interval per level (row) and look (column): the running intersection of
-    mean +- c se over the looks so far (one-sided level each side)."""
-    with np.errstate(invalid="ignore"):
-        half = bounds * path.se[None, :]
-        high = np.where(np.isnan(half), np.inf, path.mean[None, :] + half)
-        low = np.where(np.isnan(half), -np.inf, path.mean[None, :] - half)
-    return np.maximum.accumulate(low, axis=1), np.minimum.accumulate(high, axis=1)
-
-
-def _strictest(hit: np.ndarray, none: int) -> np.ndarray:
-    """Per look: the first row (strictest level) hit, or `none`."""
-    return np.where(hit.any(axis=0), hit.argmax(axis=0), none)
-
-
-def _holm(ranks: np.ndarray) -> np.ndarray:
-    """Holm's step-down from ranks (rank r = the arm's p-value is <= alpha / (K - r); K = none): which
-    arms it rejects. Sorted ascending, it rejects while the i-th smallest rank is <= i."""
-    order = np.sort(ranks)
-    failing = order > np.arange(len(ranks))
-    count = int(failing.argmax()) if failing.any() else len(ranks)
-    return ranks < count
-
-
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values (step-down, capped at 1), in the order given."""
-    p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
-
-
-# ---------------------------------------------------------------------------------------------------
 # Decisions
-
-
-def _paired(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str, seeds: Sequence[Hashable],
-            sign: float) -> list[float]:
-    """sign * (arm - other) over the longest prefix of `seeds` on which both have finished."""
-    mine, theirs = values.get(arm, {}), values.get(other, {})
-    out = []
-    for seed in seeds:
-        if seed not in mine or seed not in theirs:
-            break
-        a, b = float(mine[seed]), float(theirs[seed])
-        if not (math.isfinite(a) and math.isfinite(b)):
-            raise ValueError(f"seed {seed!r}: {arm} = {a}, {other} = {b}; finished trials need finite values")
-        out.append(sign * (a - b))
-    return out
-
-
-def paired_differences(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str,
-                       seeds: Sequence[Hashable]) -> list[float]:
-    """arm - other over the longest prefix of `seeds` both have finished: the sample a race decides on."""
-    return _paired(values, arm, other, seeds, 1.0)
-
-
-def _pair_path(values: Mapping[str, Mapping[Hashable, float]], arm: str, other: str, seeds: Sequence[Hashable],
-               sign: float, start: int, max_seeds: int) -> _Path:
-    """The path of the paired differences arm - other, its zero-spread guard scaled to the metric."""
-    diffs = _paired(values, arm, other, seeds, sign)
-    # Each prefix's own metric size: a later seed's huge value (a loss that blew up) must not flatten
-    # the looks before it and so undo a decision they made.
-    sizes = [max(abs(float(values[arm][s])), abs(float(values[other][s]))) for s in seeds[:len(diffs)]]
-    return _path(diffs, start, max_seeds, np.maximum.accumulate(sizes) if sizes else 0.0)
 
 
 def _check(alpha: float, margin: float, mode: str, seeds: Sequence[Hashable], max_seeds: int, start: int) -> None:
@@ -300,16 +178,16 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
 
     paths, test_rank, eq_rank, up_first = [], np.full((K, looks), K), np.full((K, looks), K), []
     for j, arm in enumerate(family):
-        path = _pair_path(values, arm, baseline, order, sign, start, max_seeds)
+        path = pair_path(values, arm, baseline, order, sign, start, max_seeds)
         paths.append(path)
         t = path.t()
-        up = _crossed(t, test_bounds[test_rows])
-        down = _crossed(-t, test_bounds[test_rows])
-        r_up, r_down = _strictest(up, K), _strictest(down, K)
+        up = crossed(t, test_bounds[test_rows])
+        down = crossed(-t, test_bounds[test_rows])
+        r_up, r_down = strictest(up, K), strictest(down, K)
         test_rank[j] = np.minimum(r_up, r_down)
         up_first.append(r_up <= r_down)
-        low, high = _running_interval(path, eq_bounds)
-        eq_rank[j] = _strictest((low > -margin) & (high < margin), K)
+        low, high = running_interval(path, eq_bounds)
+        eq_rank[j] = strictest((low > -margin) & (high < margin), K)
 
     fired = _first_fire(test_rank, eq_rank, up_first, [p.n for p in paths], start, looks, K)
 
@@ -331,11 +209,11 @@ def _decide_baseline(values, baseline, family, order, margin, alpha, max_seeds, 
             mean = float(path.mean[look]) * sign
             if state in (BETTER, WORSE):
                 level = holm_levels[rank]
-                lo, hi = _running_interval(path, test_bounds[[test_rows[rank]]])
+                lo, hi = running_interval(path, test_bounds[[test_rows[rank]]])
                 confidence = 1 - level
             else:
                 level = holm_levels[rank] if state == EQUIVALENT else alpha / K
-                lo, hi = _running_interval(path, eq_bounds[[holm_levels.index(level)]])
+                lo, hi = running_interval(path, eq_bounds[[holm_levels.index(level)]])
                 confidence = 1 - 2 * level
             low, high = float(lo[0, look]), float(hi[0, look])
             if sign < 0:
@@ -365,7 +243,7 @@ def _first_fire(test_rank: np.ndarray, eq_rank: np.ndarray, up_first: Sequence[n
         at = [min(i, n - start) for n in counts]  # negative: not yet at start
         tr = np.array([test_rank[j, a] if a >= 0 else K for j, a in enumerate(at)])
         er = np.array([eq_rank[j, a] if a >= 0 else K for j, a in enumerate(at)])
-        rejected, equivalent = _holm(tr), _holm(er)
+        rejected, equivalent = holm_step_down(tr), holm_step_down(er)
         for j in range(K):
             if at[j] < 0 or (fired[j] is not None and fired[j][1] != EQUIVALENT):
                 continue
@@ -405,14 +283,14 @@ def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, tes
     paths = {}
     for i in range(A):
         for j in range(i + 1, A):
-            path = _pair_path(values, arms[i], arms[j], order, sign, start, max_seeds)
+            path = pair_path(values, arms[i], arms[j], order, sign, start, max_seeds)
             paths[i, j] = path
             t = path.t()
             for a, b, tt in ((i, j, t), (j, i, -t)):
-                hit = _crossed(tt, test_bounds[[row]])[0]
+                hit = crossed(tt, test_bounds[[row]])[0]
                 if hit.any():
                     beats[a, b] = int(hit.argmax())
-            lo, hi = _running_interval(path, eq_bounds)
+            lo, hi = running_interval(path, eq_bounds)
             within[i, j] = within[j, i] = (lo[0] > -margin) & (hi[0] < margin)
     dropped_at = [looks] * A
     by = [None] * A
@@ -481,7 +359,7 @@ def _decide_best(values, arms, order, margin, alpha, max_seeds, start, sign, tes
                 note = NO_SPREAD
             flip = 1.0 if j < rival else -1.0  # paths hold (lower index - higher index)
             bounds = test_bounds[[row]] if state == WORSE else eq_bounds
-            lo, hi = _running_interval(path, bounds)
+            lo, hi = running_interval(path, bounds)
             lo, hi = float(lo[0, at]), float(hi[0, at])
             m = float(path.mean[at])
             if flip < 0:
