@@ -6,7 +6,7 @@ are grey and black, so colour means the base64 PNGs decoded and drew).
 
 Without REPORT.html it logs a small study of known figures to a temporary MLflow store, writes its
 report and renders that. Chromium comes from the system packages (Debian: `apt-get install chromium`);
-tests/test_report.py runs the same check, and skips, naming what is missing, where no browser is.
+tests/test_report_files.py runs the same check, and skips, naming what is missing, where no browser is.
 Writes benchmarks/results/report_render.{json,md}.
 """
 
@@ -76,7 +76,7 @@ def demo_report(folder: Path) -> Path:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_report import log_known_study  # the report tests' study: four placements, two seeds
+    from reported_studies import log_known_study  # the report tests' study: four placements, two seeds
 
     from ablation.report.make import make_report
 

@@ -102,6 +102,19 @@ def tiny_spec(tmp_path) -> Path:
     return write_tiny(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """An AI-HUB layout for test_aihub.py and test_aihub_layout.py, of tests/aihub_files.py's sizes: every
+    emotion with 당황, annotators always agreeing (so the counts are exact)."""
+    from aihub_files import FACE, SIZE, TRAIN, VALID
+    from ablation.data import aihub_layout
+
+    root = tmp_path_factory.mktemp("aihub") / "root"
+    aihub_layout.write(root, per_class=TRAIN, valid_per_class=VALID, image_size=SIZE, face_size=FACE, seed=3,
+                       disagreement=0.0)
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,10 +1,22 @@
-"""The ranked table `ablate run` prints, from trial records as MLflow returns them."""
+"""The ranked table `ablate run` prints, from trial records as MLflow returns them, and the statistics
+`ablate report` gives of a study read from a real MLflow store: means, clipped intervals, Holm-corrected
+paired tests, the ranking by the study's own metric and mode, and what it says of a store or study that
+is not there."""
 
+import math
+
+import numpy as np
 import pytest
+from PIL import Image
+from scipy import stats
+from typer.testing import CliRunner
 
-from ablation.report.model import rank
+from ablation import tracking
+from ablation.cli.main import app
+from ablation.report.model import rank, ranking_metric
 from ablation.report.tables import tables
 from ablation.tracking import TrialRecord
+from reported_studies import KNOWN, log_known_study, made_arm, made_report, open_trial
 
 
 def record(placement: str, seed: int, status: str = "FINISHED", value: float | None = None) -> TrialRecord:
@@ -37,59 +49,6 @@ def test_a_metric_to_minimise_ranks_the_lowest_first():
 
 
 # --- `ablate report` on a study logged to a real MLflow store with known effects ---------------------
-
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from scipy import stats  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from ablation import tracking  # noqa: E402
-from ablation.cli.main import app  # noqa: E402
-from ablation.core.emotions import EMOTIONS  # noqa: E402
-
-# Two seeds per configuration: layer4 is clearly better than vanilla, layer1 is within the noise,
-# and layer2's second seed diverged.
-KNOWN = {
-    "none": {0: 0.70, 1: 0.74},
-    "layer4": {0: 0.80, 1: 0.83},
-    "layer1": {0: 0.69, 1: 0.76},
-    "layer2": {0: 0.72},
-}
-
-
-def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
-               params: dict) -> tracking.TrackedRun:
-    """A trial's run with its params logged, as a started trial has them (a trial logs its params when
-    it starts on its worker, so a run only opened has none yet)."""
-    run = tracking.open_trial(uri, experiment_id, parent_run_id, name=name, trial_id=trial_id, params=params).run
-    run.log_params(params)
-    return run
-
-
-def log_known_study(uri: str, spec_yaml: str = "name: known\n") -> None:
-    experiment_id, parent = tracking.open_study(
-        uri, "known", params={"search.seeds": [0, 1], "trials": 8}, spec_yaml=spec_yaml)
-    parent.set_tags({"ablate.axes": "model.placement", "ablate.metric": "val_macro_f1"})
-    for placement, by_seed in KNOWN.items():
-        for seed in (0, 1):
-            run = open_trial(uri, experiment_id, parent.run_id, name=f"placement={placement},seed={seed}",
-                             trial_id=f"{placement}-{seed}", params={
-                                 "arm": f"placement={placement}", "model.placement": placement,
-                                 "model.attention": "identity_cbam", "seed": seed})
-            if seed not in by_seed:
-                run.set_tags({"ablate.failure": "divergence"})
-                run.finish("FAILED")
-                continue
-            value = by_seed[seed]
-            run.log_metrics({"params_total": 1e6 + 1e5 * len(placement), "params_added": 1e5 * len(placement),
-                             "macs": 2e8 + 1e6 * len(placement), "latency_ms": 1.5})
-            for epoch in (1, 2):
-                run.log_metrics({"val_macro_f1": value - 0.1 / epoch}, step=epoch)
-            run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value,
-                             **{f"test_f1_{c}": value + 0.01 * i for i, c in enumerate(EMOTIONS)}})
-            run.finish("FINISHED")
-    parent.finish("FINISHED")
 
 
 def test_a_study_run_again_with_more_seeds_is_reported_against_the_seeds_it_now_asks_for(tmp_path):
@@ -259,141 +218,7 @@ def test_reporting_from_a_store_that_does_not_exist_says_so_and_creates_none(tmp
     assert not (tmp_path / "nowhere").exists()
 
 
-# --- An interrupted study: the plan comes from the parent run's spec.yaml, not from the runs -------
-
-import csv  # noqa: E402
-
-import yaml  # noqa: E402
-
-from ablation.core import Study, StudySpec  # noqa: E402
-
-PLANNED = ["none", "layer4", "layer2", "layer1"]
-
-
-def log_interrupted_study(uri: str, finished: dict[str, dict[int, float]], killed: set[tuple[str, int]] = frozenset(),
-                          name: str = "interrupted") -> StudySpec:
-    """A grid study logged as `ablate run` logs it, cut short: only the trials in `finished` (placement ->
-    seed -> test macro-F1) and `killed` ever started."""
-    spec = StudySpec.model_validate({"name": name, "search": {"space": {"model.placement": PLANNED},
-                                                              "seeds": [0, 1]}})
-    trials = Study.from_spec(spec).trials
-    experiment_id, parent = tracking.open_study(
-        uri, name, params=spec.params() | {"search.seeds": spec.search.seeds, "trials": len(trials)},
-        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid", "ablate.metric": "val_macro_f1"})
-    for trial in trials:
-        placement = trial.spec.model.placement
-        value = finished.get(placement, {}).get(trial.seed)
-        if value is None and (placement, trial.seed) not in killed:
-            continue  # never started
-        run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
-                                  params=trial.params())
-        if value is None:
-            run.finish("KILLED")
-            continue
-        run.log_metrics({"val_macro_f1": value}, step=1)
-        # The worker's high-water mark, as the trainable logs it: 600 MB plus 100 MB per trial logged.
-        run.log_metrics({"test_accuracy": value + 0.01, "test_macro_f1": value,
-                         "worker_peak_rss_mb": 600.0 + 100 * len(run.client.search_runs([experiment_id]))})
-        run.finish("FINISHED")
-    parent.finish("KILLED")
-    return spec
-
-
-def test_an_interrupted_study_lists_the_configurations_that_never_started_with_0_of_n_seeds(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log_interrupted_study(uri, {"none": {0: 0.70, 1: 0.74}, "layer4": {0: 0.80, 1: 0.83}, "layer2": {0: 0.72}},
-                          killed={("layer2", 1)})
-    out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    from ablation.report.model import build_report
-
-    report = build_report(uri, "interrupted")
-    assert set(report.arms) == {f"placement={p}" for p in PLANNED}
-    assert report.baseline == "placement=none"
-    assert {c.arm for c in report.comparisons["test_macro_f1"]} == {"placement=layer4"}
-    with open(out / "report.csv") as f:
-        rows = {(row["configuration"], row["metric"]): row for row in csv.DictReader(f)}
-    never = rows[("placement=layer1", "test_macro_f1")]  # a planned configuration keeps a row, with n = 0
-    assert (never["n"], never["mean"], never["rank"]) == ("0", "", "")
-    assert rows[("placement=layer2", "test_macro_f1")]["n"] == "1"
-    assert float(rows[("placement=none", "test_macro_f1")]["mean"]) == pytest.approx(0.72)
-    assert list(rows)[-1][0] == "placement=layer1"  # nothing finished: ranked last
-    assert "| placement=layer1 | 0 of 2 |" in (out / "report.md").read_text()
-    assert any("placement=layer1 (0)" in n and "placement=layer2 (1)" in n for n in report.notes)
-
-
-def test_an_interrupted_study_whose_baseline_never_started_says_so_rather_than_that_it_has_none(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log_interrupted_study(uri, {"layer4": {0: 0.80, 1: 0.83}, "layer1": {0: 0.69, 1: 0.76}})
-    result = CliRunner().invoke(app, ["report", "interrupted", "--tracking-uri", uri, "--out", str(tmp_path / "r")])
-    assert result.exit_code == 0, result.output
-    assert "No configuration without attention" not in result.output
-    from ablation.report.model import build_report
-
-    report = build_report(uri, "interrupted")
-    assert report.baseline == "placement=none" and report.comparisons == {}
-    assert report.arms["placement=none"].seeds == 0
-    assert any("baseline (placement=none) has 0 of 2 seeds" in n for n in report.notes), report.notes
-    assert not any("No configuration without attention" in n for n in report.notes)
-    configs = tables(report)[0]
-    assert ["placement=none", "0 of 2"] in [row[:2] for row in configs.rows]
-
-
-def test_a_study_without_a_readable_spec_is_reported_from_its_runs_and_says_why(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log_known_study(uri)  # its spec.yaml is not a study spec
-    from ablation.report.model import build_report
-
-    report = build_report(uri, "known")
-    assert set(report.arms) == {f"placement={p}" for p in KNOWN} and report.baseline == "placement=none"
-    assert any("spec.yaml" in n for n in report.notes), report.notes
-
-
-def test_a_sampled_study_lists_only_the_trials_it_drew(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = StudySpec.model_validate({"name": "drawn", "search": {
-        "method": "random", "num_samples": 2, "space": {"model.placement": PLANNED}, "seeds": [0, 1]}})
-    experiment_id, parent = tracking.open_study(
-        uri, "drawn", params=spec.params() | {"search.seeds": spec.search.seeds, "trials": 2},
-        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    parent.set_tags({"ablate.axes": "model.placement", "ablate.design": "grid"})
-    for placement in ("none", "layer4"):
-        from ablation.core import Trial
-
-        trial = Trial.create(spec, {"model.placement": placement, "seed": 0})
-        run = open_trial(uri, experiment_id, parent.run_id, name=trial.name, trial_id=trial.id,
-                                  params=trial.params())
-        run.log_metrics({"test_accuracy": 0.8, "test_macro_f1": 0.8})
-        run.finish("FINISHED")
-    from ablation.report.model import build_report
-
-    report = build_report(uri, "drawn")
-    assert set(report.arms) == {"placement=none", "placement=layer4"} and report.baseline == "placement=none"
-
-
-# --- Ranking by the study's own metric and mode; clipped intervals; the tidy CSV and report.tex ------
-
-import math  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from ablation.report.model import Arm, StudyReport, ranking_metric  # noqa: E402
-from ablation.report.files import placement_grid, tidy  # noqa: E402
-
-
-def made_arm(name: str, scores: dict[str, dict[int, float]], costs: dict[str, float] | None = None,
-             levels: dict[str, str] | None = None) -> Arm:
-    """An arm as the report sees it, with a finished trial per seed its scores name."""
-    arm = Arm(name, levels or {"model.placement": name}, scores=scores, costs=costs or {})
-    seeds = sorted({s for by_seed in scores.values() for s in by_seed})
-    arm.finished = [TrialRecord(f"{name}-{s}", f"{name},{s}", "FINISHED", {"seed": str(s)}, {}) for s in seeds]
-    return arm
-
-
-def made_report(*arms: Arm, **kw) -> StudyReport:
-    return StudyReport("unit", "val_macro_f1", {a.name: a for a in arms}, None, None, {}, {}, {}, **kw)
+# --- Ranking by the study's own metric and mode; clipped intervals; the decimals a mean is given --------
 
 
 def test_a_study_ranks_by_the_test_counterpart_of_its_own_metric_in_its_mode(tmp_path):
@@ -462,198 +287,6 @@ def test_intervals_are_clipped_to_the_metric_range_and_marked_and_few_seeds_warn
     assert _warnings({"none": report.arms["none"]}) == []
 
 
-def test_report_csv_is_tidy_one_numeric_row_per_configuration_and_metric():
-    arms = [made_arm("layer3.2+layer4", {"test_macro_f1": {0: 0.80, 1: 0.95}, "test_f1_happy": {0: 0.9}},
-                     costs={"params_total": 11_180_000.0, "macs": 1.82e9, "latency_ms": 12.5}),
-            made_arm("none", {"test_macro_f1": {0: 0.7, 1: 0.71, 2: 0.72}}),
-            Arm("layer1", {"model.placement": "layer1"})]  # planned, never started
-    from ablation.report.model import _comparisons
-
-    by_name = {a.name: a for a in arms}
-    report = StudyReport("unit", "val_macro_f1", by_name, "none", None,
-                         _comparisons(by_name, "none", ("test_macro_f1",), None, []), {}, {})
-    header, rows = tidy(report)
-    assert header[:9] == ["rank", "configuration", "model.placement", "metric", "mean", "low", "high", "n", "clipped"]
-    assert header[9:] == ["kind", "against", "p", "p_holm", "answer", "decided_at", "effect", "estimate", "se",
-                          "aliases", "method"]
-    by = {(r[1], r[3]): dict(zip(header, r)) for r in rows if r[header.index("kind")] in ("score", "cost")}
-    f1 = by[("layer3.2+layer4", "test_macro_f1")]
-    assert (f1["rank"], float(f1["mean"]), float(f1["high"]), f1["n"], f1["clipped"]) == (1, 0.875, 1.0, 2, True)
-    assert by[("layer3.2+layer4", "test_f1_happy")]["low"] == ""  # one seed: no interval, not a string
-    assert float(by[("layer3.2+layer4", "params_total")]["mean"]) == 11_180_000
-    assert float(by[("layer3.2+layer4", "macs")]["mean"]) == 1.82e9
-    assert by[("layer1", "test_macro_f1")]["n"] == 0
-    for row in rows:
-        for column in ("mean", "low", "high", "p", "p_holm"):
-            value = row[header.index(column)]
-            assert value == "" or math.isfinite(float(value)), row  # numbers only: no "±", no "M"
-    # The paired differences from the baseline, as the report's comparison table gives them.
-    [c] = report.comparisons["test_macro_f1"]
-    [difference] = [dict(zip(header, r)) for r in rows if r[header.index("kind")] == "difference"]
-    assert (difference["configuration"], difference["against"], difference["n"]) == ("layer3.2+layer4", "none", 2)
-    assert float(difference["mean"]) == pytest.approx(c.difference.mean) == pytest.approx(0.875 - 0.705)
-    assert float(difference["p_holm"]) == pytest.approx(c.p_holm) and float(difference["p"]) == pytest.approx(c.p_t)
-
-
-def test_report_tex_holds_booktabs_tables_1_and_2_with_escaped_names(tmp_path):
-    from ablation.report.paper import escape, latex
-
-    assert escape("cbam_r16 & 5% $x#{y}") == r"cbam\_r16 \& 5\% \$x\#\{y\}"
-    classes = {f"test_f1_{c}": {0: 0.8, 1: 0.9} for c in EMOTIONS}
-    arms = [made_arm("placement=layer3.2+layer4_r&d", {"test_macro_f1": {0: 0.80, 1: 0.82},
-                                                       "test_accuracy": {0: 0.81, 1: 0.83}, **classes},
-                     costs={"params_total": 11_180_000.0, "macs": 1.82e9}),
-            made_arm("placement=none", {"test_macro_f1": {0: 0.7}, "test_accuracy": {0: 0.72}})]
-    tex = latex(made_report(*arms))
-    assert tex.count("\\toprule") == 2 and tex.count("\\bottomrule") == 2
-    # Seven intervals span the page in 8 pt, rather than shrink to 5 pt in one column; two stay in one.
-    assert tex.count("\\begin{table*}") == tex.count("\\end{table*}") == 1 and tex.count("\\begin{table}") == 1
-    assert "\\footnotesize\\setlength{\\tabcolsep}{4pt}" in tex
-    assert "placement=layer3.2+layer4\\_r\\&d & 2 &" in tex and "placement=layer3.2+layer4_r&d" not in tex
-    assert "Configuration & $n$ & Happy & Anger & Unrest & Wound & Sad & Neutral & Macro-F1 \\\\" in tex
-    assert "0.810 $\\pm$ 0.127" in tex  # macro-F1: mean and the t interval's half-width on two seeds
-    assert "82.00 $\\pm$ 12.71" in tex  # accuracy, in %
-    assert "0.850\\,[0.215, 1.000]$^{\\dagger}$" in tex and "interval clipped to the metric's range" in tex
-    assert "placement=none & 1 & 72.00 & 0.700 & -- & -- \\\\" in tex  # one seed: its mean; no cost logged
-    assert "11.18 & 1.82" in tex and "GMACs" in tex
-    small = latex(made_report(made_arm("placement=layer4", {"test_macro_f1": {0: 0.8}, "test_accuracy": {0: 0.8}},
-                                       costs={"params_total": 11.49e6, "macs": 37.36e6})))
-    assert "MMACs" in small and "& 37.36 \\\\" in small  # not 0.04 GMACs for every small model
-    assert tex.count("{") == tex.count("}")
-    compiles(tex, tmp_path)
-
-
-def compiles(tex: str, folder: Path) -> None:
-    """`tex` typeset on a two-column paper page (`\\documentclass[twocolumn]{article}`, booktabs), with no
-    overfull box in the log, where a LaTeX is installed (CI's machines may have none)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("pdflatex") is None:
-        return
-    (folder / "report.tex").write_text(tex)
-    (folder / "paper.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,graphicx}\n"
-                                      "\\begin{document}\n\\input{report.tex}\n\\end{document}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert (folder / "paper.pdf").stat().st_size > 1000
-    log = (folder / "paper.log").read_text(errors="replace")
-    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:600]
-
-
-def test_the_heatmap_gives_block_sites_a_column_of_their_own():
-    placements = {"a": "layer3.2", "b": "layer3", "c": "layer3.2+layer4", "d": "all", "e": "none"}
-    means = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4, "e": 0.5}
-    values, columns = placement_grid(placements, means)
-    assert columns == ["layer1", "layer2", "layer3", "layer3.2", "layer4", "none"]
-    assert values[("a", "layer3.2")] == 0.1 and ("a", "layer3") not in values
-    assert {c for (arm, c) in values if arm == "c"} == {"layer3.2", "layer4"}
-    assert {c for (arm, c) in values if arm == "d"} == {"layer1", "layer2", "layer3", "layer4"}
-    assert values[("e", "none")] == 0.5
-
-
-def test_the_figures_of_configurations_with_long_names_are_drawn_without_a_layout_warning(tmp_path):
-    """A configuration's name is written beside its point and in legends beside the axes. Fitted into the
-    figure (`tight_layout`), a long one squeezed the axes until matplotlib gave up and warned on the
-    terminal of `ablate report`; the figures now grow to hold the names instead."""
-    import warnings
-
-    from ablation.report import figures
-    from ablation.report.files import draw
-
-    names = [f"model.attention=identity_cbam,model.placement=layer{i}.1+layer4,model.reduction=16,train.lr=0.01"
-             for i in range(1, 5)]
-    arms = [made_arm(name, {"test_macro_f1": {0: 0.7 + i / 50, 1: 0.72 + i / 50},
-                            **{f"test_f1_{c}": {0: 0.6, 1: 0.7} for c in EMOTIONS}},
-                     costs={"params_total": 11e6 + i * 1e5, "macs": 1.8e9 + i * 1e7, "latency_ms": 12.0 + i},
-                     levels={"model.placement": f"layer{i + 1}.1+layer4"})
-            for i, name in enumerate(names)]
-    report = made_report(*arms)
-    report.curves = {name: {1: 0.5, 2: 0.6} for name in names}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        drawn = [p.path for p in draw(report, tmp_path)]
-        drawn.append(figures.race_intervals({name: {2: (-0.1, 0.1), 3: (-0.05, 0.06)} for name in names}, margin=0.01,
-                                            baseline=names[0], metric="macro-F1", path=tmp_path / "race.png"))
-    assert [str(w.message) for w in caught] == []
-    # Placements of two sites each: the grid of the sites they hold.
-    assert {p.name for p in drawn} == {"heatmap.png", "score_vs_cost.png", "per_class_f1.png",
-                                       "learning_curves.png", "race.png"}
-    for picture in drawn:
-        with Image.open(picture) as image:
-            assert np.asarray(image.convert("L")).std() > 5  # drawn, not blank
-
-
-def test_the_report_states_the_setup_and_the_provenance_its_runs_carry(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = log_interrupted_study(uri, {"none": {0: 0.70, 1: 0.74}, "layer4": {0: 0.80}})
-    parent = tracking.find_study(uri, "interrupted").run
-    parent.set_tags({"mlflow.source.git.commit": "c95b736", "ablate.version.torch": "2.14.1"})
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    parent.client.log_inputs(parent.run_id, datasets=[DatasetInput(
-        Dataset("synthetic", "d1g35t", "local", "/data", profile='{"images": 1200}'),
-        tags=[InputTag("mlflow.data.context", "train")])])
-    from ablation.report.model import build_report
-    from ablation.report.files import write
-
-    report = build_report(uri, "interrupted")
-    setup = dict(report.setup)
-    assert setup["epochs"] == str(spec.train.epochs) and setup["batch size"] == str(spec.train.batch_size)
-    assert setup["learning rate"] == str(spec.train.lr) and setup["optimizer"] == spec.train.optimizer
-    assert setup["dataset"] == spec.data.dataset and setup["image size (px)"] == str(spec.data.image_size)
-    assert setup["placement"].startswith("swept: ")
-    assert setup["seeds planned"] == "[0, 1]" and setup["seeds run"] == "0, 1"
-    assert setup["study metric"] == "val_macro_f1 (max); configurations ranked on test_macro_f1"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", setup["study started"])
-    assert setup["git commit"] == "c95b736" and setup["ablate.version.torch"] == "2.14.1"
-    assert setup["git branch"] == "not recorded"
-    assert setup["dataset input (train)"] == "synthetic, digest d1g35t (images 1200)"
-    # Runs 2, 3 and 4 of the store (after the parent) finished: 800, 900 and 1,000 MB.
-    assert setup["trial worker memory"] == "peak RSS median 900 MB, largest 1,000 MB, over 3 trials"
-    write(report, tmp_path / "out")
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "### Setup and provenance" in md and "| git commit | c95b736 |" in md
-
-
-def test_the_html_report_renders_in_a_headless_browser(tmp_path):
-    """The report as a person opens it: headless Chromium draws report.html, and the picture is not blank."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "report_render.py"
-    loaded = importlib.util.spec_from_file_location("report_render", path)
-    render = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(render)
-    browser = render.find_browser()
-    if browser is None:
-        pytest.skip(f"no headless browser on PATH (looked for {', '.join(render.BROWSERS)}); "
-                    "Debian: apt-get install chromium")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log_known_study(uri)
-    from ablation.report.make import make_report
-
-    make_report(uri, "known", tmp_path / "report")
-    figures = render.measure(render.render(tmp_path / "report" / "report.html", tmp_path / "page.png", browser))
-    assert render.blank(figures) is None, figures
-    # The check can fail: the same page with its pictures broken is caught.
-    html = (tmp_path / "report" / "report.html").read_text()
-    (tmp_path / "broken.html").write_text(re.sub(r'base64,[^"]+', "base64,AAAA", html))
-    broken = render.measure(render.render(tmp_path / "broken.html", tmp_path / "broken.png", browser))
-    assert "the plots did not draw" in render.blank(broken), broken
-
-
-def test_report_md_shows_what_a_cell_holds_without_running_html_or_adding_columns():
-    """Markdown passes raw HTML through to the page, and a pipe in a cell starts another column."""
-    from ablation.report.table import Table
-
-    md = Table("arms <b>", ["configuration", "value"], [["<img src=x onerror=alert(1)>", "1|2"]],
-               note="a & b").markdown()
-    assert "<img" not in md and "<b>" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
-    row = md.splitlines()[4]
-    assert len(re.split(r"(?<!\\)\|", row)[1:-1]) == 2  # the escaped pipe stays inside its cell
-
-
 def test_a_mean_and_its_interval_take_the_decimals_of_the_intervals_width():
     from ablation.report.tables import _ci
     from ablation.stats.analysis import Interval
@@ -662,50 +295,3 @@ def test_a_mean_and_its_interval_take_the_decimals_of_the_intervals_width():
     assert _ci(Interval(0.3557, 0.3517, 0.3597, 3)) == "0.3557 ± 0.0040"
     assert _ci(Interval(0.7, math.nan, math.nan, 1)) == "0.700 (one seed)"
     assert _ci(Interval(0.815, 0.624, 1.0, 2, clipped=True)) == "0.815 [0.624, 1.000]†"
-
-
-def test_the_setup_lists_swept_values_in_the_specs_order_not_the_stores():
-    from ablation.report.provenance import setting
-    from ablation.tracking import TrialRecord
-
-    order = ["none", "layer1", "layer2", "layer3", "layer4", "all"]
-    records = [TrialRecord(str(i), f"placement={p}", "FINISHED", {"model.placement": p}, {})
-               for i, p in enumerate(["layer3", "all", "none", "layer1", "layer4", "layer2"])]
-    tree = {"search": {"space": {"model.placement": order}}}
-    assert setting("model.placement", records, {}, tree, ["model.placement"]) == \
-        "swept: none, layer1, layer2, layer3, layer4, all"
-    assert setting("model.placement", records, {}, None, ["model.placement"]) == \
-        "swept: all, layer1, layer2, layer3, layer4, none"  # no spec at hand: sorted, the same every time
-
-
-def test_no_two_names_in_a_cost_panel_are_drawn_over_each_other(tmp_path, monkeypatch):
-    """The walkthrough's two-seed quickstart drew `placement=layer1` over `placement=layer4` in the latency
-    panel: overlaps were judged before the constrained layout narrowed the panels, so names that only the
-    layout brought together were never moved. Its figure, redrawn from that report's numbers."""
-    from ablation.report import figures
-
-    scores = {"placement=layer4": (0.7875, 0.7172, 0.8579), "placement=layer1": (0.7831, 0.6629, 0.9033),
-              "placement=layer3": (0.7712, 0.5994, 0.943), "placement=none": (0.7693, 0.6777, 0.8608),
-              "placement=all": (0.7688, 0.6524, 0.8853), "placement=layer2": (0.7658, 0.5555, 0.9761)}
-    order = list(scores)
-    costs = {"MMACs": dict(zip(order, [99.14, 98.60, 98.60, 97.96, 101.06, 98.59])),
-             "parameters (M)": dict(zip(order, [11.49, 11.185, 11.26, 11.18, 11.60, 11.20])),
-             "latency (ms)": dict(zip(order, [15.99, 15.06, 20.43, 14.28, 22.68, 16.53]))}
-    front = ["placement=none", "placement=layer1", "placement=layer4"]
-    drawn, save = {}, figures._save
-
-    def keep(figure, path, beside=()):  # where each panel's names are as the figure is saved (laid out)
-        figure.draw_without_rendering()
-        renderer = figure.canvas.get_renderer()
-        drawn.update({ax.get_xlabel(): [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
-                      for ax in figure.axes})
-        return save(figure, path, beside)
-
-    monkeypatch.setattr(figures, "_save", keep)
-    figures.cost_scatter(scores, costs, score_label="test macro-F1", fronts={axis: front for axis in costs},
-                         path=tmp_path / "score_vs_cost.png")
-    assert set(drawn) == set(costs)
-    for axis, boxes in drawn.items():
-        assert len(boxes) == len(scores)
-        overlapping = [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
-        assert not overlapping, (axis, overlapping)
