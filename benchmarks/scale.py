@@ -13,9 +13,9 @@ per trial so two run at once on two cores), over 10 arms, N = 10 and 100 (and 1,
   `engine.fit` timed alone, two fitting at once, and the set-up the trials logged;
 - that overhead itemised, from the times MLflow recorded: between one run's end and the next one's
   start on the worker (Ray Tune handing it the next trial, and the trial reading its checkpoint and the
-  lease and searching for an earlier attempt's run), opening the run (creating it, and gathering where it
-  runs and its costs), in the run beyond `engine.fit`'s set-up, epoch and test (asking which weights its
-  arm kept, and keeping them for a trial that does), and closing it (the last epoch's write, which carries
+  lease, and asking the study's relay whether its run is new), opening the run (creating it, and gathering
+  where it runs and its costs), in the run beyond `engine.fit`'s set-up, epoch and test (asking the relay
+  which weights its arm kept, and keeping them for a trial that does), and closing it (the last epoch's write, which carries
   the start's for a trial shorter than half a second, Tune taking its last report, the checkpoint store
   closed, freed memory given back, the run's end);
 - the overhead at 1,000 trials over that at 100;
@@ -254,7 +254,7 @@ def timed(command: list[str], cwd: Path) -> float:
 
 
 PARTS = {"between": "between one run's end and the next one's start (Ray Tune's hand-over, the checkpoint and "
-                    "lease reads, the search for an earlier attempt's run)",
+                    "lease reads, the relay's word that its run is new)",
          "opening": "opening the run (creating it; where it runs and its costs, gathered)",
          "in_run": "in the run beyond engine.fit's set-up, epoch and test, not keeping weights",
          "in_run_kept": "the same, keeping its weights",

@@ -6,7 +6,7 @@ import io
 from rich.console import Console
 
 from ablation.cli.progress import FIRST_EPOCH, StudyProgress, clock
-from ablation.driver.relay import BatchRelay
+from ablation.driver.relay import StudyRelay
 from ablation.driver.trainable import every
 
 
@@ -118,7 +118,7 @@ def test_the_view_fits_80_columns_and_keeps_names_whole():
 
 
 def test_the_relay_hands_over_the_latest_counts_and_resumed_epochs_once():
-    relay = BatchRelay()
+    relay = StudyRelay()
     relay.put("t1", 1, 10)
     relay.put("t1", 2, 10)
     relay.restored("t2", 1)

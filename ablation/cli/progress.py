@@ -5,7 +5,7 @@ trial started, epoch and trial ended instead, each with the study's epochs done 
 
 Plain rich; the driver feeds it from Ray Tune's callbacks (`driver.progress.ProgressView` is what it
 calls), so it knows nothing of Ray. A trial's start and its epochs suffice for elapsed times and the
-ETA; `batches` (fed from the trainable, through `BatchRelay`) moves the bar within an epoch.
+ETA; `batches` (fed from the trainable, through `StudyRelay`) moves the bar within an epoch.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 from ablation import tracking
 from ablation.core import StudySpec
 from ablation.driver.state import StudyContext
-from ablation.driver.trainable import trial_of
+from ablation.driver.trainable import ask_relay, trial_of
 
 _KILLED = "running low on memory"  # in every message Ray gives for a worker its memory monitor killed
 _THRESHOLD = re.compile(r"\(([\d.]+)% of (\d+)B limit\)")  # "OOM kill reason: ... (95.0% of 25276194816B limit)"
@@ -174,13 +174,14 @@ class MemoryKillRecorder(tune.Callback):
     gets one, with its params. The driver makes one per fit and reads `killed` (trial name -> `cause`);
     Tune's pickled experiment state carries neither the spec nor the context (`__getstate__`)."""
 
-    def __init__(self, spec: StudySpec, context: StudyContext) -> None:
+    def __init__(self, spec: StudySpec, context: StudyContext, relay=None) -> None:
         self.study: tuple[StudySpec, StudyContext] | None = (spec, context)
+        self.relay = relay  # the study's relay: a run made here is one the trial's retry must look for
         self.killed: dict[str, str] = {}
         self.kernel: KernelOomKills | None = KernelOomKills()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "study": None, "kernel": None}
+        return {**self.__dict__, "study": None, "kernel": None, "relay": None}
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._record(trial.config)
@@ -202,6 +203,7 @@ class MemoryKillRecorder(tune.Callback):
         spec, context = self.study
         found = trial_of(spec, config)
         self.killed[found.name] = said
+        ask_relay(self.relay, "claim", found.id)  # the run is opened here, not by the trial's next attempt
         try:
             opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                          name=found.name, trial_id=found.id, params=found.params())

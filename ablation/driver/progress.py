@@ -1,5 +1,5 @@
 """Progress from a running study to whoever watches it: a Tune callback that forwards trial events to
-a view (and the batch counts trials put to `relay.BatchRelay`), and what a view must offer. The view
+a view (and the batch counts trials put to `relay.StudyRelay`), and what a view must offer. The view
 itself is the caller's (the CLI's live view); the driver knows only this protocol, and runs without one.
 """
 
@@ -74,7 +74,7 @@ class ProgressCallback(tune.Callback):
 
     def __init__(self, metric: str, view: ProgressView, relay) -> None:
         self.metric, self.view = metric, view
-        self.relay = relay  # the BatchRelay actor that trials put their batch counts to; None once it died
+        self.relay = relay  # the StudyRelay actor that trials put their batch counts to; None once it died
         self.drained = 0.0
         # The config of each trial that failed for good, by its path: Tune's result holds none for a trial
         # that failed before its first report (its worker killed in its start-up, say).

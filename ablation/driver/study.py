@@ -30,7 +30,7 @@ from ablation.driver.memory_kills import cause as memory_kill
 from ablation.driver.prepare import costs_key, latencies
 from ablation.driver.progress import ProgressCallback, ViewFactory
 from ablation.driver.race import RaceSearcher
-from ablation.driver.relay import BatchRelay
+from ablation.driver.relay import StudyRelay
 from ablation.driver.state import StudyContext, StudyOutcome, config_of
 from ablation.driver.trainable import (DIVERGED_KEY, STEP_KEY, checkpoint_folder, checkpoint_store, trainable,
                                        trial_name, trial_of, tune_trial_id)
@@ -143,6 +143,17 @@ class LeaseStopper(tune.Stopper):
         return False
 
 
+def _known_runs(outcome: StudyOutcome, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """What the study's relay starts from (`StudyRelay`): the trials that have a run in the store already
+    (a re-run's, a resumed study's), and the best scores of the weights each arm keeps, by trial id."""
+    kept: dict[str, dict[str, float]] = {}
+    records = tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+    for r in records:
+        if r.trial_id and "arm" in r.params and r.tags.get(tracking.Tag.MODEL) == tracking.ModelKept.KEPT:
+            kept.setdefault(r.params["arm"], {})[r.trial_id] = r.metrics.get(tracking.best(metric), float("nan"))
+    return [r.trial_id for r in records if r.trial_id], kept
+
+
 def _what_stopped(err: BaseException) -> str:
     """One line for an error out of `Tuner.fit` (Ray's messages run to dozens of lines)."""
     text = str(err).strip()
@@ -165,10 +176,10 @@ def fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracki
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = make_view(trials=count, epochs=spec.train.epochs, metric=spec.metric,
                          pending=[] if sampled or spec.search.race else [t.name for t in trials])
-    relay = ray.remote(num_cpus=0)(BatchRelay).remote()
+    relay = ray.remote(num_cpus=0)(StudyRelay).remote(*_known_runs(outcome, spec.metric))
     progress = ProgressCallback(spec.metric, view, relay)
     handle_memory_kills()  # a worker Ray's memory monitor kills is a trial failure, not the study's end
-    kills = MemoryKillRecorder(spec, context)
+    kills = MemoryKillRecorder(spec, context, relay)
     race = RaceSearcher(study, where=(context.tracking_uri, context.experiment_id, context.parent_run_id),
                         on_change=view.race) if spec.search.race else None
     halts = Halts(LeaseStopper(lease), context.storage)  # a full storage, an unwritable store: no trial can go on

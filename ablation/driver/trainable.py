@@ -28,6 +28,7 @@ from ablation.tracking.runs import store_failure, unlog_store_failures
 
 STEP_KEY = "epoch"
 DIVERGED_KEY = "diverged"  # in a trial's Tune result: its loss blew up, so its metrics are nan
+RELAY_WAIT = 5.0  # seconds a trial waits for the study's relay to answer before it asks the store instead
 
 
 def _failure(err: BaseException) -> tracking.Failure:
@@ -67,8 +68,10 @@ def _trial(config: dict[str, Any], context: StudyContext, relay: ray.actor.Actor
     resume = store.load()  # an earlier attempt's, if Tune is retrying this trial or the study resumed
     fence = tracking.lease_check(context.tracking_uri, context.experiment_id, study.name, context.lease_token,
                                  context.lease_ttl)
+    # The relay knows which trials have a run: the first attempt of a new trial need not search the store.
     opened = tracking.open_trial(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                                 name=trial.name, trial_id=trial.id, params=trial.params(), fence=fence)
+                                 name=trial.name, trial_id=trial.id, params=trial.params(), fence=fence,
+                                 new=ask_relay(relay, "claim", trial.id) is True)
     if store.set_aside:  # an unreadable checkpoint, renamed: the trial begins again
         opened.run.set_tags({tracking.Tag.CHECKPOINT_SET_ASIDE: store.set_aside})
     if opened.finished:
@@ -76,8 +79,13 @@ def _trial(config: dict[str, Any], context: StudyContext, relay: ray.actor.Actor
         tune.report(opened.run.latest_metrics() | {STEP_KEY: study.train.epochs})
         opened.run.finish()
         return
-    epochs = _Epochs(study, opened, store, resume,
-                     keep=lambda best, score: _keep_model(context, study, trial, opened, best, score))
+
+    def kept(score: float) -> None:  # the trial's run now says it keeps its weights: its arm's others count them
+        if relay is not None:
+            relay.kept.remote(trial.arm, trial.id, score)
+
+    epochs = _Epochs(study, opened, store, resume, kept=kept,
+                     keep=lambda best, score: _keep_model(context, study, trial, opened, best, score, relay))
     key = tune.get_context().get_trial_id()
     on_batch = every(1.0, lambda done, total: relay.put.remote(key, done, total)) if relay else None
     if relay and resume:  # the view shows the epochs it had done at once, not 0 until its next epoch ends
@@ -131,8 +139,9 @@ class _Epochs:
     Tune; the best weights held for the end, when the study's policy decides whether they are kept."""
 
     def __init__(self, study: StudySpec, opened: tracking.TrialRun, store: CheckpointStore,
-                 resume: dict[str, Any] | None, keep: Callable[..., tracking.ModelKept]) -> None:
-        self.study, self.opened, self.store, self.keep = study, opened, store, keep
+                 resume: dict[str, Any] | None, keep: Callable[..., tracking.ModelKept],
+                 kept: Callable[[float], Any]) -> None:
+        self.study, self.opened, self.store, self.keep, self.kept = study, opened, store, keep, kept
         self.last = resume["epoch"] if resume else 0
         self.best: tuple[dict[str, torch.Tensor], int] | None = None
 
@@ -141,9 +150,12 @@ class _Epochs:
         self.store.wait()  # so an epoch in MLflow means the one before it is checkpointed
         # After the last epoch, what becomes of the weights is said in that epoch's write.
         last = epoch == self.study.train.epochs
-        tags = {tracking.Tag.MODEL: self.keep(self.best, metrics[tracking.best(self.study.metric)])} if last else {}
+        score = metrics[tracking.best(self.study.metric)] if last else None
+        tags = {tracking.Tag.MODEL: self.keep(self.best, score)} if last else {}
         logged = {k: v for k, v in metrics.items() if k != STEP_KEY} | {tracking.PEAK_RSS_MB: peak_rss_mb()}
         self.opened.log_epoch(logged, epoch, tags)
+        if tags.get(tracking.Tag.MODEL) == tracking.ModelKept.KEPT:  # its run says so now: the arm's others see it
+            self.kept(score)
         if checkpoint is not None:  # none after the last epoch: nothing resumes from it
             self.store.save(checkpoint)
         tune.report(metrics)
@@ -153,15 +165,21 @@ class _Epochs:
 
 
 def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: tracking.TrialRun,
-                best: tuple[dict[str, torch.Tensor], int] | None, score: float) -> tracking.ModelKept:
+                best: tuple[dict[str, torch.Tensor], int] | None, score: float,
+                relay: ray.actor.ActorHandle | None = None) -> tracking.ModelKept:
     """Store the trial's best weights as its run's model if the study keeps them: always, never, or
-    while this seed is among the k best of its arm so far (the driver removes the weights of seeds a
-    better one supersedes once the trials end, so an arm ends with its k best)."""
+    while this seed is among the k best of its arm so far, by the relay's account of the arm's kept weights
+    (or the store's, without a relay). The driver removes the weights of seeds a better one superseded once
+    the trials end (two that ended at once may both keep theirs), so an arm ends with its k best."""
     k = study.models_kept_per_arm
     if k is not None and k > 0:
-        kept = tracking.kept_models(context.tracking_uri, context.experiment_id, context.parent_run_id, trial.arm,
-                                    study.metric)
-        as_good = [v for _, v in kept if (v >= score if study.mode == "max" else v <= score)]
+        kept = ask_relay(relay, "kept_scores", trial.arm)
+        if kept is None:
+            kept = dict(tracking.kept_models(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                                             trial.arm, study.metric))
+        # Its own earlier attempt's (a retry of its last epoch) is not another seed's.
+        others = [v for who, v in kept.items() if who not in (trial.id, opened.run.run_id)]
+        as_good = [v for v in others if (v >= score if study.mode == "max" else v <= score)]
         k = 0 if len(as_good) >= k else k
     if best is None or k == 0:
         return tracking.ModelKept.NOT_KEPT
@@ -169,6 +187,17 @@ def _keep_model(context: StudyContext, study: StudySpec, trial: Trial, opened: t
     opened.upload_model(lambda file: save_model(file, trial.spec.model_dump_json(), classes_of(trial.spec.data),
                                                 epoch, weights))
     return tracking.ModelKept.KEPT
+
+
+def ask_relay(relay: ray.actor.ActorHandle | None, method: str, *args: Any) -> Any:
+    """The study relay's answer (`relay.StudyRelay`), or None without one, or when it died or does not
+    answer: its caller then asks the store, as the relay spares it."""
+    if relay is None:
+        return None
+    try:
+        return ray.get(getattr(relay, method).remote(*args), timeout=RELAY_WAIT)
+    except ray.exceptions.RayError:
+        return None
 
 
 def checkpoint_folder(storage: str) -> str:

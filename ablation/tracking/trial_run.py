@@ -153,15 +153,16 @@ def _clear_failure(client: MlflowClient, run) -> None:
 
 
 def open_trial(uri: str, experiment_id: str, parent_run_id: str, *, name: str, trial_id: str,
-               params: Mapping[str, Any], fence: Callable[[], None] = lambda: None) -> TrialRun:
+               params: Mapping[str, Any], fence: Callable[[], None] = lambda: None, new: bool = False) -> TrialRun:
     """The trial's child run under the study's parent: the one an earlier attempt left unfinished
     (a retry continues it, so each trial has one run and each epoch is logged once), else a new one.
+    `new`: the caller knows the trial has no run yet (the study's relay said so), so none is searched for.
     `fence` is called before each write (see `store.lease_check`)."""
     db = sqlite_path(uri)
     if db is not None and not db.exists():  # connecting would create a new, empty store in its place
         raise StoreGone(f"the MLflow store {db} was deleted or moved while the study ran")
     client = connect(uri)
-    earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id)
+    earlier = [] if new else _trial_runs(client, experiment_id, parent_run_id, trial_id)
     done = [r for r in earlier if r.info.status == Status.FINISHED]
     if done:  # Tune restarted a trial that had finished before its driver could record it
         return TrialRun(TrackedRun(client, done[0].info.run_id), set(), 1, finished=True, fence=fence)
