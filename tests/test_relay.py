@@ -6,7 +6,6 @@ import math
 
 from ablation import tracking
 from ablation.driver.relay import StudyRelay
-from ablation.driver.state import StudyOutcome
 from ablation.driver.study import _known_runs
 
 
@@ -31,8 +30,11 @@ def test_an_arms_kept_weights_are_what_the_store_held_and_what_trials_kept_since
 def test_the_relay_starts_from_the_runs_and_kept_weights_the_store_holds(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id, parent = tracking.open_study(uri, "seeded", params={}, spec_yaml="name: seeded\n")
-    outcome = StudyOutcome(uri, experiment_id, parent.run_id, str(tmp_path / "runs"))
-    assert _known_runs(outcome, "val_macro_f1") == ([], {})  # a new study: every trial is the first of its id
+
+    def known():
+        return _known_runs(tracking.study_trials(uri, experiment_id, parent.run_id), "val_macro_f1")
+
+    assert known() == ([], {})  # a new study: every trial is the first of its id
 
     def trial(trial_id: str, arm: str, model: tracking.ModelKept | None, score: float) -> None:
         opened = tracking.open_trial(uri, experiment_id, parent.run_id, name=trial_id, trial_id=trial_id,
@@ -45,6 +47,6 @@ def test_the_relay_starts_from_the_runs_and_kept_weights_the_store_holds(tmp_pat
     trial("a1", "placement=none", tracking.ModelKept.NOT_KEPT, 0.5)
     trial("b0", "placement=layer4", tracking.ModelKept.SUPERSEDED, 0.9)
     trial("b1", "placement=layer4", None, math.nan)  # killed before its last epoch: a run, nothing kept
-    opened, kept = _known_runs(outcome, "val_macro_f1")
+    opened, kept = known()
     assert sorted(opened) == ["a0", "a1", "b0", "b1"]
     assert kept == {"placement=none": {"a0": 0.7}}

@@ -75,7 +75,9 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
                                 experiment_id=experiment_id, datasets=data.values(),
                                 data_digests=recorded | {k: d.digest for k, d in data.items() if d.source_type == "local"})
         # A grid knows its trials, so a re-run skips those that finished; a search draws new ones.
-        done = tracking.finished_trials(uri, experiment_id, parent.run_id) if spec.search.method == "grid" else set()
+        records = tracking.study_trials(uri, experiment_id, parent.run_id)
+        done = {r.trial_id for r in records if r.status == tracking.Status.FINISHED} if spec.search.method == "grid" \
+            else set()
         pending = [t for t in trials if t.id not in done]
         outcome = StudyOutcome(uri, experiment_id, parent.run_id, f"{storage}/{spec.name}",
                                already_finished=len(trials) - len(pending))
@@ -85,7 +87,7 @@ def run_study(study: Study, spec_yaml: str, *, tracking_uri: str | None = None, 
         context = StudyContext(spec.model_dump(mode="json"), uri, experiment_id, parent.run_id, outcome.storage,
                                lease_token=lease.token, lease_ttl=lease.ttl, memory_mb=memory)
         StudyState(context, [t.id for t in pending]).save(outcome.storage)
-        return fit(study, context, pending, parent, outcome, console, view, lease=lease)
+        return fit(study, context, pending, parent, outcome, console, view, records=records, lease=lease)
 
 
 def resume_study(folder: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -133,7 +135,8 @@ def resume_study(folder: str, *, tracking_uri: str | None = None, address: str |
         quiet_tune()
         connect(address)
         check_resources(spec, memory_mb=memory)
-        return study, fit(study, context, pending, parent, outcome, console, view, redo=redo[:samples], samples=samples,
+        return study, fit(study, context, pending, parent, outcome, console, view, records=records, redo=redo[:samples],
+                          samples=samples,
                           lease=lease)
 
 

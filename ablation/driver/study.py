@@ -143,11 +143,11 @@ class LeaseStopper(tune.Stopper):
         return False
 
 
-def _known_runs(outcome: StudyOutcome, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """What the study's relay starts from (`StudyRelay`): the trials that have a run in the store already
-    (a re-run's, a resumed study's), and the best scores of the weights each arm keeps, by trial id."""
+def _known_runs(records: Sequence[tracking.TrialRecord], metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """What the study's relay starts from (`StudyRelay`), read from the study's runs in the store: the trials
+    that have a run already (a re-run's, a resumed study's), and the best scores of the weights each arm
+    keeps, by trial id."""
     kept: dict[str, dict[str, float]] = {}
-    records = tracking.study_trials(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
     for r in records:
         if r.trial_id and "arm" in r.params and r.tags.get(tracking.Tag.MODEL) == tracking.ModelKept.KEPT:
             kept.setdefault(r.params["arm"], {})[r.trial_id] = r.metrics.get(tracking.best(metric), float("nan"))
@@ -165,10 +165,11 @@ def _what_stopped(err: BaseException) -> str:
 
 
 def fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracking.TrackedRun,
-        outcome: StudyOutcome, console, make_view: ViewFactory, *, redo: list[dict[str, Any]] = (),
-        samples: int | None = None, lease) -> StudyOutcome:
+        outcome: StudyOutcome, console, make_view: ViewFactory, *, records: Sequence[tracking.TrialRecord],
+        redo: list[dict[str, Any]] = (), samples: int | None = None, lease) -> StudyOutcome:
     """Hand `trials` (a grid's pending ones; or `samples` draws, `redo` first; or a race) to Tune on the Ray this
-    process has joined, each logging under `parent`, and record what came of them: the trials that failed,
+    process has joined, each logging under `parent`, whose runs the store held as `records` when the driver
+    read them (`tracking.study_trials`), and record what came of them: the trials that failed,
     diverged, were stopped early or never finished, the race's decisions, the weights kept, the models'
     latencies and the study's outcome on `parent`."""
     spec = study.spec
@@ -176,7 +177,7 @@ def fit(study: Study, context: StudyContext, trials: list[Trial], parent: tracki
     count = (spec.search.num_samples if samples is None else samples) if sampled else len(trials)
     view = make_view(trials=count, epochs=spec.train.epochs, metric=spec.metric,
                          pending=[] if sampled or spec.search.race else [t.name for t in trials])
-    relay = ray.remote(num_cpus=0)(StudyRelay).remote(*_known_runs(outcome, spec.metric))
+    relay = ray.remote(num_cpus=0)(StudyRelay).remote(*_known_runs(records, spec.metric))
     progress = ProgressCallback(spec.metric, view, relay)
     handle_memory_kills()  # a worker Ray's memory monitor kills is a trial failure, not the study's end
     kills = MemoryKillRecorder(spec, context, relay)

@@ -31,7 +31,7 @@ from ablation.core.names import (COSTS, DEFAULT_METRIC, EXPERIMENT_KIND, LATENCY
                     Failure, Kind, ModelKept, Outcome, Status, Tag, as_param, best, explanation, f1_class, is_score,
                     race_state, test_f1)
 from ablation.tracking.provenance import command_line, cpu_model, git_tags, machine_tags, study_provenance, versions
-from ablation.tracking.reading import (RunNotFound, RunRow, StudyNotFound, StudyRecord, TrialRecord, dataset_profiles, find_parent, find_study, finished_trials,
+from ablation.tracking.reading import (RunNotFound, RunRow, StudyNotFound, StudyRecord, TrialRecord, dataset_profiles, find_parent, find_study,
                       metric_history, read_artifact, runs_of_study, study_trials, trial_record, trials_frame)
 from ablation.tracking.runs import TrackedRun, log_explanation, log_latencies, log_metrics
 from ablation.tracking.trial_run import TrialRun, close_open_runs, mark_stopped_early, open_trial
@@ -68,7 +68,7 @@ __all__ = [
     # the parent run
     "dataset_input", "describe_study", "finish_study", "log_race", "open_study", "reopen_study", "study_params",
     # reading back
-    "RunNotFound", "RunRow", "StudyNotFound", "StudyRecord", "TrialRecord", "dataset_profiles", "find_parent", "find_study", "finished_trials",
+    "RunNotFound", "RunRow", "StudyNotFound", "StudyRecord", "TrialRecord", "dataset_profiles", "find_parent", "find_study",
     "metric_history", "read_artifact", "runs_of_study", "study_trials", "trial_record", "trials_frame",
     # the weights' keep policy
     "drop_superseded", "kept_models", "models_of_arm",

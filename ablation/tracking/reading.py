@@ -73,14 +73,6 @@ def study_trials(uri: str, experiment_id: str, parent_run_id: str) -> list[Trial
     return [TrialRecord.of(r) for r in runs]
 
 
-def finished_trials(uri: str, experiment_id: str, parent_run_id: str) -> set[str]:
-    """Ids of the study's trials that already have a FINISHED run."""
-    client = connect(uri)
-    runs = client.search_runs([experiment_id], max_results=50_000, filter_string=(
-        f"tags.`{Tag.PARENT}` = '{parent_run_id}' and attributes.status = '{Status.FINISHED}'"))
-    return {r.data.tags[Tag.TRIAL_ID] for r in runs if Tag.TRIAL_ID in r.data.tags}
-
-
 @dataclass(frozen=True)
 class StudyRecord:
     """A study's parent run as logged: its params (the spec's keys) and tags (axes, design, metric)."""
