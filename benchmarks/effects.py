@@ -25,7 +25,7 @@ import time
 import warnings
 
 import numpy as np
-import race as R  # benchmarks/race.py: the real study's noise, and its quantised accuracies
+import race_simulate as RS  # benchmarks/: the real study's noise, and its quantised accuracies
 from pydoe import ff2n, fracfact
 from results_file import RESULTS, publish  # benchmarks/, the script's own folder
 from scipy import stats
@@ -68,7 +68,7 @@ def targets(runs: np.ndarray, reported, planted: dict, sigma: float) -> np.ndarr
 # Noise
 
 
-def within_sd_quantised(level: float, discord: float, images: int = R.IMAGES) -> float:
+def within_sd_quantised(level: float, discord: float, images: int = RS.IMAGES) -> float:
     """A trial's own SD under `race.simulate_quantised` (the part the seed does not share): the terms of
     `race.quantised_sd` without the baseline's count's variance."""
     g, lo = discord / (images * (1 - level)), discord / (images * level)
@@ -87,7 +87,7 @@ def skewed(kind: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
 
 def noises(paired_sd: float) -> dict[str, dict]:
     """Each noise kind: its trial SD (sigma) and, for quantised ones, the accuracy level and discord."""
-    discord = brentq(lambda d: R.quantised_sd(0.5, d) - paired_sd, 1e-3, R.IMAGES * 0.5)
+    discord = brentq(lambda d: RS.quantised_sd(0.5, d) - paired_sd, 1e-3, RS.IMAGES * 0.5)
     out = {"Gaussian": {"sigma": paired_sd / math.sqrt(2)}}
     for label, level, d in (("quantised, real SD", 0.5, discord), ("quantised, 2 images", 0.85, 2.0)):
         out[label] = {"sigma": within_sd_quantised(level, d), "level": level, "discord": d}
@@ -100,9 +100,9 @@ def simulate(S: int, runs: np.ndarray, seeds: int, planted: dict, noise: dict, r
     """Metric values (S, seeds x runs), seed-major, the planted effects on top of the noise."""
     sigma, r, mu = noise["sigma"], len(runs), run_means(runs, planted, noise["sigma"])
     if "level" in noise:
-        X = R.simulate_quantised(S, np.tile(mu, (S, 1)), seeds, rng, noise["level"], noise["discord"])
+        X = RS.simulate_quantised(S, np.tile(mu, (S, 1)), seeds, rng, noise["level"], noise["discord"])
         return X[:, 1:, :].transpose(0, 2, 1).reshape(S, seeds * r)  # the baseline column is no run
-    shift = R.SEED_LEVEL_SD * rng.standard_normal((S, seeds, 1))
+    shift = RS.SEED_LEVEL_SD * rng.standard_normal((S, seeds, 1))
     own = skewed(noise["kind"], (S, seeds, r), rng) if "kind" in noise else rng.standard_normal((S, seeds, r))
     return (mu + shift + sigma * own).reshape(S, seeds * r)
 
@@ -218,7 +218,7 @@ def read_paired_sd(args) -> tuple[float, str]:
     if args.sd:
         return args.sd, f"--sd {args.sd}"
     if args.tracking_uri and args.study:
-        noise = R.read_noise(args.tracking_uri, args.study, args.metric)
+        noise = RS.read_noise(args.tracking_uri, args.study, args.metric)
         return noise.sd, noise.source
     noise = json.loads((RESULTS / "race.json").read_text())["noise"]
     return noise["sd"], f"{noise['source']}, as benchmarks/race.py recorded it (results/race.json)"
@@ -335,7 +335,7 @@ def main() -> None:
              f"`.venv/bin/python benchmarks/effects.py` — {S:,} simulated studies per scenario, α = {ALPHA}; a "
              f"rate's 95% Monte Carlo error is ± {tolerance:.4f} at {ALPHA} (or 0.95).", "",
              f"**Seed noise**: {source}: SD of the paired difference {paired_sd:.4f}, so a trial's own noise has "
-             f"σ = {paired_sd / math.sqrt(2):.4f}; every seed also shifts all its arms alike (SD {R.SEED_LEVEL_SD}), "
+             f"σ = {paired_sd / math.sqrt(2):.4f}; every seed also shifts all its arms alike (SD {RS.SEED_LEVEL_SD}), "
              "which the seed blocks remove. Quantised: accuracy on 200 images (`race.simulate_quantised`), weak "
              f"models (level 0.5, {q['discord']:.1f} images flipped each way, σ = {q['sigma']:.4f}) at the real SD, "
              f"and close ones (level 0.85, 2 images each way, σ = {kinds['quantised, 2 images']['sigma']:.4f}); "

@@ -23,7 +23,8 @@ import math
 import time
 
 import numpy as np
-import race as R  # benchmarks/race.py: the race's vectorised mirror and the scenario generators
+import race_simulate as RS  # benchmarks/: the scenario generators
+import race_vectorised as RV  # the race's vectorised mirror
 from results_file import publish  # benchmarks/, the script's own folder
 from scipy import stats
 
@@ -179,33 +180,33 @@ def main() -> None:
         cases = []
         for margin in (2.0, 0.0):
             deltas = np.zeros((S, K))
-            X = R.simulate(S, deltas, N, rng)
+            X = RS.simulate(S, deltas, N, rng)
             D = X[:, 1:] - X[:, :1]
-            st, used = R.race(D, R.START, margin, ALPHA, scale=R.metric_scale(X))
-            pick = np.argwhere(st != R.UNDECIDED_)
+            st, used = RV.race(D, RS.START, margin, ALPHA, scale=RV.metric_scale(X))
+            pick = np.argwhere(st != RV.UNDECIDED_)
             label = ("Gaussian null, margin 2 SD: decided arms" if margin else
                      "Gaussian null, margin 0: false claims")
             cases.append((label, "false alarm", decided_samples(D, used, pick)))
-        deltas = R.scenario("b", S, K, 2.0, rng)
-        X = R.simulate(S, deltas, N, rng)
+        deltas = RS.scenario("b", S, K, 2.0, rng)
+        X = RS.simulate(S, deltas, N, rng)
         D = X[:, 1:] - X[:, :1]
-        st, used = R.race(D, R.START, 2.0, ALPHA, scale=R.metric_scale(X))
+        st, used = RV.race(D, RS.START, 2.0, ALPHA, scale=RV.metric_scale(X))
         cases.append(("Gaussian, 2-4 arms 0.5-2 SD off, margin 2 SD: decided arms", "false alarm",
-                      decided_samples(D, used, np.argwhere(st != R.UNDECIDED_))))
-        for label, level, discord in R.QUANTISED[1:]:
-            sd = R.quantised_sd(level, discord)
-            X = R.simulate_quantised(S, np.zeros((S, K)), N, rng, level, discord)
+                      decided_samples(D, used, np.argwhere(st != RV.UNDECIDED_))))
+        for label, level, discord in RS.QUANTISED[1:]:
+            sd = RS.quantised_sd(level, discord)
+            X = RS.simulate_quantised(S, np.zeros((S, K)), N, rng, level, discord)
             D = X[:, 1:] - X[:, :1]
-            st, used = R.race(D, R.START, 2 * sd, ALPHA, scale=R.metric_scale(X))
+            st, used = RV.race(D, RS.START, 2 * sd, ALPHA, scale=RV.metric_scale(X))
             cases.append((f"accuracy on 200 images, paired SD {label}, null, margin 2 SD: decided arms",
                           "no claim is false: any flag is noise",
-                          decided_samples(D, used, np.argwhere(st != R.UNDECIDED_))))
-        for kind in R.SKEWED:
-            X = R.simulate_skewed(kind, S, K, N, rng)
+                          decided_samples(D, used, np.argwhere(st != RV.UNDECIDED_))))
+        for kind in RS.SKEWED:
+            X = RS.simulate_skewed(kind, S, K, N, rng)
             D = X[:, 1:] - X[:, :1]
-            st, used = R.race(D, R.START, 0.0, ALPHA, scale=R.metric_scale(X))
+            st, used = RV.race(D, RS.START, 0.0, ALPHA, scale=RV.metric_scale(X))
             cases.append((f"{kind} null, margin 0: false claims", "catch",
-                          decided_samples(D, used, np.argwhere((st == R.BETTER_) | (st == R.WORSE_)))))
+                          decided_samples(D, used, np.argwhere((st == RV.BETTER_) | (st == RV.WORSE_)))))
         for label, kind, samples in cases:
             count = sum(len(v) for v in samples.values())
             seeds = (sum(n * len(v) for n, v in samples.items()) / count) if count else None
@@ -245,7 +246,7 @@ def main() -> None:
 
     def candidate(k):
         fa = [span(p, k) for p in ("Gaussian null, margin 2", "Gaussian null, margin 0", "Gaussian, 2-4")]
-        qa = [span(f"accuracy on 200 images, paired SD {label}", k) for label, _, _ in R.QUANTISED[1:]]
+        qa = [span(f"accuracy on 200 images, paired SD {label}", k) for label, _, _ in RS.QUANTISED[1:]]
         return {"gaussian_false_alarm": [min(x[0] for x in fa), max(x[1] for x in fa)],
                 "lognormal_catch": list(span("lognormal", k)), "collapse_catch": list(span("collapse", k)),
                 "quantised_decided_flagged": [min(x[0] for x in qa), max(x[1] for x in qa)]}

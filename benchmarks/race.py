@@ -33,8 +33,7 @@ sample of them (the cross-checks) and under asynchronous arrival; race_measures.
 and how a figure prints; race_method.py, a full run's sections on the method (boundaries, candidates, the test
 alone, the chosen method, margins, asynchronous arrival, mode "best", non-Gaussian noise);
 race_real_metrics.py, the real-metric sections and the `--only` merge. This file: the command line, the
-guarantee's text, the targets, and the order the sections run in. effects.py and paired_checks.py import it
-(`import race as R`) for the generators and the race, so it names those again (`__all__`).
+guarantee's text, the targets, and the order the sections run in.
 """
 
 from __future__ import annotations
@@ -49,16 +48,8 @@ from race_measures import mc, pct  # benchmarks/, the script's own folder
 from race_method import (async_section, best_section, boundary_section, candidates_section, chosen_section,
                          half_widths_section, margins_section, non_gaussian_section, test_alone_section)
 from race_real_metrics import NEW_SECTIONS, merge, new_sections, quantised_studies
-from race_simulate import (ALPHA, CONFIGS, EFFECTS, IMAGES, QUANTISED, SEED_LEVEL_SD, SKEWED, START, Noise,
-                           quantised_sd, read_noise, run_real_study, scenario, simulate, simulate_quantised,
-                           simulate_skewed)
-from race_vectorised import BETTER_, UNDECIDED_, WORSE_, metric_scale, race
+from race_simulate import ALPHA, CONFIGS, EFFECTS, START, Noise, read_noise, run_real_study
 from results_file import publish
-
-# what effects.py and paired_checks.py use as R.<name> (besides main), now defined in the modules above
-__all__ = ["BETTER_", "IMAGES", "QUANTISED", "SEED_LEVEL_SD", "SKEWED", "START", "UNDECIDED_", "WORSE_", "main",
-           "metric_scale", "quantised_sd", "race", "read_noise", "scenario", "simulate", "simulate_quantised",
-           "simulate_skewed"]
 
 GUARANTEE = """\
 Racing decides each arm against the baseline from the paired differences (arm − baseline) on the longest
